@@ -1,0 +1,56 @@
+# MineWatch: `make run` sets everything up and serves the app; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test demo lint bench chromium static clean
+
+run: $(STAMP)
+	$(PY) run.py demo --if-empty
+	$(PY) run.py serve
+
+test: $(DEV_STAMP) chromium
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) run.py demo
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/score.py
+	$(PY) bench/review.py
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): requirements-dev.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium gdal-bin; }
+	@command -v ogrinfo >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q gdal-bin
+
+# Re-vendor htmx and Leaflet from their npm packages into static/ (the committed copies are served).
+static:
+	cd /tmp && rm -rf mw-static && mkdir mw-static && cd mw-static && npm install --silent htmx.org@2.0.8 leaflet@1.9.4
+	cp /tmp/mw-static/node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
+	cp /tmp/mw-static/node_modules/htmx.org/LICENSE static/vendor/htmx.LICENSE
+	cp /tmp/mw-static/node_modules/leaflet/dist/leaflet.js /tmp/mw-static/node_modules/leaflet/dist/leaflet.css static/vendor/
+	cp -r /tmp/mw-static/node_modules/leaflet/dist/images static/vendor/
+	cp /tmp/mw-static/node_modules/leaflet/LICENSE static/vendor/leaflet.LICENSE
+
+clean:
+	rm -rf $(VENV) instance
