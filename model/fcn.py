@@ -1,0 +1,117 @@
+"""The seed's fully convolutional network (FCN).
+
+The seed study describes "three convolution layers, two pooling layers and a dropout layer; input
+of unspecified height and width with the 12 Sentinel-2 bands; output a 1 x 1 convolution with two
+filters (mine, background)". This module builds exactly that::
+
+    Input (None, None, B)  raw DN (reflectance x 10,000)
+    Normalization          (x - mean) / std per band; the statistics live inside the .keras file
+    Conv2D 32, 3x3, relu, same
+    MaxPool 2
+    Conv2D 64, 3x3, relu, same
+    MaxPool 2
+    Conv2D 64, 3x3, relu, same
+    Dropout 0.5
+    Conv2D 2, 1x1, softmax  channel 0 = background, channel 1 = mine
+
+On an H x W input the output is an (H / STRIDE) x (W / STRIDE) map (H and W multiples of STRIDE):
+one probability per 4 x 4 pixel block (40 m at 10 m pixels), a sliding-window classifier computed in
+one pass.
+
+Receptive field: output position j covers the pooled block of input pixels 4j .. 4j+3 and sees
+input pixels 4j-7 .. 4j+10, i.e. 18 px (conv 3 -> pool 2 -> conv 3 -> pool 2 -> conv 3: 3, 4, 8,
+10, 18 px). It reaches 7 px before its block and 7 px after it (RECEPTIVE_FIELD_BEFORE_PX,
+RECEPTIVE_FIELD_AFTER_PX). So an output whose block is at least 7 px inside a tile never sees the
+"same" zero padding at the tile edge: MARGIN_PX = 16 (>= 7 and a multiple of STRIDE, so that the
+pooling grid of every tile lines up with the global pixel grid) of real context around a cell or
+tile makes per-cell scores independent of how a scene is cut into tiles.
+
+Invalid pixels (NaN) must be replaced with the band mean before the forward pass (0 after the
+normalisation layer, the same value the zero padding stands for); ``ModelBundle.mine_probability``
+does that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+#: Pool size of each of the two pooling layers.
+POOL = 2
+#: Output stride: product of the pooling strides. One output per STRIDE x STRIDE pixel block.
+STRIDE = POOL * POOL
+#: Receptive field of one output, in input pixels.
+RECEPTIVE_FIELD_PX = 18
+#: How far the receptive field reaches before / after the output's own STRIDE x STRIDE block.
+RECEPTIVE_FIELD_BEFORE_PX = 7
+RECEPTIVE_FIELD_AFTER_PX = 7
+#: Context read around a cell or a tile; >= the receptive-field reach and a multiple of STRIDE.
+MARGIN_PX = 16
+#: Default conv widths and dropout rate (the seed's).
+WIDTHS: tuple[int, int, int] = (32, 64, 64)
+DROPOUT = 0.5
+#: Output channels.
+N_CLASSES = 2
+MINE_CHANNEL = 1
+#: Smallest standard deviation used in the normalisation (a constant band would divide by zero).
+MIN_STD = 1e-3
+
+assert MARGIN_PX % STRIDE == 0 and MARGIN_PX >= RECEPTIVE_FIELD_BEFORE_PX
+
+
+def build_fcn(
+    bands: Sequence[str],
+    mean: np.ndarray,
+    std: np.ndarray,
+    *,
+    seed: int = 0,
+    widths: Sequence[int] = WIDTHS,
+    dropout: float = DROPOUT,
+) -> keras.Model:
+    """Build the seed FCN for ``bands`` with per-band normalisation ``mean`` / ``std`` (DN).
+
+    Input: (batch, H, W, len(bands)) float32 DN with no NaN; output: (batch, H/STRIDE, W/STRIDE, 2)
+    softmax, channel 1 = mine. The weights are initialised from ``seed``.
+    """
+    n_bands = len(bands)
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    std = np.asarray(std, dtype=np.float64).reshape(-1)
+    if n_bands == 0:
+        raise ValueError("build_fcn needs at least one band")
+    if mean.shape != (n_bands,) or std.shape != (n_bands,):
+        raise ValueError(
+            f"mean and std need one value per band ({n_bands}: {', '.join(bands)}), "
+            f"got {mean.shape[0]} and {std.shape[0]}"
+        )
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        raise ValueError("mean and std must be finite")
+    if len(widths) != 3 or any(int(w) <= 0 for w in widths):
+        raise ValueError(f"widths must be three positive integers, got {tuple(widths)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    variance = np.maximum(std, MIN_STD) ** 2
+
+    keras.utils.set_random_seed(seed)
+    w1, w2, w3 = (int(w) for w in widths)
+    inputs = keras.Input(shape=(None, None, n_bands), name="dn")
+    x = keras.layers.Normalization(
+        axis=-1, mean=mean.tolist(), variance=variance.tolist(), name="normalise"
+    )(inputs)
+    x = keras.layers.Conv2D(w1, 3, padding="same", activation="relu", name="conv1")(x)
+    x = keras.layers.MaxPooling2D(POOL, name="pool1")(x)
+    x = keras.layers.Conv2D(w2, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(POOL, name="pool2")(x)
+    x = keras.layers.Conv2D(w3, 3, padding="same", activation="relu", name="conv3")(x)
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    outputs = keras.layers.Conv2D(N_CLASSES, 1, activation="softmax", name="classes")(x)
+    return keras.Model(inputs, outputs, name="minewatch_fcn")
+
+
+def normalisation_of(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, std) stored in a model's normalisation layer."""
+    layer = model.get_layer("normalise")
+    mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), dtype=np.float64).reshape(-1)
+    variance = np.asarray(keras.ops.convert_to_numpy(layer.variance), dtype=np.float64).reshape(-1)
+    return mean, np.sqrt(variance)

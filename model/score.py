@@ -1,0 +1,183 @@
+"""Score a whole scene: one mine score and one uncertainty per 1-km cell.
+
+The scene is read in tiles of ``tile_cells`` x ``tile_cells`` cells (imagery.scene.iter_tiles),
+each with MARGIN_PX pixels of real context on every side and only the model's bands, selected by
+name. The FCN runs once per tile; its output map is cropped by MARGIN_PX / STRIDE blocks per side,
+which leaves exactly (cp / STRIDE) x (cp / STRIDE) blocks per cell, and model.reduce.cell_scores
+turns those into one score per cell for the whole tile at once (no per-cell Python loop).
+
+Seams: the FCN's receptive field reaches 7 px beyond an output's own block (model/fcn.py) and every
+tile starts on a cell boundary, minus MARGIN_PX (a multiple of STRIDE), so the pooling grid is the
+same in every tile and each interior output sees only real pixels. A cell therefore gets the same
+score whatever the tile size. Cells whose interior has less than ``min_valid_fraction`` valid
+pixels get NaN score and uncertainty. Memory is bounded by one tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from imagery.grid import CellGrid
+from model.bundle import ModelBundle, check_bands
+from model.fcn import MARGIN_PX, STRIDE
+from model.reduce import cell_scores
+
+
+@dataclass
+class CellScores:
+    """Scores of a set of cells: ids (int64), score and uncertainty (float32, NaN where not
+    scored), valid fraction of each cell's interior (float32)."""
+
+    cell_ids: np.ndarray
+    scores: np.ndarray
+    uncertainty: np.ndarray
+    valid_fraction: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.cell_ids)
+
+    @classmethod
+    def concat(cls, parts: list[CellScores]) -> CellScores:
+        """Join several CellScores (e.g. all the tiles of a scene)."""
+        if not parts:
+            empty = np.empty(0, dtype=np.float32)
+            return cls(np.empty(0, dtype=np.int64), empty, empty.copy(), empty.copy())
+        return cls(*(np.concatenate([getattr(p, f) for p in parts])
+                     for f in ("cell_ids", "scores", "uncertainty", "valid_fraction")))
+
+
+def _cell_geometry(grid: CellGrid, margin_px: int) -> tuple[int, int]:
+    cp = grid.cell_px
+    if cp % STRIDE:
+        raise ValueError(f"cell of {cp} px is not a multiple of the model stride {STRIDE}")
+    if margin_px % STRIDE or margin_px < 0:
+        raise ValueError(f"tile margin {margin_px} px must be a non-negative multiple of {STRIDE}")
+    return cp, margin_px // STRIDE
+
+
+def score_tile(
+    bundle: ModelBundle, tile, grid: CellGrid, *, min_valid_fraction: float = 0.5
+) -> CellScores:
+    """Score every cell of one ``imagery.scene.Tile`` whose pixels are in the bundle's bands."""
+    cp, crop = _cell_geometry(grid, tile.margin_px)
+    cells = tile.cells
+    m = tile.margin_px
+    height, width = cells.n_rows * cp + 2 * m, cells.n_cols * cp + 2 * m
+    if tile.pixels.shape != (height, width, len(bundle.bands)):
+        raise ValueError(
+            f"tile pixels {tile.pixels.shape} do not match {cells.n_rows} x {cells.n_cols} cells "
+            f"of {cp} px with a {m} px margin in the model's {len(bundle.bands)} bands"
+        )
+    ids = np.asarray(grid.cell_ids_in(cells), dtype=np.int64)
+    interior_valid = tile.valid[m:height - m, m:width - m]
+    blocks = interior_valid.reshape(cells.n_rows, cp, cells.n_cols, cp)
+    valid_fraction = blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32).ravel()
+    scored = valid_fraction >= min_valid_fraction
+    scores = np.full(len(ids), np.nan, dtype=np.float32)
+    uncertainty = np.full(len(ids), np.nan, dtype=np.float32)
+    if scored.any():
+        prob = bundle.mine_probability(tile.pixels)
+        prob = prob[crop:prob.shape[0] - crop, crop:prob.shape[1] - crop]
+        s, u = cell_scores(prob, (cells.n_rows, cells.n_cols), cp // STRIDE)
+        scores[scored] = s.ravel()[scored]
+        uncertainty[scored] = u.ravel()[scored]
+    return CellScores(ids, scores, uncertainty, valid_fraction)
+
+
+def score_scene(
+    bundle: ModelBundle,
+    scene,
+    grid: CellGrid,
+    *,
+    tile_cells: int = 32,
+    min_valid_fraction: float = 0.5,
+    progress: Callable[[float], None] | None = None,
+    cells=None,
+) -> Iterator[CellScores]:
+    """Score every cell of ``scene`` (or of CellRange ``cells``); yield one CellScores per tile.
+
+    Bands are selected from the scene by name (a scene with extra bands works; a missing band
+    raises BandMismatchError naming both lists before anything is read). ``progress(km2)`` is
+    called after each tile with the area of that tile's cells in km². Tiles where no cell reaches
+    ``min_valid_fraction`` are not run through the network.
+    """
+    from imagery.scene import iter_tiles
+
+    if tile_cells <= 0:
+        raise ValueError(f"tile_cells must be positive, got {tile_cells}")
+    if not 0.0 <= min_valid_fraction <= 1.0:
+        raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
+    check_bands(bundle, scene.bands)
+    _cell_geometry(grid, MARGIN_PX)
+    cell_km2 = (grid.cell_size_m / 1000.0) ** 2
+    for tile in iter_tiles(scene, grid, tile_cells=tile_cells, margin_px=MARGIN_PX,
+                           bands=bundle.bands, cells=cells):
+        result = score_tile(bundle, tile, grid, min_valid_fraction=min_valid_fraction)
+        del tile
+        if progress is not None:
+            progress(len(result) * cell_km2)
+        yield result
+
+
+def patch_scores(bundle: ModelBundle, pixels: np.ndarray, idx: np.ndarray | None = None, *,
+                 training: bool = False, batch_size: int = 64) -> np.ndarray:
+    """Cell score of each (cp + 2 MARGIN_PX)^2 patch (rows ``idx`` of ``pixels``), float32 (N,).
+
+    The same path as scene scoring (NaN filled with the band mean, margin cropped, numpy top-q
+    reduction), in batches of ``batch_size`` patches. ``training=True`` keeps dropout active.
+    """
+    idx = np.arange(len(pixels)) if idx is None else np.asarray(idx)
+    crop = MARGIN_PX // STRIDE
+    out = np.empty(len(idx), dtype=np.float32)
+    for start in range(0, len(idx), batch_size):
+        sel = idx[start:start + batch_size]
+        prob = bundle.mine_probability(pixels[sel], training=training)
+        prob = prob[:, crop:prob.shape[1] - crop, crop:prob.shape[2] - crop]
+        scores, _ = cell_scores(prob, (1, 1), prob.shape[1])
+        out[start:start + len(sel)] = scores[:, 0, 0]
+    return out
+
+
+def mc_dropout_scores(
+    bundle: ModelBundle,
+    pixels: np.ndarray,
+    n_samples: int = 20,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Monte-Carlo dropout: mean and standard deviation of the cell score over ``n_samples``
+    forward passes with dropout active.
+
+    ``pixels``: (N, cp + 2 MARGIN_PX, cp + 2 MARGIN_PX, B) patches in the bundle's bands (as
+    imagery.scene.read_cells returns them). Returns float32 (N,) mean and (N,) std.
+    """
+    import keras
+
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.ndim != 4 or pixels.shape[1] != pixels.shape[2]:
+        raise ValueError(f"pixels must be (N, P, P, B) square patches, got {pixels.shape}")
+    if (pixels.shape[1] - 2 * MARGIN_PX) <= 0 or (pixels.shape[1] - 2 * MARGIN_PX) % STRIDE:
+        raise ValueError(
+            f"patch side {pixels.shape[1]} px is not a cell plus a {MARGIN_PX} px margin"
+        )
+    # Restart every dropout layer's random stream from ``seed`` so that the same call gives the
+    # same samples (the layers' own generators otherwise advance from call to call).
+    keras.utils.set_random_seed(seed)
+    generators = [layer.seed_generator for layer in bundle.model.layers
+                  if isinstance(layer, keras.layers.Dropout) and layer.seed_generator is not None]
+    saved = [keras.ops.convert_to_numpy(g.state.value) for g in generators]
+    for g in generators:
+        g.state.assign(np.array([seed, 0], dtype=saved[0].dtype))
+    try:
+        samples = np.stack([patch_scores(bundle, pixels, training=True, batch_size=batch_size)
+                            for _ in range(n_samples)])
+    finally:
+        for g, state in zip(generators, saved, strict=True):
+            g.state.assign(state)
+    return samples.mean(axis=0).astype(np.float32), samples.std(axis=0).astype(np.float32)

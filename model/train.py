@@ -1,0 +1,490 @@
+"""Train the FCN on patch labels and package it as a ModelBundle.
+
+Choices, so a reader need not infer them from the code:
+
+* **Split**: by geography. Whole spatial groups (e.g. 10 x 10 km blocks of cells, or any integer
+  group ids chosen by the caller) go to validation; neighbouring cells never straddle the split.
+  Validation gets both classes whenever some group can provide them.
+* **Normalisation**: per-band mean and standard deviation of the valid (non-NaN) pixels of the
+  training split, stored inside the model. NaN pixels are filled with the band mean (0 after the
+  normalisation), batch by batch, exactly as ``ModelBundle.mine_probability`` does when scoring.
+* **Balance**: class weights, not oversampling. Each class gets total weight N/2 (inverse class
+  frequency), multiplied by the caller's ``sample_weight`` and by ``hard_negative_weight`` for
+  hard negatives (background patches a reviewer corrected from a false alarm). Weights keep an
+  epoch at N patches, which matters on CPU when background outnumbers mines many times over.
+* **Augmentation**: each patch gets a random element of the dihedral group (one of four 90-degree
+  rotations, optionally mirrored) every epoch, in numpy, batch by batch; mines have no preferred
+  orientation and patches are square.
+* **Loss**: the training model is FCN -> crop the margin (MARGIN_PX / STRIDE blocks per side) ->
+  ``TopFractionMean`` -> binary cross-entropy against the patch label; see model/reduce.py.
+  Adam, early stopping on validation loss with the best weights restored.
+* **Threshold**: ``max_f1`` picks the score threshold that maximises F1 on validation (a cell is
+  a mine when score >= threshold); with fewer than ``min_per_class`` of either class in
+  validation it falls back to 0.5 and says so in the metrics. Validation scores are computed
+  through the same numpy path as scene scoring. The F1 at the chosen threshold is therefore
+  optimistic; average precision and ROC AUC do not depend on it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from imagery.bands import parse_band_list
+from model.bundle import ModelBundle, check_version
+from model.fcn import DROPOUT, MARGIN_PX, MINE_CHANNEL, STRIDE, WIDTHS, build_fcn
+from model.reduce import REDUCTION, TOP_FRACTION, TopFractionMean
+from model.score import patch_scores
+
+THRESHOLD_STRATEGIES = ("max_f1", "fixed")
+#: Threshold used by the "fixed" strategy and whenever validation is too small.
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """Training parameters (validated on construction)."""
+
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 6
+    val_fraction: float = 0.25
+    seed: int = 0
+    augment: bool = True
+    balance: bool = True
+    min_per_class: int = 2
+    hard_negative_weight: float = 1.0
+    threshold_strategy: str = "max_f1"
+    verbose: bool = False
+    widths: tuple[int, int, int] = WIDTHS
+    dropout: float = DROPOUT
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"TrainConfig: {message}")
+
+        check(int(self.epochs) == self.epochs and self.epochs >= 1,
+              f"epochs must be >= 1, got {self.epochs}")
+        check(int(self.batch_size) == self.batch_size and self.batch_size >= 1,
+              f"batch_size must be >= 1, got {self.batch_size}")
+        check(0 < self.learning_rate < 1,
+              f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        check(int(self.patience) == self.patience and self.patience >= 0,
+              f"patience must be >= 0, got {self.patience}")
+        check(0 <= self.val_fraction < 1,
+              f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        check(int(self.min_per_class) == self.min_per_class and self.min_per_class >= 1,
+              f"min_per_class must be >= 1, got {self.min_per_class}")
+        check(self.hard_negative_weight > 0,
+              f"hard_negative_weight must be > 0, got {self.hard_negative_weight}")
+        check(self.threshold_strategy in THRESHOLD_STRATEGIES,
+              f"threshold_strategy must be one of {', '.join(THRESHOLD_STRATEGIES)}, "
+              f"got {self.threshold_strategy!r}")
+        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        self.widths = tuple(int(w) for w in self.widths)
+        check(len(self.widths) == 3 and min(self.widths) > 0,
+              f"widths must be three positive integers, got {self.widths}")
+        self.epochs, self.batch_size = int(self.epochs), int(self.batch_size)
+        self.patience, self.min_per_class = int(self.patience), int(self.min_per_class)
+
+
+@dataclass
+class TrainResult:
+    """A trained bundle, the per-epoch history (loss, val_loss, auc, val_auc) and its metrics."""
+
+    bundle: ModelBundle
+    history: dict[str, list[float]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# split
+def geographic_split(
+    groups: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split patch indices into (train, validation) by whole groups.
+
+    Groups are taken in a seeded random order until validation holds about ``val_fraction`` of the
+    patches; training always keeps at least one group. Then, if validation lacks a class that
+    another training group has (and training would keep that class), the smallest such group moves
+    to validation; if training lacks a class, the smallest validation group with it moves back.
+    Returns sorted int64 index arrays.
+    """
+    groups = np.asarray(groups)
+    labels = np.asarray(labels)
+    if groups.shape != labels.shape or groups.ndim != 1:
+        raise ValueError(
+            f"groups {groups.shape} and labels {labels.shape} must be 1-D of equal length"
+        )
+    n = len(groups)
+    all_idx = np.arange(n, dtype=np.int64)
+    if n == 0 or val_fraction <= 0:
+        return all_idx, np.empty(0, dtype=np.int64)
+    uniq, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    if len(uniq) < 2:
+        return all_idx, np.empty(0, dtype=np.int64)
+    n_groups = len(uniq)
+    # class counts per group: (n_groups, 2)
+    per_class = np.zeros((n_groups, 2), dtype=np.int64)
+    np.add.at(per_class, (inverse, labels.astype(np.int64)), 1)
+
+    rng = np.random.default_rng(seed)
+    in_val = np.zeros(n_groups, dtype=bool)
+    target = val_fraction * n
+    count = 0
+    for g in rng.permutation(n_groups):
+        if count >= target:
+            break
+        if count + sizes[g] >= n:  # would empty the training split
+            continue
+        in_val[g] = True
+        count += sizes[g]
+
+    for cls in (0, 1):
+        if per_class[in_val, cls].sum() == 0:
+            train_total = per_class[~in_val, cls].sum()
+            candidates = [g for g in np.flatnonzero(~in_val)
+                          if 0 < per_class[g, cls] < train_total and (~in_val).sum() > 1]
+            if candidates:
+                in_val[min(candidates, key=lambda g: (sizes[g], g))] = True
+    for cls in (0, 1):
+        if per_class[~in_val, cls].sum() == 0:
+            candidates = [g for g in np.flatnonzero(in_val) if per_class[g, cls] > 0]
+            if candidates:
+                in_val[min(candidates, key=lambda g: (sizes[g], g))] = False
+
+    val_mask = in_val[inverse]
+    return all_idx[~val_mask], all_idx[val_mask]
+
+
+# --------------------------------------------------------------------------------------------
+# data
+def band_statistics(
+    pixels: np.ndarray, idx: np.ndarray, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std (float64) of the finite pixels of patches ``idx``, in chunks."""
+    n_bands = pixels.shape[-1]
+    total = np.zeros(n_bands)
+    total_sq = np.zeros(n_bands)
+    count = np.zeros(n_bands)
+    for start in range(0, len(idx), chunk):
+        x = pixels[idx[start:start + chunk]].astype(np.float64).reshape(-1, n_bands)
+        ok = np.isfinite(x)
+        x = np.where(ok, x, 0.0)
+        total += x.sum(axis=0)
+        total_sq += (x * x).sum(axis=0)
+        count += ok.sum(axis=0)
+    if np.any(count == 0):
+        raise ValueError("some band has no valid pixel in the training patches")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    return mean, std
+
+
+def _fill(x: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x.astype(np.float32, copy=False)
+    return np.where(bad, fill, x).astype(np.float32)
+
+
+def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Apply a random dihedral transform (rot90 k in 0..3, optional mirror) to each square patch."""
+    out = np.empty_like(x)
+    ks = rng.integers(0, 4, size=len(x))
+    flips = rng.random(len(x)) < 0.5
+    for i in range(len(x)):
+        patch = np.rot90(x[i], int(ks[i]), axes=(0, 1))
+        out[i] = patch[:, ::-1] if flips[i] else patch
+    return out
+
+
+class _PatchSequence(keras.utils.PyDataset):
+    """Batches of (filled, optionally augmented) patches, labels and weights."""
+
+    def __init__(self, pixels, labels, weights, idx, fill, batch_size, *, augment, shuffle, seed):
+        super().__init__()
+        self.pixels, self.labels, self.weights = pixels, labels, weights
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self.fill = fill.astype(np.float32)
+        self.batch_size = batch_size
+        self.augment, self.shuffle = augment, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(self.idx) if shuffle else self.idx
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.idx) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        sel = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        x = _fill(self.pixels[sel], self.fill)
+        if self.augment:
+            x = augment_batch(x, self.rng)
+        y = self.labels[sel].astype(np.float32).reshape(-1, 1)
+        if self.weights is None:
+            return x, y
+        return x, y, self.weights[sel].astype(np.float32)
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.order = self.rng.permutation(self.idx)
+
+
+def training_model(fcn: keras.Model, patch_px: int, q: float = TOP_FRACTION) -> keras.Model:
+    """FCN -> crop the margin -> TopFractionMean: one mine score per (patch_px)^2 patch."""
+    crop = MARGIN_PX // STRIDE
+    inputs = keras.Input(shape=(patch_px, patch_px, fcn.input_shape[-1]), name="patch")
+    prob = fcn(inputs)
+    cropped = keras.layers.Cropping2D(crop, name="crop_margin")(prob)
+    score = TopFractionMean(q, channel=MINE_CHANNEL, name="cell_score")(cropped)
+    return keras.Model(inputs, score, name="minewatch_trainer")
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+def choose_threshold(
+    y: np.ndarray, scores: np.ndarray, config: TrainConfig
+) -> tuple[float, str | None]:
+    """(threshold, reason for falling back or None)."""
+    y, scores = np.asarray(y), np.asarray(scores, dtype=np.float64)
+    if config.threshold_strategy == "fixed":
+        return DEFAULT_THRESHOLD, None
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    if n_pos < config.min_per_class or n_neg < config.min_per_class:
+        return DEFAULT_THRESHOLD, (
+            f"validation has {n_pos} mine and {n_neg} background patches "
+            f"(< {config.min_per_class} of a class): threshold {DEFAULT_THRESHOLD}"
+        )
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y, scores)
+    p, r = precision[:-1], recall[:-1]
+    f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+    best = float(thresholds[int(np.argmax(f1))])
+    # Any threshold in (next lower validation score, best] gives the same validation F1; take the
+    # middle of that gap rather than its edge, so a saturated score of 1.0 does not become a
+    # threshold that a new mine scoring 0.9999 would miss.
+    below = scores[scores < best]
+    return (float((best + below.max()) / 2.0) if len(below) else best), None
+
+
+def validation_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Precision, recall, F1, AP, ROC AUC and the confusion matrix at ``threshold``."""
+    from sklearn.metrics import (
+        average_precision_score,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    y = np.asarray(y, dtype=np.int64)
+    pred = (np.asarray(scores) >= threshold).astype(np.int64)
+    both = len(np.unique(y)) == 2
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
+    return {
+        "threshold": float(threshold),
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "recall": float(recall_score(y, pred, zero_division=0)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "accuracy": float((pred == y).mean()) if len(y) else None,
+        "average_precision": float(average_precision_score(y, scores)) if both else None,
+        "roc_auc": float(roc_auc_score(y, scores)) if both else None,
+        "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
+        "n_val": int(len(y)),
+        "n_val_mine": int((y == 1).sum()),
+        "n_val_background": int((y == 0).sum()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# training
+def _validate_inputs(pixels, labels, groups, bands, sample_weight, hard_negatives, config):
+    if not isinstance(pixels, np.ndarray) or pixels.ndim != 4:
+        raise ValueError(f"pixels must be a (N, P, P, B) array, got shape {np.shape(pixels)}")
+    n, h, w, b = pixels.shape
+    if h != w:
+        raise ValueError(f"training patches must be square, got {h} x {w}")
+    cp = h - 2 * MARGIN_PX
+    if cp <= 0 or cp % STRIDE:
+        raise ValueError(
+            f"patch side {h} px must be a cell of a multiple of {STRIDE} px plus a margin of "
+            f"{MARGIN_PX} px on each side"
+        )
+    if b != len(bands):
+        raise ValueError(
+            f"pixels have {b} bands but {len(bands)} band names were given ({', '.join(bands)})"
+        )
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    if labels.shape != (n,) or groups.shape != (n,):
+        raise ValueError(f"labels {labels.shape} and groups {groups.shape} must both be ({n},)")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError("labels contain NaN or infinite values")
+    if not np.all(np.isin(labels, (0, 1))):
+        found = sorted(set(labels.tolist()))[:5]
+        raise ValueError(f"labels must be 0 (background) or 1 (mine), got {found}")
+    labels = labels.astype(np.int64)
+    n_pos, n_neg = int(labels.sum()), int(n - labels.sum())
+    if n_pos < config.min_per_class or n_neg < config.min_per_class:
+        raise ValueError(
+            f"training needs at least {config.min_per_class} mine and {config.min_per_class} "
+            f"background patches, got {n_pos} mine and {n_neg} background"
+        )
+    for name, arr in (("sample_weight", sample_weight), ("hard_negatives", hard_negatives)):
+        if arr is not None and np.shape(arr) != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {np.shape(arr)}")
+    if sample_weight is not None:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        if not np.all(np.isfinite(sw)) or np.any(sw < 0):
+            raise ValueError("sample_weight must be finite and >= 0")
+    return labels, groups, cp
+
+
+def sample_weights(labels: np.ndarray, idx: np.ndarray, config: TrainConfig,
+                   sample_weight: np.ndarray | None = None,
+                   hard_negatives: np.ndarray | None = None) -> np.ndarray:
+    """Per-patch training weights: class balance x caller weight x hard-negative weight.
+
+    Normalised to mean 1 over ``idx`` so the learning rate means the same whatever the weights.
+    """
+    w = np.ones(len(labels), dtype=np.float64)
+    if sample_weight is not None:
+        w *= np.asarray(sample_weight, dtype=np.float64)
+    if hard_negatives is not None:
+        w[np.asarray(hard_negatives, dtype=bool) & (labels == 0)] *= config.hard_negative_weight
+    if config.balance:
+        for cls in (0, 1):
+            members = idx[labels[idx] == cls]
+            mass = w[members].sum()
+            if mass > 0:
+                w[members] *= (len(idx) / 2.0) / mass
+    mean = w[idx].mean()
+    return (w / mean if mean > 0 else w).astype(np.float32)
+
+
+class _Progress(keras.callbacks.Callback):
+    def __init__(self, progress: Callable[[int, int, dict], None], epochs: int) -> None:
+        super().__init__()
+        self.progress, self.epochs = progress, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress(epoch + 1, self.epochs, {k: float(v) for k, v in (logs or {}).items()})
+
+
+def train_bundle(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    bands: Sequence[str],
+    config: TrainConfig | None = None,
+    *,
+    version: str,
+    parent: str | None = None,
+    sample_weight: np.ndarray | None = None,
+    hard_negatives: np.ndarray | None = None,
+    training_info: dict[str, Any] | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> TrainResult:
+    """Train an FCN on labelled patches and return it as a bundle with validation metrics.
+
+    ``pixels``: (N, cp + 2 MARGIN_PX, cp + 2 MARGIN_PX, B) float32 DN, NaN where invalid (as
+    imagery.scene.read_cells returns them); ``labels``: (N,) 0/1; ``groups``: (N,) integer
+    spatial group ids for the geographic split; ``bands``: names of the B bands.
+    ``hard_negatives``: optional (N,) bool, background patches weighted by
+    ``config.hard_negative_weight``. ``training_info`` (label sources, years...) is stored in the
+    sidecar. ``progress(epoch, epochs, logs)`` is called after every epoch.
+    """
+    config = config or TrainConfig()
+    check_version(version)
+    bands = parse_band_list(bands)
+    labels, groups, cp = _validate_inputs(pixels, labels, groups, bands, sample_weight,
+                                          hard_negatives, config)
+    started = time.perf_counter()
+    patch_px = pixels.shape[1]
+    train_idx, val_idx = geographic_split(groups, labels, config.val_fraction, config.seed)
+    if labels[train_idx].min() == labels[train_idx].max():
+        raise ValueError("the geographic split left a single class in training; give more groups")
+    mean, std = band_statistics(pixels, train_idx)
+
+    fcn = build_fcn(bands, mean, std, seed=config.seed, widths=config.widths,
+                    dropout=config.dropout)
+    trainer = training_model(fcn, patch_px)
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    weights = sample_weights(labels, train_idx, config, sample_weight, hard_negatives)
+    train_data = _PatchSequence(pixels, labels, weights, train_idx, mean, config.batch_size,
+                                augment=config.augment, shuffle=True, seed=config.seed)
+    has_val = len(val_idx) > 0
+    val_data = (_PatchSequence(pixels, labels, None, val_idx, mean, max(config.batch_size, 64),
+                               augment=False, shuffle=False, seed=config.seed) if has_val else None)
+    monitor = "val_loss" if has_val else "loss"
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
+                                      restore_best_weights=True)
+    ]
+    if progress is not None:
+        callbacks.append(_Progress(progress, config.epochs))
+    fit = trainer.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                      callbacks=callbacks, verbose=2 if config.verbose else 0)
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    train_seconds = time.perf_counter() - started
+
+    bundle = ModelBundle(model=fcn, version=version, parent=parent, bands=bands,
+                         mean=mean.tolist(), std=std.tolist(), reduction=REDUCTION)
+    if has_val:
+        y_val = labels[val_idx]
+        s_val = patch_scores(bundle, pixels, val_idx)
+        threshold, fallback = choose_threshold(y_val, s_val, config)
+        metrics = validation_metrics(y_val, s_val, threshold)
+    else:
+        threshold, fallback = DEFAULT_THRESHOLD, "no validation split (fewer than two groups)"
+        metrics = validation_metrics(np.empty(0), np.empty(0), threshold)
+    losses = history.get(monitor, [])
+    best_epoch = int(np.argmin(losses)) + 1 if losses else 0
+    metrics.update({
+        "threshold_strategy": config.threshold_strategy if fallback is None else "fallback",
+        "threshold_note": fallback,
+        "split": "geographic",
+        "n_train": int(len(train_idx)),
+        "n_train_mine": int(labels[train_idx].sum()),
+        "n_train_background": int(len(train_idx) - labels[train_idx].sum()),
+        "n_groups": int(len(np.unique(groups))),
+        "n_val_groups": int(len(np.unique(groups[val_idx]))),
+        "epochs_run": len(losses),
+        "best_epoch": best_epoch,
+        f"best_{monitor}": float(min(losses)) if losses else None,
+        "train_seconds": round(train_seconds, 2),
+    })
+    training = {
+        **(training_info or {}),
+        "counts": {
+            "patches": int(len(labels)),
+            "mine": int(labels.sum()),
+            "background": int(len(labels) - labels.sum()),
+            "hard_negatives": int(np.sum(hard_negatives)) if hard_negatives is not None else 0,
+            "train": int(len(train_idx)),
+            "val": int(len(val_idx)),
+        },
+        "cell_px": int(cp),
+        "patch_px": int(patch_px),
+        "balance": "class weights (inverse class frequency)" if config.balance else "none",
+        "augmentation": "random rot90 + mirror per patch per epoch" if config.augment else "none",
+        "config": asdict(config),
+    }
+    bundle.threshold = threshold
+    bundle.metrics = metrics
+    bundle.training = training
+    return TrainResult(bundle=bundle, history=history, metrics=metrics)

@@ -1,0 +1,191 @@
+"""Tests for model.score: tiles, whole scenes (real GeoTIFFs), seams, coverage, MC dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rasterio.transform import from_origin
+
+import imagery.scene as scene_module
+from imagery.bands import SEED_BANDS, BandMismatchError
+from imagery.grid import CellGrid, CellRange
+from imagery.scene import Tile, open_scene, scene_cells
+from model.bundle import ModelBundle
+from model.fcn import MARGIN_PX, build_fcn
+from model.score import CellScores, mc_dropout_scores, patch_scores, score_scene, score_tile
+
+BANDS3 = ("B4", "B8", "B11")
+UTM35S = "EPSG:32735"
+ORIGIN = (540_000.0, 6_700_000.0)
+
+
+@pytest.fixture
+def coarse_grid() -> CellGrid:
+    """1-km cells of 50 m pixels: cp = 20 px, so scenes of tens of km stay small."""
+    return CellGrid(pixel_size_m=50.0)
+
+
+def make_bundle(bands=BANDS3, *, dropout=0.5, seed=0) -> ModelBundle:
+    n = len(bands)
+    mean, std = np.full(n, 1500.0), np.full(n, 500.0)
+    model = build_fcn(bands, mean, std, seed=seed, widths=(4, 8, 8), dropout=dropout)
+    # sharpen the untrained network so scores spread over (0, 1) and seams would show
+    layer = model.get_layer("classes")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * 8.0, bias])
+    return ModelBundle(model=model, version="s1", parent=None, bands=tuple(bands),
+                       mean=mean.tolist(), std=std.tolist())
+
+
+def textured(rng, bands: int, height: int, width: int) -> np.ndarray:
+    """uint16 DN with blobs bigger than a pixel, so bilinear warps keep structure."""
+    coarse = rng.uniform(300, 4000, size=(bands, height // 4 + 2, width // 4 + 2))
+    up = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)[:, :height, :width]
+    return (up + rng.normal(0, 100, size=up.shape)).clip(1, 10000).astype(np.uint16)
+
+
+def write_scene(make_geotiff, rng, grid: CellGrid, *, km: int, aligned: bool,
+                nodata_hole=False, name="scene.tif"):
+    """A 12-band uint16 scene of km x km at the grid's pixel size, nodata 0.
+
+    ``aligned``: in the grid CRS with pixels exactly on grid pixels (offset by half a cell so the
+    edge cells are partly empty), so reading is exact whatever the window; otherwise in UTM 35S.
+    """
+    n = int(km * 1000 / grid.pixel_size_m)
+    data = textured(rng, 12, n, n)
+    if nodata_hole:
+        data[:, n // 3: 2 * n // 3, n // 3: 2 * n // 3] = 0
+    if aligned:
+        row, col = (int(v) for v in grid.row_col(grid.cell_at_lonlat(25.4, -29.8)))
+        half = grid.cell_px // 2
+        crs, transform = grid.crs, grid.pixel_transform(row * grid.cell_px + half,
+                                                        col * grid.cell_px + half)
+    else:
+        crs, transform = UTM35S, from_origin(*ORIGIN, grid.pixel_size_m, grid.pixel_size_m)
+    path = make_geotiff(name, data, crs=crs, transform=transform, descriptions=list(SEED_BANDS),
+                        nodata=0, tiled=True, blockxsize=128, blockysize=128)
+    return open_scene(path)
+
+
+def fake_tile(rng, cells: CellRange, cp: int, bands: int, margin=MARGIN_PX) -> Tile:
+    h, w = cells.n_rows * cp + 2 * margin, cells.n_cols * cp + 2 * margin
+    pixels = rng.uniform(200, 3000, size=(h, w, bands)).astype(np.float32)
+    return Tile(cells=cells, margin_px=margin, pixels=pixels, valid=np.ones((h, w), bool))
+
+
+# one tile, no files ------------------------------------------------------------------------------
+def test_score_tile_matches_cell_by_cell_patches(coarse_grid):
+    rng = np.random.default_rng(0)
+    bundle = make_bundle()
+    cells = CellRange(100, 103, 200, 204)
+    tile = fake_tile(rng, cells, 20, 3)
+    result = score_tile(bundle, tile, coarse_grid)
+    assert result.cell_ids.dtype == np.int64 and result.scores.dtype == np.float32
+    np.testing.assert_array_equal(result.cell_ids, coarse_grid.cell_ids_in(cells))
+    # the same cells cut out as (cp + 2m)^2 patches and scored one by one
+    side = 20 + 2 * MARGIN_PX
+    patches = np.stack([tile.pixels[r * 20:r * 20 + side, c * 20:c * 20 + side]
+                        for r in range(3) for c in range(4)])
+    np.testing.assert_allclose(result.scores, patch_scores(bundle, patches), atol=1e-5)
+    assert np.all((result.uncertainty >= 0) & (result.uncertainty <= 1))
+    np.testing.assert_array_equal(result.valid_fraction, 1.0)
+
+
+def test_low_coverage_cells_get_nan(coarse_grid):
+    rng = np.random.default_rng(1)
+    bundle = make_bundle()
+    tile = fake_tile(rng, CellRange(0, 2, 0, 2), 20, 3)
+    m = MARGIN_PX
+    tile.valid[m:m + 20, m:m + 14] = False  # cell (0, 0): 30 % valid
+    tile.pixels[m:m + 20, m:m + 14] = np.nan
+    tile.valid[m:m + 20, m + 20:m + 26] = False  # cell (0, 1): 70 % valid
+    result = score_tile(bundle, tile, coarse_grid, min_valid_fraction=0.5)
+    np.testing.assert_allclose(result.valid_fraction, [0.3, 0.7, 1.0, 1.0])
+    assert np.isnan(result.scores[0]) and np.isnan(result.uncertainty[0])
+    assert np.all(np.isfinite(result.scores[1:]))
+
+
+def test_score_scene_with_a_fake_tile_iterator(monkeypatch, coarse_grid):
+    rng = np.random.default_rng(2)
+    bundle = make_bundle()
+    tiles = [fake_tile(rng, CellRange(0, 2, 0, 3), 20, 3), fake_tile(rng, CellRange(2, 3, 0, 3), 20, 3)]
+    seen = {}
+
+    def fake_iter_tiles(scene, grid, *, tile_cells, margin_px, bands=None, cells=None):
+        seen.update(tile_cells=tile_cells, margin_px=margin_px, bands=tuple(bands))
+        yield from tiles
+
+    class FakeScene:
+        bands = SEED_BANDS
+
+    monkeypatch.setattr(scene_module, "iter_tiles", fake_iter_tiles)
+    done = []
+    parts = list(score_scene(bundle, FakeScene(), coarse_grid, tile_cells=5, progress=done.append))
+    assert seen == {"tile_cells": 5, "margin_px": MARGIN_PX, "bands": BANDS3}
+    assert [len(p) for p in parts] == [6, 3] and done == [6.0, 3.0]
+    assert len(CellScores.concat(parts)) == 9
+
+
+# real GeoTIFFs -----------------------------------------------------------------------------------
+def test_twelve_band_scene_scored_by_three_band_model(make_geotiff, coarse_grid):
+    rng = np.random.default_rng(3)
+    scene = write_scene(make_geotiff, rng, coarse_grid, km=6, aligned=True)
+    assert scene.bands == SEED_BANDS
+    bundle = make_bundle(BANDS3)
+    done = []
+    result = CellScores.concat(list(score_scene(bundle, scene, coarse_grid, tile_cells=4,
+                                                progress=done.append)))
+    cells = scene_cells(scene, coarse_grid)
+    assert len(result) == cells.n_cells == len(np.unique(result.cell_ids))
+    assert sum(done) == pytest.approx(cells.n_cells)
+    inside = result.valid_fraction >= 0.5
+    assert inside.sum() >= 16
+    assert np.all(np.isfinite(result.scores[inside])) and np.all(np.isnan(result.scores[~inside]))
+    # the same cells, read as patches in the model's bands by name, score the same
+    ids = result.cell_ids[inside][:5]
+    patches, _ = scene_module.read_cells(scene, coarse_grid, ids, margin_px=MARGIN_PX,
+                                         bands=BANDS3)
+    np.testing.assert_allclose(patch_scores(bundle, patches), result.scores[inside][:5],
+                               atol=1e-5)
+    # a model that needs a band this scene cannot provide (B10 is always dropped)
+    needs_b10 = make_bundle(("B2", "B3"))
+    needs_b10.bands = ("B2", "B10")
+    with pytest.raises(BandMismatchError, match="B2, B10 but the scene has B1, B2"):
+        next(score_scene(needs_b10, scene, coarse_grid))
+
+
+def test_utm_scene_is_scored_whole(make_geotiff, coarse_grid):
+    rng = np.random.default_rng(6)
+    scene = write_scene(make_geotiff, rng, coarse_grid, km=8, aligned=False)
+    result = CellScores.concat(list(score_scene(make_bundle(), scene, coarse_grid, tile_cells=3)))
+    assert len(result) == scene_cells(scene, coarse_grid).n_cells
+    full = result.valid_fraction == 1.0
+    assert full.sum() >= 25 and np.all(np.isfinite(result.scores[full]))
+
+
+def test_tiling_invariance_8_vs_64_cells(make_geotiff, coarse_grid):
+    rng = np.random.default_rng(4)
+    scene = write_scene(make_geotiff, rng, coarse_grid, km=20, aligned=True, nodata_hole=True)
+    bundle = make_bundle(BANDS3)
+    small = CellScores.concat(list(score_scene(bundle, scene, coarse_grid, tile_cells=8)))
+    large = CellScores.concat(list(score_scene(bundle, scene, coarse_grid, tile_cells=64)))
+    order_s, order_l = np.argsort(small.cell_ids), np.argsort(large.cell_ids)
+    np.testing.assert_array_equal(small.cell_ids[order_s], large.cell_ids[order_l])
+    np.testing.assert_array_equal(small.valid_fraction[order_s], large.valid_fraction[order_l])
+    s, lg = small.scores[order_s], large.scores[order_l]
+    np.testing.assert_array_equal(np.isnan(s), np.isnan(lg))
+    assert np.isfinite(s).sum() > 200 and np.isnan(s).sum() > 20  # hole + edges are NaN
+    assert np.nanstd(s) > 0.01  # scores vary, so agreement means something
+    np.testing.assert_allclose(s, lg, atol=1e-5, equal_nan=True)
+
+
+def test_mc_dropout_scores():
+    rng = np.random.default_rng(5)
+    bundle = make_bundle(dropout=0.5)
+    patches = rng.uniform(200, 3000, size=(4, 20 + 2 * MARGIN_PX, 20 + 2 * MARGIN_PX, 3))
+    mean, std = mc_dropout_scores(bundle, patches.astype(np.float32), n_samples=6)
+    assert mean.shape == std.shape == (4,) and np.all(std > 0)
+    again, _ = mc_dropout_scores(bundle, patches.astype(np.float32), n_samples=6)
+    np.testing.assert_allclose(mean, again, atol=1e-6)
+    with pytest.raises(ValueError, match="n_samples"):
+        mc_dropout_scores(bundle, patches, n_samples=0)

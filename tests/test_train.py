@@ -1,0 +1,144 @@
+"""Tests for model.train: geographic split, weights, and a tiny real training run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.bundle import load_bundle, save_bundle
+from model.fcn import MARGIN_PX
+from model.score import patch_scores
+from model.train import (
+    TrainConfig,
+    augment_batch,
+    choose_threshold,
+    geographic_split,
+    sample_weights,
+    train_bundle,
+)
+
+BANDS3 = ("B4", "B8", "B11")
+CP = 20  # a 1-km cell at 50 m pixels keeps the toy problem small
+SIDE = CP + 2 * MARGIN_PX
+FAST = dict(epochs=8, patience=8, batch_size=16, learning_rate=3e-3, widths=(4, 8, 8))
+
+
+def toy_patches(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dark noisy patches; mines carry a bright 6 x 6 px block somewhere in the cell interior."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(1200, 150, size=(n, SIDE, SIDE, 3)).astype(np.float32)
+    y = (np.arange(n) % 2).astype(np.int64)
+    for i in np.flatnonzero(y):
+        r, c = rng.integers(MARGIN_PX, MARGIN_PX + CP - 6, size=2)
+        x[i, r:r + 6, c:c + 6] += 2500
+    x[::7, :4, :4] = np.nan  # some invalid pixels
+    groups = np.arange(n) // 4  # blocks of four neighbouring cells
+    return x, y, groups
+
+
+# split -------------------------------------------------------------------------------------------
+def test_geographic_split_keeps_groups_whole_and_both_classes():
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 30, size=300)
+    labels = (rng.random(300) < 0.1).astype(int)
+    for seed in range(5):
+        train, val = geographic_split(groups, labels, 0.25, seed)
+        assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 300
+        assert not set(groups[train]) & set(groups[val])
+        assert set(labels[val]) == {0, 1} and set(labels[train]) == {0, 1}
+        assert 0.1 < len(val) / 300 < 0.45
+
+
+def test_geographic_split_finds_the_only_group_with_a_class():
+    groups = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    labels = np.array([0, 0, 0, 0, 0, 1, 0, 0, 1, 1])
+    for seed in range(6):
+        train, val = geographic_split(groups, labels, 0.2, seed)
+        assert set(labels[val]) == {0, 1} and set(labels[train]) == {0, 1}
+
+
+def test_geographic_split_single_group_has_no_validation():
+    train, val = geographic_split(np.zeros(5, int), np.array([0, 1, 0, 1, 0]), 0.25, 0)
+    assert len(train) == 5 and len(val) == 0
+
+
+# config, weights, augmentation -------------------------------------------------------------------
+def test_train_config_validation():
+    assert TrainConfig().epochs == 40 and TrainConfig().threshold_strategy == "max_f1"
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="val_fraction"):
+        TrainConfig(val_fraction=1.0)
+    with pytest.raises(ValueError, match="threshold_strategy"):
+        TrainConfig(threshold_strategy="best")
+
+
+def test_sample_weights_balance_classes_and_hard_negatives():
+    labels = np.array([1, 0, 0, 0, 0, 0, 0, 0])
+    idx = np.arange(8)
+    w = sample_weights(labels, idx, TrainConfig())
+    assert w[labels == 1].sum() == pytest.approx(w[labels == 0].sum())
+    assert w.mean() == pytest.approx(1.0)
+    hard = np.zeros(8, bool)
+    hard[1] = True
+    w = sample_weights(labels, idx, TrainConfig(hard_negative_weight=3.0), hard_negatives=hard)
+    assert w[1] == pytest.approx(3 * w[2])
+    assert w[labels == 1].sum() == pytest.approx(w[labels == 0].sum())
+
+
+def test_augment_batch_is_a_dihedral_transform():
+    x = np.arange(2 * 4 * 4 * 1, dtype=np.float32).reshape(2, 4, 4, 1)
+    out = augment_batch(x, np.random.default_rng(0))
+    variants = []
+    for k in range(4):
+        r = np.rot90(x[0], k, axes=(0, 1))
+        variants += [r, r[:, ::-1]]
+    assert any(np.array_equal(out[0], v) for v in variants)
+
+
+def test_threshold_falls_back_when_validation_is_small():
+    threshold, note = choose_threshold(np.array([1, 0, 0]), np.array([0.9, 0.1, 0.2]),
+                                       TrainConfig())
+    assert threshold == 0.5 and "1 mine" in note
+    threshold, note = choose_threshold(np.array([1, 1, 0, 0]), np.array([0.9, 0.8, 0.3, 0.1]),
+                                       TrainConfig())
+    assert note is None and 0.3 < threshold <= 0.8
+
+
+# training ----------------------------------------------------------------------------------------
+def test_train_bundle_learns_bright_vs_dark(tmp_path):
+    x, y, groups = toy_patches(96)
+    epochs_seen = []
+    result = train_bundle(
+        x, y, groups, BANDS3, TrainConfig(**FAST), version="toy-1",
+        training_info={"sources": {"seed": 96}, "years": [2021]},
+        progress=lambda epoch, total, logs: epochs_seen.append((epoch, total)),
+    )
+    m = result.metrics
+    assert m["average_precision"] > 0.9 and m["roc_auc"] > 0.9
+    assert set(m["confusion_matrix"]) == {"tn", "fp", "fn", "tp"}
+    assert sum(m["confusion_matrix"].values()) == m["n_val"] > 0
+    assert m["n_val"] + m["n_train"] == 96 and m["n_val_mine"] > 0 and m["n_val_background"] > 0
+    assert 0 < m["threshold"] < 1 and m["f1"] > 0.8
+    assert len(result.history["loss"]) == m["epochs_run"] == len(epochs_seen)
+    assert "val_loss" in result.history and "val_auc" in result.history
+    bundle = result.bundle
+    assert bundle.metrics == m and bundle.threshold == m["threshold"]
+    assert bundle.training["sources"] == {"seed": 96}
+    assert bundle.training["counts"]["mine"] == 48 and bundle.training["cell_px"] == CP
+    # normalisation came from the training pixels and travels with the model
+    assert 1200 < bundle.mean[0] < 1500 and bundle.std[0] > 100
+    loaded = load_bundle(save_bundle(bundle, tmp_path))
+    np.testing.assert_allclose(patch_scores(loaded, x[:10]), patch_scores(bundle, x[:10]))
+
+
+def test_train_bundle_rejects_single_class_and_bad_shapes():
+    x, y, groups = toy_patches(12)
+    with pytest.raises(ValueError, match="at least 2 mine and 2 background patches, got 0 mine"):
+        train_bundle(x, np.zeros(12, int), groups, BANDS3, TrainConfig(**FAST), version="bad")
+    with pytest.raises(ValueError, match="labels must be 0"):
+        train_bundle(x, y * 2, groups, BANDS3, TrainConfig(**FAST), version="bad")
+    with pytest.raises(ValueError, match="4 band names"):
+        train_bundle(x, y, groups, ("B2",) + BANDS3, TrainConfig(**FAST), version="bad")
+    with pytest.raises(ValueError, match="margin"):
+        train_bundle(x[:, :-2, :-2], y, groups, BANDS3, TrainConfig(**FAST), version="bad")
