@@ -1,0 +1,181 @@
+"""The store: migrations, WAL, labels as an append-only history, leases, queue, cycles."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from db.schema import migrations
+from db.store import (
+    CycleRunningError,
+    InvalidLabelError,
+    Store,
+    StoreError,
+    UnknownCellError,
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "mw.db") as opened:
+        opened.add_cells([(c, 0, c, 29.0 + c / 100, -25.9) for c in range(1, 11)])
+        yield opened
+
+
+def add_model(store: Store, version: str = "m0001", threshold: float = 0.5, activate=True):
+    store.add_model({"version": version, "parent": None, "path": f"/models/{version}.keras",
+                     "bands": ["B2", "B3", "B4"], "threshold": threshold, "metrics": {"ap": 0.9},
+                     "training": {"n": 4}}, activate=activate)
+
+
+def add_scene(store: Store) -> int:
+    return store.add_scene({"year": 2020, "name": "s.tif", "paths": ["/data/s.tif"],
+                            "bands": ["B2", "B3", "B4"], "crs": "EPSG:32735", "row0": 0,
+                            "row1": 1, "col0": 0, "col1": 11, "stretch": {"B4": [0, 3000]},
+                            "synthetic": 1})
+
+
+def test_migrated_with_wal_and_busy_timeout(tmp_path):
+    with Store(tmp_path / "a.db") as store:
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        assert {"cells", "scenes", "models", "scores", "label_events", "current_labels",
+                "leases", "cycles", "seed_labels"} <= set(store.db.table_names())
+        applied = store.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+    with Store(tmp_path / "a.db") as again:  # re-opening applies nothing twice
+        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == applied
+        assert migrations.pending(again.db) == []
+
+
+def test_scene_json_round_trip_and_covering(store):
+    scene_id = add_scene(store)
+    assert add_scene(store) == scene_id  # same paths: updated, not duplicated
+    scene = store.scene(scene_id)
+    assert scene["bands"] == ["B2", "B3", "B4"] and scene["stretch"] == {"B4": [0, 3000]}
+    assert [s["id"] for s in store.scenes_covering(5, 2020)] == [scene_id]
+    assert store.scenes_covering(5, 2019) == [] and store.scenes_covering(100_005, 2020) == []
+    assert store.years() == [2020]
+
+
+def test_one_active_model(store):
+    add_model(store, "m0001")
+    add_model(store, "m0002")
+    assert store.active_model()["version"] == "m0002"
+    store.activate_model("m0001")
+    assert store.active_model()["version"] == "m0001"
+    assert sum(m["active"] for m in store.models()) == 1
+    assert store.next_model_version() == "m0003"
+    with pytest.raises(StoreError):
+        store.activate_model("nope")
+
+
+def test_scores_keep_the_better_covered_scene(store):
+    add_model(store)
+    scene_id = add_scene(store)
+    store.write_scores(2020, "m0001", scene_id, [1, 2], [0.9, float("nan")], [0.4, None], [1.0, 0.2])
+    store.write_scores(2020, "m0001", scene_id, [1], [0.1], [0.4], [0.5])  # worse coverage: kept
+    assert store.score(1, 2020, "m0001")["score"] == pytest.approx(0.9)
+    assert store.score(2, 2020, "m0001")["score"] is None  # not scored, says so via coverage
+    assert store.score_summary("m0001", 0.5) == [
+        {"year": 2020, "scored": 1, "not_scored": 1, "predicted_mines": 1}]
+    assert store.score_histogram("m0001", 2020, bins=10)[9] == 1
+
+
+def test_labels_are_an_append_only_history(store):
+    first = store.record_label(3, 2020, "mine", "ann", request_id="r1", ms_spent=900)
+    assert store.record_label(3, 2020, "mine", "ann", request_id="r1")["id"] == first["id"]
+    second = store.record_label(3, 2020, "background", "bob")
+    assert store.current_label(3, 2020)["label"] == "background"
+    undo = store.undo_label(second["id"], "bob")
+    assert undo["kind"] == "undo" and store.current_label(3, 2020)["label"] == "mine"
+    assert store.undo_label(second["id"], "bob")["id"] == undo["id"]  # undone once
+    store.undo_label(first["id"], "ann")
+    assert store.current_label(3, 2020) is None
+    history = store.label_history(3)
+    assert [(e["kind"], e["label"], bool(e["undone"])) for e in history] == [
+        ("label", "mine", True), ("label", "background", True), ("undo", None, False),
+        ("undo", None, False)]
+    assert store.db.execute("SELECT count(*) FROM label_events").fetchone()[0] == 4
+
+
+def test_bad_labels_change_nothing(store):
+    with pytest.raises(InvalidLabelError):
+        store.record_label(3, 2020, "maybe", "ann")
+    with pytest.raises(UnknownCellError):
+        store.record_label(999, 2020, "mine", "ann")
+    with pytest.raises(StoreError):
+        store.undo_label(12345, "ann")
+    assert store.db.execute("SELECT count(*) FROM label_events").fetchone()[0] == 0
+
+
+def test_training_labels_review_overrides_seed(store):
+    store.replace_seed_labels(2020, [(1, "mine"), (2, "background")], "mines.geojson")
+    store.record_label(1, 2020, "background", "ann")
+    store.record_label(4, 2020, "mine", "ann")
+    store.record_label(5, 2020, "skip", "ann")
+    rows = {(r["cell_id"], r["label"], r["source"]) for r in store.training_labels()}
+    assert rows == {(1, "background", "review"), (2, "background", "seed"), (4, "mine", "review")}
+    with pytest.raises(InvalidLabelError):
+        store.replace_seed_labels(2020, [(1, "skip")], "x")
+    assert len(store.seed_labels(2020)) == 2  # the failed replacement rolled back
+
+
+def test_queue_orders_and_skips_labelled_and_leased(store):
+    add_model(store)
+    scene_id = add_scene(store)
+    cells = list(range(1, 11))
+    scores = [c / 10 for c in cells]
+    uncertainty = [1 - abs(s - 0.5) * 2 for s in scores]
+    store.write_scores(2020, "m0001", scene_id, cells, scores, uncertainty, [1.0] * 10)
+    by_uncertainty = store.queue_candidates("m0001", 2020, "uncertainty", "ann", 3)
+    assert by_uncertainty[0]["cell_id"] == 5
+    assert [r["cell_id"] for r in store.queue_candidates("m0001", 2020, "score", "ann", 2)] == [10, 9]
+    assert len(store.queue_candidates("m0001", 2020, "random", "ann", 10)) == 10
+    store.record_label(10, 2020, "mine", "ann")
+    assert store.lease_cells([(9, 2020)], "bob", 60) == [(9, 2020)]
+    assert store.lease_cells([(9, 2020)], "ann", 60) == []  # bob holds it
+    top = [r["cell_id"] for r in store.queue_candidates("m0001", 2020, "score", "ann", 2)]
+    assert top == [8, 7]
+    assert [r["cell_id"] for r in store.queue_candidates("m0001", 2020, "score", "bob", 1)] == [9]
+    assert store.count_queue("m0001", 2020) == 9
+    assert store.count_queue("m0001", 2020, min_score=0.75) == 2
+    # an expired lease no longer blocks
+    assert store.queue_candidates("m0001", 2020, "score", "ann", 1, now=10**12)[0]["cell_id"] == 9
+
+
+def test_only_one_running_cycle(store):
+    cycle_id = store.start_cycle(None)
+    with pytest.raises(CycleRunningError):
+        store.start_cycle(None)
+    store.update_cycle(cycle_id, stage="training", progress=0.25, history={"loss": [1.0, 0.5]})
+    assert store.cycle(cycle_id)["history"] == {"loss": [1.0, 0.5]}
+    store.finish_cycle(cycle_id, "succeeded", predicted_mines={"2020": 4})
+    assert store.cycle(cycle_id)["predicted_mines"] == {"2020": 4}
+    assert store.start_cycle(None) > cycle_id
+    assert store.fail_interrupted_cycles() == 1 and store.running_cycle() is None
+
+
+def test_concurrent_writers_never_see_locked(tmp_path):
+    path = tmp_path / "c.db"
+    with Store(path) as store:
+        store.add_cells([(c, 0, c, 0.0, 0.0) for c in range(400)])
+    errors: list[BaseException] = []
+
+    def review(name: str, offset: int) -> None:
+        try:
+            with Store(path) as own:
+                for c in range(offset, 400, 4):
+                    own.record_label(c, 2020, "mine", name, request_id=f"{name}-{c}")
+        except (sqlite3.Error, StoreError) as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=review, args=(f"r{i}", i)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with Store(path) as store:
+        assert store.count_decisions() == 400
