@@ -1,0 +1,208 @@
+"""Retrain-and-repredict cycles.
+
+A cycle trains a new model version from the seed labels plus every reviewed label (corrected
+false positives weigh as hard negatives, confirmed mines are positives), validates it on reviewed
+labels held out by geography, re-scores every year of the territory with it, and makes it the
+active model only when all of that succeeded. A failure leaves the previous model active and
+records why. The web app never runs a cycle inside a request: ``launch_cycle`` starts
+``run.py cycle --cycle-id N`` as a separate process that reports its stage and progress into the
+``cycles`` table, which the status partial polls.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from db.store import Store
+from model.train import patch_scores, validation_metrics
+from pipeline.scoring import scene_area_km2, score_year
+from pipeline.settings import ENV_PREFIX, Settings
+from pipeline.training import (
+    collect_patches,
+    default_bands,
+    hard_negative_keys,
+    label_summary,
+    register_model,
+    spatial_groups,
+    train_config,
+    train_from_patches,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Share of the spatial blocks holding reviewed labels that is held out for validation.
+HOLDOUT_FRACTION = 0.2
+#: Fewest held-out reviewed labels of each class for a reviewed-label validation.
+MIN_HOLDOUT_PER_CLASS = 2
+#: Share of the cycle's progress bar given to training; scoring takes the rest.
+TRAINING_SHARE = 0.5
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The MINEWATCH_* variables that hand ``settings`` to a child process."""
+    return {ENV_PREFIX + f.name: str(value) for f, value in
+            zip(fields(settings), asdict(settings).values(), strict=True)}
+
+
+def launch_cycle(settings: Settings) -> int:
+    """Record a running cycle and start ``run.py cycle`` for it in its own process.
+
+    Raises CycleRunningError (starting nothing) when a cycle is already running.
+    """
+    with Store(settings.database_path) as store:
+        parent = store.active_model()
+        cycle_id = store.start_cycle(parent["version"] if parent else None)
+    log_dir = settings.data_dir / "cycles"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"cycle_{cycle_id}.log", "ab") as log:
+        subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "run.py"), "cycle", "--cycle-id", str(cycle_id)],
+            cwd=os.getcwd(), env={**os.environ, **settings_environment(settings)},
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return cycle_id
+
+
+def split_reviewed_holdout(
+    rows: list[dict[str, Any]], seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training rows, held-out reviewed rows): whole spatial blocks of reviewed labels held out."""
+    reviewed = [r for r in rows if r["source"] == "review"]
+    if not reviewed:
+        return rows, []
+    blocks = np.unique(spatial_groups(np.array([r["cell_id"] for r in reviewed])))
+    rng = np.random.default_rng(seed)
+    n_hold = max(1, round(len(blocks) * HOLDOUT_FRACTION)) if len(blocks) > 1 else 0
+    held = set(rng.choice(blocks, size=n_hold, replace=False).tolist()) if n_hold else set()
+    is_held = [r["source"] == "review" and int(spatial_groups(np.array([r["cell_id"]]))[0]) in held
+               for r in rows]
+    return ([r for r, h in zip(rows, is_held, strict=True) if not h],
+            [r for r, h in zip(rows, is_held, strict=True) if h])
+
+
+def false_positives_found(store: Store, parent: dict[str, Any] | None, since: str | None) -> int:
+    """Reviewed background cells the parent model called mines, labelled since ``since``."""
+    if parent is None:
+        return 0
+    keys = hard_negative_keys(store, parent)
+    if since is None:
+        return len(keys)
+    recent = {(r["cell_id"], r["year"]) for r in store.reviewed_labels() if r["updated_at"] >= since}
+    return len(keys & recent)
+
+
+class CycleReporter:
+    """Writes a cycle's stage, progress and message to the store (and optionally a callback)."""
+
+    def __init__(self, store: Store, cycle_id: int,
+                 echo: Callable[[str, float], None] | None = None) -> None:
+        self.store, self.cycle_id, self.echo = store, cycle_id, echo
+
+    def __call__(self, stage: str, progress: float, message: str = "") -> None:
+        self.store.update_cycle(self.cycle_id, stage=stage, progress=round(progress, 4),
+                                message=message)
+        if self.echo:
+            self.echo(f"{stage}: {message}" if message else stage, progress)
+
+
+def run_cycle(
+    store: Store,
+    settings: Settings,
+    *,
+    cycle_id: int | None = None,
+    echo: Callable[[str, float], None] | None = None,
+) -> dict[str, Any]:
+    """Run one cycle to the end and return its row (status succeeded or failed)."""
+    if cycle_id is None:
+        parent = store.active_model()
+        cycle_id = store.start_cycle(parent["version"] if parent else None)
+    report = CycleReporter(store, cycle_id, echo)
+    try:
+        _run_stages(store, settings, cycle_id, report)
+    except Exception as error:  # a cycle records any failure and leaves the old model active
+        unfinished = store.cycle(cycle_id)["new_model"]
+        if unfinished:
+            store.delete_model_scores(unfinished)
+        store.finish_cycle(cycle_id, "failed", message=f"{type(error).__name__}: {error}")
+        if echo:
+            echo(f"failed: {error}", 1.0)
+    return store.cycle(cycle_id)
+
+
+def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleReporter) -> str:
+    parent = store.active_model()
+    previous = [c for c in store.cycles() if c["id"] < cycle_id and c["status"] == "succeeded"]
+    since = previous[-1]["started_at"] if previous else None
+    report("collecting labels", 0.0)
+    rows = store.training_labels()
+    if not rows:
+        raise ValueError("no training labels yet: seed them from mine polygons or review cells")
+    train_rows, holdout_rows = split_reviewed_holdout(rows, seed=cycle_id)
+    bands = tuple(parent["bands"]) if parent else default_bands(store, sorted({r["year"] for r in rows}))
+    hard = hard_negative_keys(store, parent)
+    grid, min_valid = settings.grid, settings.MIN_VALID_FRACTION
+    patches = collect_patches(store, grid, train_rows, bands, min_valid_fraction=min_valid,
+                              hard_negatives=hard)
+    holdout = collect_patches(store, grid, holdout_rows, bands, min_valid_fraction=min_valid,
+                              hard_negatives=hard)
+    summary = label_summary(patches)
+    store.update_cycle(cycle_id, n_seed=summary["seed_mines"] + summary["seed_background"],
+                       n_mines=summary["review_mines"], n_hard_negatives=summary["hard_negatives"])
+
+    version = store.next_model_version()
+    config = train_config(settings)
+
+    def on_epoch(epoch: int, epochs: int, logs: dict) -> None:
+        loss = logs.get("val_loss", logs.get("loss", float("nan")))
+        report("training", TRAINING_SHARE * epoch / epochs,
+               f"{version}: epoch {epoch}/{epochs}, validation loss {loss:.3f}")
+
+    report("training", 0.0, f"{version}: {summary['n']} labelled cells")
+    result = train_from_patches(patches, bands, settings, version=version,
+                                parent=parent["version"] if parent else None,
+                                training_info=summary, config=config, progress=on_epoch)
+    report("validating", TRAINING_SHARE, f"{len(holdout.labels)} held-out reviewed cells")
+    metrics = _holdout_metrics(result, holdout)
+    result.bundle.metrics = {**result.bundle.metrics, "reviewed_holdout": metrics}
+    register_model(store, settings, result.bundle, activate=False)
+    store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history)
+
+    years = store.years()
+    total_km2 = max(scene_area_km2(store, settings, years), 1e-9)
+    done = [0.0]
+
+    def on_tile(km2: float) -> None:
+        done[0] += km2
+        report("scoring", TRAINING_SHARE + (1 - TRAINING_SHARE) * min(done[0] / total_km2, 1.0),
+               f"{done[0]:,.0f} of {total_km2:,.0f} km²")
+
+    predicted = {}
+    for year in years:
+        predicted[str(year)] = score_year(store, settings, result.bundle, year,
+                                          progress=on_tile).predicted_mines
+    report("activating", 1.0)
+    store.activate_model(version)
+    store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
+                       predicted_mines=predicted,
+                       false_positives_found=false_positives_found(store, parent, since),
+                       message=f"{version} is active")
+    return version
+
+
+def _holdout_metrics(result: Any, holdout: Any) -> dict[str, Any]:
+    """Precision, recall, AP on held-out reviewed cells; the training split's when too few."""
+    labels = holdout.labels
+    enough = min(int((labels == 1).sum()), int((labels == 0).sum())) >= MIN_HOLDOUT_PER_CLASS
+    if not enough:
+        return {**result.metrics, "validated_on": "geographic split of all training labels "
+                f"(only {len(labels)} reviewed cells held out)"}
+    scores = patch_scores(result.bundle, holdout.pixels)
+    return {**validation_metrics(labels, scores, result.bundle.threshold),
+            "validated_on": f"{len(labels)} held-out reviewed cells"}

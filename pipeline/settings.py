@@ -1,0 +1,128 @@
+"""The one table of MineWatch settings.
+
+Every setting has a name, a default and a help text; each can be set by the environment variable
+``MINEWATCH_<NAME>`` (or, for the web app, by ``create_app(test_config)``). The README documents
+every setting; ``tests/test_settings.py`` checks that it does.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from imagery.grid import CellGrid
+
+ENV_PREFIX = "MINEWATCH_"
+
+
+def _setting(default: Any, help_text: str) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of an installation (see the README's settings table)."""
+
+    DATA_DIR: str = _setting("instance", "Folder for the database, models, thumbnails and the "
+                             "demo territory; relative paths are relative to the working folder.")
+    DATABASE: str = _setting("", "SQLite database file (default: DATA_DIR/minewatch.db).")
+    MODELS_DIR: str = _setting("", "Folder of saved models, .keras + .json sidecar "
+                               "(default: DATA_DIR/models).")
+    THUMBNAIL_DIR: str = _setting("", "Thumbnail cache folder (default: DATA_DIR/thumbnails).")
+    DEMO_DIR: str = _setting("", "Where `run.py demo` writes the synthetic territory "
+                             "(default: DATA_DIR/demo).")
+    GRID_CRS: str = _setting("EPSG:6933", "Equal-area CRS of the fixed cell grid. Changing it "
+                             "after ingesting scenes invalidates every cell id.")
+    CELL_SIZE_M: float = _setting(1000.0, "Side of a grid cell in metres (the seed used 1 km).")
+    PIXEL_SIZE_M: float = _setting(10.0, "Pixel size in metres that scenes are resampled to.")
+    MIN_VALID_FRACTION: float = _setting(0.5, "A cell with a smaller share of valid pixels in a "
+                                         "scene is not scored.")
+    TRAIN_EPOCHS: int = _setting(40, "Most training epochs per model (early stopping ends sooner).")
+    FCN_WIDTHS: str = _setting("32,64,64", "Filters of the FCN's three convolution layers.")
+    HARD_NEGATIVE_WEIGHT: float = _setting(2.0, "Loss weight of reviewed false positives "
+                                           "(background cells the parent model called mines).")
+    HOST: str = _setting("127.0.0.1", "Address the web app listens on; set 0.0.0.0 to open it to "
+                         "the team's network.")
+    PORT: int = _setting(5000, "Port of the web app.")
+    LEASE_SECONDS: int = _setting(300, "How long a served card stays reserved for its reviewer.")
+    PREFETCH: int = _setting(4, "How many next cards the review page loads ahead.")
+    SECRET_KEY: str = _setting("", "Flask secret key (sessions, CSRF tokens); generated into "
+                               "DATA_DIR/secret_key when empty.")
+    BASEMAP_URL: str = _setting("", "Optional XYZ tile URL for the map background; empty means "
+                                "no remote tiles (works offline).")
+    BUFFER_M: float = _setting(750.0, "Buffer around each mine point for the mining area, metres.")
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.DATA_DIR)
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.DATABASE) if self.DATABASE else self.data_dir / "minewatch.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.MODELS_DIR) if self.MODELS_DIR else self.data_dir / "models"
+
+    @property
+    def thumbnail_dir(self) -> Path:
+        return Path(self.THUMBNAIL_DIR) if self.THUMBNAIL_DIR else self.data_dir / "thumbnails"
+
+    @property
+    def demo_dir(self) -> Path:
+        return Path(self.DEMO_DIR) if self.DEMO_DIR else self.data_dir / "demo"
+
+    @property
+    def fcn_widths(self) -> tuple[int, int, int]:
+        widths = tuple(int(w) for w in self.FCN_WIDTHS.split(","))
+        if len(widths) != 3 or min(widths) < 1:
+            raise ValueError(f"FCN_WIDTHS must be three positive integers, got {self.FCN_WIDTHS!r}")
+        return widths  # type: ignore[return-value]
+
+    @property
+    def grid(self) -> CellGrid:
+        return CellGrid(crs=self.GRID_CRS, cell_size_m=self.CELL_SIZE_M,
+                        pixel_size_m=self.PIXEL_SIZE_M)
+
+    def secret_key(self) -> str:
+        """SECRET_KEY, or one generated once and kept in DATA_DIR/secret_key."""
+        if self.SECRET_KEY:
+            return self.SECRET_KEY
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def setting_help() -> list[tuple[str, Any, str]]:
+    """(name, default, help) of every setting, in table order."""
+    return [(f.name, f.default, f.metadata["help"]) for f in fields(Settings)]
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from defaults, then ``MINEWATCH_*`` environment variables, then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = environ.get(ENV_PREFIX + f.name)
+        if raw is not None:
+            values[f.name] = _convert(f.name, type(f.default), raw)
+    for name, value in (overrides or {}).items():
+        if name in {f.name for f in fields(Settings)} and value is not None:
+            values[name] = _convert(name, type(Settings.__dataclass_fields__[name].default), value)
+    return replace(Settings(), **values)
+
+
+def _convert(name: str, kind: type, raw: Any) -> Any:
+    try:
+        return kind(raw)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from error

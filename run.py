@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""MineWatch command line: a thin click layer over the same functions the web app calls.
+
+Every command takes ``--data-dir`` (or MINEWATCH_DATA_DIR) and reports a user mistake as a
+one-line error with a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter quiet
+
+import click  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from db.store import Store, StoreError  # noqa: E402
+from imagery.bands import BandMismatchError, parse_band_list  # noqa: E402
+from imagery.scene import SceneError  # noqa: E402
+from imagery.vectors import VectorError  # noqa: E402
+from pipeline.settings import Settings, load_settings  # noqa: E402
+
+#: Errors that are the user's input, not a bug: shown as one line.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    SceneError, VectorError, BandMismatchError, StoreError, ValueError, FileNotFoundError,
+)
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the user's mistakes into ``Error: <one line>`` and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            raise click.ClickException(str(error).splitlines()[0] if str(error) else
+                                       type(error).__name__) from error
+
+    return wrapper
+
+
+@contextmanager
+def km2_bar(description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
+    """A tqdm bar counting km² and the rate in km²/s."""
+    with tqdm(total=total, desc=description, unit="km²", unit_scale=False, dynamic_ncols=True,
+              bar_format="{desc}: {n:,.0f}/{total:,.0f} km² [{elapsed}<{remaining}, "
+                         "{rate_fmt}]" if total else None) as bar:
+        yield bar.update
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the database, models, thumbnails and demo "
+                   "(default: MINEWATCH_DATA_DIR or ./instance).")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None) -> None:
+    """MineWatch: find surface mines in Sentinel-2 imagery and review them into an inventory.
+
+    Typical flow: `demo` (or `ingest` your scenes, then `train --mines FILE --year YEAR`),
+    `score`, `serve` to review, `cycle` to retrain on the reviews and re-predict.
+    """
+    ctx.obj = load_settings({"DATA_DIR": str(data_dir)} if data_dir else None)
+
+
+def open_store(settings: Settings) -> Store:
+    return Store(settings.database_path)
+
+
+@cli.command()
+@click.option("--if-empty", is_flag=True, help="Do nothing when the database already has scenes.")
+@click.option("--size-km", type=click.IntRange(2, 200), default=40, show_default=True,
+              help="Side of the square territory.")
+@click.option("--seed", type=int, default=2021, show_default=True, help="Random seed.")
+@click.pass_obj
+@user_errors
+def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
+    """Build the SYNTHETIC demo territory (4 yearly 12-band scenes, 2018-2021), train a first
+    model from its mine polygons and score every year."""
+    from pipeline.demo import build_demo_installation
+
+    with open_store(settings) as store:
+        if if_empty and store.scenes():
+            click.echo(f"{settings.database_path} already holds scenes; skipping the demo build.")
+            return
+        with km2_bar("Scoring") as on_tile:
+            made = build_demo_installation(store, settings, size_km=size_km, seed=seed,
+                                           echo=lambda message: tqdm.write(message),
+                                           on_tile=on_tile)
+    for year in made.scores:
+        click.echo(f"{year.year}: {year.scored} cells scored, {year.not_scored} not scored (less "
+                   f"than half valid), {year.predicted_mines} predicted mines")
+    click.echo(f"Demo ready in {settings.data_dir}. Start the app with `python run.py serve`.")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=True))
+@click.option("--year", type=int, required=True, help="Year of the composite.")
+@click.option("--bands", default=None,
+              help="Band names in file order, e.g. B2,B3,B4 (default: band descriptions).")
+@click.option("--expect-dtype", type=click.Choice(["uint16"]), default=None,
+              help="Refuse float files (the scene is declared as uint16 DN).")
+@click.option("--stack", is_flag=True,
+              help="PATHS are the single-band files of ONE scene (e.g. B02.tif B03.tif ...).")
+@click.pass_obj
+@user_errors
+def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | None,
+           expect_dtype: str | None, stack: bool) -> None:
+    """Register scenes for YEAR. Each PATH is one scene: a multi-band GeoTIFF / COG, or a folder
+    of single-band files at native 10/20/60 m (use --stack to list such files instead).
+    Nothing is stored for a bad file."""
+    from pipeline.ingest import ingest_scene
+
+    band_list = parse_band_list(bands) if bands else None
+    scenes: list[Path | list[Path]] = [list(paths)] if stack else list(paths)
+    with open_store(settings) as store:
+        for scene_paths in tqdm(scenes, desc="Ingesting", unit="scene", disable=len(scenes) < 2):
+            record = ingest_scene(store, settings.grid, scene_paths, year, bands=band_list,
+                                  expect_dtype=expect_dtype)
+            cells = (record["row1"] - record["row0"]) * (record["col1"] - record["col0"])
+            tqdm.write(f"{record['name']}: {year}, bands {','.join(record['bands'])}, "
+                       f"{cells} cells")
+
+
+@cli.command()
+@click.option("--mines", type=click.Path(path_type=Path), default=None,
+              help="Mine polygons (GeoJSON, GeoPackage, shapefile) to seed labels from.")
+@click.option("--year", "years", type=int, multiple=True,
+              help="Year(s) whose labels to train on (repeatable; default: all).")
+@click.option("--bands", default=None, help="Bands to train on (default: the scenes' shared bands).")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=None,
+              help="Most epochs (default: the TRAIN_EPOCHS setting).")
+@click.option("--repair", is_flag=True, help="Mend invalid polygons instead of refusing them.")
+@click.option("--activate/--no-activate", default=True, show_default=True,
+              help="Make the new model the active one.")
+@click.pass_obj
+@user_errors
+def train(settings: Settings, mines: Path | None, years: tuple[int, ...], bands: str | None,
+          epochs: int | None, repair: bool, activate: bool) -> None:
+    """Train a new model version. With --mines, first replace the seed labels of the year:
+    cells touching a polygon are mines, as many random far-away cells are background."""
+    from pipeline.seeds import seed_labels_from_polygons
+    from pipeline.training import train_config, train_model
+
+    with open_store(settings) as store:
+        if mines is not None:
+            if len(years) != 1:
+                raise click.UsageError("--mines needs exactly one --year")
+            seeded = seed_labels_from_polygons(store, settings.grid, mines, years[0], repair=repair)
+            click.echo(f"Seed labels {seeded.year} from {seeded.source}: {seeded.mines} mine, "
+                       f"{seeded.background} background cells")
+        config = train_config(settings, **({"epochs": epochs} if epochs else {}))
+        bar = tqdm(total=config.epochs, desc="Training", unit="epoch", delay=0.5)
+        with bar:
+            record, result = train_model(
+                store, settings, years=list(years) or None,
+                bands=parse_band_list(bands) if bands else None, activate=activate, config=config,
+                progress=lambda epoch, total, logs: bar.update(epoch - bar.n))
+    m = result.metrics
+    click.echo(f"{record['version']}{' (active)' if activate else ''}: threshold "
+               f"{record['threshold']:.3f}, validation precision {m.get('precision', 0):.3f}, "
+               f"recall {m.get('recall', 0):.3f}, AP {m.get('average_precision') or 0:.3f}")
+
+
+@cli.command()
+@click.option("--year", "years", type=int, multiple=True,
+              help="Year(s) to score (repeatable; default: every year with scenes).")
+@click.option("--model", "version", default=None, help="Model version (default: the active one).")
+@click.pass_obj
+@user_errors
+def score(settings: Settings, years: tuple[int, ...], version: str | None) -> None:
+    """Score every cell of the years' scenes and store one score per (cell, year, model)."""
+    from pipeline.scoring import scene_area_km2, score_year
+    from pipeline.training import load_model
+
+    with open_store(settings) as store:
+        bundle = load_model(store, version)
+        years = years or tuple(store.years())
+        if not years:
+            raise click.ClickException("no scenes yet: run `run.py ingest` or `run.py demo` first")
+        for year in years:
+            with km2_bar(f"Scoring {year}", scene_area_km2(store, settings, [year])) as on_tile:
+                done = score_year(store, settings, bundle, year, progress=on_tile)
+            click.echo(f"{year}: {done.scored} cells scored by {done.model_version}, "
+                       f"{done.not_scored} not scored (less than "
+                       f"{settings.MIN_VALID_FRACTION:.0%} valid pixels), "
+                       f"{done.predicted_mines} predicted mines")
+
+
+@cli.command()
+@click.option("--cycle-id", type=int, default=None,
+              help="Run a cycle already recorded by the web app (internal).")
+@click.pass_obj
+@user_errors
+def cycle(settings: Settings, cycle_id: int | None) -> None:
+    """Retrain on the seed and every reviewed label, validate on held-out reviews, re-score all
+    years, and activate the new model only if everything succeeded."""
+    from pipeline.cycle import run_cycle
+
+    with open_store(settings) as store:
+        with tqdm(total=100, desc="Cycle", unit="%") as bar:
+            def echo(message: str, progress: float) -> None:
+                bar.set_description(message[:60])
+                bar.update(round(progress * 100) - bar.n)
+
+            row = run_cycle(store, settings, cycle_id=cycle_id, echo=echo)
+    if row["status"] != "succeeded":
+        raise click.ClickException(f"cycle {row['id']} failed: {row['message']}")
+    click.echo(f"Cycle {row['id']}: {row['new_model']} is active; predicted mines per year "
+               f"{row['predicted_mines']}")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default: the HOST setting, "
+                                           "127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: the PORT setting, 5000).")
+@click.pass_obj
+@user_errors
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    """Serve the review app (waitress)."""
+    from dataclasses import replace
+
+    from labeller import serve as serve_app
+
+    settings = replace(settings, **{k: v for k, v in (("HOST", host), ("PORT", port)) if v})
+    click.echo(f"MineWatch on http://{settings.HOST}:{settings.PORT}/ (Ctrl+C to stop)")
+    serve_app(settings)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--where", default=None,
+              help="Keep only features whose attribute matches, e.g. iso3=ZAF,LSO or "
+                   "name='South Africa' (default: every feature).")
+@click.option("--name", default=None, help="Name of the territory (default: the features' names).")
+@click.option("--repair", is_flag=True, help="Mend invalid polygons instead of refusing them.")
+@click.pass_obj
+@user_errors
+def territory(settings: Settings, file: Path, where: str | None, name: str | None,
+              repair: bool) -> None:
+    """Load the territory polygon FILE (GeoJSON, GeoPackage, shapefile; any CRS). Cells whose
+    centre lies outside are dropped from review queues, reports, maps and exports."""
+    from analysis.territory import load_territory
+
+    with open_store(settings) as store:
+        done = load_territory(store, settings.grid, file, where=where, name=name, repair=repair)
+    click.echo(f"Territory {done.name}: {done.n_features} features, {done.area_km2:,.0f} km²; "
+               f"{done.cells_inside:,} cells inside, {done.cells_outside:,} outside (dropped)")
+
+
+@cli.command("protected-areas")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name-field", default=None, help="Attribute holding the names (default: NAME, "
+                                                  "name, ...).")
+@click.option("--designation-field", default=None,
+              help="Attribute holding the designation (default: DESIG_ENG, designation, ...).")
+@click.option("--repair", is_flag=True, help="Mend invalid polygons instead of refusing them.")
+@click.pass_obj
+@user_errors
+def protected_areas(settings: Settings, file: Path, name_field: str | None,
+                    designation_field: str | None, repair: bool) -> None:
+    """Load protected-area polygons from FILE (replacing those loaded before)."""
+    from analysis.protected import load_protected_areas
+
+    with open_store(settings) as store:
+        done = load_protected_areas(store, settings.grid, file, name_field=name_field,
+                                    designation_field=designation_field, repair=repair)
+    click.echo(f"{done.count} protected areas loaded ({done.area_km2:,.0f} km²)")
+    for note in done.notes:
+        click.echo(f"Note: {note}")
+
+
+@cli.command()
+@click.option("--year", type=int, default=None, help="Year (default: the latest scored).")
+@click.option("--model", "version", default=None, help="Model version (default: the active one).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv"]), default="markdown",
+              show_default=True)
+@click.option("--k", type=int, default=2, show_default=True,
+              help="Persistence rule: a mine must be seen in K of N consecutive years.")
+@click.option("--n", type=int, default=2, show_default=True, help="See --k.")
+@click.pass_obj
+@user_errors
+def report(settings: Settings, year: int | None, version: str | None, fmt: str, k: int,
+           n: int) -> None:
+    """Print the territory report (the seed's Table 1, per year, trend over cycles, protected
+    areas, change over the years, restoration candidates)."""
+    from analysis.change import PersistenceRule
+    from analysis.report import build_report, to_csv, to_markdown
+
+    with open_store(settings) as store:
+        made = build_report(store, settings, year=year, model_version=version,
+                            rule=PersistenceRule(k, n))
+    click.echo((to_markdown if fmt == "markdown" else to_csv)(made), nl=False)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["gpkg", "geojson", "csv"]), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="File to write.")
+@click.option("--year", type=int, default=None, help="Year (default: every scored year).")
+@click.option("--model", "version", default=None, help="Model version (default: the active one).")
+@click.option("--layer", type=click.Choice(["cells", "mine_points"]), default="cells",
+              show_default=True, help="What a GeoJSON or CSV export holds (a GeoPackage has all).")
+@click.pass_obj
+@user_errors
+def export(settings: Settings, fmt: str, out: Path, year: int | None, version: str | None,
+           layer: str) -> None:
+    """Export cells, mine points, mining area, protected-area hits and change classes for QGIS.
+    The file is written aside and moved into place only when complete."""
+    from analysis.export import export as write_export
+
+    with open_store(settings) as store:
+        done = write_export(store, settings, fmt, out, year=year, model_version=version,
+                            layer=layer)
+    layers = ", ".join(f"{name} {count:,}" for name, count in done.layers.items())
+    click.echo(f"{done.path}: {done.model_version}, {', '.join(map(str, done.years))}; {layers}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

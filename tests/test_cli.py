@@ -1,0 +1,70 @@
+"""The click CLI: every command has --help; user mistakes are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from db.store import Store
+from run import cli
+from tests.territory import write_territory
+
+FAST_ENV = {"MINEWATCH_PIXEL_SIZE_M": "50", "MINEWATCH_FCN_WIDTHS": "4,8,8",
+            "MINEWATCH_TRAIN_EPOCHS": "3"}
+
+
+@pytest.fixture
+def runner():
+    return CliRunner(env=FAST_ENV)
+
+
+def invoke(runner, data_dir, *args):
+    return runner.invoke(cli, ["--data-dir", str(data_dir), *map(str, args)])
+
+
+@pytest.mark.parametrize("command", ["demo", "ingest", "train", "score", "cycle", "serve"])
+def test_every_command_has_help(runner, command):
+    result = runner.invoke(cli, [command, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_ingest_train_score_cycle(runner, tmp_path):
+    territory = write_territory(tmp_path / "data", size_km=8, n_mines=8)
+    data = tmp_path / "instance"
+    result = invoke(runner, data, "ingest", territory.scene, "--year", 2021)
+    assert result.exit_code == 0, result.output
+    assert "scene.tif: 2021, bands B1,B2" in result.output
+    result = invoke(runner, data, "train", "--mines", territory.mines, "--year", 2021)
+    assert result.exit_code == 0, result.output
+    assert "Seed labels 2021 from mines.geojson" in result.output and "m0001 (active)" in result.output
+    result = invoke(runner, data, "score")
+    assert result.exit_code == 0, result.output
+    assert "cells scored by m0001" in result.output
+    with Store(data / "minewatch.db") as store:
+        store.record_label(store.queue_candidates("m0001", 2021, "score", "a", 1)[0]["cell_id"],
+                           2021, "background", "ann")
+    result = invoke(runner, data, "cycle")
+    assert result.exit_code == 0, result.output
+    assert "m0002 is active" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "{tmp}/missing.tif", "--year", "2021"], "missing.tif"),
+        (["ingest", "{tmp}/zero.tif", "--year", "2021"], "zero.tif"),
+        (["ingest", "{scene}", "--year", "2021", "--bands", "B2,B3"], "band"),
+        (["ingest", "{scene}", "--year", "2021", "--bands", "B2,B2"], "repeats B2"),
+        (["train", "--mines", "{mines}", "--year", "2019"], "no scene for 2019"),
+        (["train"], "no training labels"),
+        (["score"], "no active model"),
+    ],
+)
+def test_user_mistakes_are_one_line(runner, tmp_path, args, message):
+    territory = write_territory(tmp_path / "data", size_km=3, n_mines=1)
+    (tmp_path / "zero.tif").write_bytes(b"")
+    args = [a.format(tmp=tmp_path, scene=territory.scene, mines=territory.mines) for a in args]
+    result = invoke(runner, tmp_path / "instance", *args)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

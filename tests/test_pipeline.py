@@ -1,0 +1,159 @@
+"""The pipeline end to end on a tiny real territory: ingest, seed labels, train, score, cycle."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from db.store import Store
+from imagery.bands import BandMismatchError
+from imagery.scene import SceneError
+from imagery.vectors import VectorError
+from pipeline.cycle import run_cycle, split_reviewed_holdout
+from pipeline.ingest import cells_of_year, ingest_scene
+from pipeline.scoring import score_year
+from pipeline.seeds import seed_labels_from_polygons
+from pipeline.settings import load_settings
+from pipeline.training import load_model, spatial_groups, train_model
+from tests.territory import write_territory
+
+#: A fast installation: 50 m pixels (20 px cells), a tiny FCN, few epochs.
+FAST = {"PIXEL_SIZE_M": 50.0, "FCN_WIDTHS": "4,8,8", "TRAIN_EPOCHS": 4}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings({"DATA_DIR": str(tmp_path / "instance"), **FAST}, environ={})
+
+
+@pytest.fixture
+def territory(tmp_path):
+    return write_territory(tmp_path / "data", size_km=8, n_mines=8)
+
+
+@pytest.fixture
+def store(settings):
+    with Store(settings.database_path) as opened:
+        yield opened
+
+
+def counts(store: Store) -> dict[str, int]:
+    return {table: store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("cells", "scenes", "models", "scores", "seed_labels", "label_events")}
+
+
+def test_ingest_registers_scene_and_cells(store, settings, territory):
+    record = ingest_scene(store, settings.grid, territory.scene, 2021)
+    assert record["year"] == 2021 and record["bands"][0] == "B1" and len(record["bands"]) == 12
+    assert set(record["stretch"]) >= {"B4", "B3", "B2", "B12", "B8A"}
+    n_cells = (record["row1"] - record["row0"]) * (record["col1"] - record["col0"])
+    assert store.count_cells() == n_cells and 64 <= n_cells <= 100  # 8 x 8 km, unaligned
+    assert len(cells_of_year(store, settings.grid, 2021)) == n_cells
+    with pytest.raises(ValueError, match="no scene for 2019"):
+        cells_of_year(store, settings.grid, 2019)
+
+
+def test_bad_scenes_change_nothing(store, settings, territory, tmp_path):
+    ingest_scene(store, settings.grid, territory.scene, 2021)
+    before = counts(store)
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(territory.scene.read_bytes()[:5000])
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    for bad in (truncated, empty, tmp_path / "missing.tif"):
+        with pytest.raises(SceneError, match=bad.name):
+            ingest_scene(store, settings.grid, bad, 2021)
+    with pytest.raises(SceneError):
+        ingest_scene(store, settings.grid, territory.scene, 2021, bands=["B2", "B3", "B4"])
+    with pytest.raises(ValueError, match="outside"):
+        ingest_scene(store, settings.grid, territory.scene, 1999)
+    assert counts(store) == before
+
+
+def test_seed_labels_train_and_score(store, settings, territory):
+    ingest_scene(store, settings.grid, territory.scene, 2021)
+    seeded = seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    assert seeded.mines >= 8 and seeded.background == seeded.mines
+    labels = store.seed_labels(2021)
+    mine_cells = {r["cell_id"] for r in labels if r["label"] == "mine"}
+    for row in labels:  # background cells keep two cells away from every mine cell
+        if row["label"] == "background":
+            r, c = divmod(row["cell_id"], 100_000)
+            assert all(max(abs(r - m // 100_000), abs(c - m % 100_000)) > 1 for m in mine_cells)
+    record, result = train_model(store, settings)
+    assert record["active"] == 1 and record["version"] == "m0001"
+    assert {"precision", "recall", "average_precision", "confusion_matrix"} <= set(result.metrics)
+    assert record["training"]["seed_mines"] + record["training"]["seed_background"] > 0
+    bundle = load_model(store)
+    done = score_year(store, settings, bundle, 2021)
+    assert done.scored + done.not_scored == store.count_cells()
+    mine_scores = [s for c in mine_cells if (s := store.score(c, 2021, "m0001")["score"]) is not None]
+    others = [r["score"] for r in store.db.query(
+        "SELECT score FROM scores WHERE score IS NOT NULL")]
+    assert np.mean(mine_scores) > np.mean(others)  # bright squares score above grassland
+
+
+def test_seed_errors(store, settings, territory, tmp_path):
+    with pytest.raises(ValueError, match="no scene for 2021"):
+        seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    ingest_scene(store, settings.grid, territory.scene, 2021)
+    empty = tmp_path / "none.geojson"
+    empty.write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(VectorError, match="no features"):
+        seed_labels_from_polygons(store, settings.grid, empty, 2021)
+    assert store.seed_labels() == []
+
+
+def test_model_band_mismatch_is_clear(store, settings, territory, tmp_path):
+    ingest_scene(store, settings.grid, territory.scene, 2021)
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    train_model(store, settings, bands=["B2", "B3", "B4", "B8"])
+    three_band = write_territory(tmp_path / "rgb", size_km=4)
+    import rasterio
+
+    with rasterio.open(three_band.scene) as src:
+        profile, data = src.profile, src.read([2, 3, 4])
+    profile.update(count=3)
+    rgb_path = tmp_path / "rgb" / "rgb.tif"
+    with rasterio.open(rgb_path, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = ("B2", "B3", "B4")
+    ingest_scene(store, settings.grid, rgb_path, 2020)
+    with pytest.raises(BandMismatchError, match="B8"):
+        score_year(store, settings, load_model(store), 2020)
+
+
+def test_cycle_folds_reviews_in_and_failure_keeps_the_old_model(store, settings, territory):
+    ingest_scene(store, settings.grid, territory.scene, 2021)
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    train_model(store, settings)
+    score_year(store, settings, load_model(store), 2021)
+    ranked = store.queue_candidates("m0001", 2021, "score", "ann", 6)
+    for i, row in enumerate(ranked):
+        store.record_label(row["cell_id"], 2021, "background" if i % 2 else "mine", "ann")
+    row = run_cycle(store, settings)
+    assert row["status"] == "succeeded", row["message"]
+    assert row["new_model"] == "m0002" and store.active_model()["version"] == "m0002"
+    assert row["n_mines"] + row["n_hard_negatives"] >= 1
+    assert set(row["predicted_mines"]) == {"2021"} and row["history"]["loss"]
+    assert store.model("m0002")["parent"] == "m0001"
+
+    shutil.move(territory.scene, territory.scene.with_suffix(".moved"))
+    failed = run_cycle(store, settings)
+    assert failed["status"] == "failed" and "scene.tif" in failed["message"]
+    assert store.active_model()["version"] == "m0002"
+
+
+def test_holdout_takes_whole_blocks_of_reviewed_labels():
+    rows = [{"cell_id": r * 100_000 + c, "year": 2021, "label": "mine", "source": "review"}
+            for r in range(0, 40, 3) for c in range(0, 40, 3)]
+    rows += [{"cell_id": 5, "year": 2021, "label": "mine", "source": "seed"}]
+    train, held = split_reviewed_holdout(rows, seed=1)
+    assert held and all(r["source"] == "review" for r in held)
+    assert len(train) + len(held) == len(rows)
+    held_blocks = set(spatial_groups(np.array([r["cell_id"] for r in held])).tolist())
+    train_blocks = set(spatial_groups(np.array([r["cell_id"] for r in train
+                                                if r["source"] == "review"])).tolist())
+    assert held_blocks.isdisjoint(train_blocks)
