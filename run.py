@@ -48,11 +48,22 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextmanager
 def km2_bar(description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
-    """A tqdm bar counting km² and the rate in km²/s."""
-    with tqdm(total=total, desc=description, unit="km²", unit_scale=False, dynamic_ncols=True,
-              bar_format="{desc}: {n:,.0f}/{total:,.0f} km² [{elapsed}<{remaining}, "
-                         "{rate_fmt}]" if total else None) as bar:
-        yield bar.update
+    """A tqdm bar counting km² and the rate in km²/s, shown from the first update on."""
+    bar: tqdm | None = None
+    fmt = "{desc}: {n:,.0f}/{total:,.0f} km² [{elapsed}<{remaining}, {rate_fmt}]" if total else None
+
+    def update(km2: float) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=description, unit="km²", dynamic_ncols=True,
+                       bar_format=fmt)
+        bar.update(km2)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,10 +100,13 @@ def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
         if if_empty and store.scenes():
             click.echo(f"{settings.database_path} already holds scenes; skipping the demo build.")
             return
+        def on_epoch(epoch: int, epochs: int, logs: dict) -> None:
+            tqdm.write(f"  epoch {epoch}/{epochs}: loss {logs.get('loss', float('nan')):.3f}, "
+                       f"validation loss {logs.get('val_loss', float('nan')):.3f}")
+
         with km2_bar("Scoring") as on_tile:
             made = build_demo_installation(store, settings, size_km=size_km, seed=seed,
-                                           echo=lambda message: tqdm.write(message),
-                                           on_tile=on_tile)
+                                           echo=tqdm.write, on_tile=on_tile, on_epoch=on_epoch)
     for year in made.scores:
         click.echo(f"{year.year}: {year.scored} cells scored, {year.not_scored} not scored (less "
                    f"than half valid), {year.predicted_mines} predicted mines")

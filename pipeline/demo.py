@@ -15,7 +15,7 @@ from pipeline.ingest import ingest_scene
 from pipeline.scoring import YearScores, score_years
 from pipeline.seeds import SeedLabels, seed_labels_from_polygons
 from pipeline.settings import Settings
-from pipeline.training import train_model
+from pipeline.training import EpochProgress, train_model
 
 DEMO_YEARS: tuple[int, ...] = (2018, 2019, 2020, 2021)
 
@@ -39,6 +39,7 @@ def build_demo_installation(
     seed: int = 2021,
     echo: Callable[[str], None] = lambda message: None,
     on_tile: Callable[[float], None] | None = None,
+    on_epoch: EpochProgress | None = None,
 ) -> DemoInstallation:
     """Generate the territory, ingest its scenes, seed labels from its mine polygons (first
     year), train the first model and score every year."""
@@ -51,7 +52,7 @@ def build_demo_installation(
     seed_labels = seed_labels_from_polygons(store, settings.grid, territory.mines_path, years[0])
     echo(f"Seed labels for {years[0]}: {seed_labels.mines} mine and {seed_labels.background} "
          "background cells")
-    record, result = train_model(store, settings, years=[years[0]])
+    record, result = train_model(store, settings, years=[years[0]], progress=on_epoch)
     metrics = result.metrics
     echo(f"Trained {record['version']}: precision {metrics.get('precision', 0):.2f}, recall "
          f"{metrics.get('recall', 0):.2f}, AP {metrics.get('average_precision') or 0:.2f}")

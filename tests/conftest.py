@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -12,13 +11,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-# Let `.venv/bin/pytest` import the project packages without an install (same effect as
-# `pythonpath = ["."]` in pyproject's pytest options).
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from imagery.grid import CellGrid  # noqa: E402
+from imagery.grid import CellGrid
 
 #: The real data folder (../shared/data next to the repository), absent in a plain checkout.
 SHARED_DATA = Path(__file__).parents[1] / ".." / "shared" / "data"

@@ -68,3 +68,17 @@ def test_user_mistakes_are_one_line(runner, tmp_path, args, message):
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_demo_builds_once_and_is_marked_synthetic(runner, tmp_path):
+    data = tmp_path / "instance"
+    result = invoke(runner, data, "demo", "--size-km", 8, "--if-empty")
+    assert result.exit_code == 0, result.output
+    assert "2021:" in result.output and "Demo ready" in result.output
+    with Store(data / "minewatch.db") as store:
+        assert store.years() == [2018, 2019, 2020, 2021]
+        assert all(scene["synthetic"] for scene in store.scenes())
+        assert store.active_model()["version"] == "m0001"
+        assert store.seed_labels(2018)
+    again = invoke(runner, data, "demo", "--if-empty")
+    assert again.exit_code == 0 and "skipping the demo build" in again.output
