@@ -206,6 +206,8 @@ def score(settings: Settings, years: tuple[int, ...], version: str | None) -> No
                        f"{done.not_scored} not scored (less than "
                        f"{settings.MIN_VALID_FRACTION:.0%} valid pixels), "
                        f"{done.predicted_mines} predicted mines")
+            for warning in done.warnings:
+                click.echo(f"Warning: {warning}", err=True)
 
 
 @cli.command()

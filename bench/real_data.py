@@ -108,6 +108,7 @@ def virginia(scene: Path, demo_data_dir: Path, work: Path) -> dict:
         "cells not scored (< half valid)": done.not_scored,
         "cells flagged as mines": done.predicted_mines,
         "share flagged": round(done.predicted_mines / max(done.scored, 1), 3),
+        "distribution warnings": " | ".join(done.warnings) or "none",
     }
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imagery.grid import CellGrid
+from imagery.scene import Scene, iter_tiles, read_decimated
 from model.bundle import ModelBundle, check_bands
 from model.fcn import MARGIN_PX, STRIDE
 from model.reduce import cell_scores
@@ -104,8 +105,6 @@ def score_scene(
     called after each tile with the area of that tile's cells in km². Tiles where no cell reaches
     ``min_valid_fraction`` are not run through the network.
     """
-    from imagery.scene import iter_tiles
-
     if tile_cells <= 0:
         raise ValueError(f"tile_cells must be positive, got {tile_cells}")
     if not 0.0 <= min_valid_fraction <= 1.0:
@@ -181,3 +180,30 @@ def mc_dropout_scores(
         for g, state in zip(generators, saved, strict=True):
             g.state.assign(state)
     return samples.mean(axis=0).astype(np.float32), samples.std(axis=0).astype(np.float32)
+
+
+#: A scene band whose median lies this many training standard deviations from the training mean
+#: makes the scores suspect (another processing level, sensor or season than the model knows).
+SHIFT_Z_LIMIT = 4.0
+
+
+def distribution_shift(bundle: ModelBundle, scene: Scene, *, z_limit: float = SHIFT_Z_LIMIT,
+                       max_px: int = 256) -> list[str]:
+    """Warnings for bands whose scene median is far from the model's training distribution.
+
+    The FCN saturates on inputs unlike anything it was trained on (e.g. a model trained on
+    surface reflectance scoring a top-of-atmosphere L1C scene, whose B1 is hazier): its scores
+    there mean little. Compares the median of a decimated read of each model band with the
+    normalisation stored in the model, in units of its standard deviation.
+    """
+    medians = {band: float(np.nanmedian(values)) if np.isfinite(values).any() else np.nan
+               for band, values in read_decimated(scene, bundle.bands, max_px=max_px).items()}
+    warnings = []
+    for band, mean, std in zip(bundle.bands, bundle.mean, bundle.std, strict=True):
+        z = (medians.get(band, np.nan) - mean) / max(std, 1e-6)
+        if np.isfinite(z) and abs(z) > z_limit:
+            warnings.append(f"{scene.name}: band {band} median {medians[band]:.0f} DN is {z:+.1f} "
+                            f"standard deviations from model {bundle.version}'s training mean "
+                            f"{mean:.0f}: scores may be meaningless (another processing level, "
+                            "sensor or season?)")
+    return warnings

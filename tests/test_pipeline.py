@@ -157,3 +157,24 @@ def test_holdout_takes_whole_blocks_of_reviewed_labels():
     train_blocks = set(spatial_groups(np.array([r["cell_id"] for r in train
                                                 if r["source"] == "review"])).tolist())
     assert held_blocks.isdisjoint(train_blocks)
+
+
+def test_scoring_warns_when_a_scene_is_far_from_the_training_data(store, settings, territory,
+                                                                   tmp_path):
+    ingest_scene(store, settings.grid, territory.scene, 2021)
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    train_model(store, settings)
+    assert score_year(store, settings, load_model(store), 2021).warnings == ()
+    import rasterio
+
+    with rasterio.open(territory.scene) as src:
+        profile, data = src.profile, src.read()
+    data[0] = np.minimum(data[0].astype(np.int64) * 6, 10_000)  # a hazy top-of-atmosphere B1
+    hazy = tmp_path / "hazy.tif"
+    with rasterio.open(hazy, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = tuple(f"B{b}" for b in range(1, 9)) + ("B8A", "B9", "B11", "B12")
+    ingest_scene(store, settings.grid, hazy, 2020)
+    done = score_year(store, settings, load_model(store), 2020)
+    assert done.scored > 0 and len(done.warnings) == 1
+    assert "band B1 median" in done.warnings[0] and "hazy.tif" in done.warnings[0]

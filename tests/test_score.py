@@ -7,6 +7,7 @@ import pytest
 from rasterio.transform import from_origin
 
 import imagery.scene as scene_module
+import model.score as score_module
 from imagery.bands import SEED_BANDS, BandMismatchError
 from imagery.grid import CellGrid, CellRange
 from imagery.scene import Tile, open_scene, scene_cells
@@ -118,7 +119,7 @@ def test_score_scene_with_a_fake_tile_iterator(monkeypatch, coarse_grid):
     class FakeScene:
         bands = SEED_BANDS
 
-    monkeypatch.setattr(scene_module, "iter_tiles", fake_iter_tiles)
+    monkeypatch.setattr(score_module, "iter_tiles", fake_iter_tiles)
     done = []
     parts = list(score_scene(bundle, FakeScene(), coarse_grid, tile_cells=5, progress=done.append))
     assert seen == {"tile_cells": 5, "margin_px": MARGIN_PX, "bands": BANDS3}
