@@ -1,0 +1,92 @@
+"""The MineWatch web app: Flask + htmx, served offline (htmx from ``static/vendor``).
+
+``create_app(test_config)`` is the application factory; ``serve(settings)`` runs it with waitress.
+Pages and partials live in the top-level ``templates/`` and ``static/`` folders. The web layer
+turns HTTP into calls of ``pipeline.review`` and ``db.store`` functions and renders templates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from pipeline.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: settings from ``pipeline.settings.load_settings(test_config)``.
+
+    ``test_config`` may override any setting (DATA_DIR, DATABASE, LEASE_SECONDS, ...) and any
+    Flask config key (e.g. TESTING). ``app.config["SETTINGS"]`` holds the Settings; one Store per
+    request lives on ``g`` (``labeller.db.get_store``) and is closed at teardown.
+    """
+    settings = load_settings(test_config)
+    app = Flask(__name__, template_folder=str(ROOT / "templates"),
+                static_folder=str(ROOT / "static"), static_url_path="/static")
+    app.config.update(
+        SECRET_KEY=settings.secret_key(),
+        SETTINGS=settings,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    for key, value in (test_config or {}).items():
+        if key not in Settings.__dataclass_fields__:
+            app.config[key] = value
+
+    from labeller import csrf, cycles, db, overview, review
+
+    db.init_app(app)
+    csrf.init_app(app)
+    app.register_blueprint(overview.bp)
+    app.register_blueprint(review.bp)
+    app.register_blueprint(cycles.bp)
+    from labeller import map as map_page  # territory map and reports (issue 4)
+    from labeller import reports
+    app.register_blueprint(map_page.bp); app.register_blueprint(reports.bp)  # noqa: E702
+    app.register_error_handler(HTTPException, _http_error)
+    return app
+
+
+def _http_error(error: HTTPException):
+    """Errors as a page, or for htmx as a message swapped into the card's error area."""
+    code = error.code or 500
+    message = error.description or error.name
+    if request.headers.get("HX-Request") == "true":
+        body = render_template("_error.html", code=code, message=message)
+        return body, code, {"HX-Retarget": "#card-error", "HX-Reswap": "innerHTML"}
+    return render_template("error.html", code=code, name=error.name, message=message), code
+
+
+def serve(settings: Settings | None = None, *, preload: bool = True) -> None:
+    """Serve the app with waitress on ``settings.HOST:settings.PORT`` (8 threads).
+
+    HOST is 127.0.0.1 by default: only this machine can reach the app until the HOST setting
+    (``MINEWATCH_HOST=0.0.0.0``) opens it to the team's network. ``run.py serve`` calls this.
+    With ``preload`` a background thread imports ``pipeline.cycle`` (and TensorFlow with it)
+    so that the first press of Retrain does not wait for that import.
+    """
+    import threading
+
+    import waitress
+
+    settings = settings or load_settings()
+    if preload:
+        threading.Thread(target=_preload_cycle_module, daemon=True).start()
+    overrides = {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
+    app = create_app(overrides)
+    print(f"MineWatch review app on http://{settings.HOST}:{settings.PORT}/", flush=True)
+    waitress.serve(app, host=settings.HOST, port=settings.PORT, threads=8)
+
+
+def _preload_cycle_module() -> None:
+    try:
+        import pipeline.cycle  # noqa: F401
+    except ImportError:  # reported when a cycle is started
+        pass

@@ -1,0 +1,97 @@
+"""Retrain-and-repredict cycles: start one as a background job, poll its status, compare cycles.
+
+A request never trains: POST /cycles calls ``pipeline.cycle.launch_cycle(settings)``, which starts
+a separate process and returns at once; the status partial polls every 2 s while it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+
+from db.store import CycleRunningError
+from labeller.charts import line_chart_svg
+from labeller.db import get_store
+
+bp = Blueprint("cycles", __name__)
+
+ALREADY_RUNNING = "a cycle is already running"
+
+
+def _status_context(store, message: str | None = None) -> dict[str, Any]:
+    running = store.running_cycle()
+    if running is None:
+        cycles = store.cycles()
+        return {"cycle": cycles[-1] if cycles else None, "message": message}
+    return {"cycle": running, "message": message}
+
+
+def _metric(cycle: dict[str, Any], name: str) -> float | None:
+    metrics = cycle.get("metrics") or {}
+    value = metrics.get(name)
+    if value is None and name == "average_precision":
+        value = metrics.get("ap")
+    return value
+
+
+@bp.get("/cycles")
+def page():
+    """One row per cycle, the training curves and the predicted-mine count per cycle."""
+    store = get_store()
+    cycles = store.cycles()
+    rows = []
+    for cycle in reversed(cycles):
+        history = cycle.get("history") or {}
+        curves = {name: list(enumerate(history[name], start=1))
+                  for name in ("loss", "val_loss") if history.get(name)}
+        rows.append({
+            **cycle,
+            "precision": _metric(cycle, "precision"),
+            "recall": _metric(cycle, "recall"),
+            "ap": _metric(cycle, "average_precision"),
+            "curves": line_chart_svg(curves, width=260, height=120, x_label="epoch",
+                                     y_label="loss", integer_x=True) if curves else None,
+        })
+    per_year: dict[str, list[tuple[float, float]]] = {}
+    for cycle in cycles:
+        for year, count in sorted((cycle.get("predicted_mines") or {}).items()):
+            per_year.setdefault(str(year), []).append((cycle["id"], count))
+    quality = {name: [(c["id"], _metric(c, key)) for c in cycles if _metric(c, key) is not None]
+               for name, key in (("precision", "precision"), ("recall", "recall"),
+                                 ("AP", "average_precision"))}
+    return render_template(
+        "cycles.html", rows=rows, **_status_context(store),
+        mines_chart=line_chart_svg(per_year, width=520, height=200, x_label="cycle",
+                                   y_label="predicted mines", integer_x=True),
+        quality_chart=line_chart_svg({k: v for k, v in quality.items() if v}, width=520,
+                                     height=200, x_label="cycle", y_label="validation",
+                                     integer_x=True),
+    )
+
+
+@bp.post("/cycles")
+def start():
+    """Start a retrain-and-repredict cycle in the background (refused while one runs)."""
+    from pipeline.cycle import launch_cycle
+
+    store = get_store()
+    message, code = None, 200
+    if store.running_cycle() is not None:
+        message, code = ALREADY_RUNNING, 409
+    else:
+        try:
+            launch_cycle(current_app.config["SETTINGS"])
+        except CycleRunningError:
+            message, code = ALREADY_RUNNING, 409
+    if request.headers.get("HX-Request") == "true":
+        return render_template("_cycle_status.html", **_status_context(store, message)), code
+    if message:
+        flash(message)
+    return redirect(url_for("cycles.page"))
+
+
+@bp.get("/cycles/status")
+def status():
+    """The status partial: polls every 2 s while a cycle runs, stops when it is done."""
+    return render_template("_cycle_status.html", **_status_context(get_store()))

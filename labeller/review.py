@@ -1,0 +1,240 @@
+"""Keyboard review: the card, decisions, undo, past decisions, queue choice and thumbnails.
+
+The card (``templates/_card.html``) has one source: the review page includes it and htmx requests
+get only it (plus out-of-band counters and recent decisions). Every decision carries a fresh
+token (``request_id``) rendered into the card, so a double submit counts once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
+
+from db.store import QUEUE_STRATEGIES
+from labeller.db import get_store
+from pipeline import review as service
+
+bp = Blueprint("review", __name__)
+
+#: Thumbnail URLs carry the cache key (``?v=``): a year in the browser cache is safe.
+THUMB_MAX_AGE = 365 * 24 * 3600
+
+
+@bp.app_template_global()
+def new_token() -> str:
+    """A fresh decision token (idempotency key) for a form."""
+    return uuid.uuid4().hex
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def current_reviewer(*, required: bool = True) -> str | None:
+    """The session's reviewer; without one, htmx requests get 400 and pages a redirect."""
+    name = session.get("reviewer")
+    if not name and required:
+        if is_htmx() or request.method != "GET":
+            abort(400, "Pick a reviewer name first (Change reviewer, top right).")
+    return name
+
+
+def queue_choice(store) -> service.QueueChoice:
+    """The session's queue choice; the year defaults to the latest the active model scored."""
+    strategy = session.get("strategy", service.DEFAULT_STRATEGY)
+    if strategy not in QUEUE_STRATEGIES:
+        strategy = service.DEFAULT_STRATEGY
+    year = session.get("year")
+    if year is None or (store.active_model() and year not in store.years()):
+        year = service.default_year(store)
+    return service.QueueChoice(strategy, year, bool(session.get("predicted_only", False)))
+
+
+def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | None = None,
+                  oob: bool = False) -> dict[str, Any]:
+    """Template context of the card partial: the current card, prefetch cards, counters, recent.
+
+    ``cell`` forces the current card (e.g. the cell an undo shows again); otherwise the queue
+    serves it. The next ``PREFETCH`` cards are leased too and their pictures preloaded.
+    """
+    settings = current_app.config["SETTINGS"]
+    reviewer = current_reviewer()
+    choice = queue_choice(store)
+    common = dict(reviewer=reviewer, strategy=choice.strategy, year=choice.year,
+                  predicted_only=choice.predicted_only, n=1 + settings.PREFETCH,
+                  lease_seconds=settings.LEASE_SECONDS)
+    if cell is None:
+        cards = service.next_cards(store, **common)
+        current = (cards[0]["cell_id"], cards[0]["year"]) if cards else None
+        prefetch = cards[1:]
+    else:
+        service.lease_one(store, cell[0], cell[1], reviewer, settings.LEASE_SECONDS)
+        current = cell
+        common["n"] = settings.PREFETCH
+        prefetch = service.next_cards(store, exclude=[cell[0]], **common)
+    card = None
+    if current is not None:
+        card = service.card_details(store, *current)
+        card["request_id"] = uuid.uuid4().hex
+        card["thumb_version"] = service.thumbnail_version(store, *current)
+    for item in prefetch:
+        item["thumb_version"] = service.thumbnail_version(store, item["cell_id"], item["year"])
+    stats = service.session_stats(
+        store, reviewer, since=session.get("since", ""), started=session.get("started", 0.0),
+        year=choice.year, predicted_only=choice.predicted_only)
+    return dict(card=card, prefetch=prefetch, stats=stats, choice=choice, notice=notice,
+                recent=service.recent_decisions(store, reviewer), oob=oob,
+                model=store.active_model(), years=store.years(), strategies=QUEUE_STRATEGIES)
+
+
+def render_card(store, **kwargs: Any) -> str:
+    return render_template("_card.html", **_card_context(store, oob=is_htmx(), **kwargs))
+
+
+@bp.get("/review")
+def page():
+    """The review page: queue choice, the card, counters, recent decisions, cycle status.
+
+    ``?cell=<id>&year=<year>`` opens that cell-year as the current card (from the map, the
+    change report or a link a colleague sent); the queue takes over after its decision.
+    """
+    if not current_reviewer(required=False):
+        return redirect(url_for("overview.reviewer", next=request.full_path))
+    store = get_store()
+    context = _card_context(store, cell=_requested_cell(store))
+    running = store.running_cycle()
+    cycles = store.cycles()
+    return render_template("review.html", cycle=running or (cycles[-1] if cycles else None),
+                           **context)
+
+
+def _requested_cell(store) -> tuple[int, int] | None:
+    """The (cell, year) named in the query string, if any: 400 when malformed, 404 when unknown."""
+    raw_cell, raw_year = request.args.get("cell"), request.args.get("year")
+    if raw_cell is None and raw_year is None:
+        return None
+    if not (raw_cell or "").isdigit() or not (raw_year or "").isdigit():
+        abort(400, "open a cell with ?cell=<cell id>&year=<year> (both whole numbers)")
+    try:
+        service.require_cell_year(store, int(raw_cell), int(raw_year))
+    except service.NotFoundError as error:
+        abort(404, str(error))
+    return int(raw_cell), int(raw_year)
+
+
+@bp.get("/review/card")
+def card():
+    """The next card (partial), e.g. after a retrain cycle."""
+    return render_card(get_store())
+
+
+@bp.post("/review/queue")
+def choose_queue():
+    """Set the queue's order, year and predicted-only filter; the reviewer's leases are released."""
+    reviewer = current_reviewer()
+    store = get_store()
+    strategy = request.form.get("strategy", service.DEFAULT_STRATEGY)
+    if strategy not in QUEUE_STRATEGIES:
+        abort(400, f"unknown queue order {strategy!r}; choose one of {', '.join(QUEUE_STRATEGIES)}")
+    raw_year = (request.form.get("year") or "").strip()
+    year = None
+    if raw_year:
+        if not raw_year.isdigit() or int(raw_year) not in store.years():
+            abort(400, f"no scene of year {raw_year[:10]!r} in this installation")
+        year = int(raw_year)
+    session["strategy"] = strategy
+    session["year"] = year
+    session["predicted_only"] = request.form.get("predicted_only") in ("1", "on", "true")
+    store.release_leases(reviewer)
+    if is_htmx():
+        return render_card(store)
+    return redirect(url_for("review.page"))
+
+
+@bp.post("/cells/<int:cell_id>/<int:year>/label")
+def label(cell_id: int, year: int):
+    """Record a decision (label, request_id, ms, score_shown, model_version); show the next card."""
+    reviewer = current_reviewer()
+    store = get_store()
+    try:
+        service.require_cell_year(store, cell_id, year)
+    except service.NotFoundError as error:
+        abort(404, str(error))
+    try:
+        form = service.parse_decision_form(request.form)
+    except service.ReviewError as error:
+        abort(400, str(error))
+    decision = service.decide(store, reviewer=reviewer, cell_id=cell_id, year=year, form=form)
+    if is_htmx():
+        return render_card(store, notice=decision.notice)
+    if decision.notice:
+        flash(decision.notice)
+    return redirect(url_for("review.page"))
+
+
+@bp.post("/undo")
+def undo():
+    """Undo the reviewer's latest decision (a new undo event) and show that cell again."""
+    reviewer = current_reviewer()
+    store = get_store()
+    token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID]
+    target = service.undo_last(store, reviewer, request_id=f"undo:{token}" if token else None)
+    if target is None:
+        notice, cell = "Nothing to undo.", None
+    else:
+        notice = f"Undone: {target['label']} on cell {target['cell_id']} ({target['year']})."
+        cell = (target["cell_id"], target["year"])
+    if is_htmx():
+        return render_card(store, cell=cell, notice=notice)
+    flash(notice)
+    return redirect(url_for("review.page"))
+
+
+@bp.post("/decisions/<int:event_id>")
+def change(event_id: int):
+    """Change a past decision: a new label event for that cell (the old one stays in history)."""
+    reviewer = current_reviewer()
+    store = get_store()
+    label_value = (request.form.get("label") or "").strip()
+    token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID] or None
+    try:
+        service.change_decision(store, reviewer=reviewer, event_id=event_id, label=label_value,
+                                request_id=token)
+    except service.NotFoundError as error:
+        abort(404, str(error))
+    except service.ReviewError as error:
+        abort(400, str(error))
+    if is_htmx():
+        return render_template("_recent.html", recent=service.recent_decisions(store, reviewer),
+                               oob=False)
+    return redirect(url_for("review.page"))
+
+
+@bp.get("/cells/<int:cell_id>/<int:year>/thumb/<view>.png", defaults={"kind": "cell"})
+@bp.get("/cells/<int:cell_id>/<int:year>/context/<view>.png", defaults={"kind": "context"})
+def thumbnail(cell_id: int, year: int, view: str, kind: str):
+    """A cell's picture (view rgb or false; kind cell or its 3 x 3 context), cached on disk."""
+    settings = current_app.config["SETTINGS"]
+    try:
+        path, key = service.thumbnail_path(get_store(), settings, cell_id, year, view, kind)
+    except (service.NotFoundError, service.ReviewError) as error:
+        abort(404, str(error))
+    response = send_file(path, mimetype="image/png", etag=key, conditional=True,
+                         max_age=THUMB_MAX_AGE if request.args.get("v") == key else 3600)
+    if request.args.get("v") == key:
+        response.cache_control.immutable = True
+    response.cache_control.public = True
+    return response

@@ -1,0 +1,514 @@
+"""The review service: the queue, decisions, undo and thumbnails, without any web framework.
+
+The web app (``labeller/``) turns HTTP into calls of these functions, and a simulated reviewer
+(or a script) can call the same ones directly. Every function takes an open
+:class:`db.store.Store`; writes run in one ``BEGIN IMMEDIATE`` transaction each
+(``Store.write_transaction``), so several reviewers and a background retrain job never meet
+"database is locked".
+
+Queue: cards come from the *active* model's scores of one year, in the order of a strategy
+(``uncertainty``, ``score`` or ``random``), optionally only predicted mines (score >= the model's
+threshold). Each served card is leased to its reviewer for ``LEASE_SECONDS``; while a lease is
+live no other reviewer is served that cell. A decision is always recorded, whatever the state
+of the lease; the reviewer is told when another reviewer holds the cell or has labelled it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from db.store import LABELS, QUEUE_STRATEGIES, Store, StoreError, UnknownCellError
+from imagery.bands import BandMismatchError
+from imagery.grid import ID_STRIDE
+
+#: The strategy a new reviewer session starts with (issue 5 measures the alternatives).
+DEFAULT_STRATEGY = "uncertainty"
+#: Milliseconds per card are clamped to [0, MAX_MS] (a card left open over lunch says nothing).
+MAX_MS = 10 * 60 * 1000
+#: Candidates fetched per wanted card, so that spatial de-duplication still fills a batch.
+OVERFETCH = 6
+#: Pixel size of the served pictures: the cell (100 px at 10 m, enlarged) and its 3 x 3 context.
+THUMB_SIZE: dict[str, int] = {"cell": 400, "context": 300}
+#: Views a thumbnail can be drawn in.
+THUMB_VIEWS: tuple[str, ...] = ("rgb", "false")
+#: Longest accepted decision token.
+MAX_REQUEST_ID = 100
+
+
+class ReviewError(ValueError):
+    """A malformed review request; the message is written for the reviewer."""
+
+
+class NotFoundError(LookupError):
+    """Something the request names does not exist (a cell, a year without scene, a decision)."""
+
+
+@dataclass(frozen=True)
+class QueueChoice:
+    """How a reviewer's queue is ordered and filtered."""
+
+    strategy: str = DEFAULT_STRATEGY
+    year: int | None = None
+    predicted_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in QUEUE_STRATEGIES:
+            raise ReviewError(f"unknown queue order {self.strategy!r}; choose one of "
+                              f"{', '.join(QUEUE_STRATEGIES)}")
+
+
+@dataclass(frozen=True)
+class DecisionForm:
+    """A validated decision as a reviewer's card submits it."""
+
+    label: str
+    request_id: str
+    ms: int | None = None
+    score_shown: float | None = None
+    model_version: str | None = None
+
+
+@dataclass
+class Decision:
+    """What happened to a submitted decision."""
+
+    event: dict[str, Any]
+    duplicate: bool = False
+    lease_expired: bool = False
+    held_by: str | None = None
+    also_labelled_by: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def notice(self) -> str | None:
+        """A sentence for the reviewer when someone else is involved with this cell, else None."""
+        cell = f"cell {self.event['cell_id']} ({self.event['year']})"
+        if self.also_labelled_by:
+            others = ", ".join(f"{e['reviewer']} ({e['label']})" for e in self.also_labelled_by)
+            return f"Recorded. Note: {cell} was also labelled by {others}."
+        if self.held_by:
+            return f"Recorded. Note: {self.held_by} was also looking at {cell}."
+        return None
+
+
+# queue ------------------------------------------------------------------------------------------
+def default_year(store: Store) -> int | None:
+    """The latest year the active model has scores for (None without an active model)."""
+    model = store.active_model()
+    if model is None:
+        return None
+    years = store.scored_years(model["version"])
+    return years[-1] if years else None
+
+
+def _row_col(cell_id: int) -> tuple[int, int]:
+    return divmod(int(cell_id), ID_STRIDE)
+
+
+def _adjacent(a: int, b: int) -> bool:
+    """Whether two cells are within one cell of each other (Chebyshev distance <= 1)."""
+    (ra, ca), (rb, cb) = _row_col(a), _row_col(b)
+    return abs(ra - rb) <= 1 and abs(ca - cb) <= 1
+
+
+def _order_key(strategy: str):
+    if strategy == "uncertainty":
+        return lambda r: -(r["uncertainty"] if r["uncertainty"] is not None else -1.0)
+    if strategy == "score":
+        return lambda r: -r["score"]
+    return lambda r: r["rand"]
+
+
+def next_cards(
+    store: Store,
+    *,
+    reviewer: str,
+    strategy: str = DEFAULT_STRATEGY,
+    year: int | None = None,
+    predicted_only: bool = False,
+    n: int = 1,
+    lease_seconds: float = 300,
+    exclude: Sequence[int] = (),
+    now: float | None = None,
+) -> list[dict[str, Any]]:
+    """Lease and return up to ``n`` cards (score rows of the active model) for ``reviewer``.
+
+    Cards already leased to the reviewer (served earlier as prefetch) come first, so the
+    thumbnails a page prefetched are the cards it shows next; then new candidates from
+    ``Store.queue_candidates`` in the strategy's order. Candidates are over-fetched
+    (``OVERFETCH`` per card) and de-duplicated spatially: a candidate within one cell (Chebyshev
+    distance <= 1 in row/col) of a card already in the batch is skipped, so adjacent cells of
+    one mine do not fill a batch (they come back in later batches). The batch is then leased
+    (``Store.lease_cells``) in the same ``BEGIN IMMEDIATE`` transaction as the queue query, so
+    two reviewers are never served the same cell while a lease is live.
+
+    Each card carries the score row plus ``threshold``. ``year`` defaults to
+    :func:`default_year`; cells in ``exclude`` are left out. Cost: one query for the reviewer's
+    leases, one queue query (only when the leases do not fill the batch), one lease write.
+    """
+    model = store.active_model()
+    if model is None or n <= 0:
+        return []
+    QueueChoice(strategy, year, predicted_only)
+    year = default_year(store) if year is None else int(year)
+    if year is None:
+        return []
+    now = time.time() if now is None else now
+    min_score = float(model["threshold"]) if predicted_only else None
+    version = model["version"]
+    skip = {int(c) for c in exclude}
+    batch: list[dict[str, Any]] = []
+
+    def take(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if len(batch) >= n:
+                return
+            cell_id = int(row["cell_id"])
+            if cell_id in skip or any(_adjacent(cell_id, b["cell_id"]) for b in batch):
+                continue
+            skip.add(cell_id)
+            batch.append(row)
+
+    # One write transaction: no other reviewer can lease or label a candidate in between.
+    with store.write_transaction():
+        own = store.leased_to(version, year, reviewer, min_score=min_score, now=now)
+        take(sorted(own, key=_order_key(strategy)))
+        if len(batch) < n:
+            limit = n * OVERFETCH + len(skip) + 8
+            take(_candidates(store, version, year, strategy, reviewer, limit, min_score, now))
+        if not batch:
+            return []
+        leased = set(store.lease_cells([(r["cell_id"], year) for r in batch], reviewer,
+                                       lease_seconds, now=now))
+    return [{**row, "threshold": model["threshold"]} for row in batch
+            if (int(row["cell_id"]), year) in leased]
+
+
+_frontier: dict[tuple[Any, ...], tuple[float, float]] = {}
+_frontier_lock = threading.Lock()
+#: How long (seconds) the queue may start its scan at a remembered frontier before a full scan.
+FRONTIER_MAX_AGE = 30.0
+
+
+def _candidates(
+    store: Store, version: str, year: int, strategy: str, reviewer: str, limit: int,
+    min_score: float | None, now: float,
+) -> list[dict[str, Any]]:
+    """Queue candidates; the ordered strategies start at a remembered frontier.
+
+    Reviewers consume the uncertainty (or score) order from the top, so after a while the top of
+    the index is a long prefix of labelled cells that every queue query would have to skip
+    (100,000 labels: ~0.1-0.3 s). The order value of the first cell found is remembered per
+    (database, model, year, strategy, filter) and later scans start there (inclusive); a full
+    scan runs again every ``FRONTIER_MAX_AGE`` seconds, and at once after an undo in this
+    process (:func:`forget_frontier`), so a cell that became unlabelled again is served again
+    within that time. The frontier is the first *unlabelled* cell (leased or not), so cells
+    leased by other reviewers stay below it and come back when their lease expires.
+    """
+    if strategy not in ("uncertainty", "score"):
+        return store.queue_candidates(version, year, strategy, reviewer, limit,
+                                      min_score=min_score, now=now)
+    key = (str(store.path), version, year, strategy, min_score)
+    clock = time.monotonic()
+    with _frontier_lock:
+        entry = _frontier.get(key)
+    fresh = entry is not None and clock - entry[0] < FRONTIER_MAX_AGE
+    rows = store.ordered_queue(version, year, strategy, reviewer, limit, min_score=min_score,
+                               now=now, start=entry[1] if fresh else None)
+    if not rows and fresh:
+        rows = store.ordered_queue(version, year, strategy, reviewer, limit,
+                                   min_score=min_score, now=now)
+        fresh = False
+    if rows:
+        with _frontier_lock:
+            _frontier[key] = (entry[0] if fresh else clock, float(rows[0][strategy]))
+    return [row for row in rows if not row.pop("leased_to_other")]
+
+
+def forget_frontier(store: Store) -> None:
+    """Drop the remembered queue frontiers of this database (a cell became unlabelled)."""
+    path = str(store.path)
+    with _frontier_lock:
+        for key in [k for k in _frontier if k[0] == path]:
+            del _frontier[key]
+
+
+def lease_one(store: Store, cell_id: int, year: int, reviewer: str, lease_seconds: float) -> bool:
+    """Lease one cell to a reviewer (e.g. the cell an undo shows again); False if held by another."""
+    with store.write_transaction():
+        return bool(store.lease_cells([(cell_id, year)], reviewer, lease_seconds))
+
+
+# decisions --------------------------------------------------------------------------------------
+def clamp_ms(value: float | int | None) -> int | None:
+    """Milliseconds spent on a card, clamped to [0, MAX_MS]."""
+    if value is None:
+        return None
+    return int(min(max(float(value), 0.0), MAX_MS))
+
+
+def parse_decision_form(form: Mapping[str, Any]) -> DecisionForm:
+    """Validate a submitted card: label, request_id, and optional ms, score_shown, model_version.
+
+    Raises ReviewError with a message for the reviewer (unknown label, missing token, numbers
+    that are not numbers).
+    """
+    label = str(form.get("label") or "").strip()
+    if not label:
+        raise ReviewError("no decision given: the form needs a label (mine, background or skip)")
+    if label not in LABELS:
+        raise ReviewError(f"unknown label {label!r}: choose mine, background or skip")
+    request_id = str(form.get("request_id") or "").strip()
+    if not request_id:
+        raise ReviewError("the form lacks its decision token (request_id); reload the page")
+    if len(request_id) > MAX_REQUEST_ID:
+        raise ReviewError("the decision token is too long")
+
+    def number(name: str) -> float | None:
+        raw = str(form.get(name) or "").strip()
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ReviewError(f"{name} must be a number, got {raw[:40]!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ReviewError(f"{name} must be a finite number, got {raw[:40]!r}")
+        return value
+
+    ms = number("ms")
+    score = number("score_shown")
+    version = str(form.get("model_version") or "").strip() or None
+    return DecisionForm(label, request_id, clamp_ms(ms), score, version)
+
+
+def require_cell_year(store: Store, cell_id: int, year: int) -> dict[str, Any]:
+    """The cell, or NotFoundError when the cell is unknown or no scene exists for ``year``."""
+    try:
+        cell = store.require_cell(cell_id)
+    except UnknownCellError as error:
+        raise NotFoundError(f"unknown cell {cell_id}") from error
+    if int(year) not in store.years():
+        raise NotFoundError(f"no scene of {year} in this installation")
+    return cell
+
+
+def decide(
+    store: Store,
+    *,
+    reviewer: str,
+    cell_id: int,
+    year: int,
+    form: DecisionForm,
+    now: float | None = None,
+) -> Decision:
+    """Record a reviewer's decision on a cell-year, in one transaction.
+
+    Idempotent on ``form.request_id``: a double submit returns the stored event
+    (``duplicate=True``). The decision is recorded whatever the lease says: when the reviewer's
+    lease expired, or another reviewer now holds the cell, or has already labelled it, the
+    decision still counts and :attr:`Decision.notice` says so.
+    """
+    now = time.time() if now is None else now
+    with store.write_transaction():
+        existing = store.label_event_by_request(form.request_id)
+        if existing is not None:
+            return Decision(existing, duplicate=True)
+        holder = store.lease_holder(cell_id, year, now=now)
+        others = [e for e in store.label_history(cell_id)
+                  if e["year"] == year and e["kind"] == "label" and not e["undone"]
+                  and e["reviewer"] != reviewer]
+        event = store.record_label(
+            cell_id, year, form.label, reviewer, request_id=form.request_id, ms_spent=form.ms,
+            score_shown=form.score_shown, model_version_shown=form.model_version)
+    return Decision(event, lease_expired=holder != reviewer,
+                    held_by=holder if holder not in (None, reviewer) else None,
+                    also_labelled_by=others)
+
+
+def undo_last(store: Store, reviewer: str, *, request_id: str | None = None) -> dict[str, Any] | None:
+    """Undo the reviewer's latest decision (a new 'undo' event); returns the undone label event.
+
+    None when there is nothing left to undo. A repeated ``request_id`` undoes nothing more and
+    returns the event that the first request undid.
+    """
+    with store.write_transaction():
+        if request_id:
+            existing = store.label_event_by_request(request_id)
+            if existing is not None and existing["kind"] == "undo":
+                return store.label_event(existing["undoes"])
+        target = store.last_undoable_event(reviewer)
+        if target is None:
+            return None
+        store.undo_label(target["id"], reviewer, request_id=request_id)
+    forget_frontier(store)
+    return target
+
+
+def change_decision(
+    store: Store, *, reviewer: str, event_id: int, label: str, request_id: str | None = None,
+) -> dict[str, Any]:
+    """Change a past decision: records a NEW label event for that cell-year (nothing is erased)."""
+    if label not in LABELS:
+        raise ReviewError(f"unknown label {label!r}: choose mine, background or skip")
+    with store.write_transaction():
+        event = store.label_event(event_id)
+        if event is None or event["kind"] != "label":
+            raise NotFoundError(f"no decision {event_id}")
+        return store.record_label(
+            event["cell_id"], event["year"], label, reviewer, request_id=request_id,
+            score_shown=event["score_shown"], model_version_shown=event["model_version_shown"])
+
+
+def recent_decisions(store: Store, reviewer: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The reviewer's last ``limit`` decided cells (latest decision per cell-year), newest first.
+
+    Each row is the reviewer's label event plus ``current`` (the cell's current label row, which
+    may come from another reviewer).
+    """
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[int, int]] = set()
+    for event in store.recent_decisions(reviewer, limit * 4):
+        key = (event["cell_id"], event["year"])
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append({**event, "current": store.current_label(*key)})
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+# cards and counters -----------------------------------------------------------------------------
+def card_details(store: Store, cell_id: int, year: int) -> dict[str, Any]:
+    """Everything a card shows about a cell-year: cell, the active model's score, history."""
+    cell = store.cell(cell_id)
+    if cell is None:
+        raise NotFoundError(f"unknown cell {cell_id}")
+    model = store.active_model()
+    score = store.score(cell_id, year, model["version"]) if model else None
+    return {
+        "cell": cell,
+        "year": int(year),
+        "model": model,
+        "score": score,
+        "history": store.label_history(cell_id),
+        "scores": store.cell_scores(cell_id),
+        "current": store.current_label(cell_id, year),
+    }
+
+
+_queue_cache: dict[tuple[Any, ...], tuple[float, float, int]] = {}
+_queue_lock = threading.Lock()
+#: A queue count that took longer than this (seconds) is reused for QUEUE_COUNT_MAX_AGE seconds.
+QUEUE_COUNT_SLOW = 0.02
+QUEUE_COUNT_MAX_AGE = 15.0
+
+
+def queue_left(store: Store, year: int | None, *, predicted_only: bool = False) -> int | None:
+    """Cells of ``year`` the active model scored and nobody has labelled yet.
+
+    On big databases the count scans the year's scores; a count that took longer than
+    ``QUEUE_COUNT_SLOW`` is reused for ``QUEUE_COUNT_MAX_AGE`` seconds so that serving cards
+    stays cheap (the counter then lags by a few seconds).
+    """
+    model = store.active_model()
+    if model is None or year is None:
+        return None
+    min_score = float(model["threshold"]) if predicted_only else None
+    key = (str(store.path), model["version"], year, min_score)
+    now = time.monotonic()
+    with _queue_lock:
+        cached = _queue_cache.get(key)
+    if cached and now - cached[0] < QUEUE_COUNT_MAX_AGE and cached[1] > QUEUE_COUNT_SLOW:
+        return cached[2]
+    start = time.monotonic()
+    count = store.count_queue_fast(model["version"], year, min_score=min_score)
+    with _queue_lock:
+        _queue_cache[key] = (now, time.monotonic() - start, count)
+    return count
+
+
+def session_stats(
+    store: Store, reviewer: str, *, since: str, started: float, year: int | None,
+    predicted_only: bool = False, now: float | None = None,
+) -> dict[str, Any]:
+    """Counters for a review session: decisions since ``since`` (ISO), rate per hour, queue left."""
+    now = time.time() if now is None else now
+    decisions = store.count_decisions(reviewer, since=since)
+    hours = max(now - started, 60.0) / 3600.0
+    return {
+        "decisions": decisions,
+        "rate_per_hour": round(decisions / hours),
+        "queue_left": queue_left(store, year, predicted_only=predicted_only),
+    }
+
+
+# thumbnails -------------------------------------------------------------------------------------
+@lru_cache(maxsize=64)
+def _open_scene(paths_json: str, bands_json: str):
+    from imagery.scene import open_scene
+
+    return open_scene(json.loads(paths_json), bands=json.loads(bands_json))
+
+
+def thumbnail_key(scene: Mapping[str, Any]) -> str:
+    """Cache key of a scene's pictures: its id plus a digest of what the pictures depend on."""
+    facts = json.dumps([scene["paths"], scene["bands"], scene["stretch"], scene["ingested_at"],
+                        THUMB_SIZE], sort_keys=True)
+    return f"s{scene['id']}-{hashlib.sha1(facts.encode()).hexdigest()[:10]}"
+
+
+def thumbnail_version(store: Store, cell_id: int, year: int) -> str | None:
+    """The cache key the cell's pictures of ``year`` are served under (None: no scene covers it).
+
+    Pages put it in thumbnail URLs (``?v=``), so a browser may cache those URLs forever.
+    """
+    scenes = store.scenes_covering(cell_id, year)
+    return thumbnail_key(scenes[0]) if scenes else None
+
+
+def thumbnail_path(
+    store: Store, settings: Any, cell_id: int, year: int, view: str = "rgb", kind: str = "cell",
+) -> tuple[Path, str]:
+    """(PNG path, cache key) of a cell's picture in ``year``, rendered on the first request.
+
+    Finds the newest scene of ``year`` covering the cell (``Store.scenes_covering``) and uses
+    ``imagery.thumbnails.ThumbnailCache(settings.thumbnail_dir)`` keyed by :func:`thumbnail_key`
+    with the scene's stored stretch. A cached picture is returned without opening the scene.
+    Raises NotFoundError for an unknown cell, a year without a covering scene, or a view whose
+    bands the scene lacks; ReviewError for an unknown view or kind.
+    """
+    from imagery.thumbnails import ThumbnailCache
+
+    if view not in THUMB_VIEWS:
+        raise ReviewError(f"unknown view {view!r}; expected rgb or false")
+    if kind not in THUMB_SIZE:
+        raise ReviewError(f"unknown kind {kind!r}; expected cell or context")
+    if store.cell(cell_id) is None:
+        raise NotFoundError(f"unknown cell {cell_id}")
+    scenes = store.scenes_covering(cell_id, year)
+    if not scenes:
+        raise NotFoundError(f"no scene of {year} covers cell {cell_id}")
+    record = scenes[0]
+    key = thumbnail_key(record)
+    cache = ThumbnailCache(settings.thumbnail_dir)
+    path = cache.path_for(key, cell_id, view, kind)
+    if path.exists():
+        return path, key
+    try:
+        scene = _open_scene(json.dumps(record["paths"]), json.dumps(record["bands"]))
+        path = cache.get(scene, settings.grid, cell_id, key=key, view=view, kind=kind,
+                         stretch=record["stretch"], size=THUMB_SIZE[kind])
+    except BandMismatchError as error:
+        raise NotFoundError(f"scene {record['name']} cannot show this view: {error}") from error
+    except (OSError, ValueError, StoreError) as error:
+        raise NotFoundError(f"scene {record['name']} cannot be read: {error}") from error
+    return path, key

@@ -1,0 +1,71 @@
+// MineWatch map: cells of the current view coloured by status and score; click -> review card.
+(function () {
+  "use strict";
+  function start() {
+    var el = document.getElementById("map");
+    if (!el || !window.L) { return; }
+    var cfg = JSON.parse(el.dataset.config);
+    var map = L.map(el, { preferCanvas: true, minZoom: 3 });
+    window.minewatchMap = map;   // for the browser tests and the console
+    if (cfg.basemapUrl) {
+      L.tileLayer(cfg.basemapUrl, { maxZoom: 18, attribution: "basemap" }).addTo(map);
+    }
+    var yearSel = document.getElementById("map-year");
+    var statusSel = document.getElementById("map-status");
+    var countEl = document.getElementById("map-count");
+
+    function style(feature) {
+      var p = feature.properties;
+      var score = p.score == null ? 0 : p.score;
+      return { color: cfg.colours[p.status], weight: 0.6, fillColor: cfg.colours[p.status],
+               fillOpacity: p.status === "background" ? 0.08 + 0.4 * score : 0.35 + 0.5 * score };
+    }
+    var cells = L.geoJSON(null, {
+      style: style,
+      onEachFeature: function (feature, layer) {
+        var p = feature.properties;
+        layer.bindTooltip("cell " + p.cell_id + " · " + p.status +
+                          (p.score == null ? "" : " · score " + p.score.toFixed(2)));
+        layer.on("click", function () { window.location.href = p.review_url; });
+      }
+    }).addTo(map);
+    var outline = function (colour, dash) {
+      return L.geoJSON(null, { interactive: false,
+        style: { color: colour, weight: 2, fill: false, dashArray: dash } }).addTo(map);
+    };
+    var territory = outline("#111827", null);
+    var protectedAreas = outline("#15803d", "6 4");
+    fetch(cfg.territoryUrl).then(function (r) { return r.json(); }).then(function (fc) { territory.addData(fc); });
+    fetch(cfg.protectedUrl).then(function (r) { return r.json(); }).then(function (fc) { protectedAreas.addData(fc); });
+
+    var pending = null;
+    function load() {
+      var b = map.getBounds();
+      var params = new URLSearchParams({ year: yearSel.value, status: statusSel.value,
+        bbox: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map(function (v) { return v.toFixed(5); }).join(",") });
+      var url = cfg.cellsUrl + "?" + params.toString();
+      pending = url;
+      countEl.textContent = "loading…";
+      delete el.dataset.loaded;
+      fetch(url).then(function (r) { return r.json(); }).then(function (fc) {
+        if (pending !== url) { return; }
+        cells.clearLayers();
+        cells.addData(fc);
+        countEl.textContent = fc.count + " cells" + (fc.truncated ? " (zoom in to see all)" : "");
+        el.dataset.loaded = String(fc.count);
+      }).catch(function () { countEl.textContent = "could not load the cells"; });
+      history.replaceState(null, "", "?year=" + yearSel.value + "&status=" + statusSel.value);
+    }
+    var timer = null;
+    map.on("moveend", function () { clearTimeout(timer); timer = setTimeout(load, 150); });
+    yearSel.addEventListener("change", load);
+    statusSel.addEventListener("change", load);
+    if (cfg.bounds) {
+      map.fitBounds([[cfg.bounds[1], cfg.bounds[0]], [cfg.bounds[3], cfg.bounds[2]]]);
+    } else {
+      map.setView([-28.5, 24.5], 5);
+    }
+    // the first view fires "moveend", which loads the cells
+  }
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }
+})();

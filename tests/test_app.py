@@ -1,0 +1,443 @@
+"""Flask test-client tests of every route of the web app (labeller/)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from db.store import CycleRunningError, Store
+from labeller import create_app
+
+pytest.register_assert_rewrite("fixtures_app")
+from fixtures_app import THRESHOLD, card_fields, csrf_from, login  # noqa: E402
+
+pytest_plugins = ["fixtures_app"]
+HTMX = {"HX-Request": "true"}
+
+
+def events(review_db) -> list[dict]:
+    with Store(review_db.database) as store:
+        return store._rows("SELECT * FROM label_events ORDER BY id")
+
+
+def post_label(client, token, fields, label="mine", **extra):
+    data = {"label": label, "request_id": fields["request_id"], "ms": "1500",
+            "score_shown": fields["score_shown"], "model_version": fields["model_version"], **extra}
+    return client.post(f"/cells/{fields['cell_id']}/{fields['year']}/label", data=data,
+                       headers={**HTMX, "X-CSRFToken": token})
+
+
+# overview and reviewer entry ----------------------------------------------------------------------
+def test_overview_shows_scenes_model_and_histograms(client) -> None:
+    html = client.get("/").get_data(as_text=True)
+    assert "synthetic demo data — generated, not real imagery" in html
+    assert "64 <span>cells" in html
+    assert "scene_2020.tif" in html and "scene_2021.tif" in html
+    assert "m0001" in html and "0.81" in html and "0.79" in html  # precision, AP
+    assert html.count('<svg class="chart histogram"') == 2
+    assert "predicted mines" in html
+    assert 'class="good">26<' in html  # confusion matrix: tp
+
+
+def test_overview_empty_database_says_what_to_run(tmp_path) -> None:
+    app = create_app({"DATA_DIR": str(tmp_path), "SECRET_KEY": "x"})
+    html = app.test_client().get("/").get_data(as_text=True)
+    assert "No scenes yet" in html and "run.py demo" in html
+
+
+def test_review_needs_a_reviewer_name(client) -> None:
+    response = client.get("/review")
+    assert response.status_code == 302 and "/reviewer" in response.headers["Location"]
+    token = csrf_from(client.get("/reviewer").get_data(as_text=True))
+    empty = client.post("/reviewer", data={"name": "  ", "csrf_token": token})
+    assert empty.status_code == 400 and "type your name" in empty.get_data(as_text=True)
+    ok = client.post("/reviewer", data={"name": "Ana", "csrf_token": token})
+    assert ok.status_code == 302 and ok.headers["Location"].endswith("/review")
+    page = client.get("/review").get_data(as_text=True)
+    assert "Ana" in page and "change reviewer" in page
+
+
+def test_label_without_reviewer_is_refused(client, review_db) -> None:
+    token = csrf_from(client.get("/reviewer").get_data(as_text=True))
+    response = client.post(f"/cells/{review_db.cell_ids[0]}/2021/label",
+                           data={"label": "mine", "request_id": "x"},
+                           headers={"X-CSRFToken": token})
+    assert response.status_code == 400 and "reviewer" in response.get_data(as_text=True)
+
+
+# the card -----------------------------------------------------------------------------------------
+def test_review_page_shows_a_full_card(client, app) -> None:
+    login(client)
+    html = client.get("/review").get_data(as_text=True)
+    fields = card_fields(html)
+    cell = fields["cell_id"]
+    assert fields["year"] == 2021 and fields["model_version"] == "m0001"
+    for key in ("Mine <kbd>m</kbd>", "Background <kbd>b</kbd>", "Skip / unsure <kbd>s</kbd>",
+                "Undo <kbd>u</kbd>", "False colour <kbd>f</kbd>"):
+        assert key in html
+    assert "click, keyup[key=='m'&amp;&amp;mwFree(target,ctrlKey,altKey,metaKey)] from:body" in html
+    assert f"/cells/{cell}/2021/thumb/rgb.png?v=" in html
+    assert f"/cells/{cell}/2021/thumb/false.png?v=" in html
+    assert f"/cells/{cell}/2021/context/rgb.png?v=" in html
+    assert re.search(r'data-copy="-?\d+\.\d+, -?\d+\.\d+"', html)
+    prefetch = re.findall(r'data-prefetch="(\d+)"', html)
+    assert len(prefetch) == app.config["SETTINGS"].PREFETCH
+    assert str(cell) not in prefetch
+    assert 'hx-headers=\'{"X-CSRFToken": "' in html
+    assert "static/vendor/htmx.min.js" in html
+    # the partial alone, for htmx
+    partial = client.get("/review/card", headers=HTMX).get_data(as_text=True)
+    assert 'id="card"' in partial
+    assert card_fields(partial)["cell_id"] == cell  # still leased to this reviewer
+    assert "<html" not in partial and 'hx-swap-oob="true"' in partial
+
+
+def test_label_records_and_returns_the_next_card(client, review_db) -> None:
+    token = login(client)
+    fields = card_fields(client.get("/review").get_data(as_text=True))
+    response = post_label(client, token, fields, "mine")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    following = card_fields(html)
+    assert following["cell_id"] != fields["cell_id"]
+    assert 'id="counters" class="panel compact counters" hx-swap-oob="true"' in html
+    assert "<b>1</b><span>decisions this session" in html
+    (event,) = events(review_db)
+    assert (event["cell_id"], event["year"], event["label"], event["reviewer"]) == (
+        fields["cell_id"], 2021, "mine", "ana")
+    assert event["ms_spent"] == 1500 and event["model_version_shown"] == "m0001"
+    assert event["score_shown"] == pytest.approx(float(fields["score_shown"]))
+    with Store(review_db.database) as store:
+        assert store.current_label(fields["cell_id"], 2021)["label"] == "mine"
+        assert store.lease_holder(fields["cell_id"], 2021) is None
+
+
+def test_label_without_htmx_redirects(client) -> None:
+    token = login(client)
+    fields = card_fields(client.get("/review").get_data(as_text=True))
+    response = client.post(f"/cells/{fields['cell_id']}/2021/label",
+                           data={"label": "skip", "request_id": "plain", "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/review")
+
+
+def test_double_submit_counts_once(client, review_db) -> None:
+    token = login(client)
+    fields = card_fields(client.get("/review").get_data(as_text=True))
+    assert post_label(client, token, fields).status_code == 200
+    assert post_label(client, token, fields).status_code == 200
+    assert len(events(review_db)) == 1
+
+
+def test_ms_is_clamped(client, review_db) -> None:
+    token = login(client)
+    fields = card_fields(client.get("/review").get_data(as_text=True))
+    post_label(client, token, {**fields}, ms="99999999999")
+    assert events(review_db)[0]["ms_spent"] == 600_000
+
+
+def test_undo_shows_the_cell_again(client, review_db) -> None:
+    token = login(client)
+    first = card_fields(client.get("/review").get_data(as_text=True))
+    second = card_fields(post_label(client, token, first, "mine").get_data(as_text=True))
+    third = card_fields(post_label(client, token, second, "background").get_data(as_text=True))
+    response = client.post("/undo", data={"request_id": third["request_id"]},
+                           headers={**HTMX, "X-CSRFToken": token})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "Undone: background" in html
+    assert card_fields(html)["cell_id"] == second["cell_id"]
+    # a double-submitted undo undoes nothing more
+    client.post("/undo", data={"request_id": third["request_id"]},
+                headers={**HTMX, "X-CSRFToken": token})
+    kinds = [(e["kind"], e["label"]) for e in events(review_db)]
+    assert kinds == [("label", "mine"), ("label", "background"), ("undo", None)]
+    with Store(review_db.database) as store:
+        assert store.current_label(second["cell_id"], 2021) is None
+        assert store.current_label(first["cell_id"], 2021)["label"] == "mine"
+    nothing = client.post("/undo", data={}, headers={"X-CSRFToken": token})
+    assert nothing.status_code == 302
+
+
+def test_change_a_past_decision(client, review_db) -> None:
+    token = login(client)
+    first = card_fields(client.get("/review").get_data(as_text=True))
+    html = post_label(client, token, first, "mine").get_data(as_text=True)
+    event_id = events(review_db)[0]["id"]
+    assert f'action="/decisions/{event_id}"' in html
+    response = client.post(f"/decisions/{event_id}",
+                           data={"label": "background", "request_id": "chg-1"},
+                           headers={**HTMX, "X-CSRFToken": token})
+    assert response.status_code == 200
+    assert 'id="recent"' in response.get_data(as_text=True)
+    rows = events(review_db)
+    assert [(r["kind"], r["label"]) for r in rows] == [("label", "mine"), ("label", "background")]
+    with Store(review_db.database) as store:
+        assert store.current_label(first["cell_id"], 2021)["label"] == "background"
+    assert client.post("/decisions/9999", data={"label": "mine"},
+                       headers={"X-CSRFToken": token}).status_code == 404
+    assert client.post(f"/decisions/{event_id}", data={"label": "rock"},
+                       headers={"X-CSRFToken": token}).status_code == 400
+
+
+# bad input ----------------------------------------------------------------------------------------
+def test_review_opens_a_requested_cell(client, review_db) -> None:
+    wanted = review_db.cell_ids[-1]
+    first = client.get(f"/review?cell={wanted}&year=2020")
+    assert first.status_code == 302 and "next=/review?cell%3D" in first.location.replace("%2F", "/")
+    login(client)
+    html = client.get(f"/review?cell={wanted}&year=2020").get_data(as_text=True)
+    assert card_fields(html)["cell_id"] == wanted and card_fields(html)["year"] == 2020
+    assert client.get("/review?cell=12345&year=2020").status_code == 404
+    assert client.get(f"/review?cell={wanted}&year=1999").status_code == 404
+    assert client.get("/review?cell=abc&year=2020").status_code == 400
+
+
+def test_unknown_cell_is_404(client, review_db) -> None:
+    token = login(client)
+    response = client.post("/cells/12345/2021/label", data={"label": "mine", "request_id": "a"},
+                           headers={"X-CSRFToken": token})
+    assert response.status_code == 404 and "unknown cell 12345" in response.get_data(as_text=True)
+    year = client.post(f"/cells/{review_db.cell_ids[0]}/1999/label",
+                       data={"label": "mine", "request_id": "a"}, headers={"X-CSRFToken": token})
+    assert year.status_code == 404
+    assert events(review_db) == []
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"label": "maybe", "request_id": "a"}, "unknown label"),
+    ({"label": "mine", "request_id": "a", "ms": "fast"}, "ms must be a number"),
+    ({"label": "mine"}, "decision token"),
+    ({"request_id": "a"}, "no decision given"),
+])
+def test_bad_label_or_malformed_form_is_400(client, review_db, data, message) -> None:
+    token = login(client)
+    fields = card_fields(client.get("/review").get_data(as_text=True))
+    url = f"/cells/{fields['cell_id']}/2021/label"
+    plain = client.post(url, data=data, headers={"X-CSRFToken": token})
+    assert plain.status_code == 400 and message in plain.get_data(as_text=True)
+    htmx = client.post(url, data=data, headers={**HTMX, "X-CSRFToken": token})
+    assert htmx.status_code == 400
+    assert htmx.headers["HX-Retarget"] == "#card-error"
+    assert message in htmx.get_data(as_text=True) and "<html" not in htmx.get_data(as_text=True)
+    assert events(review_db) == []
+
+
+def test_missing_or_wrong_csrf_token_is_400(client, review_db) -> None:
+    login(client)
+    fields = card_fields(client.get("/review").get_data(as_text=True))
+    url = f"/cells/{fields['cell_id']}/2021/label"
+    data = {"label": "mine", "request_id": "a"}
+    for headers in ({}, {"X-CSRFToken": "forged"}):
+        response = client.post(url, data=data, headers=headers)
+        assert response.status_code == 400
+        assert "CSRF token missing or invalid" in response.get_data(as_text=True)
+    assert client.post("/undo").status_code == 400
+    assert client.post("/cycles").status_code == 400
+    assert client.post("/reviewer", data={"name": "x"}).status_code == 400
+    assert events(review_db) == []
+    # the form field works as well as the header
+    ok = client.post(url, data={**data, "csrf_token": fields["csrf_token"]})
+    assert ok.status_code == 302
+
+
+# queue choice -------------------------------------------------------------------------------------
+def choose(client, token, **data):
+    return client.post("/review/queue", data={"csrf_token": token, **data})
+
+
+def test_queue_strategy_filter_and_year(client, review_db) -> None:
+    token = login(client)
+    assert choose(client, token, strategy="score").status_code == 302
+    best = max(review_db.scores, key=lambda c: review_db.scores[c][0])
+    assert card_fields(client.get("/review").get_data(as_text=True))["cell_id"] == best
+    choose(client, token, strategy="random", predicted_only="1", year="2020")
+    html = client.get("/review").get_data(as_text=True)
+    fields = card_fields(html)
+    assert fields["year"] == 2020 and float(fields["score_shown"]) >= THRESHOLD
+    assert "predicted mines" in html
+    assert choose(client, token, strategy="alphabetical").status_code == 400
+    assert choose(client, token, strategy="score", year="1850").status_code == 400
+
+
+def test_two_reviewers_are_served_different_cells(app, review_db) -> None:
+    a, b = app.test_client(), app.test_client()
+    login(a, "ana")
+    login(b, "ben")
+    cell_a = card_fields(a.get("/review").get_data(as_text=True))["cell_id"]
+    cell_b = card_fields(b.get("/review").get_data(as_text=True))["cell_id"]
+    assert cell_a != cell_b
+
+
+def test_empty_queue_says_so(client, review_db) -> None:
+    with Store(review_db.database) as store:
+        store.import_label_events({"cell_id": c, "year": 2021, "label": "background",
+                                   "reviewer": "seed"} for c in review_db.cell_ids)
+    login(client)
+    html = client.get("/review").get_data(as_text=True)
+    assert "Queue empty" in html and 'id="card-form"' not in html
+
+
+# thumbnails ---------------------------------------------------------------------------------------
+def test_thumbnails_are_png_and_cached(client, review_db, app_config) -> None:
+    login(client)
+    html = client.get("/review").get_data(as_text=True)
+    url = re.search(r'src="(/cells/\d+/2021/thumb/rgb\.png\?v=[^"]+)"', html).group(1)
+    response = client.get(url)
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.data[:8] == b"\x89PNG\r\n\x1a\n" and len(response.data) > 1000
+    assert "immutable" in response.headers["Cache-Control"]
+    assert response.headers["ETag"]
+    cached = list(Path(app_config["THUMBNAIL_DIR"]).rglob("*.png"))
+    assert len(cached) >= 1
+    again = client.get(url)
+    assert again.data == response.data
+    context = client.get(url.replace("/thumb/", "/context/").replace("rgb.png", "false.png"))
+    assert context.status_code == 200 and context.data[:4] == b"\x89PNG"
+
+
+def test_thumbnail_not_found(client, review_db) -> None:
+    cell = review_db.cell_ids[0]
+    assert client.get("/cells/1/2021/thumb/rgb.png").status_code == 404
+    missing_year = client.get(f"/cells/{cell}/1999/thumb/rgb.png")
+    assert missing_year.status_code == 404
+    assert "no scene of 1999" in missing_year.get_data(as_text=True)
+    assert client.get(f"/cells/{cell}/2021/thumb/ultraviolet.png").status_code == 404
+
+
+# cycles -------------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_cycle(monkeypatch, review_db):
+    """pipeline.cycle replaced by a module whose launch_cycle only records a running cycle."""
+    calls: list[int] = []
+
+    def launch_cycle(settings) -> int:
+        with Store(settings.database_path) as store:
+            cycle_id = store.start_cycle("m0001")
+        calls.append(cycle_id)
+        return cycle_id
+
+    module = types.ModuleType("pipeline.cycle")
+    module.launch_cycle = launch_cycle
+    monkeypatch.setitem(sys.modules, "pipeline.cycle", module)
+    return calls
+
+
+def test_start_a_cycle_and_refuse_a_second(client, fake_cycle, review_db) -> None:
+    token = login(client)
+    response = client.post("/cycles", headers={**HTMX, "X-CSRFToken": token})
+    assert response.status_code == 200 and fake_cycle == [1]
+    html = response.get_data(as_text=True)
+    assert 'hx-trigger="every 2s"' in html and "running" in html
+    again = client.post("/cycles", headers={**HTMX, "X-CSRFToken": token})
+    assert again.status_code == 409
+    assert "a cycle is already running" in again.get_data(as_text=True)
+    assert fake_cycle == [1]
+    plain = client.post("/cycles", data={"csrf_token": token}, follow_redirects=True)
+    assert "a cycle is already running" in plain.get_data(as_text=True)
+    # reviewers keep working while it runs
+    fields = card_fields(client.get("/review").get_data(as_text=True))
+    assert post_label(client, token, fields).status_code == 200
+
+
+def test_launch_race_is_reported(client, monkeypatch) -> None:
+    token = login(client)
+    module = types.ModuleType("pipeline.cycle")
+
+    def launch_cycle(settings):
+        raise CycleRunningError("a retrain cycle is already running")
+
+    module.launch_cycle = launch_cycle
+    monkeypatch.setitem(sys.modules, "pipeline.cycle", module)
+    response = client.post("/cycles", headers={**HTMX, "X-CSRFToken": token})
+    assert response.status_code == 409 and "already running" in response.get_data(as_text=True)
+
+
+def test_status_partial_polls_while_running_and_stops_when_done(client, review_db) -> None:
+    assert "No retrain cycle yet" in client.get("/cycles/status").get_data(as_text=True)
+    with Store(review_db.database) as store:
+        cycle_id = store.start_cycle("m0001")
+        store.update_cycle(cycle_id, stage="training", progress=0.4, message="epoch 4/10")
+    html = client.get("/cycles/status").get_data(as_text=True)
+    assert 'hx-trigger="every 2s"' in html and "training" in html and "width: 40.0%" in html
+    assert "epoch 4/10" in html
+    with Store(review_db.database) as store:
+        store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
+                           message="m0002 is active")
+    done = client.get("/cycles/status").get_data(as_text=True)
+    assert "hx-trigger" not in done and "succeeded" in done and "m0002 is active" in done
+
+
+def test_cycles_page_plots_curves_and_counts(client, review_db) -> None:
+    with Store(review_db.database) as store:
+        for index, version in enumerate(("m0002", "m0003")):
+            cycle_id = store.start_cycle("m0001")
+            store.finish_cycle(
+                cycle_id, "succeeded", new_model=version, n_seed=40, n_mines=12 + index,
+                n_hard_negatives=30, history={"loss": [0.9, 0.5, 0.3], "val_loss": [1.0, 0.6, 0.5]},
+                metrics={"precision": 0.8 + index / 10, "recall": 0.7, "average_precision": 0.75},
+                predicted_mines={"2020": 120 - index * 20, "2021": 140 - index * 30},
+                false_positives_found=17)
+        failed = store.start_cycle("m0003")
+        store.finish_cycle(failed, "failed", message="training failed: no labels")
+    html = client.get("/cycles").get_data(as_text=True)
+    assert html.count('<svg class="chart lines"') == 4  # 2 curves + mines + validation
+    assert "<polyline" in html and "predicted mines" in html
+    assert "m0001 → <strong>m0002</strong>" in html and "hard neg. 30" in html
+    assert "2021: 110" in html and "17" in html
+    assert "training failed: no labels" in html
+
+
+def test_empty_cycles_page(client) -> None:
+    html = client.get("/cycles").get_data(as_text=True)
+    assert "No cycles yet" in html
+
+
+# several reviewers through the web app at once ----------------------------------------------------
+def test_concurrent_reviewers_through_the_app(app, review_db) -> None:
+    """4 threads, each its own client and reviewer, pull and label cards for ~2 s."""
+    ok: list[tuple[int, int]] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + 2.0
+
+    def work(name: str) -> None:
+        client = app.test_client()
+        token = login(client, name)
+        while time.monotonic() < stop:
+            html = client.get("/review/card", headers=HTMX).get_data(as_text=True)
+            if 'id="card-form"' not in html:
+                break
+            fields = card_fields(html)
+            response = post_label(client, token, fields, "background")
+            if response.status_code != 200:
+                failures.append(f"{name}: {response.status_code} {response.get_data()[:200]}")
+                break
+            with lock:
+                ok.append((fields["cell_id"], fields["year"]))
+
+    threads = [threading.Thread(target=work, args=(f"rev{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    rows = events(review_db)
+    assert len(rows) == len(ok) > 10
+    assert len({(r["cell_id"], r["year"]) for r in rows}) == len(rows), "a cell labelled twice"
+
+
+def test_serve_listens_on_the_host_setting(monkeypatch, tmp_path) -> None:
+    import waitress
+
+    from labeller import serve
+    from pipeline.settings import load_settings
+
+    seen = {}
+    monkeypatch.setattr(waitress, "serve", lambda app, **kw: seen.update(kw, app=app))
+    serve(load_settings({"DATA_DIR": str(tmp_path), "PORT": 5099}), preload=False)
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 5099 and seen["threads"] == 8

@@ -1,0 +1,106 @@
+"""A real browser (Debian's chromium through Playwright) reviews cells by keyboard."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from db.store import Store
+
+pytest_plugins = ["fixtures_app"]
+
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run"]
+SCREENSHOT = Path("/tmp/review.png")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                       "(`apt-get install chromium`, or `make test` installs it)"),
+]
+
+
+@pytest.fixture
+def server(app) -> Iterator[str]:
+    """The app served by werkzeug on a free port of 127.0.0.1, in a background thread."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(5)
+
+
+def test_review_by_keyboard(server: str, review_db) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.goto(server + "/review")
+            assert "/reviewer" in page.url
+            page.fill("#name", "Bea")
+            page.click("button[type=submit]")
+            page.wait_for_selector("#card-form")
+
+            def current() -> str:
+                return page.get_attribute("#card-form", "data-cell")
+
+            def press(key: str) -> str:
+                before = current()
+                page.keyboard.press(key)
+                page.wait_for_function(
+                    f"document.querySelector('#card-form') && "
+                    f"document.querySelector('#card-form').dataset.cell !== '{before}'")
+                return before
+
+            mined = press("m")
+            background = press("b")
+            skipped = press("s")
+            # undo brings the skipped cell back as the current card
+            press("u")
+            assert current() == skipped
+            # typing in a form control does not decide anything
+            page.focus("select[name=strategy]")
+            page.keyboard.press("m")
+            page.keyboard.press("b")
+            page.wait_for_timeout(300)
+            assert current() == skipped
+            page.focus("body")
+            page.evaluate("document.activeElement.blur()")
+            # f toggles the false-colour view
+            assert page.get_attribute("#card .thumb", "data-view") == "rgb"
+            page.keyboard.press("f")
+            assert page.get_attribute("#card .thumb", "data-view") == "false"
+            assert page.is_visible("#card .thumb img.view-false")
+            page.keyboard.press("f")
+            assert page.is_visible("#card .thumb img.view-rgb")
+            # the recent list and counters followed without a reload
+            assert page.inner_text("#counters").startswith("2")
+            # images of the current card loaded (prefetched ones too)
+            page.wait_for_function(
+                "[...document.querySelectorAll('#card img')].every(i => i.complete && i.naturalWidth > 0)")
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+
+    with Store(review_db.database) as store:
+        events = store.db.execute(
+            "SELECT cell_id, kind, label, ms_spent FROM label_events WHERE reviewer = 'Bea'"
+            " ORDER BY id").fetchall()
+        assert [(e[1], e[2]) for e in events] == [
+            ("label", "mine"), ("label", "background"), ("label", "skip"), ("undo", None)]
+        assert [str(e[0]) for e in events[:3]] == [mined, background, skipped]
+        assert all(e[3] is not None and e[3] > 0 for e in events[:3])
+        assert store.current_label(int(mined), 2021)["label"] == "mine"
+        assert store.current_label(int(background), 2021)["label"] == "background"
+        assert store.current_label(int(skipped), 2021) is None
