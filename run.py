@@ -130,6 +130,7 @@ def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | 
     """Register scenes for YEAR. Each PATH is one scene: a multi-band GeoTIFF / COG, or a folder
     of single-band files at native 10/20/60 m (use --stack to list such files instead).
     Nothing is stored for a bad file."""
+    from analysis.territory import refresh_territory_cells
     from pipeline.ingest import ingest_scene
 
     band_list = parse_band_list(bands) if bands else None
@@ -141,6 +142,8 @@ def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | 
             cells = (record["row1"] - record["row0"]) * (record["col1"] - record["col0"])
             tqdm.write(f"{record['name']}: {year}, bands {','.join(record['bands'])}, "
                        f"{cells} cells")
+        if refresh_territory_cells(store, settings.grid):
+            click.echo("New cells classified as inside or outside the loaded territory.")
 
 
 @cli.command()

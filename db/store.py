@@ -23,7 +23,10 @@ from db.schema import migrations
 
 LABELS: tuple[str, ...] = ("mine", "background", "skip")
 TRAINING_LABELS: tuple[str, ...] = ("mine", "background")
-QUEUE_STRATEGIES: tuple[str, ...] = ("uncertainty", "score", "random")
+QUEUE_STRATEGIES: tuple[str, ...] = ("uncertainty", "score", "random", "mixed")
+#: The "mixed" queue interleaves these orders: half most uncertain, a quarter highest score, a
+#: quarter random (an unbiased look at precision). Measured by pipeline/simulate.py (issue 5).
+MIXED_PATTERN: tuple[str, ...] = ("uncertainty", "score", "uncertainty", "random")
 BUSY_TIMEOUT_MS = 30_000
 #: SQL condition: label event ``e`` has not been undone.
 _NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM label_events u WHERE u.kind = 'undo' AND u.undoes = e.id)"
@@ -513,11 +516,28 @@ class Store:
         """Scored, unlabelled cells not leased to another reviewer, in the strategy's order.
 
         ``uncertainty``: most uncertain first; ``score``: highest score first; ``random``: a
-        uniform random order (the indexed ``rand`` column from a random start, wrapping around).
+        uniform random order (the indexed ``rand`` column from a random start, wrapping around);
+        ``mixed``: the three interleaved by ``MIXED_PATTERN``, each cell once.
         """
         if strategy not in QUEUE_STRATEGIES:
             raise StoreError(f"unknown queue strategy {strategy!r}; expected one of "
                              f"{', '.join(QUEUE_STRATEGIES)}")
+        if strategy == "mixed":
+            orders = {name: iter(self.queue_candidates(model_version, year, name, reviewer, limit,
+                                                       min_score=min_score, now=now))
+                      for name in dict.fromkeys(MIXED_PATTERN)}
+            mixed: dict[tuple[int, int], dict[str, Any]] = {}
+            while len(mixed) < limit and orders:
+                for name in MIXED_PATTERN:
+                    for row in orders.get(name, ()):
+                        if (row["cell_id"], row["year"]) not in mixed:
+                            mixed[(row["cell_id"], row["year"])] = row
+                            break
+                    else:
+                        orders.pop(name, None)
+                    if len(mixed) >= limit:
+                        break
+            return list(mixed.values())
         now = time.time() if now is None else now
         where = (
             "s.model_version = :model AND s.year = :year AND s.score IS NOT NULL"

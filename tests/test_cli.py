@@ -82,3 +82,22 @@ def test_demo_builds_once_and_is_marked_synthetic(runner, tmp_path):
         assert store.seed_labels(2018)
     again = invoke(runner, data, "demo", "--if-empty")
     assert again.exit_code == 0 and "skipping the demo build" in again.output
+
+
+def test_cells_ingested_after_a_territory_are_classified(runner, tmp_path):
+    import json
+
+    first = write_territory(tmp_path / "a", size_km=4, n_mines=1)
+    later = write_territory(tmp_path / "b", size_km=8, n_mines=1, year_shift=1)
+    data = tmp_path / "instance"
+    assert invoke(runner, data, "ingest", first.scene, "--year", 2020).exit_code == 0
+    box = [[29.0, -26.5], [29.5, -26.5], [29.5, -25.5], [29.0, -25.5], [29.0, -26.5]]
+    border = tmp_path / "territory.geojson"
+    border.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "t"},
+         "geometry": {"type": "Polygon", "coordinates": [box]}}]}))
+    assert invoke(runner, data, "territory", border).exit_code == 0
+    result = invoke(runner, data, "ingest", later.scene, "--year", 2021)
+    assert result.exit_code == 0 and "classified as inside or outside" in result.output
+    with Store(data / "minewatch.db") as store:
+        assert store.unclassified_cells() == []

@@ -1,0 +1,99 @@
+"""The report (Table 1 on a small real database), its page, downloads and the CLI commands."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from analysis.report import build_report, to_csv, to_markdown
+from analysis.territory import load_territory
+from labeller import create_app
+from pipeline.settings import load_settings
+from run import cli
+from tests.test_analysis_status import A, block_polygon, build_db, write_polygons
+
+
+@pytest.fixture
+def data(tmp_path):
+    build_db(tmp_path / "minewatch.db").close()
+    territory = write_polygons(tmp_path / "territory.geojson", [block_polygon(1, 10, 0, 10)],
+                               "EPSG:4326", {"name": ["Block"]}, driver="GeoJSON")
+    return tmp_path, territory
+
+
+def test_table_one(data):
+    folder, territory = data
+    settings = load_settings({"DATA_DIR": str(folder)}, environ={})
+    from db.store import Store
+
+    with Store(settings.database_path) as store:
+        before = build_report(store, settings, year=2021)
+        assert before.table["theoretical_cells"] == 99 and before.notes   # scored cells, says so
+        load_territory(store, settings.grid, territory)
+        report = build_report(store, settings, year=2021)
+    t = report.table
+    assert (t["predicted_bbox"], t["predicted_inside"], t["dropped"]) == (4, 3, 1)
+    assert (t["confirmed"], t["false_positives"], t["unreviewed"]) == (2, 1, 1)
+    assert t["theoretical_cells"] == 90 and t["misinterpreted_pct"] == pytest.approx(100 / 90)
+    assert t["mine_points"] == 3                                   # A, B (adjacent) and D
+    assert 4.0 < t["mining_area_km2"] < 3 * 1.7672                 # A-B overlap, D alone
+    assert [f["year"] for f in report.per_year] == [2018, 2019, 2020, 2021]
+    assert report.trend[0]["model_version"] == "m0001" and report.trend[0]["predicted"] == 4
+    assert report.change.counts["persistent"] == 3                 # the same mines every year
+    markdown = to_markdown(report)
+    assert "| Cells predicted as mine in the bounding box | 4 |" in markdown
+    assert "| Theoretical number of 1-km cells in the territory | 90 |" in markdown
+    assert "table1,dropped,1,cells,2021,m0001" in to_csv(report)
+
+
+def test_pages_and_downloads(data):
+    folder, _ = data
+    app = create_app({"DATA_DIR": str(folder), "TESTING": True, "SECRET_KEY": "x"})
+    client = app.test_client()
+    page = client.get("/report?year=2020")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'data-key="predicted_bbox"' in html and "synthetic demo data" in html
+    assert 'href="/map"' in html and 'href="/report"' in html          # in the navigation
+    csv = client.get("/report.csv?year=2020")
+    assert csv.status_code == 200 and "attachment" in csv.headers["Content-Disposition"]
+    assert "table1,predicted_bbox,4,cells,2020,m0001" in csv.get_data(as_text=True)
+    assert client.get("/report.md").get_data(as_text=True).startswith("# MineWatch report")
+    gpkg = client.get("/report/export.gpkg?year=2021")
+    assert gpkg.status_code == 200 and gpkg.data[:16] == b"SQLite format 3\x00"
+    assert "minewatch_m0001_2021.gpkg" in gpkg.headers["Content-Disposition"]
+    assert client.get("/report/export.csv?layer=mine_points").status_code == 200
+    missing = client.get("/report?year=1999")
+    assert missing.status_code == 404 and "no scores for year 1999" in missing.get_data(as_text=True)
+    cells = client.get("/map/cells.geojson?year=2021&status=mines").get_json()
+    assert cells["count"] == 4 and not cells["truncated"]
+    first = cells["features"][0]["properties"]
+    assert first["review_url"] == f"/review?cell={first['cell_id']}&year=2021"
+    assert client.get("/map/cells.geojson?status=nope").status_code == 400
+    assert client.get("/map").status_code == 200
+
+
+def test_cli_commands(data):
+    folder, territory = data
+    runner = CliRunner()
+
+    def run(*args):
+        return runner.invoke(cli, ["--data-dir", str(folder), *map(str, args)])
+
+    for command in ("territory", "protected-areas", "report", "export"):
+        assert run(command, "--help").exit_code == 0
+    done = run("territory", territory)
+    assert done.exit_code == 0 and "90 cells inside, 10 outside (dropped)" in done.output
+    bad = run("territory", territory, "--where", "name=Nowhere")
+    assert bad.exit_code == 1 and "no feature with name = Nowhere" in bad.output
+    anonymous = write_polygons(folder / "pa.geojson", [block_polygon(2, 3, 2, 3)], "EPSG:4326",
+                               driver="GeoJSON")
+    done = run("protected-areas", anonymous)
+    assert done.exit_code == 0 and "unnamed area 1" in done.output
+    done = run("report", "--year", 2021, "--format", "markdown")
+    assert done.exit_code == 0 and "| Predicted cells dropped (centre outside the territory) | 1 |" \
+        in done.output and "| unnamed area 1 |  | 1 |" in done.output
+    assert run("report", "--year", 1999).output.startswith("Error: no scores for year 1999")
+    done = run("export", "--format", "gpkg", "--out", folder / "x.gpkg", "--year", 2021)
+    assert done.exit_code == 0 and "mine_points 3" in done.output
+    assert str(A) not in run("report", "--format", "csv").output   # figures, not cells
