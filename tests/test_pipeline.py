@@ -178,3 +178,22 @@ def test_scoring_warns_when_a_scene_is_far_from_the_training_data(store, setting
     done = score_year(store, settings, load_model(store), 2020)
     assert done.scored > 0 and len(done.warnings) == 1
     assert "band B1 median" in done.warnings[0] and "hazy.tif" in done.warnings[0]
+
+
+def test_launch_cycle_runs_in_its_own_process(store, settings, territory):
+    import time
+
+    from pipeline.cycle import launch_cycle
+
+    ingest_scene(store, settings.grid, territory.scene, 2021)
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    train_model(store, settings)
+    score_year(store, settings, load_model(store), 2021)
+    cycle_id = launch_cycle(settings)
+    deadline = time.monotonic() + 240
+    while store.cycle(cycle_id)["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    row = store.cycle(cycle_id)
+    log = (settings.data_dir / "cycles" / f"cycle_{cycle_id}.log").read_text()
+    assert row["status"] == "succeeded", (row["message"], log[-2000:])
+    assert store.active_model()["version"] == row["new_model"] == "m0002"
