@@ -170,6 +170,12 @@ def territory_and_protected_areas(db: Database) -> None:
     )
 
 
+@migrations(name="0003_cycle_worker_pid")
+def cycle_worker_pid(db: Database) -> None:
+    """The process id of the worker running a cycle, so a worker that died can be noticed."""
+    db.execute("ALTER TABLE cycles ADD COLUMN pid INTEGER")
+
+
 def _execute_each(db: Database, script: str) -> None:
     """Run each statement of ``script`` inside the migration's transaction.
 

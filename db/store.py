@@ -8,6 +8,7 @@ A web request opens one ``Store`` and closes it at teardown; background jobs ope
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 import time
@@ -63,6 +64,17 @@ def _decode(row: dict[str, Any] | None) -> dict[str, Any] | None:
         key: json.loads(value) if key in _JSON_COLUMNS and isinstance(value, str) else value
         for key, value in row.items()
     }
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _encode(value: Any) -> Any:
@@ -273,11 +285,6 @@ class Store:
                 " scene_id = excluded.scene_id WHERE excluded.valid_fraction >= scores.valid_fraction",
                 rows,
             )
-
-    def delete_scores(self, model_version: str, year: int) -> None:
-        with self.atomic():
-            self.db.execute("DELETE FROM scores WHERE model_version = ? AND year = ?",
-                            [model_version, year])
 
     def delete_model_scores(self, model_version: str) -> None:
         """Drop every score of a model version (a cycle that failed half-way)."""
@@ -759,7 +766,10 @@ class Store:
     # retrain cycles ----------------------------------------------------------------------------
     def start_cycle(self, parent_model: str | None) -> int:
         """Record a new running cycle; CycleRunningError when one is already running."""
+        running = self.running_cycle()  # also fails a cycle whose worker died
         try:
+            if running is not None:
+                raise sqlite3.IntegrityError("a cycle is running")
             with self.atomic():
                 cursor = self.db.execute(
                     "INSERT INTO cycles (status, stage, started_at, parent_model)"
@@ -795,16 +805,14 @@ class Store:
         return self._rows("SELECT * FROM cycles ORDER BY id")
 
     def running_cycle(self) -> dict[str, Any] | None:
-        return self._row("SELECT * FROM cycles WHERE status = 'running'")
-
-    def fail_interrupted_cycles(self) -> int:
-        """Mark cycles left 'running' by a process that died as failed; returns how many."""
-        running = self.running_cycle()
-        if running is None:
-            return 0
-        self.finish_cycle(running["id"], "failed",
-                          message="interrupted: the process running it stopped")
-        return 1
+        """The running cycle, if any. A cycle whose worker process (``pid``, on this machine)
+        has died is marked failed first, so it never blocks the next one."""
+        row = self._row("SELECT * FROM cycles WHERE status = 'running'")
+        if row is not None and row["pid"] is not None and not _process_alive(row["pid"]):
+            self.finish_cycle(row["id"], "failed",
+                              message=f"interrupted: its worker process {row['pid']} stopped")
+            return None
+        return row
 
     # territory, protected areas and analyses ---------------------------------------------------
     def replace_territory(self, record: dict[str, Any], inside: Iterable[tuple[int, int]]) -> int:

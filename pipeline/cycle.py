@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -61,12 +62,22 @@ def launch_cycle(settings: Settings) -> int:
         cycle_id = store.start_cycle(parent["version"] if parent else None)
     log_dir = settings.data_dir / "cycles"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"cycle_{cycle_id}.log", "ab") as log:
-        subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "run.py"), "cycle", "--cycle-id", str(cycle_id)],
-            cwd=os.getcwd(), env={**os.environ, **settings_environment(settings)},
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    try:
+        with open(log_dir / f"cycle_{cycle_id}.log", "ab") as log:
+            worker = subprocess.Popen(
+                [sys.executable, str(REPO_ROOT / "run.py"), "cycle", "--cycle-id", str(cycle_id)],
+                cwd=os.getcwd(), env={**os.environ, **settings_environment(settings)},
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    except OSError as error:
+        with Store(settings.database_path) as store:
+            store.finish_cycle(cycle_id, "failed", message=f"the worker did not start: {error}")
+        raise
+    with Store(settings.database_path) as store:
+        store.update_cycle(cycle_id, pid=worker.pid)
+    # Reap the worker when it exits, so a crashed one is not kept as a zombie that looks alive.
+    threading.Thread(target=worker.wait, daemon=True).start()
     return cycle_id
 
 
@@ -123,6 +134,7 @@ def run_cycle(
     if cycle_id is None:
         parent = store.active_model()
         cycle_id = store.start_cycle(parent["version"] if parent else None)
+    store.update_cycle(cycle_id, pid=os.getpid())
     report = CycleReporter(store, cycle_id, echo)
     try:
         _run_stages(store, settings, cycle_id, report)

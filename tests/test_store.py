@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 
@@ -153,8 +154,24 @@ def test_only_one_running_cycle(store):
     assert store.cycle(cycle_id)["history"] == {"loss": [1.0, 0.5]}
     store.finish_cycle(cycle_id, "succeeded", predicted_mines={"2020": 4})
     assert store.cycle(cycle_id)["predicted_mines"] == {"2020": 4}
-    assert store.start_cycle(None) > cycle_id
-    assert store.fail_interrupted_cycles() == 1 and store.running_cycle() is None
+    second = store.start_cycle(None)
+    assert second > cycle_id
+
+
+def test_a_cycle_whose_worker_died_does_not_block_the_next(store):
+    import subprocess
+    import sys
+
+    worker = subprocess.Popen([sys.executable, "-c", "pass"])
+    worker.wait()
+    cycle_id = store.start_cycle(None)
+    store.update_cycle(cycle_id, pid=worker.pid)
+    assert store.running_cycle() is None
+    assert store.cycle(cycle_id)["status"] == "failed"
+    assert "interrupted" in store.cycle(cycle_id)["message"]
+    store.update_cycle(store.start_cycle(None), pid=os.getpid())  # a live worker keeps it running
+    with pytest.raises(CycleRunningError):
+        store.start_cycle(None)
 
 
 def test_concurrent_writers_never_see_locked(tmp_path):
