@@ -22,6 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 from db.store import Store, StoreError  # noqa: E402
 from imagery.bands import BandMismatchError, parse_band_list  # noqa: E402
+from imagery.earthengine import EarthEngineError  # noqa: E402
 from imagery.scene import SceneError  # noqa: E402
 from imagery.vectors import VectorError  # noqa: E402
 from pipeline.settings import Settings, load_settings  # noqa: E402
@@ -29,6 +30,7 @@ from pipeline.settings import Settings, load_settings  # noqa: E402
 #: Errors that are the user's input, not a bug: shown as one line.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     SceneError, VectorError, BandMismatchError, StoreError, ValueError, FileNotFoundError,
+    EarthEngineError,
 )
 
 
@@ -144,6 +146,37 @@ def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | 
                        f"{cells} cells")
         if refresh_territory_cells(store, settings.grid):
             click.echo("New cells classified as inside or outside the loaded territory.")
+
+
+@cli.command("ee-export")
+@click.option("--region", "region_file", type=click.Path(path_type=Path), required=True,
+              help="Polygon file of the region (GeoJSON, GeoPackage, shapefile; features merged).")
+@click.option("--year", "years", type=int, multiple=True, required=True,
+              help="Year of the composite (repeatable).")
+@click.option("--level", type=click.Choice(["l1c", "l2a"]), default="l1c", show_default=True,
+              help="Top-of-atmosphere (L1C) or surface reflectance (L2A).")
+@click.option("--max-cloud", type=float, default=20.0, show_default=True,
+              help="Keep scenes with less than this percentage of cloudy pixels.")
+@click.option("--prefix", default="minewatch", show_default=True, help="Export file name prefix.")
+@click.option("--folder", default="minewatch", show_default=True, help="Google Drive folder.")
+@click.option("--project", default=None, help="Google Cloud project registered for Earth Engine.")
+@user_errors
+def ee_export(region_file: Path, years: tuple[int, ...], level: str, max_cloud: float,
+              prefix: str, folder: str, project: str | None) -> None:
+    """Start Earth Engine exports of yearly 12-band median composites (scenes with less than
+    --max-cloud % cloud), as the seed study made them. Needs an Earth Engine account and a
+    network; ingest the downloaded GeoTIFFs with `ingest FILE... --year YEAR`."""
+    import shapely
+
+    from imagery.earthengine import requests_for_years, start_export
+    from imagery.vectors import read_polygons
+
+    region = shapely.union_all(read_polygons(region_file, to_crs="EPSG:4326").geometries)
+    for request in requests_for_years(region, years, prefix=prefix, level=level,
+                                      max_cloud_percent=max_cloud):
+        task = start_export(request, folder=folder, project=project)
+        click.echo(f"{request.name}: export task {task} started ({request.collection}, "
+                   f"< {request.max_cloud_percent:g} % cloud, {request.crs}, Drive folder {folder})")
 
 
 @cli.command()
@@ -339,6 +372,36 @@ def export(settings: Settings, fmt: str, out: Path, year: int | None, version: s
                             layer=layer)
     layers = ", ".join(f"{name} {count:,}" for name, count in done.layers.items())
     click.echo(f"{done.path}: {done.model_version}, {', '.join(map(str, done.years))}; {layers}")
+
+
+@cli.command()
+@click.option("--data", default=str(Path(__file__).resolve().parent / ".." / "shared" / "data"
+                                    / "tailings_rgb_brazil"), show_default=False,
+              help="Folder laid out like tailings_rgb_brazil/ (img/, mask/, manifest.csv), or "
+                   "'demo' (default: ../shared/data/tailings_rgb_brazil).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("bench") / "out", show_default=True, help="Folder for CSVs and plot.")
+@click.option("--full", is_flag=True, help="5 seeds, 6 rounds, the seed's FCN, a larger search.")
+@click.option("--rounds", type=click.IntRange(1, 100), default=None, help="Rounds (default 4).")
+@click.option("--batch", type=click.IntRange(1, 10_000), default=40, show_default=True,
+              help="Labels per round.")
+@click.option("--seeds", type=click.IntRange(1, 50), default=None, help="Seeds (default 3).")
+@click.option("--strategies", default=None, help="Comma-separated subset (default: all).")
+@click.option("--bands", default=None, help="Bands to train on (default: the data's).")
+@click.pass_obj
+@user_errors
+def simulate(settings: Settings, data: str, out: Path, full: bool, rounds: int | None, batch: int,
+             seeds: int | None, strategies: str | None, bands: str | None) -> None:
+    """Measure active learning: a simulated reviewer labels cells from the app's queue with each
+    strategy, in a temporary data folder (the installation's database is not touched)."""
+    import logging
+
+    from pipeline.simulate import preset, simulate_command
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # a new model per round retraces
+    config = preset(full, rounds=rounds, batch=batch, seeds=seeds, strategies=strategies,
+                    bands=bands)
+    simulate_command(data, out, config, echo=click.echo)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ def invoke(runner, data_dir, *args):
     return runner.invoke(cli, ["--data-dir", str(data_dir), *map(str, args)])
 
 
-@pytest.mark.parametrize("command", ["demo", "ingest", "train", "score", "cycle", "serve"])
+@pytest.mark.parametrize("command", ["demo", "ingest", "train", "score", "cycle", "serve",
+                                     "ee-export", "territory", "protected-areas", "report",
+                                     "export"])
 def test_every_command_has_help(runner, command):
     result = runner.invoke(cli, [command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output
@@ -101,3 +103,15 @@ def test_cells_ingested_after_a_territory_are_classified(runner, tmp_path):
     assert result.exit_code == 0 and "classified as inside or outside" in result.output
     with Store(data / "minewatch.db") as store:
         assert store.unclassified_cells() == []
+
+
+def test_earth_engine_without_an_account_is_one_line(tmp_path):
+    region = tmp_path / "region.geojson"
+    region.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", '
+                      '"properties": {}, "geometry": {"type": "Polygon", "coordinates": '
+                      '[[[29, -26], [29.1, -26], [29.1, -25.9], [29, -25.9], [29, -26]]]}}]}')
+    runner = CliRunner(env={"HOME": str(tmp_path), "GOOGLE_APPLICATION_CREDENTIALS": None,
+                            "EE_CREDENTIALS": None})
+    result = runner.invoke(cli, ["ee-export", "--region", str(region), "--year", "2021"])
+    assert result.exit_code == 1 and "Earth Engine is not available" in result.output
+    assert len(result.output.strip().splitlines()) == 1
