@@ -282,7 +282,6 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     from labeller import serve as serve_app
 
     settings = replace(settings, **{k: v for k, v in (("HOST", host), ("PORT", port)) if v})
-    click.echo(f"MineWatch on http://{settings.HOST}:{settings.PORT}/ (Ctrl+C to stop)")
     serve_app(settings)
 
 

@@ -81,7 +81,7 @@ def serve(settings: Settings | None = None, *, preload: bool = True) -> None:
         threading.Thread(target=_preload_cycle_module, daemon=True).start()
     overrides = {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
     app = create_app(overrides)
-    print(f"MineWatch review app on http://{settings.HOST}:{settings.PORT}/", flush=True)
+    print(f"MineWatch on http://{settings.HOST}:{settings.PORT}/ (Ctrl+C to stop)", flush=True)
     waitress.serve(app, host=settings.HOST, port=settings.PORT, threads=8)
 
 
