@@ -92,39 +92,39 @@ def _years(store: Store, model: dict[str, Any], year: int | None) -> list[int]:
     return store.scored_years(model["version"])
 
 
+def _stacked(parts: list, name: str) -> np.ndarray:
+    """One column of per-year parts (YearCells or MinePoints) concatenated."""
+    return np.concatenate([getattr(part, name) for part in parts]) if parts else np.zeros(0)
+
+
+def _common_columns(parts: list) -> dict[str, np.ndarray]:
+    """Columns every cell and point layer has: id, year, model version, status, score."""
+    n = [len(part) for part in parts]
+    return {
+        "cell_id": _stacked(parts, "cell_id").astype(np.int64),
+        "year": np.repeat([part.year for part in parts], n).astype(np.int32),
+        "model_version": np.repeat([part.model_version for part in parts], n).astype(object),
+        "status": _stacked(parts, "status").astype(object),
+        "score": _stacked(parts, "score").astype(float),
+    }
+
+
 def _cells_columns(cells: list[YearCells]) -> dict[str, np.ndarray]:
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(c, name) for c in cells]) if cells else np.zeros(0)
-
-    n = [len(c) for c in cells]
     return {
-        "cell_id": cat("cell_id").astype(np.int64),
-        "year": np.repeat([c.year for c in cells], n).astype(np.int32),
-        "model_version": np.repeat([c.model_version for c in cells], n).astype(object),
-        "status": cat("status").astype(object),
-        "score": cat("score").astype(float),
-        "uncertainty": cat("uncertainty").astype(float),
-        "label": np.asarray([v or "" for v in cat("label")], dtype=object),
-        "in_territory": cat("inside").astype(np.int32),
-        "lon": cat("lon").astype(float),
-        "lat": cat("lat").astype(float),
+        **_common_columns(cells),
+        "uncertainty": _stacked(cells, "uncertainty").astype(float),
+        "label": np.asarray([v or "" for v in _stacked(cells, "label")], dtype=object),
+        "in_territory": _stacked(cells, "inside").astype(np.int32),
+        "lon": _stacked(cells, "lon").astype(float),
+        "lat": _stacked(cells, "lat").astype(float),
     }
 
 
-def _points_columns(points: list, grid: CellGrid) -> dict[str, np.ndarray]:
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(p, name) for p in points]) if points else np.zeros(0)
-
-    n = [len(p) for p in points]
-    return {
-        "cell_id": cat("cell_id").astype(np.int64),
-        "year": np.repeat([p.year for p in points], n).astype(np.int32),
-        "model_version": np.repeat([p.model_version for p in points], n).astype(object),
-        "status": cat("status").astype(object),
-        "score": cat("score").astype(float),
-        "lon": cat("lon").astype(float), "lat": cat("lat").astype(float),
-        "x": cat("x").astype(float), "y": cat("y").astype(float),
-    }
+def _points_columns(points: list) -> dict[str, np.ndarray]:
+    columns = _common_columns(points)
+    for name in ("lon", "lat", "x", "y"):
+        columns[name] = _stacked(points, name).astype(float)
+    return columns
 
 
 def _write_layer(path: Path, driver: str, layer: str, geometries: np.ndarray,
@@ -157,7 +157,7 @@ def export(store: Store, settings: Settings, fmt: str, out: str | Path, *, year:
     with atomic_path(Path(out)) as tmp:
         if fmt == "csv":
             result.layers[layer] = _write_csv(tmp, _cells_columns(cells) if layer == "cells"
-                                              else _points_columns(points, grid))
+                                              else _points_columns(points))
         elif fmt == "geojson":
             _write_geojson(tmp, grid, layer, cells, points, result)
         else:
@@ -186,7 +186,7 @@ def _write_geojson(path: Path, grid: CellGrid, layer: str, cells: list[YearCells
         geometries = cell_footprints_lonlat(grid, columns["cell_id"])
         kind = "Polygon"
     else:
-        columns = _points_columns(points, grid)
+        columns = _points_columns(points)
         geometries = shapely.points(columns["lon"], columns["lat"])
         kind = "Point"
     result.layers[layer] = _write_layer(path, "GeoJSON", layer, geometries, columns, "EPSG:4326",
@@ -200,7 +200,7 @@ def _write_gpkg(path: Path, store: Store, settings: Settings, cells: list[YearCe
     columns = _cells_columns(cells)
     result.layers["cells"] = _write_layer(path, "GPKG", "cells", cell_footprints(grid, columns["cell_id"]),
                                           columns, crs, "Polygon", **first)
-    columns = _points_columns(points, grid)
+    columns = _points_columns(points)
     result.layers["mine_points"] = _write_layer(
         path, "GPKG", "mine_points", shapely.points(columns["x"], columns["y"]), columns, crs, "Point")
     areas = protected_areas(store)

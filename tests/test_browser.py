@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from db.store import Store
+from tests.browser import CHROMIUM, LAUNCH_ARGS, MARKS, served
 
 pytest_plugins = ["fixtures_app"]
 
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run"]
-SCREENSHOT = Path("/tmp/review.png")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                       "(`apt-get install chromium`, or `make test` installs it)"),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
 def server(app) -> Iterator[str]:
-    """The app served by werkzeug on a free port of 127.0.0.1, in a background thread."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        thread.join(5)
+    with served(app) as url:
+        yield url
 
 
-def test_review_by_keyboard(server: str, review_db) -> None:
+def test_review_by_keyboard(server: str, review_db, tmp_path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
@@ -89,7 +69,7 @@ def test_review_by_keyboard(server: str, review_db) -> None:
             # images of the current card loaded (prefetched ones too)
             page.wait_for_function(
                 "[...document.querySelectorAll('#card img')].every(i => i.complete && i.naturalWidth > 0)")
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
         finally:
             browser.close()
 

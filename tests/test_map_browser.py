@@ -3,29 +3,16 @@ no request leaves the machine, cells are drawn, and clicking one opens its revie
 
 from __future__ import annotations
 
-import shutil
-import threading
-from pathlib import Path
-
 import numpy as np
 import pytest
-from werkzeug.serving import make_server
 
 from analysis.territory import load_territory
 from imagery.grid import CellGrid
 from labeller import create_app
+from tests.browser import CHROMIUM, LAUNCH_ARGS, MARKS, served
 from tests.test_analysis_status import A, block_polygon, build_db, write_polygons
 
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                       "(`apt-get install chromium`, or `make test` installs it)"),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
@@ -33,15 +20,8 @@ def server(tmp_path):
     with build_db(tmp_path / "minewatch.db") as store:
         load_territory(store, CellGrid(), write_polygons(
             tmp_path / "t.geojson", [block_polygon(1, 10, 0, 10)], "EPSG:4326", driver="GeoJSON"))
-    app = create_app({"DATA_DIR": str(tmp_path), "SECRET_KEY": "test"})
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        thread.join(5)
+    with served(create_app({"DATA_DIR": str(tmp_path), "SECRET_KEY": "test"})) as url:
+        yield url
 
 
 def test_click_a_cell_opens_the_review_card(server):
