@@ -31,6 +31,9 @@ MIXED_PATTERN: tuple[str, ...] = ("uncertainty", "score", "uncertainty", "random
 BUSY_TIMEOUT_MS = 30_000
 #: SQL condition: label event ``e`` has not been undone.
 _NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM label_events u WHERE u.kind = 'undo' AND u.undoes = e.id)"
+#: SQL condition: score row ``s`` is not of a cell outside the loaded territory.
+_NOT_OUTSIDE = ("NOT EXISTS (SELECT 1 FROM territory_cells t WHERE t.cell_id = s.cell_id"
+                " AND t.inside = 0)")
 _JSON_COLUMNS = frozenset(
     {"paths", "bands", "stretch", "metrics", "training", "history", "predicted_mines"}
 )
@@ -552,8 +555,7 @@ class Store:
             " AND c.year = s.year)"
             " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.cell_id = s.cell_id"
             " AND l.year = s.year AND l.expires_at > :now AND l.reviewer != :reviewer)"
-            " AND NOT EXISTS (SELECT 1 FROM territory_cells t WHERE t.cell_id = s.cell_id"
-            " AND t.inside = 0)"  # outside the loaded territory
+            f" AND {_NOT_OUTSIDE}"
         )
         params: dict[str, Any] = {"model": model_version, "year": year, "now": now,
                                   "reviewer": reviewer, "limit": limit}
@@ -616,8 +618,7 @@ class Store:
         sql = ("SELECT count(*) FROM scores s WHERE s.model_version = ? AND s.year = ?"
                " AND s.score IS NOT NULL AND NOT EXISTS (SELECT 1 FROM current_labels c"
                " WHERE c.cell_id = s.cell_id AND c.year = s.year)"
-               " AND NOT EXISTS (SELECT 1 FROM territory_cells t WHERE t.cell_id = s.cell_id"
-               " AND t.inside = 0)")  # outside the loaded territory
+               f" AND {_NOT_OUTSIDE}")
         params: list[Any] = [model_version, year]
         if min_score is not None:
             sql += " AND s.score >= ?"
@@ -668,7 +669,7 @@ class Store:
                                   "reviewer": reviewer, "limit": limit}
         where = (f"s.model_version = :model AND s.year = :year AND s.{column} IS NOT NULL"
                  " AND NOT EXISTS (SELECT 1 FROM current_labels c WHERE c.cell_id = s.cell_id"
-                 " AND c.year = s.year)")
+                 f" AND c.year = s.year) AND {_NOT_OUTSIDE}")
         if start is not None:
             where += f" AND s.{column} <= :start"
             params["start"] = start
@@ -699,13 +700,13 @@ class Store:
         extra = " AND score >= :min_score" if min_score is not None else ""
         params = {"model": model_version, "year": year, "min_score": min_score}
         scored = self._scalar(
-            "SELECT count(*) FROM scores INDEXED BY scores_by_score WHERE model_version = :model"
-            f" AND year = :year AND score IS NOT NULL{extra}", params)
+            "SELECT count(*) FROM scores s INDEXED BY scores_by_score WHERE model_version = :model"
+            f" AND year = :year AND score IS NOT NULL AND {_NOT_OUTSIDE}{extra}", params)
         labelled = self._scalar(
             "SELECT count(*) FROM current_labels c JOIN scores s ON s.cell_id = c.cell_id"
             " AND s.year = c.year AND s.model_version = :model WHERE c.year = :year"
-            " AND s.score IS NOT NULL" + (" AND s.score >= :min_score" if extra else ""),
-            params)
+            f" AND s.score IS NOT NULL AND {_NOT_OUTSIDE}"
+            + (" AND s.score >= :min_score" if extra else ""), params)
         return int(scored) - int(labelled)
 
     def label_event_by_request(self, request_id: str) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from analysis.territory import load_territory, refresh_territory_cells
 from db.store import Store
 from imagery.grid import CellGrid
 from imagery.vectors import VectorError
+from pipeline.review import next_cards
 
 GRID = CellGrid()
 YEARS = (2018, 2019, 2020, 2021)
@@ -160,6 +161,10 @@ def test_territory_in_another_crs_drops_cells(store, tmp_path):
     queue = store.queue_candidates("m0001", 2021, "score", "ann", 200)
     assert E not in {row["cell_id"] for row in queue}
     assert store.count_queue("m0001", 2021) == 90 - 3 - 1   # minus labelled A, C, D and N
+    assert store.count_queue_fast("m0001", 2021) == store.count_queue("m0001", 2021)
+    for strategy in ("uncertainty", "score", "random", "mixed"):  # the app's queue, every order
+        cards = next_cards(store, reviewer=f"r-{strategy}", strategy=strategy, year=2021, n=40)
+        assert cards and E not in {card["cell_id"] for card in cards}
     # cells added later are classified on refresh
     extra = cid(-1, 0)
     lon, lat = GRID.cell_centres_lonlat(np.asarray([extra]))
