@@ -37,15 +37,17 @@ def test_reprojects_to_the_grid_crs(tmp_path):
     assert layer.column("designation", "unknown") == ["unknown"]
 
 
-def test_geopackage_in_another_crs(tmp_path):
+@pytest.mark.parametrize(("name", "driver"), [("m.gpkg", "GPKG"), ("m.shp", "ESRI Shapefile")])
+def test_geopackage_and_shapefile_in_another_crs(tmp_path, name, driver):
     import pyogrio
 
-    path = tmp_path / "m.gpkg"
+    path = tmp_path / name
     geometry = shapely.box(700_000, 7_130_000, 701_000, 7_131_000)
-    pyogrio.raw.write(path, geometry=shapely.to_wkb([geometry]), field_data=[], fields=[], crs="EPSG:32735",
-          geometry_type="Polygon", driver="GPKG")
+    pyogrio.raw.write(path, geometry=shapely.to_wkb([geometry]), field_data=[], fields=[],
+                      crs="EPSG:32735", geometry_type="Polygon", driver=driver)
     layer = read_polygons(path, to_crs="EPSG:32735")
-    assert shapely.equals_exact(layer.geometries[0], geometry, tolerance=1e-6)
+    assert shapely.equals(layer.geometries[0], geometry)
+    assert 0.9e6 < shapely.area(read_polygons(path, to_crs="EPSG:6933").geometries[0]) < 1.1e6
 
 
 @pytest.mark.parametrize(
