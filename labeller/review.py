@@ -29,6 +29,14 @@ from pipeline import review as service
 
 bp = Blueprint("review", __name__)
 
+#: How the queue orders are named in the UI (one per ``QUEUE_STRATEGIES`` entry).
+STRATEGY_NAMES: dict[str, str] = {
+    "uncertainty": "most uncertain first",
+    "score": "highest score first",
+    "random": "random (unbiased sample)",
+    "mixed": "mixed: uncertain, top and random",
+}
+
 #: Thumbnail URLs carry the cache key (``?v=``): a year in the browser cache is safe.
 THUMB_MAX_AGE = 365 * 24 * 3600
 
@@ -97,7 +105,7 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
         year=choice.year, predicted_only=choice.predicted_only)
     return dict(card=card, prefetch=prefetch, stats=stats, choice=choice, notice=notice,
                 recent=service.recent_decisions(store, reviewer), oob=oob,
-                model=store.active_model(), years=store.years(), strategies=QUEUE_STRATEGIES)
+                model=store.active_model(), years=store.years(), strategies=STRATEGY_NAMES)
 
 
 def render_card(store, **kwargs: Any) -> str:

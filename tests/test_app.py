@@ -441,3 +441,14 @@ def test_serve_listens_on_the_host_setting(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(waitress, "serve", lambda app, **kw: seen.update(kw, app=app))
     serve(load_settings({"DATA_DIR": str(tmp_path), "PORT": 5099}), preload=False)
     assert seen["host"] == "127.0.0.1" and seen["port"] == 5099 and seen["threads"] == 8
+
+
+def test_every_queue_order_is_offered_by_name(client) -> None:
+    from db.store import QUEUE_STRATEGIES
+    from labeller.review import STRATEGY_NAMES
+
+    assert set(STRATEGY_NAMES) == set(QUEUE_STRATEGIES)
+    login(client)
+    html = client.get("/review").get_data(as_text=True)
+    for strategy, name in STRATEGY_NAMES.items():
+        assert f'<option value="{strategy}"' in html and name in html
