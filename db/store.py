@@ -625,28 +625,6 @@ class Store:
             params.append(min_score)
         return int(self._scalar(sql, params))
 
-    @contextmanager
-    def write_transaction(self) -> Iterator[Store]:
-        """A transaction that takes the write lock first (``BEGIN IMMEDIATE``; nested: a savepoint).
-
-        A deferred transaction that reads and then writes fails at once with "database is
-        locked" (SQLITE_BUSY_SNAPSHOT) when another connection committed in between; taking the
-        write lock up front makes concurrent writers wait on the busy timeout instead. The review
-        service runs every decision and lease inside one.
-        """
-        if self.db.conn.in_transaction:
-            with self.atomic():
-                yield self
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self
-        except BaseException:
-            if self.db.conn.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
     def ordered_queue(
         self, model_version: str, year: int, strategy: str, reviewer: str, limit: int, *,
         min_score: float | None = None, now: float | None = None, start: float | None = None,
@@ -742,7 +720,7 @@ class Store:
         Rows are applied in order (a later row for the same cell-year wins). One transaction.
         """
         count = 0
-        with self.write_transaction():
+        with self.atomic():
             for row in rows:
                 if row["label"] not in LABELS:
                     raise InvalidLabelError(f"unknown label {row['label']!r}")

@@ -3,11 +3,11 @@
 The web app (``labeller/``) turns HTTP into calls of these functions, and a simulated reviewer
 (or a script) can call the same ones directly. Every function takes an open
 :class:`db.store.Store`; writes run in one ``BEGIN IMMEDIATE`` transaction each
-(``Store.write_transaction``), so several reviewers and a background retrain job never meet
-"database is locked".
+(``Store.atomic``), so several reviewers and a background retrain job never meet "database is
+locked".
 
 Queue: cards come from the *active* model's scores of one year, in the order of a strategy
-(``uncertainty``, ``score`` or ``random``), optionally only predicted mines (score >= the model's
+(``score``, ``uncertainty``, ``random`` or ``mixed``), optionally only predicted mines (score >= the model's
 threshold). Each served card is leased to its reviewer for ``LEASE_SECONDS``; while a lease is
 live no other reviewer is served that cell. A decision is always recorded, whatever the state
 of the lease; the reviewer is told when another reviewer holds the cell or has labelled it too.
@@ -29,8 +29,11 @@ from db.store import LABELS, QUEUE_STRATEGIES, Store, StoreError, UnknownCellErr
 from imagery.bands import BandMismatchError
 from imagery.grid import ID_STRIDE
 
-#: The strategy a new reviewer session starts with (issue 5 measures the alternatives).
-DEFAULT_STRATEGY = "uncertainty"
+#: The strategy a new reviewer session starts with: highest score first, the winner of the
+#: simulated-reviewer measurement on the real Brazil patches (bench/al_simulation.py, README
+#: "Active learning": 2.7 x fewer labels than random to the same test AP, 0.535 vs 0.449 after
+#: 120 labels).
+DEFAULT_STRATEGY = "score"
 #: Milliseconds per card are clamped to [0, MAX_MS] (a card left open over lunch says nothing).
 MAX_MS = 10 * 60 * 1000
 #: Candidates fetched per wanted card, so that spatial de-duplication still fills a batch.
@@ -177,7 +180,7 @@ def next_cards(
             batch.append(row)
 
     # One write transaction: no other reviewer can lease or label a candidate in between.
-    with store.write_transaction():
+    with store.atomic():
         own = store.leased_to(version, year, reviewer, min_score=min_score, now=now)
         take(sorted(own, key=_order_key(strategy)))
         if len(batch) < n:
@@ -242,7 +245,7 @@ def forget_frontier(store: Store) -> None:
 
 def lease_one(store: Store, cell_id: int, year: int, reviewer: str, lease_seconds: float) -> bool:
     """Lease one cell to a reviewer (e.g. the cell an undo shows again); False if held by another."""
-    with store.write_transaction():
+    with store.atomic():
         return bool(store.lease_cells([(cell_id, year)], reviewer, lease_seconds))
 
 
@@ -317,7 +320,7 @@ def decide(
     decision still counts and :attr:`Decision.notice` says so.
     """
     now = time.time() if now is None else now
-    with store.write_transaction():
+    with store.atomic():
         existing = store.label_event_by_request(form.request_id)
         if existing is not None:
             return Decision(existing, duplicate=True)
@@ -339,7 +342,7 @@ def undo_last(store: Store, reviewer: str, *, request_id: str | None = None) -> 
     None when there is nothing left to undo. A repeated ``request_id`` undoes nothing more and
     returns the event that the first request undid.
     """
-    with store.write_transaction():
+    with store.atomic():
         if request_id:
             existing = store.label_event_by_request(request_id)
             if existing is not None and existing["kind"] == "undo":
@@ -358,7 +361,7 @@ def change_decision(
     """Change a past decision: records a NEW label event for that cell-year (nothing is erased)."""
     if label not in LABELS:
         raise ReviewError(f"unknown label {label!r}: choose mine, background or skip")
-    with store.write_transaction():
+    with store.atomic():
         event = store.label_event(event_id)
         if event is None or event["kind"] != "label":
             raise NotFoundError(f"no decision {event_id}")
