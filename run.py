@@ -381,7 +381,7 @@ def export(settings: Settings, fmt: str, out: Path, year: int | None, version: s
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("bench") / "out", show_default=True, help="Folder for CSVs and plot.")
 @click.option("--full", is_flag=True, help="5 seeds, 6 rounds, the seed's FCN, a larger search.")
-@click.option("--rounds", type=click.IntRange(1, 100), default=None, help="Rounds (default 4).")
+@click.option("--rounds", type=click.IntRange(1, 100), default=None, help="Rounds (default 3).")
 @click.option("--batch", type=click.IntRange(1, 10_000), default=40, show_default=True,
               help="Labels per round.")
 @click.option("--seeds", type=click.IntRange(1, 50), default=None, help="Seeds (default 3).")
