@@ -6,11 +6,11 @@ filters (mine, background)". This module builds exactly that::
 
     Input (None, None, B)  raw DN (reflectance x 10,000)
     Normalization          (x - mean) / std per band; the statistics live inside the .keras file
-    Conv2D 32, 3x3, relu, same
+    Conv2D 32, k x k, relu, same      (k = KERNEL = 3, the seed's; 5 is an option)
     MaxPool 2
-    Conv2D 64, 3x3, relu, same
+    Conv2D 64, k x k, relu, same
     MaxPool 2
-    Conv2D 64, 3x3, relu, same
+    Conv2D 64, k x k, relu, same
     Dropout 0.5
     Conv2D 2, 1x1, softmax  channel 0 = background, channel 1 = mine
 
@@ -18,13 +18,14 @@ On an H x W input the output is an (H / STRIDE) x (W / STRIDE) map (H and W mult
 one probability per 4 x 4 pixel block (40 m at 10 m pixels), a sliding-window classifier computed in
 one pass.
 
-Receptive field: output position j covers the pooled block of input pixels 4j .. 4j+3 and sees
-input pixels 4j-7 .. 4j+10, i.e. 18 px (conv 3 -> pool 2 -> conv 3 -> pool 2 -> conv 3: 3, 4, 8,
-10, 18 px). It reaches 7 px before its block and 7 px after it (RECEPTIVE_FIELD_BEFORE_PX,
-RECEPTIVE_FIELD_AFTER_PX). So an output whose block is at least 7 px inside a tile never sees the
-"same" zero padding at the tile edge: MARGIN_PX = 16 (>= 7 and a multiple of STRIDE, so that the
-pooling grid of every tile lines up with the global pixel grid) of real context around a cell or
-tile makes per-cell scores independent of how a scene is cut into tiles.
+Receptive field: for k = 3, output position j covers the pooled block of input pixels 4j .. 4j+3
+and sees input pixels 4j-7 .. 4j+10, i.e. 18 px (conv 3 -> pool 2 -> conv 3 -> pool 2 -> conv 3:
+3, 4, 8, 10, 18 px), reaching 7 px before and after its block (RECEPTIVE_FIELD_BEFORE_PX,
+RECEPTIVE_FIELD_AFTER_PX); for k = 5 it is 32 px, reaching 14 px. So an output whose block lies
+at least that far inside a tile never sees the "same" zero padding at the tile edge: MARGIN_PX =
+16 (>= 14 and a multiple of STRIDE, so that the pooling grid of every tile lines up with the
+global pixel grid) of real context around a cell or tile makes per-cell scores independent of
+how a scene is cut into tiles.
 
 Invalid pixels (NaN) must be replaced with the band mean before the forward pass (0 after the
 normalisation layer, the same value the zero padding stands for); ``ModelBundle.mine_probability``
@@ -42,13 +43,26 @@ import numpy as np
 POOL = 2
 #: Output stride: product of the pooling strides. One output per STRIDE x STRIDE pixel block.
 STRIDE = POOL * POOL
-#: Receptive field of one output, in input pixels.
-RECEPTIVE_FIELD_PX = 18
-#: How far the receptive field reaches before / after the output's own STRIDE x STRIDE block.
-RECEPTIVE_FIELD_BEFORE_PX = 7
-RECEPTIVE_FIELD_AFTER_PX = 7
+#: Side of the three convolution kernels: the seed's (and Balaniuk's) 3 by default; 5 is allowed.
+KERNEL = 3
 #: Context read around a cell or a tile; >= the receptive-field reach and a multiple of STRIDE.
 MARGIN_PX = 16
+
+
+def receptive_field_px(kernel: int = KERNEL) -> int:
+    """Receptive field of one output in input pixels: conv k, pool 2, conv k, pool 2, conv k
+    gives k, k + 1, 3k - 1, 3k + 1, 7k - 3 (18 px for k = 3, 32 px for k = 5)."""
+    return 7 * kernel - 3
+
+
+def receptive_reach_px(kernel: int = KERNEL) -> int:
+    """How far the receptive field reaches before (and after) the output's own STRIDE block."""
+    return (receptive_field_px(kernel) - STRIDE) // 2
+
+
+#: The default network's receptive field and its reach on each side of an output's block.
+RECEPTIVE_FIELD_PX = receptive_field_px()
+RECEPTIVE_FIELD_BEFORE_PX = RECEPTIVE_FIELD_AFTER_PX = receptive_reach_px()
 #: Default conv widths and dropout rate (the seed's).
 WIDTHS: tuple[int, int, int] = (32, 64, 64)
 DROPOUT = 0.5
@@ -59,6 +73,8 @@ MINE_CHANNEL = 1
 MIN_STD = 1e-3
 
 assert MARGIN_PX % STRIDE == 0 and MARGIN_PX >= RECEPTIVE_FIELD_BEFORE_PX
+#: Kernels whose receptive field stays within MARGIN_PX (so tiling leaves no seams).
+KERNELS: tuple[int, ...] = tuple(k for k in (1, 3, 5, 7, 9) if receptive_reach_px(k) <= MARGIN_PX)
 
 
 def build_fcn(
@@ -69,6 +85,7 @@ def build_fcn(
     seed: int = 0,
     widths: Sequence[int] = WIDTHS,
     dropout: float = DROPOUT,
+    kernel: int = KERNEL,
 ) -> keras.Model:
     """Build the seed FCN for ``bands`` with per-band normalisation ``mean`` / ``std`` (DN).
 
@@ -91,6 +108,9 @@ def build_fcn(
         raise ValueError(f"widths must be three positive integers, got {tuple(widths)}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(map(str, KERNELS))} (its receptive "
+                         f"field must fit the {MARGIN_PX} px context margin), got {kernel}")
     variance = np.maximum(std, MIN_STD) ** 2
 
     keras.utils.set_random_seed(seed)
@@ -99,11 +119,11 @@ def build_fcn(
     x = keras.layers.Normalization(
         axis=-1, mean=mean.tolist(), variance=variance.tolist(), name="normalise"
     )(inputs)
-    x = keras.layers.Conv2D(w1, 3, padding="same", activation="relu", name="conv1")(x)
+    x = keras.layers.Conv2D(w1, kernel, padding="same", activation="relu", name="conv1")(x)
     x = keras.layers.MaxPooling2D(POOL, name="pool1")(x)
-    x = keras.layers.Conv2D(w2, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.Conv2D(w2, kernel, padding="same", activation="relu", name="conv2")(x)
     x = keras.layers.MaxPooling2D(POOL, name="pool2")(x)
-    x = keras.layers.Conv2D(w3, 3, padding="same", activation="relu", name="conv3")(x)
+    x = keras.layers.Conv2D(w3, kernel, padding="same", activation="relu", name="conv3")(x)
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     outputs = keras.layers.Conv2D(N_CLASSES, 1, activation="softmax", name="classes")(x)
     return keras.Model(inputs, outputs, name="minewatch_fcn")

@@ -38,7 +38,7 @@ import numpy as np
 
 from imagery.bands import parse_band_list
 from model.bundle import ModelBundle, check_version
-from model.fcn import DROPOUT, MARGIN_PX, MINE_CHANNEL, STRIDE, WIDTHS, build_fcn
+from model.fcn import DROPOUT, KERNEL, KERNELS, MARGIN_PX, MINE_CHANNEL, STRIDE, WIDTHS, build_fcn
 from model.reduce import REDUCTION, TOP_FRACTION, TopFractionMean
 from model.score import patch_scores
 
@@ -65,6 +65,7 @@ class TrainConfig:
     verbose: bool = False
     widths: tuple[int, int, int] = WIDTHS
     dropout: float = DROPOUT
+    kernel: int = KERNEL
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -89,6 +90,7 @@ class TrainConfig:
               f"threshold_strategy must be one of {', '.join(THRESHOLD_STRATEGIES)}, "
               f"got {self.threshold_strategy!r}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        check(self.kernel in KERNELS, f"kernel must be one of {KERNELS}, got {self.kernel}")
         self.widths = tuple(int(w) for w in self.widths)
         check(len(self.widths) == 3 and min(self.widths) > 0,
               f"widths must be three positive integers, got {self.widths}")
@@ -417,7 +419,7 @@ def train_bundle(
     mean, std = band_statistics(pixels, train_idx)
 
     fcn = build_fcn(bands, mean, std, seed=config.seed, widths=config.widths,
-                    dropout=config.dropout)
+                    dropout=config.dropout, kernel=config.kernel)
     trainer = training_model(fcn, patch_px)
     trainer.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),

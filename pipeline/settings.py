@@ -43,6 +43,8 @@ class Settings:
                                          "scene is not scored.")
     TRAIN_EPOCHS: int = _setting(40, "Most training epochs per model (early stopping ends sooner).")
     FCN_WIDTHS: str = _setting("32,64,64", "Filters of the FCN's three convolution layers.")
+    FCN_KERNEL: int = _setting(3, "Side of the FCN's convolution kernels: 3 (the seed's) or 5 "
+                               "(a 320 m receptive field instead of 180 m).")
     HARD_NEGATIVE_WEIGHT: float = _setting(2.0, "Loss weight of reviewed false positives "
                                            "(background cells the parent model called mines).")
     HOST: str = _setting("127.0.0.1", "Address the web app listens on; set 0.0.0.0 to open it to "

@@ -131,6 +131,7 @@ def _as_patches(
 def train_config(settings: Settings, **overrides: Any) -> TrainConfig:
     """The training configuration an installation's settings ask for."""
     values: dict[str, Any] = {"epochs": settings.TRAIN_EPOCHS, "widths": settings.fcn_widths,
+                              "kernel": settings.FCN_KERNEL,
                               "hard_negative_weight": settings.HARD_NEGATIVE_WEIGHT}
     values.update(overrides)
     return TrainConfig(**values)

@@ -242,3 +242,23 @@ def test_check_bands_selects_by_name_and_names_both_lists():
 def test_bad_version_rejected():
     with pytest.raises(ValueError, match="model version"):
         tiny_bundle(version="../evil")
+
+
+def test_kernel_five_fits_the_margin_and_seven_does_not():
+    from model.fcn import KERNELS, receptive_field_px, receptive_reach_px
+
+    assert receptive_field_px(3) == 18 and receptive_reach_px(3) == 7
+    assert receptive_field_px(5) == 32 and receptive_reach_px(5) == 14 <= MARGIN_PX
+    assert 5 in KERNELS and 7 not in KERNELS
+    model = build_fcn(("B4",), np.zeros(1), np.ones(1), widths=TINY, seed=1, kernel=5)
+    assert model.get_layer("conv2").kernel.shape[:2] == (5, 5)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 64, 64, 1)).astype(np.float32)
+    ref = model.predict_on_batch(base)[0, :, :, 1]
+    for p in (0, 30, 63):
+        bumped = base.copy()
+        bumped[0, :, p, 0] += 50.0
+        changed = np.flatnonzero(np.abs(model.predict_on_batch(bumped)[0, :, :, 1] - ref).max(0) > 0)
+        assert all(STRIDE * j - 14 <= p <= STRIDE * j + STRIDE - 1 + 14 for j in changed)
+    with pytest.raises(ValueError, match="kernel"):
+        build_fcn(("B4",), np.zeros(1), np.ones(1), kernel=7)
