@@ -156,6 +156,7 @@ class SimConfig:
     max_epochs: int = 20
     train_batch: int = 16
     widths: tuple[int, int, int] = (8, 16, 16)
+    kernel: int = 3              # 5 learns more from all labels but is erratic on 10-130 labels
     hard_negative_weight: float = 2.0
     mc_samples: int = 8
     bands: tuple[str, ...] | None = None
@@ -455,6 +456,7 @@ def _settings(data_dir: Path, config: SimConfig) -> Settings:
     data_dir.mkdir(parents=True, exist_ok=True)
     return load_settings({"DATA_DIR": str(data_dir), "TRAIN_EPOCHS": config.epochs,
                           "FCN_WIDTHS": ",".join(map(str, config.widths)),
+                          "FCN_KERNEL": config.kernel,
                           "HARD_NEGATIVE_WEIGHT": config.hard_negative_weight}, environ={})
 
 
@@ -468,7 +470,8 @@ def fit_config(base: TrainConfig, n_labels: int, config: SimConfig) -> TrainConf
 
 def base_train_config(config: SimConfig) -> TrainConfig:
     """The training parameters every simulated model starts from (before tuning)."""
-    return TrainConfig(epochs=config.epochs, widths=config.widths, batch_size=config.train_batch,
+    return TrainConfig(epochs=config.epochs, widths=config.widths, kernel=config.kernel,
+                       batch_size=config.train_batch,
                        patience=10_000,
                        min_per_class=min(MIN_VAL_PER_CLASS, config.seed_per_class),
                        hard_negative_weight=config.hard_negative_weight)
@@ -912,7 +915,7 @@ def write_outputs(result: SimResult, out: Path, config: SimConfig) -> dict[str, 
     _write_csv(files["tuning"], tuning_rows + [{"candidate": "chosen: " + str(
         {k: v for k, v in asdict(result.tuning.config).items()
          if k in ("augment", "balance", "hard_negative_weight", "threshold_strategy",
-                  "learning_rate", "epochs", "widths")})}], columns)
+                  "learning_rate", "epochs", "widths", "kernel")})}], columns)
     plot_curves(result, files["plot"], config)
     result.files = files
     return files
