@@ -152,6 +152,13 @@ class Store:
         rows = self._rows(sql, params)
         return rows[0] if rows else None
 
+    def _not_outside(self) -> str:
+        """`` AND <score row s is not outside the territory>``, or nothing when no cell is outside
+        (the common case costs no anti-join on every queue query)."""
+        if self._scalar("SELECT 1 FROM territory_cells WHERE inside = 0 LIMIT 1") is None:
+            return ""
+        return f" AND {_NOT_OUTSIDE}"
+
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.db.execute(sql, params).fetchone()
         return row[0] if row else None
@@ -555,7 +562,7 @@ class Store:
             " AND c.year = s.year)"
             " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.cell_id = s.cell_id"
             " AND l.year = s.year AND l.expires_at > :now AND l.reviewer != :reviewer)"
-            f" AND {_NOT_OUTSIDE}"
+            f"{self._not_outside()}"
         )
         params: dict[str, Any] = {"model": model_version, "year": year, "now": now,
                                   "reviewer": reviewer, "limit": limit}
@@ -618,7 +625,7 @@ class Store:
         sql = ("SELECT count(*) FROM scores s WHERE s.model_version = ? AND s.year = ?"
                " AND s.score IS NOT NULL AND NOT EXISTS (SELECT 1 FROM current_labels c"
                " WHERE c.cell_id = s.cell_id AND c.year = s.year)"
-               f" AND {_NOT_OUTSIDE}")
+               f"{self._not_outside()}")
         params: list[Any] = [model_version, year]
         if min_score is not None:
             sql += " AND s.score >= ?"
@@ -647,7 +654,7 @@ class Store:
                                   "reviewer": reviewer, "limit": limit}
         where = (f"s.model_version = :model AND s.year = :year AND s.{column} IS NOT NULL"
                  " AND NOT EXISTS (SELECT 1 FROM current_labels c WHERE c.cell_id = s.cell_id"
-                 f" AND c.year = s.year) AND {_NOT_OUTSIDE}")
+                 f" AND c.year = s.year){self._not_outside()}")
         if start is not None:
             where += f" AND s.{column} <= :start"
             params["start"] = start
@@ -679,11 +686,11 @@ class Store:
         params = {"model": model_version, "year": year, "min_score": min_score}
         scored = self._scalar(
             "SELECT count(*) FROM scores s INDEXED BY scores_by_score WHERE model_version = :model"
-            f" AND year = :year AND score IS NOT NULL AND {_NOT_OUTSIDE}{extra}", params)
+            f" AND year = :year AND score IS NOT NULL{self._not_outside()}{extra}", params)
         labelled = self._scalar(
             "SELECT count(*) FROM current_labels c JOIN scores s ON s.cell_id = c.cell_id"
             " AND s.year = c.year AND s.model_version = :model WHERE c.year = :year"
-            f" AND s.score IS NOT NULL AND {_NOT_OUTSIDE}"
+            f" AND s.score IS NOT NULL{self._not_outside()}"
             + (" AND s.score >= :min_score" if extra else ""), params)
         return int(scored) - int(labelled)
 
