@@ -3,7 +3,7 @@
 store, training and scoring on real imagery and compares queue strategies.
 
 Default: the Brazil tailings patches (``../shared/data/tailings_rgb_brazil``), 3 seeds x 6
-strategies x 3 rounds of 40 labels, a small FCN (8, 16, 16) and a small tuning search on the
+strategies x 2 rounds of 60 labels, a small FCN (8, 16, 16) and a small tuning search on the
 training split; a few minutes on 2 CPU cores. ``--full``: 5 seeds, 6 rounds, the seed's FCN
 widths, more epochs and a larger search. ``--data demo`` runs on the synthetic demo territory.
 Writes curves.csv, summary.csv, tuning.csv and learning_curves.png to ``--out`` (bench/out/).
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--full", action="store_true", help="longer, more thorough run")
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--batch", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=None, help="labels per round (default 60)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
     parser.add_argument("--strategies", default=None,
                         help=f"comma-separated subset of {','.join(STRATEGIES)}")

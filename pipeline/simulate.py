@@ -194,14 +194,15 @@ class SimConfig:
                 raise SimulationError(str(error)) from error
 
 
-def preset(full: bool = False, *, rounds: int | None = None, batch: int = 40,
+def preset(full: bool = False, *, rounds: int | None = None, batch: int | None = None,
            seeds: int | None = None, strategies: str | None = None, epochs: int | None = None,
            bands: str | None = None, target_ap: float | None = None) -> SimConfig:
-    """The default run (a few minutes on 2 CPU cores: 3 seeds x 3 rounds of 40 labels, an 8-16-16
-    FCN trained for about 50 steps, a small search) or ``full`` (5 seeds x 6 rounds, the seed's 32-64-64 FCN, a larger
-    search); given options override either."""
+    """The default run (a few minutes on 2 CPU cores: 3 seeds x 2 rounds of 60 labels, an
+    8-16-16 FCN trained for about 50 steps, a small search) or ``full`` (5 seeds x 6 rounds of 40
+    labels, the seed's 32-64-64 FCN, a larger search); given options override either."""
     return SimConfig(
-        rounds=rounds or (6 if full else 3), batch=batch, train_steps=120 if full else 50,
+        rounds=rounds or (6 if full else 2), batch=batch or (40 if full else 60),
+        train_steps=120 if full else 50,
         seeds=tuple(range(seeds or (5 if full else 3))),
         strategies=tuple(strategies.split(",")) if strategies else tuple(STRATEGIES),
         epochs=epochs or (15 if full else 8), widths=(32, 64, 64) if full else (8, 16, 16),
