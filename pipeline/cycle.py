@@ -84,18 +84,22 @@ def launch_cycle(settings: Settings) -> int:
 def split_reviewed_holdout(
     rows: list[dict[str, Any]], seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(training rows, held-out reviewed rows): whole spatial blocks of reviewed labels held out."""
-    reviewed = [r for r in rows if r["source"] == "review"]
-    if not reviewed:
+    """(training rows, held-out reviewed rows), split by whole spatial blocks.
+
+    A share of the blocks that hold reviewed labels is held out; its reviewed labels validate the
+    new model and none of its labels (seed ones included) is trained on, so no neighbour of a
+    validation cell leaks into training.
+    """
+    groups = spatial_groups(np.array([r["cell_id"] for r in rows], dtype=np.int64))
+    reviewed_blocks = np.unique(groups[[r["source"] == "review" for r in rows]])
+    if len(reviewed_blocks) < 2:
         return rows, []
-    blocks = np.unique(spatial_groups(np.array([r["cell_id"] for r in reviewed])))
-    rng = np.random.default_rng(seed)
-    n_hold = max(1, round(len(blocks) * HOLDOUT_FRACTION)) if len(blocks) > 1 else 0
-    held = set(rng.choice(blocks, size=n_hold, replace=False).tolist()) if n_hold else set()
-    is_held = [r["source"] == "review" and int(spatial_groups(np.array([r["cell_id"]]))[0]) in held
-               for r in rows]
-    return ([r for r, h in zip(rows, is_held, strict=True) if not h],
-            [r for r, h in zip(rows, is_held, strict=True) if h])
+    n_hold = max(1, round(len(reviewed_blocks) * HOLDOUT_FRACTION))
+    held = set(np.random.default_rng(seed).choice(reviewed_blocks, size=n_hold,
+                                                  replace=False).tolist())
+    in_held = [int(g) in held for g in groups]
+    return ([r for r, h in zip(rows, in_held, strict=True) if not h],
+            [r for r, h in zip(rows, in_held, strict=True) if h and r["source"] == "review"])
 
 
 def false_positives_found(store: Store, parent: dict[str, Any] | None, since: str | None) -> int:

@@ -149,14 +149,17 @@ def test_cycle_folds_reviews_in_and_failure_keeps_the_old_model(store, settings,
 def test_holdout_takes_whole_blocks_of_reviewed_labels():
     rows = [{"cell_id": r * 100_000 + c, "year": 2021, "label": "mine", "source": "review"}
             for r in range(0, 40, 3) for c in range(0, 40, 3)]
-    rows += [{"cell_id": 5, "year": 2021, "label": "mine", "source": "seed"}]
+    rows += [{"cell_id": r * 100_000 + 1, "year": 2021, "label": "mine", "source": "seed"}
+             for r in range(0, 40, 3)]
     train, held = split_reviewed_holdout(rows, seed=1)
     assert held and all(r["source"] == "review" for r in held)
-    assert len(train) + len(held) == len(rows)
     held_blocks = set(spatial_groups(np.array([r["cell_id"] for r in held])).tolist())
-    train_blocks = set(spatial_groups(np.array([r["cell_id"] for r in train
-                                                if r["source"] == "review"])).tolist())
-    assert held_blocks.isdisjoint(train_blocks)
+    train_blocks = set(spatial_groups(np.array([r["cell_id"] for r in train])).tolist())
+    assert held_blocks.isdisjoint(train_blocks)  # seed labels of held blocks are not trained on
+    assert len(train) + len(held) == len(rows) - sum(
+        r["source"] == "seed" and int(spatial_groups(np.array([r["cell_id"]]))[0]) in held_blocks
+        for r in rows)
+    assert split_reviewed_holdout(rows[-5:], seed=1) == (rows[-5:], [])  # seed labels only
 
 
 def test_scoring_warns_when_a_scene_is_far_from_the_training_data(store, settings, territory,
