@@ -29,9 +29,10 @@ from db.store import LABELS, QUEUE_STRATEGIES, Store, StoreError, UnknownCellErr
 from imagery.bands import BandMismatchError
 from imagery.grid import ID_STRIDE
 
-#: The strategy a new reviewer session starts with: highest score first, the pooled winner of the
-#: simulated-reviewer runs on the real Brazil patches (README "Active learning": best mean final
-#: AP over 9 seed-runs, 0.517 vs 0.480 for random; fewest false positives left unreviewed).
+#: The strategy a new reviewer session starts with: highest score first. In the simulated-reviewer
+#: runs on the real Brazil patches (README "Active learning") it is in the leading group with mixed
+#: and uncertainty (all within the seed-to-seed spread) and leaves the fewest false positives
+#: unreviewed; it is also the triage case: every rejection becomes a hard negative.
 DEFAULT_STRATEGY = "score"
 #: Milliseconds per card are clamped to [0, MAX_MS] (a card left open over lunch says nothing).
 MAX_MS = 10 * 60 * 1000
