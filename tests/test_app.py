@@ -13,6 +13,7 @@ import pytest
 
 from db.store import CycleRunningError, Store
 from labeller import create_app
+from tests.concurrency import run_together
 
 pytest.register_assert_rewrite("fixtures_app")
 from fixtures_app import THRESHOLD, card_fields, csrf_from, login  # noqa: E402
@@ -420,11 +421,7 @@ def test_concurrent_reviewers_through_the_app(app, review_db) -> None:
             with lock:
                 ok.append((fields["cell_id"], fields["year"]))
 
-    threads = [threading.Thread(target=work, args=(f"rev{i}",)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(work, [(f"rev{i}",) for i in range(4)])
     assert not failures, failures
     rows = events(review_db)
     assert len(rows) == len(ok) > 10

@@ -12,6 +12,7 @@ import pytest
 from db.store import Store
 from pipeline import review as service
 from pipeline.settings import load_settings
+from tests.concurrency import run_together
 
 pytest.register_assert_rewrite("fixtures_app")
 from fixtures_app import THRESHOLD  # noqa: E402
@@ -237,11 +238,7 @@ def test_several_reviewers_at_once(review_db) -> None:
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=reviewer, args=(f"r{i}",)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(reviewer, [(f"r{i}",) for i in range(4)])
     assert not errors, errors
     with Store(review_db.database) as store:
         rows = store.db.execute("SELECT cell_id, year, count(*) FROM label_events"

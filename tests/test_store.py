@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 
 import pytest
 
@@ -16,6 +15,7 @@ from db.store import (
     StoreError,
     UnknownCellError,
 )
+from tests.concurrency import run_together
 
 
 @pytest.fixture
@@ -188,11 +188,7 @@ def test_concurrent_writers_never_see_locked(tmp_path):
         except (sqlite3.Error, StoreError) as error:  # pragma: no cover - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=review, args=(f"r{i}", i)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(review, [(f"r{i}", i) for i in range(4)])
     assert errors == []
     with Store(path) as store:
         assert store.count_decisions() == 400
