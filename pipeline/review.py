@@ -28,6 +28,8 @@ from typing import Any
 from db.store import LABELS, QUEUE_STRATEGIES, Store, StoreError, UnknownCellError
 from imagery.bands import BandMismatchError
 from imagery.grid import ID_STRIDE
+from imagery.scene import Scene
+from pipeline.ingest import open_stored_scene
 
 #: The strategy a new reviewer session starts with: highest score first. In the simulated-reviewer
 #: runs on the real Brazil patches (README "Active learning") it is in the leading group with mixed
@@ -456,10 +458,9 @@ def session_stats(
 
 # thumbnails -------------------------------------------------------------------------------------
 @lru_cache(maxsize=64)
-def _open_scene(paths_json: str, bands_json: str):
-    from imagery.scene import open_scene
-
-    return open_scene(json.loads(paths_json), bands=json.loads(bands_json))
+def _stored_scene(paths: tuple[str, ...], bands: tuple[str, ...]) -> Scene:
+    """A stored scene re-opened (``pipeline.ingest.open_stored_scene``), kept for later misses."""
+    return open_stored_scene({"paths": list(paths), "bands": list(bands)})
 
 
 def thumbnail_key(scene: Mapping[str, Any]) -> str:
@@ -507,7 +508,7 @@ def thumbnail_path(
     if path.exists():
         return path, key
     try:
-        scene = _open_scene(json.dumps(record["paths"]), json.dumps(record["bands"]))
+        scene = _stored_scene(tuple(record["paths"]), tuple(record["bands"]))
         path = cache.get(scene, settings.grid, cell_id, key=key, view=view, kind=kind,
                          stretch=record["stretch"], size=THUMB_SIZE[kind])
     except BandMismatchError as error:

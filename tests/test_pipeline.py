@@ -200,3 +200,22 @@ def test_launch_cycle_runs_in_its_own_process(store, settings, territory):
     log = (settings.data_dir / "cycles" / f"cycle_{cycle_id}.log").read_text()
     assert row["status"] == "succeeded", (row["message"], log[-2000:])
     assert store.active_model()["version"] == row["new_model"] == "m0002"
+
+
+def test_thumbnails_of_a_13_band_l1c_scene(store, settings, tmp_path):
+    import rasterio
+
+    from pipeline.review import thumbnail_path
+
+    territory = write_territory(tmp_path / "l1c", size_km=3, n_mines=1)
+    with rasterio.open(territory.scene) as src:
+        profile, data = src.profile, src.read()
+    profile.update(count=13)
+    l1c = tmp_path / "l1c" / "l1c.tif"
+    with rasterio.open(l1c, "w", **profile) as dst:  # no band descriptions: L1C product order
+        dst.write(np.concatenate([data[:10], data[9:10], data[10:]]))
+    record = ingest_scene(store, settings.grid, l1c, 2021)
+    assert "B10" not in record["bands"] and len(record["bands"]) == 12
+    cell_id = (record["row0"] + 1) * 100_000 + record["col0"] + 1
+    path, _ = thumbnail_path(store, settings, cell_id, 2021, "false")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

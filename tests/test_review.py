@@ -199,7 +199,7 @@ def test_thumbnail_rendered_once_then_served_from_cache(store, review_db, tmp_pa
     context, _ = service.thumbnail_path(store, settings, cell, 2021, "false", "context")
     assert Image.open(context).size == (300, 300)
     copy.unlink()
-    service._open_scene.cache_clear()
+    service._stored_scene.cache_clear()
     again, again_key = service.thumbnail_path(store, settings, cell, 2021, "rgb", "cell")
     assert (again, again_key) == (path, key)
     with pytest.raises(service.NotFoundError, match="cannot be read"):
