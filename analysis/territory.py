@@ -123,11 +123,11 @@ def territory_geometry(store: Store) -> BaseGeometry | None:
 
 def refresh_territory_cells(store: Store, grid: CellGrid) -> int:
     """Classify cells added since the territory was loaded; returns how many were classified."""
-    row = store.territory()
-    if row is None:
+    territory = territory_geometry(store)
+    if territory is None:
         return 0
     ids = np.asarray(store.unclassified_cells(), dtype=np.int64)
     if ids.size:
-        inside = cells_inside(grid, shapely.from_wkb(row["geometry"]), ids)
+        inside = cells_inside(grid, territory, ids)
         store.classify_cells(zip(ids.tolist(), inside.tolist(), strict=True))
     return int(ids.size)

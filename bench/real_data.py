@@ -32,7 +32,11 @@ from sklearn.metrics import average_precision_score  # noqa: E402
 from db.store import Store  # noqa: E402
 from pipeline.ingest import ingest_scene  # noqa: E402
 from pipeline.scoring import score_year  # noqa: E402
-from pipeline.seeds import MIN_MASK_FRACTION, cell_labels_from_masks  # noqa: E402
+from pipeline.seeds import (  # noqa: E402
+    MIN_MASK_FRACTION,
+    cell_labels_from_masks,
+    seed_labels_from_masks,
+)
 from pipeline.settings import load_settings  # noqa: E402
 from pipeline.training import load_model, train_model  # noqa: E402
 
@@ -55,10 +59,11 @@ def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int) ->
             record = ingest_scene(store, grid, image, YEAR)
             (test_records if image.stem.split("_")[-1] in test_ids else train_records).append(
                 (record, masks[image.stem.split("_")[-1]]))
-        train_labels = cell_labels_from_masks(grid, [m for _, m in train_records])
+        seeded = seed_labels_from_masks(store, grid, [m for _, m in train_records], YEAR,
+                                        source="tailings masks (train)")
+        train_cells = {row["cell_id"] for row in store.seed_labels(YEAR)}
         test_labels = cell_labels_from_masks(grid, [m for _, m in test_records])
-        test_labels = {c: v for c, v in test_labels.items() if c not in train_labels}
-        store.replace_seed_labels(YEAR, sorted(train_labels.items()), "tailings masks (train)")
+        test_labels = {c: v for c, v in test_labels.items() if c not in train_cells}
         started = time.perf_counter()
         record, result = train_model(store, settings, bands=["B2", "B3", "B4"])
         train_s = time.perf_counter() - started
@@ -73,8 +78,7 @@ def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int) ->
     tp = int((predicted & truth).sum())
     return {
         "patches train/test": f"{len(train_records)}/{len(test_records)}",
-        "train cells (mine/background)": f"{sum(v == 'mine' for v in train_labels.values())}/"
-                                         f"{sum(v == 'background' for v in train_labels.values())}",
+        "train cells (mine/background)": f"{seeded.mines}/{seeded.background}",
         "test cells (mine/background)": f"{int(truth.sum())}/{int((~truth).sum())}",
         "threshold (chosen on validation)": round(bundle.threshold, 3),
         "validation AP (geographic split of train)": _round(result.metrics.get("average_precision")),

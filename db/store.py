@@ -823,12 +823,6 @@ class Store:
         """The loaded territory (with its WKB geometry), or None."""
         return self._row("SELECT * FROM territories ORDER BY id DESC LIMIT 1")
 
-    def clear_territory(self) -> None:
-        """Forget the territory: every cell counts again."""
-        with self.atomic():
-            self.db.execute("DELETE FROM territories")
-            self.db.execute("DELETE FROM territory_cells")
-
     def classify_cells(self, inside: Iterable[tuple[int, int]]) -> None:
         """Record (cell_id, inside) pairs for the loaded territory (1: centre inside, 0: outside)."""
         with self.atomic():

@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 from affine import Affine
 from pyproj import CRS, Transformer
-from shapely.geometry import Polygon, box
+from shapely.geometry import Polygon
 
 #: Multiplier that packs (row, col) into one integer id; larger than any column index.
 ID_STRIDE = 100_000
@@ -101,10 +101,6 @@ class CellGrid:
         minx = self.origin_x + col * self.cell_size_m
         maxy = self.origin_y - row * self.cell_size_m
         return (minx, maxy - self.cell_size_m, minx + self.cell_size_m, maxy)
-
-    def cell_polygon(self, cell_id: int) -> Polygon:
-        """The cell's footprint in the grid CRS."""
-        return box(*self.cell_bounds(cell_id))
 
     def cell_polygon_lonlat(self, cell_id: int, densify: int = 4) -> Polygon:
         """The cell's footprint in lon/lat (edges densified so curved edges stay close)."""
