@@ -63,6 +63,9 @@ MOSAIC_VRT = "mosaic.vrt"
 #: Folder (under the store) where ingest stages blocks before moving them into place.
 STAGING_DIR = ".staging"
 
+#: GeoTIFF tag of a block: one "0"/"1" per cell (row-major) telling whether it has valid pixels.
+VALID_CELLS_TAG = "MINEWATCH_VALID_CELLS"
+
 _BLOCK_NAME = re.compile(r"^r(\d+)_c(\d+)\.tif$")
 
 
@@ -229,11 +232,15 @@ class YearMosaic:
                     yield self.read_tile(part, margin_px, bands)
 
     def valid_cells(self, block: CellRange) -> np.ndarray:
-        """Ids (int64, sorted) of the block's cells that hold at least one valid pixel."""
-        cp = self.grid.cell_px
-        raw = self.read_raw(block.row0 * cp, block.col0 * cp, block.n_rows * cp,
-                            block.n_cols * cp, [self.bands[0]])[..., 0]
-        return cells_with_data(self.grid, block, raw != NODATA)
+        """Ids (int64, sorted) of the block's cells that hold at least one valid pixel.
+
+        Read from the block's :data:`VALID_CELLS_TAG` (no pixel is decoded); empty when the
+        block has no file.
+        """
+        path = self.block_path(block)
+        if not path.exists():
+            return np.empty(0, dtype=np.int64)
+        return block_valid_cells(path, self.grid, block)
 
     def sample(self, bands: Sequence[str] | None = None, *,
                max_blocks: int = 64, step_px: int = 16) -> dict[str, np.ndarray]:
@@ -267,13 +274,6 @@ def _to_float(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pixels, valid
 
 
-def cells_with_data(grid: CellGrid, block: CellRange, valid: np.ndarray) -> np.ndarray:
-    """Ids (int64, sorted) of the cells of ``block`` where the (H, W) mask ``valid`` has a True."""
-    cp = grid.cell_px
-    has = valid.reshape(block.n_rows, cp, block.n_cols, cp).any(axis=(1, 3))
-    return np.sort(grid.cell_ids_in(block)[has.ravel()])
-
-
 def open_year(data_dir: Path, grid: CellGrid, year: int) -> YearMosaic:
     """The stored mosaic of ``year``; MosaicError when there is none or its grid differs."""
     root = year_dir(data_dir, year)
@@ -292,6 +292,16 @@ def open_year(data_dir: Path, grid: CellGrid, year: int) -> YearMosaic:
 
 
 # writing ---------------------------------------------------------------------------------------
+def block_valid_cells(path: Path, grid: CellGrid, block: CellRange) -> np.ndarray:
+    """Ids (int64, sorted) of the cells with valid pixels in a block file, from its tag."""
+    with rasterio.open(path) as ds:
+        bits = ds.tags().get(VALID_CELLS_TAG)
+    if bits is None or len(bits) != block.n_cells:
+        raise MosaicError(f"block {path.name} lacks a valid {VALID_CELLS_TAG} tag")
+    has = np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1")
+    return np.sort(grid.cell_ids_in(block)[has])
+
+
 def to_store_dn(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """float32 (H, W, B) DN + bool (H, W) mask -> uint16 (H, W, B) as stored.
 
@@ -313,11 +323,16 @@ def merge_keep_existing(stored: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 def write_block(path: Path, grid: CellGrid, block: CellRange, data: np.ndarray,
                 bands: Sequence[str]) -> None:
-    """Write a block (uint16 (H, W, B) as stored) atomically: temporary file, then rename."""
+    """Write a block (uint16 (H, W, B) as stored) atomically: temporary file, then rename.
+
+    The file's :data:`VALID_CELLS_TAG` records which of its cells hold valid pixels.
+    """
     cp = grid.cell_px
     height, width, count = data.shape
     if (height, width) != (block.n_rows * cp, block.n_cols * cp) or count != len(bands):
         raise ValueError(f"block data {data.shape} does not match {block} in {len(bands)} bands")
+    valid = (data != NODATA).all(axis=-1)
+    has = valid.reshape(block.n_rows, cp, block.n_cols, cp).any(axis=(1, 3)).ravel()
     path.parent.mkdir(parents=True, exist_ok=True)
     tile = _tile_px(grid)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tif")
@@ -331,6 +346,7 @@ def write_block(path: Path, grid: CellGrid, block: CellRange, data: np.ndarray,
         ) as ds:
             ds.write(np.moveaxis(data, -1, 0))
             ds.descriptions = tuple(bands)
+            ds.update_tags(**{VALID_CELLS_TAG: "".join("1" if v else "0" for v in has)})
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
