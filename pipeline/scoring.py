@@ -1,16 +1,15 @@
-"""Score every cell of a year's scenes with a model version and store the scores."""
+"""Score every cell of a year's mosaic (``imagery.store``) with a model version; store the scores."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from db.store import Store
+from imagery.store import BLOCK_CELLS
 from model.bundle import ModelBundle, check_bands
 from model.score import distribution_shift, score_scene
-from pipeline.ingest import check_year, open_stored_scene
+from pipeline.ingest import check_year, year_mosaic
 from pipeline.settings import Settings
 
 
@@ -35,28 +34,27 @@ def score_year(
     *,
     progress: Callable[[float], None] | None = None,
 ) -> YearScores:
-    """Score the scenes of ``year`` tile by tile, writing each tile's cells as they come.
+    """Score the year's mosaic tile by tile (no warp), writing each tile's cells as they come.
 
-    ``progress`` receives the km² done after each tile. A model whose bands a scene lacks fails
-    before anything is written (BandMismatchError naming both lists); a scene whose bands lie far
+    Cells without any valid pixel (parts of a block outside the imagery) get no row.
+    ``progress`` receives the km² done after each tile. A model whose bands the mosaic lacks fails
+    before anything is written (BandMismatchError naming both lists); a mosaic whose bands lie far
     from the model's training distribution is scored but named in ``warnings``.
     """
     year = check_year(year)
     records = store.scenes(year)
     if not records:
-        raise ValueError(f"no scene for {year}: ingest one with `run.py ingest FILE --year {year}`")
-    scenes = [(record, open_stored_scene(record)) for record in records]
-    warnings: list[str] = []
-    for _, scene in scenes:
-        check_bands(bundle, scene.bands)
-        warnings += distribution_shift(bundle, scene)
-    for record, scene in scenes:
-        for cells in score_scene(bundle, scene, settings.grid,
-                                 min_valid_fraction=settings.MIN_VALID_FRACTION,
-                                 progress=progress):
-            store.write_scores(year, bundle.version, record["id"], cells.cell_ids, cells.scores,
-                               cells.uncertainty, cells.valid_fraction)
-    return summarise_year(store, bundle, year, len(scenes), tuple(warnings))
+        raise ValueError(f"no imagery for {year}: ingest it with "
+                         f"`run.py ingest FILE... --year {year}`")
+    mosaic = year_mosaic(settings, year)
+    check_bands(bundle, mosaic.bands)
+    warnings = distribution_shift(bundle, mosaic)
+    for cells in score_scene(bundle, mosaic, settings.grid,
+                             min_valid_fraction=settings.MIN_VALID_FRACTION, progress=progress):
+        held = cells.valid_fraction > 0  # a cell without any valid pixel is no cell of the year
+        store.write_scores(year, bundle.version, records[0]["id"], cells.cell_ids[held],
+                           cells.scores[held], cells.uncertainty[held], cells.valid_fraction[held])
+    return summarise_year(store, bundle, year, len(records), tuple(warnings))
 
 
 def summarise_year(store: Store, bundle: ModelBundle, year: int, n_scenes: int,
@@ -83,7 +81,8 @@ def score_years(
 
 
 def scene_area_km2(store: Store, settings: Settings, years: Sequence[int]) -> float:
-    """Area of the cell ranges of the years' scenes, in km² (for progress bars)."""
+    """Area of the stored blocks of the years' mosaics, in km² (what scoring walks; for progress
+    bars)."""
     cell_km2 = (settings.CELL_SIZE_M / 1000.0) ** 2
-    return float(np.sum([(s["row1"] - s["row0"]) * (s["col1"] - s["col0"]) * cell_km2
-                         for y in years for s in store.scenes(y)]))
+    return float(sum(len(year_mosaic(settings, y).blocks()) for y in years if store.scenes(y))
+                 * BLOCK_CELLS ** 2 * cell_km2)
