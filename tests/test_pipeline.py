@@ -57,7 +57,7 @@ def test_ingest_registers_the_year_mosaic_and_its_cells(store, settings, territo
 
 
 def test_bad_scenes_change_nothing(store, settings, territory, tmp_path):
-    ingest_files(store, settings, [territory.scene], 2021).scene
+    ingest_files(store, settings, [territory.scene], 2021)
     before = counts(store)
     truncated = tmp_path / "truncated.tif"
     truncated.write_bytes(territory.scene.read_bytes()[:5000])
@@ -65,16 +65,16 @@ def test_bad_scenes_change_nothing(store, settings, territory, tmp_path):
     empty.write_bytes(b"")
     for bad in (truncated, empty, tmp_path / "missing.tif"):
         with pytest.raises(SceneError, match=bad.name):
-            ingest_files(store, settings, [bad], 2021).scene
+            ingest_files(store, settings, [bad], 2021)
     with pytest.raises(SceneError):
         ingest_files(store, settings, [territory.scene], 2021, bands=["B2", "B3", "B4"])
     with pytest.raises(ValueError, match="outside"):
-        ingest_files(store, settings, [territory.scene], 1999).scene
+        ingest_files(store, settings, [territory.scene], 1999)
     assert counts(store) == before
 
 
 def test_seed_labels_train_and_score(store, settings, territory):
-    ingest_files(store, settings, [territory.scene], 2021).scene
+    ingest_files(store, settings, [territory.scene], 2021)
     seeded = seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
     assert seeded.mines >= 8 and 0 < seeded.background <= seeded.mines  # as many as lie far off
     labels = store.seed_labels(2021)
@@ -99,7 +99,7 @@ def test_seed_labels_train_and_score(store, settings, territory):
 def test_seed_errors(store, settings, territory, tmp_path):
     with pytest.raises(ValueError, match="no imagery for 2021"):
         seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
-    ingest_files(store, settings, [territory.scene], 2021).scene
+    ingest_files(store, settings, [territory.scene], 2021)
     empty = tmp_path / "none.geojson"
     empty.write_text('{"type": "FeatureCollection", "features": []}')
     with pytest.raises(VectorError, match="no features"):
@@ -108,7 +108,7 @@ def test_seed_errors(store, settings, territory, tmp_path):
 
 
 def test_model_band_mismatch_is_clear(store, settings, territory, tmp_path):
-    ingest_files(store, settings, [territory.scene], 2021).scene
+    ingest_files(store, settings, [territory.scene], 2021)
     seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
     train_model(store, settings, bands=["B2", "B3", "B4", "B8"])
     three_band = write_territory(tmp_path / "rgb", size_km=4)
@@ -121,13 +121,13 @@ def test_model_band_mismatch_is_clear(store, settings, territory, tmp_path):
     with rasterio.open(rgb_path, "w", **profile) as dst:
         dst.write(data)
         dst.descriptions = ("B2", "B3", "B4")
-    ingest_files(store, settings, [rgb_path], 2020).scene
+    ingest_files(store, settings, [rgb_path], 2020)
     with pytest.raises(BandMismatchError, match="B8"):
         score_year(store, settings, load_model(store), 2020)
 
 
 def test_cycle_folds_reviews_in_and_failure_keeps_the_old_model(store, settings, territory):
-    ingest_files(store, settings, [territory.scene], 2021).scene
+    ingest_files(store, settings, [territory.scene], 2021)
     seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
     train_model(store, settings)
     score_year(store, settings, load_model(store), 2021)
@@ -166,7 +166,7 @@ def test_holdout_takes_whole_blocks_of_reviewed_labels():
 
 def test_scoring_warns_when_a_scene_is_far_from_the_training_data(store, settings, territory,
                                                                    tmp_path):
-    ingest_files(store, settings, [territory.scene], 2021).scene
+    ingest_files(store, settings, [territory.scene], 2021)
     seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
     train_model(store, settings)
     assert score_year(store, settings, load_model(store), 2021).warnings == ()
@@ -179,7 +179,7 @@ def test_scoring_warns_when_a_scene_is_far_from_the_training_data(store, setting
     with rasterio.open(hazy, "w", **profile) as dst:
         dst.write(data)
         dst.descriptions = tuple(f"B{b}" for b in range(1, 9)) + ("B8A", "B9", "B11", "B12")
-    ingest_files(store, settings, [hazy], 2020).scene
+    ingest_files(store, settings, [hazy], 2020)
     done = score_year(store, settings, load_model(store), 2020)
     assert done.scored > 0 and len(done.warnings) == 1
     assert "band B1 median" in done.warnings[0] and "2020 mosaic" in done.warnings[0]
@@ -190,7 +190,7 @@ def test_launch_cycle_runs_in_its_own_process(store, settings, territory):
 
     from pipeline.cycle import launch_cycle
 
-    ingest_files(store, settings, [territory.scene], 2021).scene
+    ingest_files(store, settings, [territory.scene], 2021)
     seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
     train_model(store, settings)
     score_year(store, settings, load_model(store), 2021)
