@@ -5,8 +5,9 @@ An installation keeps its imagery under ``DATA_DIR/imagery/<year>/``:
 - ``r<row0>_c<col0>.tif``: one tiled GeoTIFF per block of :data:`BLOCK_CELLS` x BLOCK_CELLS cells
   (``row0``, ``col0``: the block's first cell, multiples of BLOCK_CELLS), in the grid CRS at the
   grid's pixel size (EPSG:6933, 10 m: 1600 x 1600 px), aligned with the cells. Internal tiles of
-  4 x 4 cells (400 px), uint16 DN (reflectance x 10,000), nodata 0, :data:`COMPRESSION` with
-  horizontal predictor 2, pixel-interleaved, band descriptions = band names.
+  4 x 4 cells (400 px), uint16 DN (reflectance x 10,000), nodata 0, ZSTD level 1 with
+  horizontal predictor 2 (:data:`COMPRESSION`: it decodes fastest), pixel-interleaved, band
+  descriptions = band names.
 - ``mosaic.json``: the year's bands, block size, grid and bounding cell range.
 - ``mosaic.vrt``: a small VRT listing the block files by relative path, so one rasterio / GDAL
   dataset (QGIS, rio-tiler) reads the whole year.
@@ -51,10 +52,12 @@ BLOCK_CELLS = 16
 TILE_CELLS = 4
 #: The stored value of an invalid pixel (Sentinel-2's no-data value).
 NODATA = 0
-#: GeoTIFF compression of the blocks. ZSTD (level 9) with predictor 2 decodes about 1.4x faster
-#: than DEFLATE with predictor 2 at a similar size on 12-band Sentinel-2-like data
-#: (``bench/store_codec.py``); decoding is what scoring and thumbnails wait for.
+#: GeoTIFF compression of the blocks: ZSTD level 1 with horizontal predictor 2. Measured on full
+#: 12-band blocks of the benchmark scene (``bench/store.py --codecs``, CPU seconds per block):
+#: decoding 0.07 s (ZSTD 1) vs 0.09 s (ZSTD 9) vs 0.16 s (DEFLATE 6), writing 0.18 s vs 1.4 s vs
+#: 0.8 s, size within 8 % of each other. Decoding is what scoring and thumbnails wait for.
 COMPRESSION = "zstd"
+ZSTD_LEVEL = 1
 #: Sub-folder of DATA_DIR that holds the store.
 STORE_DIR = "imagery"
 #: Name of the per-year description and mosaic files.
@@ -398,7 +401,7 @@ def write_block(path: Path, grid: CellGrid, block: CellRange, data: np.ndarray,
             tmp, "w", driver="GTiff", width=width, height=height, count=count, dtype="uint16",
             crs=grid.crs, transform=grid.pixel_transform(block.row0 * cp, block.col0 * cp),
             nodata=NODATA, tiled=True, blockxsize=tile, blockysize=tile,
-            compress=COMPRESSION, predictor=2, interleave="pixel",
+            compress=COMPRESSION, zstd_level=ZSTD_LEVEL, predictor=2, interleave="pixel",
         ) as ds:
             ds.write(np.moveaxis(data, -1, 0))
             ds.descriptions = tuple(bands)
