@@ -290,11 +290,6 @@ def cells_of_year(store: Store, grid: CellGrid, year: int) -> np.ndarray:
     return np.unique(np.asarray([i for part in ids for i in part], dtype=np.int64))
 
 
-def scene_cell_range(record: dict[str, Any]) -> CellRange:
-    """The cell range of a stored scene (a year's mosaic) row."""
-    return CellRange(record["row0"], record["row1"], record["col0"], record["col1"])
-
-
 def year_mosaic(settings: Settings, year: int) -> YearMosaic:
     """The stored mosaic of ``year`` for an installation (MosaicError when there is none)."""
     return open_year(settings.data_dir, settings.grid, year)
