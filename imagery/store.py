@@ -52,10 +52,10 @@ BLOCK_CELLS = 16
 TILE_CELLS = 4
 #: The stored value of an invalid pixel (Sentinel-2's no-data value).
 NODATA = 0
-#: GeoTIFF compression of the blocks: ZSTD level 1 with horizontal predictor 2. Measured on full
+#: GeoTIFF compression of the blocks: ZSTD level 1 with horizontal predictor 2. Measured on the
 #: 12-band blocks of the benchmark scene (``bench/store.py --codecs``, CPU seconds per block):
-#: decoding 0.07 s (ZSTD 1) vs 0.09 s (ZSTD 9) vs 0.16 s (DEFLATE 6), writing 0.18 s vs 1.4 s vs
-#: 0.8 s, size within 8 % of each other. Decoding is what scoring and thumbnails wait for.
+#: decoding 0.047 s (ZSTD 1) vs 0.048 s (ZSTD 9) vs 0.096 s (DEFLATE 6), writing 0.084 s vs
+#: 0.154 s vs 0.520 s, the same size. Decoding is what scoring and thumbnails wait for.
 COMPRESSION = "zstd"
 ZSTD_LEVEL = 1
 #: Sub-folder of DATA_DIR that holds the store.
