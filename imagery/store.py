@@ -164,19 +164,24 @@ class YearMosaic:
             return list(range(len(self.bands)))
         return select_bands(self.bands, [normalise_band_name(b) for b in bands], what="caller")
 
-    def read_raw(self, pixel_row: int, pixel_col: int, height: int, width: int,
-                 bands: Sequence[str] | None = None) -> np.ndarray:
-        """uint16 (H, W, B) stored DN of a window by global grid pixel (0 = invalid), boundless."""
+    def read(self, pixel_row: int, pixel_col: int, height: int, width: int,
+             bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 (H, W, B) DN with NaN where invalid, bool (H, W) valid) of a window.
+
+        The window starts at global grid pixel (``pixel_row``, ``pixel_col``); ``bands`` selects
+        by name, in the order given (BandMismatchError for bands the year lacks). No warp: plain
+        windowed reads of the block files the window touches; outside them pixels are invalid.
+        Each block's part is converted and interleaved in one pass; validity is read from the
+        first selected band (ingest stores all bands of a pixel as 0 or none).
+        """
         if height <= 0 or width <= 0:
             raise ValueError(f"window must be positive, got {height} x {width}")
-        picks = self._picks(bands)
-        out = np.zeros((height, width, len(picks)), dtype=np.uint16)
+        indexes = [i + 1 for i in self._picks(bands)]
+        pixels = np.empty((height, width, len(indexes)), dtype=np.float32)
+        valid = np.zeros((height, width), dtype=bool)
         side = BLOCK_CELLS * self.grid.cell_px
-        indexes = [i + 1 for i in picks]
-        for br in range(pixel_row // side, (pixel_row + height - 1) // side + 1):
-            for bc in range(pixel_col // side, (pixel_col + width - 1) // side + 1):
-                if br < 0 or bc < 0:
-                    continue
+        for br in range(max(pixel_row // side, 0), (pixel_row + height - 1) // side + 1):
+            for bc in range(max(pixel_col // side, 0), (pixel_col + width - 1) // side + 1):
                 block = CellRange(br * BLOCK_CELLS, (br + 1) * BLOCK_CELLS,
                                   bc * BLOCK_CELLS, (bc + 1) * BLOCK_CELLS)
                 path = self.block_path(block)
@@ -192,19 +197,12 @@ class YearMosaic:
                 except (RasterioError, OSError) as exc:
                     raise MosaicError(f"{self.name}: block {path.name} cannot be read ({exc})") \
                         from exc
-                out[r0 - pixel_row:r1 - pixel_row, c0 - pixel_col:c1 - pixel_col] = \
-                    np.moveaxis(data, 0, -1)
-        return out
-
-    def read(self, pixel_row: int, pixel_col: int, height: int, width: int,
-             bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 (H, W, B) DN with NaN where invalid, bool (H, W) valid) of a window.
-
-        The window starts at global grid pixel (``pixel_row``, ``pixel_col``); ``bands`` selects
-        by name, in the order given (BandMismatchError for bands the year lacks). No warp: plain
-        windowed reads of the block files the window touches; outside them pixels are invalid.
-        """
-        return _to_float(self.read_raw(pixel_row, pixel_col, height, width, bands))
+                part = (slice(r0 - pixel_row, r1 - pixel_row), slice(c0 - pixel_col, c1 - pixel_col))
+                pixels[part] = data.transpose(1, 2, 0)
+                valid[part] = data[0] != NODATA
+        if not valid.all():
+            pixels[~valid] = np.nan
+        return pixels, valid
 
     def read_tile(self, cells: CellRange, margin_px: int,
                   bands: Sequence[str] | None = None) -> Tile:
@@ -304,13 +302,6 @@ class YearMosaic:
             parts.append(data[:, (data != NODATA).all(axis=0)])
         joined = np.concatenate(parts, axis=1) if parts else np.zeros((len(names), 0), np.uint16)
         return {band: joined[i].astype(np.float32) for i, band in enumerate(names)}
-
-
-def _to_float(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    valid = (raw != NODATA).all(axis=-1)
-    pixels = raw.astype(np.float32)
-    pixels[~valid] = np.nan
-    return pixels, valid
 
 
 def open_year(data_dir: Path, grid: CellGrid, year: int) -> YearMosaic:
