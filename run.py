@@ -120,7 +120,14 @@ def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
                 type=click.Path(path_type=Path, dir_okay=True))
 @click.option("--year", type=int, required=True, help="Year of the composite.")
 @click.option("--bands", default=None,
-              help="Band names in file order, e.g. B2,B3,B4 (default: band descriptions).")
+              help="Band names in file order, e.g. B2,B3,B4 (default: band descriptions or "
+                   "file names). Only for files that otherwise look like Sentinel-2: the names "
+                   "must form a Sentinel-2 band set (3 B2,B3,B4; 4 B2,B3,B4,B8; 12; 13 L1C).")
+@click.option("--offset", type=float, default=None, metavar="DN",
+              help="DN offset added to every pixel, e.g. -1000 for ESA products of processing "
+                   "baseline 04.00 or later (since January 2022) whose metadata was lost; "
+                   "not for Earth Engine's HARMONIZED collections (already removed). Default: "
+                   "what the file's metadata declares, else 0.")
 @click.option("--expect-dtype", type=click.Choice(["uint16"]), default=None,
               help="Refuse float files (the scene is declared as uint16 DN).")
 @click.option("--stack", is_flag=True,
@@ -128,10 +135,11 @@ def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
 @click.pass_obj
 @user_errors
 def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | None,
-           expect_dtype: str | None, stack: bool) -> None:
+           offset: float | None, expect_dtype: str | None, stack: bool) -> None:
     """Register scenes for YEAR. Each PATH is one scene: a multi-band GeoTIFF / COG, or a folder
     of single-band files at native 10/20/60 m (use --stack to list such files instead).
-    Nothing is stored for a bad file."""
+    A file that cannot be a Sentinel-2 composite is refused with one line naming the problem,
+    before it is read whole; nothing is stored for a bad file."""
     from analysis.territory import refresh_territory_cells
     from pipeline.ingest import ingest_scene
 
@@ -140,7 +148,7 @@ def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | 
     with open_store(settings) as store:
         for scene_paths in tqdm(scenes, desc="Ingesting", unit="scene", disable=len(scenes) < 2):
             record = ingest_scene(store, settings.grid, scene_paths, year, bands=band_list,
-                                  expect_dtype=expect_dtype)
+                                  expect_dtype=expect_dtype, offset=offset)
             cells = (record["row1"] - record["row0"]) * (record["col1"] - record["col0"])
             tqdm.write(f"{record['name']}: {year}, bands {','.join(record['bands'])}, "
                        f"{cells} cells")

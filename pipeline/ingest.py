@@ -36,14 +36,16 @@ def ingest_scene(
     *,
     bands: Sequence[str] | None = None,
     expect_dtype: str | None = None,
+    offset: float | None = None,
 ) -> dict[str, Any]:
     """Validate a scene, then register it and the grid cells it covers in one transaction.
 
     Everything that can fail (reading, band checks, stretch) happens before the database is
-    touched, so a bad file changes nothing. Returns the stored scene row.
+    touched, so a bad file changes nothing. ``offset`` is the DN offset (see
+    :func:`imagery.scene.open_scene`). Returns the stored scene row.
     """
     year = check_year(year)
-    scene = open_scene(paths, bands=bands, expect_dtype=expect_dtype)
+    scene = open_scene(paths, bands=bands, expect_dtype=expect_dtype, offset=offset)
     cells = scene_cells(scene, grid)
     if cells.n_cells == 0:
         raise ValueError(f"{scene.name}: covers no cell of the grid")

@@ -115,3 +115,27 @@ def test_earth_engine_without_an_account_is_one_line(tmp_path):
     result = runner.invoke(cli, ["ee-export", "--region", str(region), "--year", "2021"])
     assert result.exit_code == 1 and "Earth Engine is not available" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_non_sentinel2_file_is_refused_in_one_line_and_changes_nothing(runner, tmp_path):
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    territory = write_territory(tmp_path / "data", size_km=3, n_mines=1)
+    data = tmp_path / "instance"
+    assert invoke(runner, data, "ingest", territory.scene, "--year", 2021).exit_code == 0
+    with Store(data / "minewatch.db") as store:
+        before = (store.scenes(), store.count_cells())
+    hillshade = tmp_path / "hillshade.tif"
+    with rasterio.open(hillshade, "w", driver="GTiff", width=200, height=200, count=1,
+                       dtype="uint8", crs="EPSG:32735",
+                       transform=Affine(10.0, 0, 540_000, 0, -10.0, 6_700_000)) as ds:
+        ds.write(np.full((1, 200, 200), 180, np.uint8))
+    result = invoke(runner, data, "ingest", hillshade, "--year", 2022, "--bands", "B4")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("Error: hillshade.tif: uint8 data")
+    assert "--bands cannot change this" in result.output and str(tmp_path) not in result.output
+    with Store(data / "minewatch.db") as store:
+        assert (store.scenes(), store.count_cells()) == before
+    assert "--offset DN" in runner.invoke(cli, ["ingest", "--help"]).output
