@@ -305,9 +305,10 @@ def open_scene(
 
     A file without a nodata tag gets 0 as nodata (0 is no data in Sentinel-2; ``notes`` says
     so). Float data is reflectance 0-1.5 (``dn_scale`` 10,000) unless its sampled maximum is
-    above 1.5 (DN). ``offset`` (DN, e.g. -1000 for ESA products of processing baseline 04.00 or
-    later) overrides nothing: it must agree with the offset the files' metadata declares, if any,
-    and becomes ``dn_offset``. ``expect_dtype`` (e.g. ``"uint16"``) refuses other dtypes.
+    above 1.5 (DN). ``dn_offset`` is ``offset`` (DN, e.g. -1000 for ESA products of processing
+    baseline 04.00 or later whose metadata was lost) or else the offset the files' metadata
+    declares (:func:`imagery.validate.metadata_dn_offset`), else 0; an ``offset`` that contradicts
+    the metadata is refused. ``expect_dtype`` (e.g. ``"uint16"``) refuses other dtypes.
     """
     files, name = _list_paths(paths)
     multi_file = len(files) > 1

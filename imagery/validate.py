@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ import rasterio
 from pyproj import CRS, Geod, Transformer
 from pyproj.exceptions import CRSError, ProjError
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
@@ -71,6 +72,9 @@ KNOWN_BAND_SETS: dict[str, frozenset[str]] = {
 }
 
 _GEOD = Geod(ellps="WGS84")
+_QUIET_LOCK = threading.Lock()
+_quiet_depth = 0
+_quiet_saved: tuple[int, list] | None = None
 _GENERIC_ERROR = re.compile(r"previous exception|Chunk and warp failed|^Read failed", re.I)
 _OFFSET_KEY = re.compile(r"^(BOA_ADD_OFFSET|RADIO_ADD_OFFSET)", re.I)
 
@@ -95,17 +99,27 @@ def quiet_gdal() -> Iterator[None]:
     """Keep rasterio / GDAL warnings (NotGeoreferencedWarning, CPLE_* log lines) off the screen.
 
     Problems that matter are raised as SceneError by the caller; the library's own text, which
-    carries full file-system paths, is dropped.
+    carries full file-system paths, is dropped. Safe to nest and to use from several threads: the
+    first entry silences, the last exit restores the ``rasterio`` logger and warning filters.
     """
-    logger = logging.getLogger("rasterio")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
+    global _quiet_depth, _quiet_saved
+    with _QUIET_LOCK:
+        if _quiet_depth == 0:
+            logger = logging.getLogger("rasterio")
+            _quiet_saved = (logger.level, list(warnings.filters))
+            logger.setLevel(logging.CRITICAL + 1)
+            warnings.filterwarnings("ignore", module=r"rasterio")
+            warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+        _quiet_depth += 1
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
-        logger.setLevel(level)
+        with _QUIET_LOCK:
+            _quiet_depth -= 1
+            if _quiet_depth == 0 and _quiet_saved is not None:
+                logging.getLogger("rasterio").setLevel(_quiet_saved[0])
+                warnings.filters[:] = _quiet_saved[1]
+                _quiet_saved = None
 
 
 def library_message(exc: BaseException, path: Path) -> str:

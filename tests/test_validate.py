@@ -7,6 +7,7 @@ checks the one-line SceneError that names the file and the problem.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 import zipfile
@@ -19,6 +20,7 @@ import rasterio
 import rasterio.shutil
 import shapely
 from affine import Affine
+from rasterio.rpc import RPC
 
 import imagery.validate as validate_module
 from imagery.bands import SEED_BANDS
@@ -127,6 +129,20 @@ def test_vrt_georeferenced_by_gcps_only(make_geotiff, rng, tmp_path):
   </VRTRasterBand>
 </VRTDataset>""")
     refused(vrt, r"^gcps\.vrt: georeferenced by 3 ground control points only; warp it")
+
+
+@pytest.mark.filterwarnings("ignore:The given matrix:rasterio.errors.NotGeoreferencedWarning")
+def test_georeferenced_by_rpcs_only(make_geotiff, rng):
+    path = make_geotiff("rpc.tif", dn(rng), crs=None, transform=Affine.identity(),
+                        descriptions=RGB)
+    coefficients = [0.0] * 20
+    with rasterio.open(path, "r+") as ds:
+        ds.rpcs = RPC(height_off=1000, height_scale=500, lat_off=-29.8, lat_scale=0.01,
+                      line_den_coeff=[1.0] + coefficients[1:], line_num_coeff=coefficients,
+                      line_off=50, line_scale=50, long_off=25.4, long_scale=0.01,
+                      samp_den_coeff=[1.0] + coefficients[1:], samp_num_coeff=coefficients,
+                      samp_off=50, samp_scale=50)
+    refused(path, r"^rpc\.tif: georeferenced by RPCs only; orthorectify it first")
 
 
 def test_rotated_transform(make_geotiff, rng):
@@ -427,12 +443,24 @@ def test_no_library_warning_or_path_reaches_the_screen(make_geotiff, rng, tmp_pa
     assert all(folder not in message for message in messages)
 
 
-def test_quiet_gdal_restores_the_logger():
+def test_quiet_gdal_nests_across_threads_and_restores():
     logger = logging.getLogger("rasterio")
-    before = logger.level
-    with quiet_gdal():
-        assert logger.level > logging.CRITICAL
-    assert logger.level == before
+    before, filters = logger.level, list(warnings.filters)
+    barrier = threading.Barrier(4)
+
+    def work() -> None:
+        with quiet_gdal():
+            barrier.wait()
+            with quiet_gdal():
+                assert logger.level > logging.CRITICAL
+            barrier.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert logger.level == before and warnings.filters == filters
 
 
 # the real data in ../shared/data: accepted --------------------------------------------------------
