@@ -120,12 +120,16 @@ def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
                 type=click.Path(path_type=Path, dir_okay=True))
 @click.option("--year", type=int, required=True, help="Year of the composite.")
 @click.option("--bands", default=None,
-              help="Band names in file order, e.g. B2,B3,B4 (default: band descriptions).")
+              help="Band names in file order, e.g. B2,B3,B4 (default: band descriptions or "
+                   "file names). Only for files that otherwise look like Sentinel-2: the names "
+                   "must form a Sentinel-2 band set (3 B2,B3,B4; 4 B2,B3,B4,B8; 12; 13 L1C).")
+@click.option("--offset", type=float, default=None, metavar="DN",
+              help="DN offset added to every pixel, e.g. -1000 for ESA products of processing "
+                   "baseline 04.00 or later (since January 2022) whose metadata was lost; "
+                   "not for Earth Engine's HARMONIZED collections (already removed). Default: "
+                   "what the file's metadata declares, else 0.")
 @click.option("--expect-dtype", type=click.Choice(["uint16"]), default=None,
               help="Refuse float files (the scene is declared as uint16 DN).")
-@click.option("--offset", type=click.FloatRange(0, 9999), default=None,
-              help="DN to subtract from every value (1000 for ESA products of processing "
-                   "baseline 04.00 and later, 2022 on; default 0).")
 @click.option("--stack", is_flag=True,
               help="PATHS are the single-band files of ONE scene (e.g. B02.tif B03.tif ...).")
 @click.pass_obj
@@ -138,7 +142,9 @@ def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | 
     native 10/20/60 m (use --stack to list such files instead). Files in any CRS, adjacent or
     overlapping, join one mosaic; where they overlap, pixels already stored are kept. Running it
     again with more files adds them (only the blocks they touch are rebuilt); rerunning a call
-    that was interrupted resumes it. Nothing is stored unless every file reads whole."""
+    that was interrupted resumes it. A file that cannot be a Sentinel-2 composite is refused with
+    one line naming the problem, before it is read whole; nothing is stored unless every file
+    reads whole."""
     from analysis.territory import refresh_territory_cells
     from pipeline.ingest import ingest_files
 
@@ -149,6 +155,8 @@ def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | 
                               expect_dtype=expect_dtype, progress=on_block)
     record = result.scene
     cells = (record["row1"] - record["row0"]) * (record["col1"] - record["col0"])
+    for note in result.notes:
+        click.echo(f"Note: {note}")
     click.echo(f"{year}: {result.files} file(s) warped into {result.blocks} block(s), "
                f"{result.new_cells} cells with data; mosaic bands {','.join(record['bands'])}, "
                f"{cells} cells in its bounding range")

@@ -31,6 +31,11 @@ _BAND_PATTERN = re.compile(
     r"(?<![A-Za-z0-9])B(?:AND)?[_ ]?0?(1[0-2]|[1-9]|8A)(?![0-9A-Za-z])", re.I
 )
 
+#: A band exactly as Sentinel-2 products and Earth Engine name it: B01 / B1 .. B12, B8A.
+_STRICT_BAND = re.compile(r"B(0?[1-9]|1[0-2]|8A)", re.I)
+#: A resolution suffix after the band in L2A product file names (``..._B02_10m.jp2``).
+_RESOLUTION_TOKEN = re.compile(r"\d{2}m")
+
 
 class BandMismatchError(ValueError):
     """A scene lacks bands that a model (or a view) needs."""
@@ -45,6 +50,31 @@ def normalise_band_name(name: str) -> str:
     if match is None:
         raise ValueError(f"{name!r} is not a Sentinel-2 band name (expected B1..B12 or B8A)")
     return "B" + match.group(1).upper()
+
+
+def strict_band_name(text: str | None) -> str | None:
+    """The canonical band ``text`` names when it is exactly a Sentinel-2 band name, else None.
+
+    ``'B02'``, ``'b8a'`` and ``'B12'`` are bands; ``'band1'``, ``'Band 2'`` or ``'B2 blue'`` are
+    not (a generic "band 1" is not Sentinel-2's B1).
+    """
+    if not text:
+        return None
+    match = _STRICT_BAND.fullmatch(text.strip())
+    return None if match is None else "B" + match.group(1).upper().lstrip("0")
+
+
+def band_from_filename(stem: str) -> str | None:
+    """The band a Sentinel-2 product file name ends with, or None.
+
+    The last ``_``-separated token of ``stem`` (after an optional ``10m`` / ``20m`` / ``60m``
+    resolution token) must be exactly a band: ``T35JNK_20220101T080000_B02``, ``s2_B8A``,
+    ``..._B11_20m``, ``B03``; ``landsat_band1`` or ``dem_b1x`` name no band.
+    """
+    tokens = stem.replace("-", "_").replace(".", "_").split("_")
+    if len(tokens) > 1 and _RESOLUTION_TOKEN.fullmatch(tokens[-1]):
+        tokens.pop()
+    return strict_band_name(tokens[-1])
 
 
 def parse_band_list(names: str | Iterable[str]) -> tuple[str, ...]:

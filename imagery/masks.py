@@ -16,7 +16,7 @@ from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform_bounds
 
 from imagery.grid import CellGrid
-from imagery.scene import SceneError
+from imagery.validate import SceneError, library_message, quiet_gdal
 
 
 def mask_cell_fractions(
@@ -31,7 +31,7 @@ def mask_cell_fractions(
     if not path.exists():
         raise SceneError(f"{path.name}: no such file")
     try:
-        with rasterio.open(path) as ds:
+        with quiet_gdal(), rasterio.open(path) as ds:
             if ds.crs is None:
                 raise SceneError(f"{path.name}: the mask has no CRS")
             bounds = transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21)
@@ -43,7 +43,8 @@ def mask_cell_fractions(
                           cells.row0 * cp, cells.col0 * cp),
                       dst_crs=grid.crs, dst_nodata=255, resampling=Resampling.nearest)
     except RasterioError as error:
-        raise SceneError(f"{path.name}: not a readable mask raster ({error})") from error
+        raise SceneError(f"{path.name}: not a readable mask raster "
+                         f"({library_message(error, path)})") from error
     blocks = warped.reshape(cells.n_rows, cp, cells.n_cols, cp).swapaxes(1, 2).reshape(
         cells.n_rows, cells.n_cols, cp * cp)
     valid = blocks != 255

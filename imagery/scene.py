@@ -1,11 +1,11 @@
 """Sentinel-2 scenes: open them, check them, and read their pixels warped onto the cell grid.
 
 A scene is one multi-band GeoTIFF / COG, or a set of single-band files (one per band, at native
-10 / 20 / 60 m, as Sentinel-2 products deliver them). :func:`open_scene` reads only metadata (plus
-at most one small decimated read for float data) and returns a frozen :class:`Scene`; every reader
-below opens the files only for the duration of one call. Ingest (``pipeline.ingest``) warps a
-scene once, block by block, into the imagery store (``imagery.store``); everything else reads the
-store.
+10 / 20 / 60 m, as Sentinel-2 products deliver them). :func:`open_scene` checks that it can be a
+Sentinel-2 composite (:mod:`imagery.validate`: metadata and a small pixel sample, never a full
+read) and returns a frozen :class:`Scene`; every reader below opens the files only for the
+duration of one call. Ingest (``pipeline.ingest``) warps a scene once, block by block, into the
+imagery store (``imagery.store``); everything else reads the store.
 
 Pixels always come out channels-last, as float32 digital numbers (DN = reflectance x 10,000),
 warped onto the fixed grid (:class:`imagery.grid.CellGrid`, 10 m pixels) with bilinear resampling.
@@ -31,23 +31,32 @@ from imagery.bands import (
     DROPPED_BANDS,
     L1C_BANDS,
     SEED_BANDS,
+    band_from_filename,
     normalise_band_name,
     select_bands,
+    strict_band_name,
 )
 from imagery.grid import CellGrid, CellRange
+from imagery.validate import (
+    BANDS_HINT,
+    BandSample,
+    SceneError,
+    check_band_set,
+    check_header,
+    check_path,
+    check_samples,
+    library_message,
+    metadata_dn_offset,
+    quiet_gdal,
+    resolve_offset,
+    sample_bands,
+    unnamed_bands_error,
+)
 
 #: File suffixes taken from a directory given to :func:`open_scene`.
 RASTER_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".jp2")
 #: GeoTIFF tag that marks a synthetic (demo) scene, and its value.
 SYNTHETIC_TAG = "MINEWATCH_SYNTHETIC"
-#: Float data whose (decimated) maximum exceeds this is taken as DN, not reflectance 0-1.
-FLOAT_DN_THRESHOLD = 1.5
-#: Longest side of the decimated read used to tell reflectance floats from DN floats.
-_PROBE_PX = 256
-
-
-class SceneError(ValueError):
-    """A scene file is missing, unreadable or inconsistent; the message names file and problem."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +64,12 @@ class Scene:
     """What MineWatch knows about a scene after :func:`open_scene` (metadata only, no pixels).
 
     ``bands[i]`` comes from band ``band_sources[i] = (path_index, band_index_1_based)``;
-    ``nodata[path_index]`` is that file's nodata value (None when unset); stored values times
-    ``dn_scale`` are DN (reflectance x 10,000). ``bounds`` are (minx, miny, maxx, maxy) in ``crs``
-    (the union over all files).
+    ``nodata[path_index]`` is that file's nodata value (0 when the file has no nodata tag; None
+    only in scenes built by hand); stored values times ``dn_scale``, plus ``dn_offset``, are DN
+    (reflectance x 10,000). ``dn_offset`` is the processing-baseline offset (-1000 for ESA
+    products of baseline 04.00 or later, 0 for Earth Engine's harmonized collections). ``bounds``
+    are (minx, miny, maxx, maxy) in ``crs`` (the union over all files). ``notes`` are one-line
+    remarks for the user (e.g. that 0 was taken as nodata).
     """
 
     paths: tuple[Path, ...]
@@ -69,6 +81,8 @@ class Scene:
     nodata: tuple[float | None, ...]
     synthetic: bool
     name: str
+    dn_offset: float = 0.0
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.bands) != len(self.band_sources):
@@ -123,6 +137,7 @@ def _list_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple
 
 
 def _check_file(path: Path) -> None:
+    check_path(path)
     if not path.exists():
         raise SceneError(f"{path.name}: file not found ({path})")
     if not path.is_file():
@@ -132,12 +147,14 @@ def _check_file(path: Path) -> None:
 
 
 def _open(path: Path) -> rasterio.io.DatasetReader:
-    """Open a raster, turning every rasterio failure into a SceneError naming the file."""
+    """Open a raster quietly, turning every rasterio failure into a SceneError naming the file."""
     _check_file(path)
     try:
-        return rasterio.open(path)
+        with quiet_gdal():
+            return rasterio.open(path)
     except (RasterioError, OSError) as exc:
-        raise SceneError(f"{path.name}: not a readable GeoTIFF ({exc})") from exc
+        raise SceneError(f"{path.name}: not a raster GDAL can read "
+                         f"({library_message(exc, path)})") from exc
 
 
 def _check_not_truncated(ds: rasterio.io.DatasetReader, path: Path) -> None:
@@ -158,44 +175,107 @@ def _check_not_truncated(ds: rasterio.io.DatasetReader, path: Path) -> None:
                 )
 
 
-def _band_from_filename(path: Path) -> str | None:
-    """The band named in a file name (``s2_B8A.jp2``, ``..._B02.tif``), or None."""
-    tokens = path.stem.replace("-", "_").replace(".", "_").split("_")
-    for token in reversed(tokens):
-        try:
-            return normalise_band_name(token)
-        except ValueError:
-            continue
-    return None
-
-
 def _names_from_descriptions(descriptions: Sequence[str | None]) -> tuple[str, ...] | None:
-    """Canonical names from band descriptions, or None when any is missing or unparseable."""
-    names = []
-    for description in descriptions:
-        if not description:
-            return None
+    """Band names from descriptions that are all exactly Sentinel-2 band names, else None."""
+    names = tuple(strict_band_name(d) for d in descriptions)
+    return None if any(n is None for n in names) else names
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What one file's header says, after :func:`imagery.validate.check_header` accepted it."""
+
+    path: Path
+    crs: rasterio.crs.CRS
+    bounds: tuple[float, float, float, float]
+    dtype: str
+    count: int
+    nodata: float
+    nodata_tagged: bool
+    names: tuple[str, ...] | None
+    synthetic: bool
+
+
+def _read_header(path: Path, multi_file: bool, expect_dtype: str | None) -> _Header:
+    """Open one file, run the header checks and read its band names (no pixels)."""
+    with _open(path) as ds:
+        _check_not_truncated(ds, path)
+        check_header(ds, path)
+        if multi_file and ds.count != 1:
+            raise SceneError(
+                f"{path.name}: has {ds.count} bands; a list of files needs one band per file"
+            )
+        dtype = ds.dtypes[0]
+        if expect_dtype is not None and dtype != np.dtype(expect_dtype).name:
+            kind = "float data" if np.issubdtype(np.dtype(dtype), np.floating) else "data"
+            raise SceneError(f"{path.name}: {kind} where {expect_dtype} is declared ({dtype})")
+        names = _names_from_descriptions(ds.descriptions)
+        if names is None and ds.count == 1 and band_from_filename(path.stem):
+            names = (band_from_filename(path.stem),)
+        return _Header(
+            path=path, crs=ds.crs, bounds=tuple(ds.bounds), dtype=dtype, count=ds.count,
+            nodata=0.0 if ds.nodata is None else float(ds.nodata),
+            nodata_tagged=ds.nodata is not None, names=names,
+            synthetic=ds.tags().get(SYNTHETIC_TAG, "").lower() == "yes",
+        )
+
+
+def _check_crs_match(headers: Sequence[_Header]) -> None:
+    first = headers[0]
+    for header in headers[1:]:
+        if header.crs != first.crs:
+            raise SceneError(
+                f"{header.path.name}: CRS {header.crs.to_string()} differs from "
+                f"{first.path.name}'s CRS {first.crs.to_string()}; all band files of a scene "
+                "must share one CRS"
+            )
+
+
+def _band_names(headers: Sequence[_Header], name: str,
+                bands: Sequence[str] | None) -> list[str]:
+    """Band names in file order: ``bands`` when given, else descriptions, file names or count."""
+    count = sum(h.count for h in headers)
+    if bands is not None:
         try:
-            names.append(normalise_band_name(description))
-        except ValueError:
-            return None
-    return tuple(names)
+            given = [normalise_band_name(str(b)) for b in bands]
+        except ValueError as exc:
+            raise SceneError(f"{name}: --bands: {exc}") from exc
+        if len(given) != count:
+            raise SceneError(f"{name}: the --bands option names {len(given)} bands but the "
+                             f"scene has {count}")
+        return given
+    if len(headers) == 1 and headers[0].names is None:
+        if count == len(SEED_BANDS):
+            return list(SEED_BANDS)
+        if count == len(L1C_BANDS):
+            return list(L1C_BANDS)
+        raise unnamed_bands_error(headers[0].path.name, count)
+    unnamed = [h.path.name for h in headers if h.names is None]
+    if unnamed:
+        raise SceneError(
+            f"{', '.join(unnamed)}: no Sentinel-2 band name in the file name (..._B02.tif, "
+            f"..._B8A.jp2) or band description; name the files' bands in order with `{BANDS_HINT}`"
+        )
+    return [n for h in headers for n in (h.names or ())]
 
 
-def _probe_dn_scale(ds: rasterio.io.DatasetReader, path: Path) -> float:
-    """1.0 when float data holds DN (max > 1.5), 10,000 when it holds reflectance 0-1."""
-    factor = max(ds.width, ds.height) / _PROBE_PX
-    shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor))) \
-        if factor > 1 else (ds.height, ds.width)
-    try:
-        sample = ds.read(1, out_shape=shape, masked=True, resampling=Resampling.nearest)
-    except (RasterioError, OSError) as exc:
-        raise SceneError(f"{path.name}: pixels cannot be read ({exc})") from exc
-    values = np.asarray(sample.filled(np.nan), dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if values.size and float(values.max()) > FLOAT_DN_THRESHOLD:
-        return 1.0
-    return 10000.0
+def _sample_scene(headers: Sequence[_Header], names: Sequence[str], name: str,
+                  offset: float | None) -> tuple[float, float]:
+    """Sample every file's pixels; return (dn_scale, dn_offset) after the pixel checks."""
+    samples: list[BandSample] = []
+    declared: list[tuple[float, str]] = []
+    for header in headers:
+        with _open(header.path) as ds:
+            samples.extend(sample_bands(ds, header.path, header.nodata))
+    is_float = np.issubdtype(np.dtype(headers[0].dtype), np.floating)
+    label = headers[0].path.name if len(headers) == 1 else name
+    dn_scale = check_samples(samples, names, label, is_float=is_float)
+    for header in headers:
+        with _open(header.path) as ds:
+            found = metadata_dn_offset(ds, header.path, dn_scale)
+        if found is not None:
+            declared.append(found)
+    return dn_scale, resolve_offset(declared, offset, label)
 
 
 def open_scene(
@@ -203,132 +283,67 @@ def open_scene(
     *,
     bands: Sequence[str] | None = None,
     expect_dtype: str | None = None,
+    offset: float | None = None,
 ) -> Scene:
     """Open a scene: one multi-band GeoTIFF / COG, a list of single-band files, or a directory.
 
+    Every file is first checked as a Sentinel-2 composite by :mod:`imagery.validate` (header,
+    then a small pixel sample: never a full read), so a refused file raises SceneError before
+    anything is stored; the one-line message names the file and the problem.
+
     Band names come from ``bands`` when given (its length must equal the number of bands in the
-    files, counted before B10 is dropped), else from the band descriptions (multi-band file) or
-    the file names / descriptions (single-band files: ``s2_B8A.jp2``, ``T35JNK_..._B02.tif``).
-    An undescribed 12-band file is read as :data:`SEED_BANDS`, a 13-band one as
-    :data:`L1C_BANDS`. B10 is always dropped. Single-band files are ordered as in SEED_BANDS; the
-    bands of one multi-band file keep their file order. A directory means every .tif / .tiff /
-    .jp2 file in it (one band each).
+    files, counted before B10 is dropped), else from band descriptions that are exactly
+    Sentinel-2 names (``B02``, ``B8A``) or, for single-band files, Sentinel-2 product file names
+    (``s2_B8A.jp2``, ``T35JNK_..._B02.tif``; ``band1.tif`` names no band). An undescribed
+    12-band file is read as :data:`SEED_BANDS`, a 13-band one as :data:`L1C_BANDS`. The names
+    must form a Sentinel-2 band set (:data:`imagery.validate.KNOWN_BAND_SETS`), whatever their
+    source. B10 is always dropped. Single-band files are ordered as in L1C_BANDS; the bands of
+    one multi-band file keep their file order. A directory means every .tif / .tiff / .jp2 file
+    in it (one band each).
 
-    Float data is probed with one small decimated read: values above 1.5 are DN (``dn_scale``
-    1), otherwise reflectance 0-1 (``dn_scale`` 10,000). ``expect_dtype`` (e.g. ``"uint16"``)
-    declares the dtype the caller expects; a file of another dtype is an error.
-
-    Raises SceneError (naming the file and the problem) for a missing, empty, truncated or
-    unreadable file, a file without CRS, files in different CRSs, a band count that does not
-    match ``bands``, unknown or repeated bands, and data of an undeclared dtype.
+    A file without a nodata tag gets 0 as nodata (0 is no data in Sentinel-2; ``notes`` says
+    so). Float data is reflectance 0-1.5 (``dn_scale`` 10,000) unless its sampled maximum is
+    above 1.5 (DN). ``dn_offset`` is ``offset`` (DN, e.g. -1000 for ESA products of processing
+    baseline 04.00 or later whose metadata was lost) or else the offset the files' metadata
+    declares (:func:`imagery.validate.metadata_dn_offset`), else 0; an ``offset`` that contradicts
+    the metadata is refused. ``expect_dtype`` (e.g. ``"uint16"``) refuses other dtypes.
     """
     files, name = _list_paths(paths)
-    names: list[str] = []
-    sources: list[tuple[int, int]] = []
-    nodata: list[float | None] = []
-    crs_text: str | None = None
-    bounds: list[tuple[float, float, float, float]] = []
-    dtypes: list[str] = []
-    synthetic = False
-    float_probe: tuple[int, Path] | None = None
     multi_file = len(files) > 1
-
-    for index, path in enumerate(files):
-        with _open(path) as ds:
-            _check_not_truncated(ds, path)
-            if ds.crs is None:
-                raise SceneError(f"{path.name}: raster has no CRS (georeferencing is required)")
-            text = ds.crs.to_string()
-            if crs_text is None:
-                crs_text, first_crs, first_name = text, ds.crs, path.name
-            elif ds.crs != first_crs:
-                raise SceneError(
-                    f"{path.name}: CRS {text} differs from {first_name}'s CRS {crs_text}; "
-                    "all band files of a scene must share one CRS"
-                )
-            if multi_file and ds.count != 1:
-                raise SceneError(
-                    f"{path.name}: has {ds.count} bands; a list of files needs one band per file"
-                )
-            dtype = ds.dtypes[0]
-            if expect_dtype is not None and dtype != np.dtype(expect_dtype).name:
-                if np.issubdtype(np.dtype(dtype), np.floating):
-                    raise SceneError(
-                        f"{path.name}: float data where {expect_dtype} is declared ({dtype})"
-                    )
-                raise SceneError(f"{path.name}: {dtype} data where {expect_dtype} is declared")
-            dtypes.append(dtype)
-            if np.issubdtype(np.dtype(dtype), np.floating) and float_probe is None:
-                float_probe = (index, path)
-            synthetic = synthetic or ds.tags().get(SYNTHETIC_TAG, "").lower() == "yes"
-            nodata.append(None if ds.nodata is None else float(ds.nodata))
-            bounds.append(tuple(ds.bounds))
-            if multi_file:
-                found = _band_from_filename(path) or _names_from_descriptions(ds.descriptions)
-                names.extend([found] if isinstance(found, str) else (found or ["?"]))
-            else:
-                found = _names_from_descriptions(ds.descriptions)
-                if found is None and ds.count == 1 and _band_from_filename(path):
-                    found = (_band_from_filename(path),)
-                if found is None and bands is None:
-                    if ds.count == len(SEED_BANDS):
-                        found = SEED_BANDS
-                    elif ds.count == len(L1C_BANDS):
-                        found = L1C_BANDS
-                    else:
-                        raise SceneError(
-                            f"{path.name}: {ds.count} bands without band descriptions; pass "
-                            "bands=(...) to name them"
-                        )
-                names.extend(found or ["?"] * ds.count)
-            sources.extend((index, b) for b in range(1, ds.count + 1))
-
-    if bands is not None:
-        try:
-            given = [normalise_band_name(str(b)) for b in bands]
-        except ValueError as exc:
-            raise SceneError(f"{name}: bands option: {exc}") from exc
-        if len(given) != len(sources):
-            raise SceneError(
-                f"{name}: the bands option names {len(given)} bands but the scene has "
-                f"{len(sources)}"
-            )
-        names = given
-    unknown = [files[sources[i][0]].name for i, n in enumerate(names) if n == "?"]
-    if unknown:
-        raise SceneError(
-            f"{', '.join(unknown)}: band name not found in file name or description; "
-            "pass bands=(...)"
-        )
+    headers = [_read_header(path, multi_file, expect_dtype) for path in files]
+    _check_crs_match(headers)
+    dtypes = sorted({h.dtype for h in headers})
+    if len({np.issubdtype(np.dtype(d), np.floating) for d in dtypes}) > 1:
+        raise SceneError(f"{name}: mixes float and integer band files ({', '.join(dtypes)})")
+    names = _band_names(headers, name, bands)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SceneError(f"{name}: band {', '.join(duplicates)} appears more than once")
+    check_band_set(names, name, given=bands is not None)
+    dn_scale, dn_offset = _sample_scene(headers, names, name, offset)
 
-    kinds = {np.issubdtype(np.dtype(d), np.floating) for d in dtypes}
-    if len(kinds) > 1:
-        raise SceneError(f"{name}: mixes float and integer band files ({', '.join(dtypes)})")
-    dn_scale = 1.0
-    if float_probe is not None:
-        with _open(float_probe[1]) as ds:
-            dn_scale = _probe_dn_scale(ds, float_probe[1])
-
+    sources = [(index, b) for index, h in enumerate(headers) for b in range(1, h.count + 1)]
     pairs = [(n, s) for n, s in zip(names, sources, strict=True) if n not in DROPPED_BANDS]
     if multi_file:
-        pairs.sort(key=lambda p: L1C_BANDS.index(p[0]) if p[0] in L1C_BANDS else len(L1C_BANDS))
-    if not pairs:
-        raise SceneError(f"{name}: no usable bands (only {', '.join(names)})")
+        pairs.sort(key=lambda p: L1C_BANDS.index(p[0]))
+    untagged = [h.path.name for h in headers if not h.nodata_tagged]
+    notes = (f"{', '.join(untagged)}: no nodata tag; 0 is taken as no data (Sentinel-2's "
+             "no-data value)",) if untagged else ()
+    bounds = [h.bounds for h in headers]
     union = (min(b[0] for b in bounds), min(b[1] for b in bounds),
              max(b[2] for b in bounds), max(b[3] for b in bounds))
     return Scene(
         paths=tuple(files),
         bands=tuple(p[0] for p in pairs),
         band_sources=tuple(p[1] for p in pairs),
-        crs=str(crs_text),
+        crs=headers[0].crs.to_string(),
         bounds=union,
         dn_scale=dn_scale,
-        nodata=tuple(nodata),
-        synthetic=synthetic,
+        nodata=tuple(h.nodata for h in headers),
+        synthetic=any(h.synthetic for h in headers),
         name=name,
+        dn_offset=dn_offset,
+        notes=notes,
     )
 
 
@@ -366,13 +381,15 @@ def read_pixels(
     ``height`` x ``width`` grid pixels (``grid.pixel_size_m``). Every band, whatever its native
     resolution (10, 20 or 60 m), is warped with **bilinear** resampling (smooth upsampling of the
     coarse bands; no blocky 60 m squares). ``pixels`` is float32 (height, width, B) in DN (stored
-    values x ``scene.dn_scale``), B = ``bands`` (a subset, by name, in the order given) or all the
+    values x ``scene.dn_scale`` + ``scene.dn_offset``, at least 1 when an offset applies, so a
+    valid pixel never becomes 0), B = ``bands`` (a subset, by name, in the order given) or all the
     scene's bands; ``valid`` is bool (height, width), True where every selected band is finite.
     Pixels outside the scene or on nodata are NaN / invalid.
 
     Files are opened for this call only; one warp per source file (all its selected bands at once).
     Memory is bounded by the window. Raises BandMismatchError for bands the scene lacks and
-    SceneError when a file cannot be read.
+    SceneError (naming the file, without its directory) when a file cannot be read or a block
+    cannot be decoded (a corrupt or truncated file); GDAL's warnings stay off the screen.
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"window must be positive, got {height} x {width}")
@@ -391,24 +408,34 @@ def read_pixels(
             dest = out[out_idx[0]] if len(items) == 1 else np.full(
                 (len(items), height, width), np.nan, dtype=np.float32)
             try:
-                reproject(
-                    source=rasterio.band(ds, bidx[0] if len(items) == 1 else bidx),
-                    destination=dest,
-                    src_transform=ds.transform,
-                    src_crs=ds.crs,
-                    src_nodata=scene.nodata[path_index],
-                    dst_transform=dst_transform,
-                    dst_crs=grid.crs,
-                    dst_nodata=np.nan,
-                    resampling=Resampling.bilinear,
-                )
+                with quiet_gdal():
+                    reproject(
+                        source=rasterio.band(ds, bidx[0] if len(items) == 1 else bidx),
+                        destination=dest,
+                        src_transform=ds.transform,
+                        src_crs=ds.crs,
+                        src_nodata=scene.nodata[path_index],
+                        dst_transform=dst_transform,
+                        dst_crs=grid.crs,
+                        dst_nodata=np.nan,
+                        resampling=Resampling.bilinear,
+                    )
             except (RasterioError, OSError) as exc:
-                raise SceneError(f"{path.name}: pixels cannot be read ({exc})") from exc
+                raise SceneError(f"{path.name}: pixels cannot be decoded "
+                                 f"({library_message(exc, path)})") from exc
             if len(items) > 1:
                 out[out_idx] = dest
-    if scene.dn_scale != 1.0:
-        out *= np.float32(scene.dn_scale)
+    _to_dn(out, scene)
     pixels = np.ascontiguousarray(np.moveaxis(out, 0, -1))
     del out
     valid = np.isfinite(pixels).all(axis=-1)
     return pixels, valid
+
+
+def _to_dn(values: np.ndarray, scene: Scene) -> None:
+    """Turn stored values into DN in place: x ``dn_scale``, + ``dn_offset`` (kept >= 1)."""
+    if scene.dn_scale != 1.0:
+        values *= np.float32(scene.dn_scale)
+    if scene.dn_offset:
+        values += np.float32(scene.dn_offset)
+        np.maximum(values, np.float32(1.0), out=values)

@@ -45,6 +45,7 @@ from rasterio.windows import Window
 from imagery.bands import normalise_band_name, select_bands
 from imagery.grid import CellGrid, CellRange
 from imagery.scene import Scene, Tile, read_pixels
+from imagery.validate import library_message, quiet_gdal
 
 #: Cells per side of a store block (one GeoTIFF file; one scoring / Dask task).
 BLOCK_CELLS = 16
@@ -192,11 +193,11 @@ class YearMosaic:
                 c1 = min(pixel_col + width, (bc + 1) * side)
                 window = Window(c0 - bc * side, r0 - br * side, c1 - c0, r1 - r0)
                 try:
-                    with rasterio.open(path) as ds:
+                    with quiet_gdal(), rasterio.open(path) as ds:
                         data = ds.read(indexes, window=window)
                 except (RasterioError, OSError) as exc:
-                    raise MosaicError(f"{self.name}: block {path.name} cannot be read ({exc})") \
-                        from exc
+                    raise MosaicError(f"{self.name}: block {path.name} cannot be read "
+                                      f"({library_message(exc, path)})") from exc
                 part = (slice(r0 - pixel_row, r1 - pixel_row), slice(c0 - pixel_col, c1 - pixel_col))
                 pixels[part] = data.transpose(1, 2, 0)
                 valid[part] = data[0] != NODATA
@@ -352,20 +353,18 @@ def merge_keep_existing(stored: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 
 def warp_into_block(data: np.ndarray, scenes: Sequence[Scene], grid: CellGrid,
-                    block: CellRange, bands: Sequence[str], dn_offset: float = 0.0) -> np.ndarray:
+                    block: CellRange, bands: Sequence[str]) -> np.ndarray:
     """Warp each scene once onto ``block`` and merge it into ``data`` (uint16 (H, W, B) as
     stored, updated in place and returned) by :func:`merge_keep_existing`, in the order given.
 
-    Each warp is ``imagery.scene.read_pixels`` (bilinear) of the block's window in ``bands``;
-    ``dn_offset`` DN are subtracted from the warped values first. Raises SceneError when a file
-    cannot be decoded.
+    Each warp is ``imagery.scene.read_pixels`` (bilinear) of the block's window in ``bands``, which
+    applies the scene's processing-baseline offset (``Scene.dn_offset``). Raises SceneError when a
+    file cannot be decoded.
     """
     cp = grid.cell_px
     for scene in scenes:
         pixels, valid = read_pixels(scene, grid, block.row0 * cp, block.col0 * cp,
                                     block.n_rows * cp, block.n_cols * cp, bands=bands)
-        if dn_offset:
-            pixels -= np.float32(dn_offset)
         merge_keep_existing(data, to_store_dn(pixels, valid))
         del pixels, valid
     return data

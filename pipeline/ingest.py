@@ -87,6 +87,7 @@ class IngestResult:
     blocks: int              # store blocks (re)written by this call
     new_cells: int           # cells with valid pixels in the blocks written
     area_km2: float          # area of the cells the sources' footprints touch
+    notes: tuple[str, ...] = ()  # what was assumed about the sources (e.g. 0 taken as nodata)
 
 
 def ingest_files(
@@ -103,8 +104,9 @@ def ingest_files(
     """Warp ``paths`` (each one scene: a multi-band file, a folder of single-band files, or a list
     of single-band files) into the ``year`` mosaic and register the year; see the module doc.
 
-    ``bands`` names the bands of every source (as ``open_scene``); ``offset`` DN are subtracted
-    from every valid value (processing baseline >= 04.00 adds 1,000; default 0); ``progress(km2)``
+    ``bands`` names the bands of every source (as ``open_scene``); ``offset`` is the DN offset
+    added to every valid value (e.g. -1000 for processing baseline >= 04.00; default: what each
+    file's metadata declares, see ``imagery.scene.open_scene``); ``progress(km2)``
     is called after each block with the area of that block's cells that the sources touch.
     A source whose band set differs from the year's (or from the call's first source for a new
     year) is refused before anything is written.
@@ -113,10 +115,8 @@ def ingest_files(
     grid, data_dir = settings.grid, settings.data_dir
     if not paths:
         raise SceneError("no files given")
-    dn_offset = float(offset or 0.0)
-    if not 0.0 <= dn_offset < 10_000.0:
-        raise SceneError(f"offset {dn_offset:g} DN is outside 0..10000")
-    scenes = sorted((open_scene(p, bands=bands, expect_dtype=expect_dtype) for p in paths),
+    scenes = sorted((open_scene(p, bands=bands, expect_dtype=expect_dtype, offset=offset)
+                     for p in paths),
                     key=lambda s: [str(p) for p in s.paths])
     footprints = {id(s): scene_cells(s, grid) for s in scenes}
     blocks = sorted({b for s in scenes for b in blocks_covering(footprints[id(s)])},
@@ -125,19 +125,17 @@ def ingest_files(
         raise SceneError(f"{scenes[0].name}: covers no cell of the grid")
     with _year_lock(data_dir, year):
         year_bands = _year_bands(data_dir, year, scenes)
-        staged = _staging_folder(data_dir, year, scenes, year_bands, dn_offset)
+        staged = _staging_folder(data_dir, year, scenes, year_bands)
         km2 = (grid.cell_size_m / 1000.0) ** 2
         area = 0.0
         for block in blocks:
             touching = [s for s in scenes if _overlap(block, footprints[id(s)])]
-            _stage_block(staged, year_dir(data_dir, year), grid, block, touching, year_bands,
-                         dn_offset)
+            _stage_block(staged, year_dir(data_dir, year), grid, block, touching, year_bands)
             done = _covered_cells(block, [footprints[id(s)] for s in touching]) * km2
             area += done
             if progress is not None:
                 progress(done)
-        return _commit(store, settings, year, scenes, year_bands, dn_offset, staged,
-                       len(blocks), area)
+        return _commit(store, settings, year, scenes, year_bands, staged, area)
 
 
 @contextmanager
@@ -174,10 +172,11 @@ def _file_facts(scene: Scene) -> list[tuple[str, int, int]]:
             for p in scene.paths]
 
 
-def _staging_folder(data_dir: Path, year: int, scenes: list[Scene], bands: Sequence[str],
-                    dn_offset: float) -> Path:
+def _staging_folder(data_dir: Path, year: int, scenes: list[Scene],
+                    bands: Sequence[str]) -> Path:
     """The staging folder of this call, keyed by its sources; other calls' leftovers removed."""
-    facts = json.dumps([[_file_facts(s) for s in scenes], list(bands), dn_offset, BLOCK_CELLS])
+    facts = json.dumps([[_file_facts(s) for s in scenes], [s.dn_offset for s in scenes],
+                        list(bands), BLOCK_CELLS])
     key = hashlib.sha1(facts.encode()).hexdigest()[:16]
     parent = staging_dir(data_dir, year)
     if parent.exists():
@@ -203,7 +202,7 @@ def _covered_cells(block: CellRange, footprints: list[CellRange]) -> int:
 
 
 def _stage_block(staged: Path, root: Path, grid: CellGrid, block: CellRange,
-                 scenes: list[Scene], bands: tuple[str, ...], dn_offset: float) -> None:
+                 scenes: list[Scene], bands: tuple[str, ...]) -> None:
     """Warp each source once onto ``block``, merge it into the stored block, stage the result.
 
     A block already staged (or marked empty) by an interrupted run of the same call is skipped.
@@ -216,7 +215,7 @@ def _stage_block(staged: Path, root: Path, grid: CellGrid, block: CellRange,
     stored = root / block_name(block)
     data = read_block(stored) if stored.exists() else \
         np.zeros((side, side, len(bands)), dtype=np.uint16)
-    warp_into_block(data, scenes, grid, block, bands, dn_offset)
+    warp_into_block(data, scenes, grid, block, bands)
     if (data != NODATA).any():
         write_block(target, grid, block, data, bands)
     else:
@@ -224,8 +223,7 @@ def _stage_block(staged: Path, root: Path, grid: CellGrid, block: CellRange,
 
 
 def _commit(store: Store, settings: Settings, year: int, scenes: list[Scene],
-            bands: tuple[str, ...], dn_offset: float, staged: Path, n_blocks: int,
-            area_km2: float) -> IngestResult:
+            bands: tuple[str, ...], staged: Path, area_km2: float) -> IngestResult:
     """Move the staged blocks into place and register the year in one transaction."""
     grid, data_dir = settings.grid, settings.data_dir
     root = year_dir(data_dir, year)
@@ -254,23 +252,24 @@ def _commit(store: Store, settings: Settings, year: int, scenes: list[Scene],
         "row0": cells.row0, "row1": cells.row1, "col0": cells.col0, "col1": cells.col1,
         "stretch": mosaic_stretch(mosaic), "synthetic": int(synthetic),
     }
-    files = [_file_row(data_dir, s, p, bands, dn_offset, grid) for s in scenes for p in s.paths]
+    files = [_file_row(data_dir, s, p, bands, grid) for s in scenes for p in s.paths]
     with store.atomic():
         store.add_cells(zip(ids, rows, cols, lons, lats, strict=True))
         scene_id = store.replace_year_mosaic(record, files)
     shutil.rmtree(staged, ignore_errors=True)
     return IngestResult(year=year, scene=store.scene(scene_id), files=len(scenes),
+                        notes=tuple(note for s in scenes for note in s.notes),
                         blocks=len(written), new_cells=int(ids.size), area_km2=area_km2)
 
 
-def _file_row(data_dir: Path, scene: Scene, path: Path, bands: Sequence[str], dn_offset: float,
+def _file_row(data_dir: Path, scene: Scene, path: Path, bands: Sequence[str],
               grid: CellGrid) -> dict[str, Any]:
     resolved, root = Path(path).resolve(), Path(data_dir).resolve()
     shown = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(path)
     stat = Path(path).stat()
     footprint = blocks_covering(scene_cells(scene, grid))
     return {"path": shown, "size": stat.st_size, "mtime": stat.st_mtime, "crs": scene.crs,
-            "bands": list(bands), "dn_offset": dn_offset, "blocks": len(footprint)}
+            "bands": list(bands), "dn_offset": scene.dn_offset, "blocks": len(footprint)}
 
 
 def mosaic_stretch(mosaic: YearMosaic) -> dict[str, list[float]]:

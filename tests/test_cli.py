@@ -133,3 +133,27 @@ def test_ingest_several_files_of_two_utm_zones_into_one_mosaic(runner, tmp_path)
     assert len([line for line in result.output.splitlines() if line.startswith("Error")]) == 1
     with Store(data / "minewatch.db") as store:
         assert len(store.scenes(2021)) == 1 and len(store.scene_files(2021)) == 3
+
+
+def test_non_sentinel2_file_is_refused_in_one_line_and_changes_nothing(runner, tmp_path):
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    territory = write_territory(tmp_path / "data", size_km=3, n_mines=1)
+    data = tmp_path / "instance"
+    assert invoke(runner, data, "ingest", territory.scene, "--year", 2021).exit_code == 0
+    with Store(data / "minewatch.db") as store:
+        before = (store.scenes(), store.count_cells())
+    hillshade = tmp_path / "hillshade.tif"
+    with rasterio.open(hillshade, "w", driver="GTiff", width=200, height=200, count=1,
+                       dtype="uint8", crs="EPSG:32735",
+                       transform=Affine(10.0, 0, 540_000, 0, -10.0, 6_700_000)) as ds:
+        ds.write(np.full((1, 200, 200), 180, np.uint8))
+    result = invoke(runner, data, "ingest", hillshade, "--year", 2022, "--bands", "B4")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("Error: hillshade.tif: uint8 data")
+    assert "--bands cannot change this" in result.output and str(tmp_path) not in result.output
+    with Store(data / "minewatch.db") as store:
+        assert (store.scenes(), store.count_cells()) == before
+    assert "--offset DN" in runner.invoke(cli, ["ingest", "--help"]).output

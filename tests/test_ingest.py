@@ -184,7 +184,7 @@ def test_a_corrupt_file_found_mid_call_leaves_store_and_database_unchanged(
     good = write_utm(tmp_path / "b.tif", "EPSG:32735", 25.6, -29.0, 4, 4)
     bad = write_utm(tmp_path / "c.tif", "EPSG:32735", 25.0, -29.1, 6, 6, compress="deflate")
     corrupt_middle_tile(bad)
-    with pytest.raises(SceneError, match="c.tif: pixels cannot be read"):
+    with pytest.raises(SceneError, match="c.tif: pixels cannot be decoded"):
         ingest_files(store, settings, [good, bad], 2021)
     assert counts(store) == before and snapshot(settings, 2021) == files
 

@@ -53,7 +53,7 @@ def random_dn(rng: np.random.Generator, bands: int, height: int, width: int) -> 
 
 # opening and band names -------------------------------------------------------------------------
 def test_band_descriptions_are_parsed(make_geotiff, rng):
-    path = make_geotiff("desc.tif", random_dn(rng, 4, 20, 20),
+    path = make_geotiff("desc.tif", random_dn(rng, 4, 100, 100),
                         descriptions=["B02", "B03", "B04", "B08"],
                         tags={"MINEWATCH_SYNTHETIC": "yes"})
     scene = open_scene(path)
@@ -62,35 +62,39 @@ def test_band_descriptions_are_parsed(make_geotiff, rng):
     assert scene.band_sources == ((0, 1), (0, 2), (0, 3), (0, 4))
     assert scene.dn_scale == 1.0
     assert scene.synthetic is True
-    assert scene.nodata == (None,)
+    assert scene.nodata == (0.0,)  # no nodata tag: 0 is Sentinel-2's no data, and notes say so
+    assert scene.notes and "desc.tif: no nodata tag; 0 is taken as no data" in scene.notes[0]
+    assert scene.dn_offset == 0.0
     assert scene.name == "desc.tif"
     assert scene.paths == (path,)
     assert "32735" in scene.crs
-    assert scene.bounds == pytest.approx((540_000, 6_699_800, 540_200, 6_700_000))
+    assert scene.bounds == pytest.approx((540_000, 6_699_000, 541_000, 6_700_000))
 
 
 def test_bands_option_wins_and_must_match_the_count(make_geotiff, rng):
-    path = make_geotiff("opt.tif", random_dn(rng, 4, 10, 10), descriptions=["B2", "B3", "B4", "B8"])
-    assert open_scene(path, bands=["B04", "b3", "B2", "B8A"]).bands == ("B4", "B3", "B2", "B8A")
+    path = make_geotiff("opt.tif", random_dn(rng, 4, 100, 100),
+                        descriptions=["B2", "B3", "B4", "B8"])
+    assert open_scene(path, bands=["B08", "b3", "B2", "B4"]).bands == ("B8", "B3", "B2", "B4")
     assert open_scene(path).synthetic is False
-    with pytest.raises(SceneError, match=r"opt\.tif.*3 bands.*has 4"):
+    with pytest.raises(SceneError, match=r"opt\.tif: the --bands option names 3 bands.*has 4"):
         open_scene(path, bands=("B4", "B3", "B2"))
 
 
 def test_undescribed_files_by_band_count(make_geotiff, rng):
-    seed = open_scene(make_geotiff("twelve.tif", random_dn(rng, 12, 8, 8)))
+    seed = open_scene(make_geotiff("twelve.tif", random_dn(rng, 12, 100, 100)))
     assert seed.bands == SEED_BANDS
-    l1c = open_scene(make_geotiff("thirteen.tif", random_dn(rng, 13, 8, 8)))
+    l1c = open_scene(make_geotiff("thirteen.tif", random_dn(rng, 13, 100, 100)))
     assert l1c.bands == SEED_BANDS
     assert (0, 11) not in l1c.band_sources  # B10 is band 11 of an L1C stack (after B9)
     assert l1c.band_sources[9] == (0, 10)  # B9
     assert l1c.band_sources[-2:] == ((0, 12), (0, 13))
-    with pytest.raises(SceneError, match=r"five\.tif: 5 bands.*pass bands"):
-        open_scene(make_geotiff("five.tif", random_dn(rng, 5, 8, 8)))
+    # no Sentinel-2 band set has 5 bands, so the message says --bands cannot help
+    with pytest.raises(SceneError, match=r"five\.tif: 5 band\(s\) without .*--bands cannot help"):
+        open_scene(make_geotiff("five.tif", random_dn(rng, 5, 100, 100)))
 
 
 def test_described_13_band_file_drops_b10(make_geotiff, rng):
-    data = np.stack([np.full((6, 6), 100 * (i + 1), np.uint16) for i in range(13)])
+    data = np.stack([np.full((100, 100), 100 * (i + 1), np.uint16) for i in range(13)])
     descriptions = [b.replace("B", "B0") if len(b) == 2 else b for b in L1C_BANDS]
     path, pr, pc = aligned_scene(make_geotiff, CellGrid(), data, descriptions=descriptions)
     scene = open_scene(path)
@@ -156,26 +160,29 @@ def test_per_band_native_files_are_stacked_at_10m(make_geotiff, tmp_path, grid):
 
 
 def test_per_band_files_must_share_a_crs(make_geotiff, rng):
-    a = make_geotiff("mixed/s2_B02.tif", random_dn(rng, 1, 10, 10))
-    b = make_geotiff("mixed/s2_B03.tif", random_dn(rng, 1, 10, 10), crs="EPSG:32734")
+    a = make_geotiff("mixed/s2_B02.tif", random_dn(rng, 1, 100, 100))
+    b = make_geotiff("mixed/s2_B03.tif", random_dn(rng, 1, 100, 100), crs="EPSG:32734")
     with pytest.raises(SceneError, match=r"s2_B03\.tif: CRS .*32734.*differs"):
         open_scene([a, b])
 
 
 def test_per_band_files_need_band_names(make_geotiff, rng):
-    a = make_geotiff("names/red.tif", random_dn(rng, 1, 10, 10))
-    b = make_geotiff("names/green.tif", random_dn(rng, 1, 10, 10), descriptions=["B03"])
-    with pytest.raises(SceneError, match=r"red\.tif: band name not found"):
-        open_scene([a, b])
-    assert open_scene([a, b], bands=["B4", "B3"]).bands == ("B3", "B4")
+    a = make_geotiff("names/red.tif", random_dn(rng, 1, 100, 100))
+    b = make_geotiff("names/green.tif", random_dn(rng, 1, 100, 100), descriptions=["B03"])
+    # a generic "band1" is not Sentinel-2's B1 (it used to be taken as B1)
+    c = make_geotiff("names/blue_band1.tif", random_dn(rng, 1, 100, 100))
+    with pytest.raises(SceneError, match=r"^red\.tif, blue_band1\.tif: no Sentinel-2 band name.*"
+                                         r"run\.py ingest FILE --year YEAR --bands B2,B3,B4"):
+        open_scene([a, b, c])
+    assert open_scene([a, b, c], bands=["B4", "B3", "B2"]).bands == ("B2", "B3", "B4")
 
 
 def test_scene_in_lonlat_lands_in_the_right_cells(make_geotiff, grid):
     res = 1e-4
     west, north = 25.40, -29.80
-    data = np.full((200, 400), 1000, np.uint16)
-    data[:, 200:] = 3000  # east half (from 25.42 E)
-    path = make_geotiff("lonlat.tif", data, crs="EPSG:4326", descriptions=["B4"],
+    data = np.full((3, 300, 400), 1000, np.uint16)
+    data[:, :, 200:] = 3000  # east half (from 25.42 E)
+    path = make_geotiff("lonlat.tif", data, crs="EPSG:4326", descriptions=["B2", "B3", "B4"],
                         transform=Affine(res, 0.0, west, 0.0, -res, north))
     scene = open_scene(path)
     minx, miny, maxx, maxy = scene_grid_bounds(scene, grid)
@@ -204,7 +211,7 @@ def test_scene_in_lonlat_lands_in_the_right_cells(make_geotiff, grid):
 
 
 def test_float_reflectance_is_scaled_to_dn(make_geotiff, grid):
-    reflectance = np.full((3, 20, 20), 0.25, np.float32)
+    reflectance = np.full((3, 100, 100), 0.25, np.float32)
     path, pr, pc = aligned_scene(make_geotiff, grid, reflectance, name="refl.tif",
                                  descriptions=["B2", "B3", "B4"])
     scene = open_scene(path)
@@ -255,14 +262,14 @@ def test_truncated_file(make_geotiff, rng, tiled):
                         descriptions=["B2", "B3", "B4"], **kwargs)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SceneError, match=r"cut\.tif: .*truncated|cut\.tif: not a readable"):
+    with pytest.raises(SceneError, match=r"cut\.tif: .*truncated|cut\.tif: not a raster"):
         open_scene(path)
 
 
 def test_garbage_bytes(tmp_path):
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"this is not a GeoTIFF at all " * 50)
-    with pytest.raises(SceneError, match=r"junk\.tif: not a readable GeoTIFF \("):
+    with pytest.raises(SceneError, match=r"junk\.tif: not a raster GDAL can read \("):
         open_scene(junk)
 
 
@@ -274,17 +281,18 @@ def test_no_crs(make_geotiff, rng):
 
 
 def test_duplicated_bands(make_geotiff, rng):
-    path = make_geotiff("dup.tif", random_dn(rng, 3, 10, 10), descriptions=["B2", "B02", "B4"])
+    path = make_geotiff("dup.tif", random_dn(rng, 3, 100, 100),
+                        descriptions=["B2", "B02", "B4"])
     with pytest.raises(SceneError, match=r"dup\.tif: band B2 appears more than once"):
         open_scene(path)
-    a = make_geotiff("d1/x_B02.tif", random_dn(rng, 1, 10, 10))
-    b = make_geotiff("d2/y_B02.tif", random_dn(rng, 1, 10, 10))
+    a = make_geotiff("d1/x_B02.tif", random_dn(rng, 1, 100, 100))
+    b = make_geotiff("d2/y_B02.tif", random_dn(rng, 1, 100, 100))
     with pytest.raises(SceneError, match=r"band B2 appears more than once"):
         open_scene([a, b])
 
 
 def test_read_errors_are_scene_errors(make_geotiff, rng, grid):
-    path, pr, pc = aligned_scene(make_geotiff, grid, random_dn(rng, 3, 20, 20),
+    path, pr, pc = aligned_scene(make_geotiff, grid, random_dn(rng, 3, 100, 100),
                                  descriptions=["B2", "B3", "B4"])
     scene = open_scene(path)
     path.unlink()
@@ -294,14 +302,14 @@ def test_read_errors_are_scene_errors(make_geotiff, rng, grid):
 
 # reading -----------------------------------------------------------------------------------------
 def test_read_pixels_exact_on_aligned_scene_and_band_subset(make_geotiff, rng, grid):
-    data = random_dn(rng, 3, 50, 60)
+    data = random_dn(rng, 3, 100, 110)
     path, pr, pc = aligned_scene(make_geotiff, grid, data, descriptions=["B2", "B3", "B4"])
     scene = open_scene(path)
-    pixels, valid = read_pixels(scene, grid, pr - 5, pc - 5, 60, 70)
-    assert pixels.shape == (60, 70, 3)
-    assert valid[5:55, 5:65].all() and not valid[:5].any() and not valid[:, :5].any()
+    pixels, valid = read_pixels(scene, grid, pr - 5, pc - 5, 110, 120)
+    assert pixels.shape == (110, 120, 3)
+    assert valid[5:105, 5:115].all() and not valid[:5].any() and not valid[:, :5].any()
     assert np.isnan(pixels[0, 0]).all()
-    np.testing.assert_allclose(pixels[5:55, 5:65], np.moveaxis(data, 0, -1), atol=0.01)
+    np.testing.assert_allclose(pixels[5:105, 5:115], np.moveaxis(data, 0, -1), atol=0.01)
     subset, _ = read_pixels(scene, grid, pr, pc, 10, 10, bands=["B04", "B2"])
     np.testing.assert_allclose(subset[..., 0], data[2, :10, :10], atol=0.01)
     np.testing.assert_allclose(subset[..., 1], data[0, :10, :10], atol=0.01)
@@ -314,11 +322,12 @@ def test_read_pixels_exact_on_aligned_scene_and_band_subset(make_geotiff, rng, g
 
 def test_nodata_and_partial_coverage(make_geotiff, grid):
     cp = grid.cell_px
-    data = np.full((2, cp, 2 * cp), 500, np.uint16)
+    data = np.full((3, cp, 2 * cp), 500, np.uint16)
     data[:, :, :50] = 0  # the left half of the first cell is nodata
     # the scene covers exactly two cells side by side: (row, col) and (row, col + 1)
     row, col = base_cell(grid)
-    path = make_geotiff("nodata.tif", data, crs=grid.crs, nodata=0, descriptions=["B3", "B4"],
+    path = make_geotiff("nodata.tif", data, crs=grid.crs, nodata=0,
+                        descriptions=["B2", "B3", "B4"],
                         transform=grid.pixel_transform(row * cp, col * cp))
     scene = open_scene(path)
     assert scene.nodata == (0.0,)
@@ -329,9 +338,9 @@ def test_nodata_and_partial_coverage(make_geotiff, grid):
     assert fraction[1] == pytest.approx(1.0)
     assert fraction[2] == 0.0 and fraction[3] == 0.0
 
-    # a scene that stops half-way across a cell
-    half = make_geotiff("half.tif", np.full((1, cp, cp // 2), 700, np.uint16), crs=grid.crs,
-                        descriptions=["B4"],
+    # a scene that stops half-way across a cell (two cells tall: at least one cell's area)
+    half = make_geotiff("half.tif", np.full((3, 2 * cp, cp // 2), 700, np.uint16), crs=grid.crs,
+                        descriptions=["B2", "B3", "B4"],
                         transform=grid.pixel_transform(row * cp, col * cp))
     pixels, fraction = cell_reads(open_scene(half), grid, [grid.cell_id(row, col)], margin_px=0)
     assert fraction[0] == pytest.approx(0.5, abs=0.02)
