@@ -84,8 +84,25 @@ def serve(settings: Settings | None = None, *, preload: bool = True) -> None:
     overrides = {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
     app = create_app(overrides)
     print(f"MineWatch on http://{settings.HOST}:{settings.PORT}/ (Ctrl+C to stop)", flush=True)
+    print(_access_note(settings), flush=True)
     waitress.serve(app, host=settings.HOST, port=settings.PORT, threads=8,
                    max_request_body_size=settings.MAX_REQUEST_KB * 1024)
+
+
+def _access_note(settings: Settings) -> str:
+    """One line on who can use the app: open mode, or logins (and how to make the first one)."""
+    from db.store import Store
+    from labeller.auth import LOOPBACK
+
+    with Store(settings.database_path) as store:
+        n_accounts = len(store.accounts())
+    if n_accounts:
+        return f"{n_accounts} account(s): everyone logs in."
+    if settings.HOST in LOOPBACK:
+        return ("No account yet: open mode, every request acts as 'local' (admin) on this "
+                "machine only. Create accounts before opening it to a network.")
+    return ("No account yet and the app listens beyond this machine: nobody can log in until "
+            "you run `python run.py users add NAME --role admin`.")
 
 
 def _preload_cycle_module() -> None:

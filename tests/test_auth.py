@@ -264,3 +264,17 @@ def test_review_keys_decisions_by_account(app, review_db) -> None:
     own = ben.post(f"/decisions/{rows[1]['id']}", data={"label": "mine"},
                    headers={"X-CSRFToken": tb})
     assert own.status_code == 302
+
+
+def test_serve_says_who_can_use_the_app(tmp_path) -> None:
+    from labeller import _access_note
+    from pipeline.accounts import create_account
+    from pipeline.settings import load_settings
+
+    local = load_settings({"DATA_DIR": str(tmp_path)})
+    assert "open mode" in _access_note(local)
+    exposed = load_settings({"DATA_DIR": str(tmp_path), "HOST": "0.0.0.0"})
+    assert "users add NAME --role admin" in _access_note(exposed)
+    with Store(local.database_path) as store:
+        create_account(store, "ana", "admin", PASSWORD)
+    assert "1 account(s): everyone logs in." == _access_note(exposed)
