@@ -85,6 +85,11 @@ def serve(settings: Settings | None = None, *, preload: bool = True) -> None:
     app = create_app(overrides)
     print(f"MineWatch on http://{settings.HOST}:{settings.PORT}/ (Ctrl+C to stop)", flush=True)
     print(_access_note(settings), flush=True)
+    from labeller.auth import LOOPBACK
+
+    if settings.HOST not in LOOPBACK and not settings.ALLOWED_HOSTS:
+        print(f"Only requests naming localhost or {settings.HOST} in their Host header are "
+              "answered: set ALLOWED_HOSTS to the name or address your team types.", flush=True)
     waitress.serve(app, host=settings.HOST, port=settings.PORT, threads=8,
                    max_request_body_size=settings.MAX_REQUEST_KB * 1024)
 
