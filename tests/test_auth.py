@@ -133,6 +133,20 @@ def test_login_attempts_are_rate_limited(app_config) -> None:
     assert right.status_code == 429
 
 
+def test_successful_logins_do_not_count_against_the_limit(app_config) -> None:
+    app = create_app({**app_config, "LOGIN_RATE_LIMIT": "2 per minute"})
+    for _ in range(4):  # one office address, four people
+        login(app.test_client(), "ana")
+
+
+def test_htmx_request_without_a_session_is_sent_to_login(app, client, review_db) -> None:
+    add_account(app, "ana")
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    response = client.post("/undo", headers={"HX-Request": "true", "X-CSRFToken": token})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"] == "/login?next=/review"
+
+
 def test_login_attempts_are_limited_per_account_name(app_config) -> None:
     app = create_app({**app_config, "LOGIN_RATE_LIMIT": "2 per minute"})
     add_account(app, "ana")
