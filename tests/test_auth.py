@@ -292,3 +292,23 @@ def test_serve_says_who_can_use_the_app(tmp_path) -> None:
     with Store(local.database_path) as store:
         create_account(store, "ana", "admin", PASSWORD)
     assert "1 account(s): everyone logs in." == _access_note(exposed)
+
+
+def test_role_required_decorator(app_config, monkeypatch) -> None:
+    from labeller.auth import role_required
+
+    app = create_app(app_config)
+
+    @role_required("lead")
+    def lead_only() -> str:
+        return "lead stuff"
+
+    app.add_url_rule("/lead-only", "lead_only", lead_only)
+    monkeypatch.setitem(ENDPOINT_ROLES, "lead_only", "reviewer")  # the table lets reviewers in
+    reviewer, lead = app.test_client(), app.test_client()
+    login(reviewer, "ana")
+    login(lead, "lea", "lead")
+    assert reviewer.get("/lead-only").status_code == 403  # the decorator does not
+    assert lead.get("/lead-only").get_data(as_text=True) == "lead stuff"
+    with pytest.raises(ValueError, match="unknown role"):
+        role_required("owner")
