@@ -57,6 +57,11 @@ class Settings:
     BASEMAP_URL: str = _setting("", "Optional XYZ tile URL for the map background; empty means "
                                 "no remote tiles (works offline).")
     BUFFER_M: float = _setting(750.0, "Buffer around each mine point for the mining area, metres.")
+    SECOND_REVIEW_SHARE: float = _setting(0.10, "Share of first decisions (mine or background) "
+                                          "that go blind to a second reviewer, 0 to 1; picked "
+                                          "by a hash of cell and year, so reruns agree.")
+    SECOND_REVIEW_ALL_MINES: bool = _setting(False, "Send every first decision 'mine' to a "
+                                             "second reviewer as well (true/false).")
 
     @property
     def data_dir(self) -> Path:
@@ -123,7 +128,16 @@ def load_settings(
     return replace(Settings(), **values)
 
 
+#: Spellings a true/false setting accepts (case-insensitive).
+_BOOLEANS: dict[str, bool] = {"1": True, "true": True, "yes": True, "on": True,
+                              "0": False, "false": False, "no": False, "off": False}
+
+
 def _convert(name: str, kind: type, raw: Any) -> Any:
+    if kind is bool and isinstance(raw, str):
+        if raw.strip().lower() not in _BOOLEANS:
+            raise ValueError(f"setting {name}: {raw!r} is not true or false")
+        return _BOOLEANS[raw.strip().lower()]
     try:
         return kind(raw)
     except (TypeError, ValueError) as error:
