@@ -1,0 +1,81 @@
+"""The Team page (agreement per reviewer and pair, pace, review states) and the lead's
+adjudication queue.
+
+Both are for leads. The adjudication card (``templates/_adjudication.html``) has one source: the
+page includes it and an htmx decision gets only it back. Unlike a second-review card it is not
+blind: it shows both reviewers' labels. Each adjudication is one transaction
+(``pipeline.second_review.adjudicate``) and appears in the cell's label history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+
+from analysis.report import REVIEW_STATE_NAMES
+from labeller.db import get_store
+from labeller.review import current_reviewer, is_htmx
+from pipeline import review as service
+from pipeline import second_review as sr
+from pipeline.agreement import SESSION_GAP_S
+
+bp = Blueprint("team", __name__)
+
+
+@bp.app_template_global()
+def review_state_names() -> dict[str, str]:
+    """What each review state is called (``_review_states.html``)."""
+    return REVIEW_STATE_NAMES
+
+#: Disagreements listed under the adjudication card.
+QUEUE_LIMIT = 50
+
+
+@bp.get("/team")
+def page():
+    """Agreement per reviewer and per pair (percent, Cohen's kappa), pace, review states."""
+    settings = current_app.config["SETTINGS"]
+    figures = sr.team_figures(get_store())
+    return render_template("team.html", figures=figures, gap_minutes=round(SESSION_GAP_S / 60),
+                           share=settings.SECOND_REVIEW_SHARE,
+                           all_mines=settings.SECOND_REVIEW_ALL_MINES)
+
+
+def _queue_context(notice: str | None = None) -> dict[str, Any]:
+    """The first disagreement as a card (with thumbnails and score) and the rest as a list."""
+    store = get_store()
+    queue = sr.adjudication_queue(store, limit=QUEUE_LIMIT)
+    card = None
+    if queue:
+        first = queue[0]
+        card = {**first, **service.card_details(store, first["cell_id"], first["year"]),
+                "thumb_version": service.thumbnail_version(store, first["cell_id"], first["year"])}
+    return dict(card=card, queue=queue, notice=notice,
+                waiting=store.review_state_counts()["disagreed"])
+
+
+@bp.get("/adjudicate")
+def queue():
+    """The adjudication queue: the oldest disagreement first, both labels shown."""
+    return render_template("adjudicate.html", **_queue_context())
+
+
+@bp.post("/adjudicate/<int:cell_id>/<int:year>")
+def decide(cell_id: int, year: int):
+    """Record the lead's label (form: label mine|background, request_id); show the next one."""
+    lead = current_reviewer()
+    label = (request.form.get("label") or "").strip()
+    token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID] or None
+    try:
+        sr.adjudicate(get_store(), lead=lead, cell_id=cell_id, year=year, label=label,
+                      request_id=f"adjudicate:{token}" if token else None)
+    except sr.SecondReviewError as error:
+        abort(400, str(error))
+    except sr.NothingToAdjudicateError as error:
+        abort(404, str(error))
+    notice = f"Adjudicated cell {cell_id} ({year}) as {label}."
+    if is_htmx():
+        return render_template("_adjudication.html", **_queue_context(notice))
+    flash(notice)
+    return redirect(url_for("team.queue"))

@@ -1,0 +1,140 @@
+"""The Team page and the adjudication queue (labeller/team.py) through the Flask test client,
+and the blind second-review card and review-state figures on the other pages."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from db.store import Store
+from pipeline import review as service
+from pipeline import second_review as sr
+
+pytest.register_assert_rewrite("fixtures_app")
+from fixtures_app import card_fields, login  # noqa: E402
+
+pytest_plugins = ["fixtures_app"]
+HTMX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def app_config(app_config: dict) -> dict:
+    return {**app_config, "SECOND_REVIEW_SHARE": 1.0}
+
+
+def decide(database, reviewer: str, cell: int, label: str, year: int = 2021) -> None:
+    with Store(database) as store:
+        service.decide(store, reviewer=reviewer, cell_id=cell, year=year,
+                       form=service.DecisionForm(label, f"{reviewer}-{cell}-{label}"),
+                       policy=sr.SecondReviewPolicy(share=1.0))
+
+
+def disagreement(review_db, cell_index: int = 0) -> int:
+    cell = review_db.cell_ids[cell_index]
+    decide(review_db.database, "ana", cell, "mine")
+    decide(review_db.database, "ben", cell, "background")
+    return cell
+
+
+def test_second_reviewer_gets_a_blind_card_through_the_app(client, review_db) -> None:
+    token = login(client, "ana")
+    fields = card_fields(client.get("/review").get_data(as_text=True))
+    response = client.post(f"/cells/{fields['cell_id']}/{fields['year']}/label", headers={
+        **HTMX, "X-CSRFToken": token}, data={"label": "mine", "request_id": fields["request_id"]})
+    assert response.status_code == 200
+    with Store(review_db.database) as store:
+        assert store.second_review(fields["cell_id"], 2021)["status"] == "pending"
+    other = type(client)(client.application)
+    token = login(other, "ben")
+    html = other.get("/review").get_data(as_text=True)
+    card = card_fields(html)
+    assert card["cell_id"] == fields["cell_id"]
+    assert "second review · blind" in html and "Hidden: this is a blind second review" in html
+    assert "by ana" not in html and ">ana<" not in html
+    response = other.post(f"/cells/{card['cell_id']}/2021/label", headers={
+        **HTMX, "X-CSRFToken": token}, data={"label": "background", "request_id": card["request_id"]})
+    assert "Recorded as a second review" in response.get_data(as_text=True)
+    with Store(review_db.database) as store:
+        assert store.second_review(card["cell_id"], 2021)["status"] == "disagreed"
+
+
+def test_team_page_empty_and_with_figures(client, review_db) -> None:
+    html = client.get("/team").get_data(as_text=True)
+    assert "No double-reviewed decisions yet" in html and "No decisions yet" in html
+    disagreement(review_db, 0)
+    cell = review_db.cell_ids[1]
+    decide(review_db.database, "ana", cell, "mine")
+    decide(review_db.database, "ben", cell, "mine")
+    html = client.get("/team").get_data(as_text=True)
+    row = re.search(r'<tr data-reviewer="ana"><td>ana</td>(.*?)</tr>', html, re.S).group(1)
+    assert "50.0 %" in row and ">2<" in row
+    assert 'data-pair="ana|ben"' in html
+    assert re.search(r'data-state="disagreed">.*?<td class="num">1<', html, re.S)
+    assert re.search(r'data-state="agreed">.*?<td class="num">1<', html, re.S)
+    assert "Adjudicate 1 disagreement" in html
+    assert 'id="pace"' in html and "100 % of first decisions" in html
+
+
+def test_adjudication_queue_and_decision(client, review_db) -> None:
+    html = client.get("/adjudicate").get_data(as_text=True)
+    assert "Nothing to adjudicate" in html
+    first = disagreement(review_db, 0)
+    second = disagreement(review_db, 2)
+    html = client.get("/adjudicate").get_data(as_text=True)
+    assert f'data-cell="{first}"' in html and "2 disagreements waiting" in html
+    assert re.search(r'class="first-label">.*mine.*by ana', html)
+    assert re.search(r'class="second-label">.*background.*by ben', html)
+    assert 'id="adjudication-queue"' in html and str(second) in html
+    token = login(client, "lea")
+    request_id = re.search(r'name="request_id" value="(\w+)"', html).group(1)
+    url = f"/adjudicate/{first}/2021"
+    response = client.post(url, data={"label": "mine", "request_id": request_id},
+                           headers={**HTMX, "X-CSRFToken": token})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 200 and f"Adjudicated cell {first} (2021) as mine" in body
+    assert f'data-cell="{second}"' in body and "1 disagreement waiting" in body
+    # a double submit records nothing more
+    client.post(url, data={"label": "mine", "request_id": request_id},
+                headers={**HTMX, "X-CSRFToken": token})
+    with Store(review_db.database) as store:
+        task = store.second_review(first, 2021)
+        assert task["status"] == "adjudicated" and task["adjudicated_by"] == "lea"
+        assert len([e for e in store.label_history(first)
+                    if e["source"] == "adjudication"]) == 1
+    # without htmx: a redirect back to the queue with a flash
+    response = client.post(f"/adjudicate/{second}/2021",
+                           data={"label": "background", "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/adjudicate")
+    assert "Nothing to adjudicate" in client.get("/adjudicate").get_data(as_text=True)
+
+
+def test_adjudication_refuses_bad_requests(client, review_db) -> None:
+    cell = disagreement(review_db, 0)
+    anonymous = type(client)(client.application)
+    login(anonymous, "x")  # gets a CSRF token, then forgets the name
+    with anonymous.session_transaction() as session:
+        token = session["csrf_token"]
+        del session["reviewer"]
+    assert anonymous.post(f"/adjudicate/{cell}/2021", data={"label": "mine"},
+                          headers={"X-CSRFToken": token}).status_code == 400
+    token = login(client, "lea")
+    headers = {**HTMX, "X-CSRFToken": token}
+    assert client.post(f"/adjudicate/{cell}/2021", data={"label": "mine"}).status_code == 400
+    skip = client.post(f"/adjudicate/{cell}/2021", data={"label": "skip"}, headers=headers)
+    assert skip.status_code == 400 and "mine or background" in skip.get_data(as_text=True)
+    other = review_db.cell_ids[5]
+    missing = client.post(f"/adjudicate/{other}/2021", data={"label": "mine"}, headers=headers)
+    assert missing.status_code == 404 and "no disagreement" in missing.get_data(as_text=True)
+    with Store(review_db.database) as store:
+        assert store.second_review(cell, 2021)["status"] == "disagreed"
+
+
+def test_cycles_and_report_pages_say_how_labels_were_reviewed(client, review_db) -> None:
+    disagreement(review_db, 0)
+    html = client.get("/cycles").get_data(as_text=True)
+    assert re.search(r'data-state="disagreed">.*?<td class="num">1<', html, re.S)
+    assert "adjudicate them" in html
+    html = client.get("/report").get_data(as_text=True)
+    assert 'id="review-states"' in html
+    assert "no lead has adjudicated them yet" in html
