@@ -24,7 +24,9 @@ from flask import (
 )
 
 from db.store import QUEUE_STRATEGIES
+from labeller.auth import current_name
 from labeller.db import get_store
+from labeller.safety import parse_int
 from pipeline import review as service
 from pipeline.second_review import SecondReviewPolicy
 
@@ -52,13 +54,9 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def current_reviewer(*, required: bool = True) -> str | None:
-    """The session's reviewer; without one, htmx requests get 400 and pages a redirect."""
-    name = session.get("reviewer")
-    if not name and required:
-        if is_htmx() or request.method != "GET":
-            abort(400, "Pick a reviewer name first (Change reviewer, top right).")
-    return name
+def current_reviewer() -> str:
+    """The account name this request reviews as (``labeller.auth.current_name``)."""
+    return current_name()
 
 
 def queue_choice(store) -> service.QueueChoice:
@@ -120,8 +118,6 @@ def page():
     ``?cell=<id>&year=<year>`` opens that cell-year as the current card (from the map, the
     change report or a link a colleague sent); the queue takes over after its decision.
     """
-    if not current_reviewer(required=False):
-        return redirect(url_for("overview.reviewer", next=request.full_path))
     store = get_store()
     context = _card_context(store, cell=_requested_cell(store))
     running = store.running_cycle()
@@ -135,13 +131,14 @@ def _requested_cell(store) -> tuple[int, int] | None:
     raw_cell, raw_year = request.args.get("cell"), request.args.get("year")
     if raw_cell is None and raw_year is None:
         return None
-    if not (raw_cell or "").isdigit() or not (raw_year or "").isdigit():
+    cell_id, year = parse_int(raw_cell, "cell"), parse_int(raw_year, "year")
+    if cell_id is None or year is None:
         abort(400, "open a cell with ?cell=<cell id>&year=<year> (both whole numbers)")
     try:
-        service.require_cell_year(store, int(raw_cell), int(raw_year))
+        service.require_cell_year(store, cell_id, year)
     except service.NotFoundError as error:
         abort(404, str(error))
-    return int(raw_cell), int(raw_year)
+    return cell_id, year
 
 
 @bp.get("/review/card")
@@ -158,12 +155,9 @@ def choose_queue():
     strategy = request.form.get("strategy", service.DEFAULT_STRATEGY)
     if strategy not in QUEUE_STRATEGIES:
         abort(400, f"unknown queue order {strategy!r}; choose one of {', '.join(QUEUE_STRATEGIES)}")
-    raw_year = (request.form.get("year") or "").strip()
-    year = None
-    if raw_year:
-        if not raw_year.isdigit() or int(raw_year) not in store.years():
-            abort(400, f"no scene of year {raw_year[:10]!r} in this installation")
-        year = int(raw_year)
+    year = parse_int(request.form.get("year"), "year")
+    if year is not None and year not in store.years():
+        abort(400, f"no scene of year {year} in this installation")
     session["strategy"] = strategy
     session["year"] = year
     session["predicted_only"] = request.form.get("predicted_only") in ("1", "on", "true")

@@ -1,7 +1,8 @@
 """The Team page (agreement per reviewer and pair, pace, review states) and the lead's
 adjudication queue.
 
-Both are for leads. The adjudication card (``templates/_adjudication.html``) has one source: the
+Both are for leads (``ENDPOINT_ROLES``: lead; the blind second-review cards themselves are served
+by the review page to any reviewer). The adjudication card (``templates/_adjudication.html``) has one source: the
 page includes it and an htmx decision gets only it back. Unlike a second-review card it is not
 blind: it shows both reviewers' labels. Each adjudication is one transaction
 (``pipeline.second_review.adjudicate``) and appears in the cell's label history.
@@ -14,13 +15,15 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from analysis.report import REVIEW_STATE_NAMES
+from labeller.auth import ENDPOINT_ROLES, current_name
 from labeller.db import get_store
-from labeller.review import current_reviewer, is_htmx
+from labeller.review import is_htmx
 from pipeline import review as service
 from pipeline import second_review as sr
 from pipeline.agreement import SESSION_GAP_S
 
 bp = Blueprint("team", __name__)
+ENDPOINT_ROLES.update({"team.page": "lead", "team.queue": "lead", "team.decide": "lead"})
 
 
 @bp.app_template_global()
@@ -64,7 +67,7 @@ def queue():
 @bp.post("/adjudicate/<int:cell_id>/<int:year>")
 def decide(cell_id: int, year: int):
     """Record the lead's label (form: label mine|background, request_id); show the next one."""
-    lead = current_reviewer()
+    lead = current_name()
     label = (request.form.get("label") or "").strip()
     token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID] or None
     try:

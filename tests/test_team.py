@@ -1,5 +1,5 @@
 """The Team page and the adjudication queue (labeller/team.py) through the Flask test client,
-and the blind second-review card and review-state figures on the other pages."""
+per role, and the blind second-review card and review-state figures on the other pages."""
 
 from __future__ import annotations
 
@@ -8,19 +8,50 @@ import re
 import pytest
 
 from db.store import Store
+from pipeline import accounts
 from pipeline import review as service
 from pipeline import second_review as sr
 
 pytest.register_assert_rewrite("fixtures_app")
-from fixtures_app import card_fields, login  # noqa: E402
+from fixtures_app import card_fields  # noqa: E402
 
 pytest_plugins = ["fixtures_app"]
 HTMX = {"HX-Request": "true"}
+PASSWORD = "a long test password"
+#: The team of these tests: account name -> role.
+TEAM = {"ana": "reviewer", "ben": "reviewer", "lea": "lead", "adm": "admin"}
 
 
 @pytest.fixture
 def app_config(app_config: dict) -> dict:
-    return {**app_config, "SECOND_REVIEW_SHARE": 1.0}
+    return {**app_config, "SECOND_REVIEW_SHARE": 1.0, "LOGIN_RATE_LIMIT": "1000 per minute"}
+
+
+@pytest.fixture
+def team(review_db) -> dict[str, str]:
+    with Store(review_db.database) as store:
+        for name, role in TEAM.items():
+            accounts.create_account(store, name, role, PASSWORD)
+    return TEAM
+
+
+def page_token(html: str) -> str:
+    """The CSRF token a page hands to htmx (``hx-headers`` on <body>)."""
+    return re.search(r'"X-CSRFToken": "([^"]+)"', html).group(1)
+
+
+def sign_in(client, name: str) -> str:
+    """Log ``name`` in through the login form; returns the new session's CSRF token."""
+    token = page_token(client.get("/login").get_data(as_text=True))
+    response = client.post("/login", data={"name": name, "password": PASSWORD,
+                                           "csrf_token": token})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return page_token(client.get("/login").get_data(as_text=True))
+
+
+def new_client(app, name: str):
+    client = app.test_client()
+    return client, sign_in(client, name)
 
 
 def decide(database, reviewer: str, cell: int, label: str, year: int = 2021) -> None:
@@ -37,16 +68,55 @@ def disagreement(review_db, cell_index: int = 0) -> int:
     return cell
 
 
-def test_second_reviewer_gets_a_blind_card_through_the_app(client, review_db) -> None:
-    token = login(client, "ana")
+# roles -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("role, expected", [("reviewer", 403), ("lead", 200), ("admin", 200)])
+def test_team_and_adjudication_need_a_lead(app, review_db, team, role, expected) -> None:
+    cell = disagreement(review_db)
+    name = next(n for n, r in team.items() if r == role)
+    client, token = new_client(app, name)
+    assert client.get("/team").status_code == expected
+    assert client.get("/adjudicate").status_code == expected
+    response = client.post(f"/adjudicate/{cell}/2021", data={"label": "mine"},
+                           headers={**HTMX, "X-CSRFToken": token})
+    assert response.status_code == expected
+    with Store(review_db.database) as store:
+        status = store.second_review(cell, 2021)["status"]
+    assert status == ("disagreed" if expected == 403 else "adjudicated")
+    nav = client.get("/review").get_data(as_text=True)
+    assert ('href="/team"' in nav) == (expected == 200)
+
+
+def test_logged_out_visitors_are_sent_to_login(app, review_db, team) -> None:
+    client = app.test_client()
+    for path in ("/team", "/adjudicate"):
+        response = client.get(path)
+        assert response.status_code == 302 and "/login" in response.headers["Location"]
+    token = page_token(client.get("/login").get_data(as_text=True))
+    response = client.post(f"/adjudicate/{review_db.cell_ids[0]}/2021", data={"label": "mine"},
+                           headers={**HTMX, "X-CSRFToken": token})
+    assert response.status_code == 401
+
+
+def test_open_mode_on_loopback_lets_the_local_admin_in(client, review_db) -> None:
+    cell = disagreement(review_db)
+    assert client.get("/team").status_code == 200
+    html = client.get("/adjudicate").get_data(as_text=True)
+    response = client.post(f"/adjudicate/{cell}/2021", data={"label": "background"},
+                           headers={**HTMX, "X-CSRFToken": page_token(html)})
+    assert response.status_code == 200
+    with Store(review_db.database) as store:
+        assert store.second_review(cell, 2021)["adjudicated_by"] == accounts.LOCAL_NAME
+
+
+def test_second_reviewer_gets_a_blind_card_through_the_app(app, review_db, team) -> None:
+    client, token = new_client(app, "ana")
     fields = card_fields(client.get("/review").get_data(as_text=True))
     response = client.post(f"/cells/{fields['cell_id']}/{fields['year']}/label", headers={
         **HTMX, "X-CSRFToken": token}, data={"label": "mine", "request_id": fields["request_id"]})
     assert response.status_code == 200
     with Store(review_db.database) as store:
         assert store.second_review(fields["cell_id"], 2021)["status"] == "pending"
-    other = type(client)(client.application)
-    token = login(other, "ben")
+    other, token = new_client(app, "ben")
     html = other.get("/review").get_data(as_text=True)
     card = card_fields(html)
     assert card["cell_id"] == fields["cell_id"]
@@ -59,7 +129,8 @@ def test_second_reviewer_gets_a_blind_card_through_the_app(client, review_db) ->
         assert store.second_review(card["cell_id"], 2021)["status"] == "disagreed"
 
 
-def test_team_page_empty_and_with_figures(client, review_db) -> None:
+def test_team_page_empty_and_with_figures(app, review_db, team) -> None:
+    client, _ = new_client(app, "lea")
     html = client.get("/team").get_data(as_text=True)
     assert "No double-reviewed decisions yet" in html and "No decisions yet" in html
     disagreement(review_db, 0)
@@ -76,7 +147,8 @@ def test_team_page_empty_and_with_figures(client, review_db) -> None:
     assert 'id="pace"' in html and "100 % of first decisions" in html
 
 
-def test_adjudication_queue_and_decision(client, review_db) -> None:
+def test_adjudication_queue_and_decision(app, review_db, team) -> None:
+    client, token = new_client(app, "lea")
     html = client.get("/adjudicate").get_data(as_text=True)
     assert "Nothing to adjudicate" in html
     first = disagreement(review_db, 0)
@@ -86,7 +158,6 @@ def test_adjudication_queue_and_decision(client, review_db) -> None:
     assert re.search(r'class="first-label">.*mine.*by ana', html)
     assert re.search(r'class="second-label">.*background.*by ben', html)
     assert 'id="adjudication-queue"' in html and str(second) in html
-    token = login(client, "lea")
     request_id = re.search(r'name="request_id" value="(\w+)"', html).group(1)
     url = f"/adjudicate/{first}/2021"
     response = client.post(url, data={"label": "mine", "request_id": request_id},
@@ -109,16 +180,9 @@ def test_adjudication_queue_and_decision(client, review_db) -> None:
     assert "Nothing to adjudicate" in client.get("/adjudicate").get_data(as_text=True)
 
 
-def test_adjudication_refuses_bad_requests(client, review_db) -> None:
+def test_adjudication_refuses_bad_requests(app, review_db, team) -> None:
     cell = disagreement(review_db, 0)
-    anonymous = type(client)(client.application)
-    login(anonymous, "x")  # gets a CSRF token, then forgets the name
-    with anonymous.session_transaction() as session:
-        token = session["csrf_token"]
-        del session["reviewer"]
-    assert anonymous.post(f"/adjudicate/{cell}/2021", data={"label": "mine"},
-                          headers={"X-CSRFToken": token}).status_code == 400
-    token = login(client, "lea")
+    client, token = new_client(app, "lea")
     headers = {**HTMX, "X-CSRFToken": token}
     assert client.post(f"/adjudicate/{cell}/2021", data={"label": "mine"}).status_code == 400
     skip = client.post(f"/adjudicate/{cell}/2021", data={"label": "skip"}, headers=headers)
@@ -130,7 +194,8 @@ def test_adjudication_refuses_bad_requests(client, review_db) -> None:
         assert store.second_review(cell, 2021)["status"] == "disagreed"
 
 
-def test_cycles_and_report_pages_say_how_labels_were_reviewed(client, review_db) -> None:
+def test_cycles_and_report_pages_say_how_labels_were_reviewed(app, review_db, team) -> None:
+    client, _ = new_client(app, "lea")
     disagreement(review_db, 0)
     html = client.get("/cycles").get_data(as_text=True)
     assert re.search(r'data-state="disagreed">.*?<td class="num">1<', html, re.S)
