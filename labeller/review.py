@@ -91,7 +91,7 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
         service.lease_one(store, cell[0], cell[1], reviewer, settings.LEASE_SECONDS)
         current = cell
         common["n"] = settings.PREFETCH
-        prefetch = service.next_cards(store, exclude=[cell[0]], **common)
+        prefetch = service.next_cards(store, exclude=[cell[0]], show_first=False, **common)
     card = None
     if current is not None:
         card = service.card_details(store, *current, reviewer=reviewer)
@@ -169,7 +169,7 @@ def choose_queue():
 
 @bp.post("/cells/<int:cell_id>/<int:year>/label")
 def label(cell_id: int, year: int):
-    """Record a decision (label, request_id, ms, score_shown, model_version); show the next card."""
+    """Record a decision (label, request_id; audit fields from the lease); show the next card."""
     reviewer = current_reviewer()
     store = get_store()
     try:
@@ -192,11 +192,15 @@ def label(cell_id: int, year: int):
 
 @bp.post("/undo")
 def undo():
-    """Undo the reviewer's latest decision (a new undo event) and show that cell again."""
+    """Undo the reviewer's latest decision and show that cell again (leased in the same step)."""
     reviewer = current_reviewer()
     store = get_store()
-    token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID]
-    target = service.undo_last(store, reviewer, request_id=f"undo:{token}" if token else None)
+    try:
+        token = service.parse_token(request.form.get("request_id"), required=False)
+    except service.ReviewError as error:
+        abort(400, str(error))
+    target = service.undo_last(store, reviewer, request_id=token or None,
+                               lease_seconds=current_app.config["SETTINGS"].LEASE_SECONDS)
     if target is None:
         notice, cell = "Nothing to undo.", None
     else:
@@ -210,16 +214,18 @@ def undo():
 
 @bp.post("/decisions/<int:event_id>")
 def change(event_id: int):
-    """Change a past decision: a new label event for that cell (the old one stays in history)."""
+    """Change one's own past decision (403 for another reviewer's): a new label event."""
     reviewer = current_reviewer()
     store = get_store()
     label_value = (request.form.get("label") or "").strip()
-    token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID] or None
     try:
+        token = service.parse_token(request.form.get("request_id"), required=False) or None
         service.change_decision(store, reviewer=reviewer, event_id=event_id, label=label_value,
                                 request_id=token)
     except service.NotFoundError as error:
         abort(404, str(error))
+    except service.ForbiddenError as error:
+        abort(403, str(error))
     except service.ReviewError as error:
         abort(400, str(error))
     if is_htmx():

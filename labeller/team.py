@@ -72,7 +72,7 @@ def decide(cell_id: int, year: int):
     token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID] or None
     try:
         sr.adjudicate(get_store(), lead=lead, cell_id=cell_id, year=year, label=label,
-                      request_id=f"adjudicate:{token}" if token else None)
+                      request_id=service.request_key("adjudicate", lead, token) if token else None)
     except sr.SecondReviewError as error:
         abort(400, str(error))
     except sr.NothingToAdjudicateError as error:
