@@ -624,7 +624,8 @@ class Store:
         transaction of a decision or undo).
 
         First decision: the first reviewer's latest decision not undone; when there is none (it
-        was undone) the task is deleted, and the next first decision may open a new one.
+        was undone) the task is deleted, with any other reviewer's lease of the cell-year (the
+        second-review card is withdrawn), and the next first decision may open a new one.
         Second decision: the latest not undone of the second reviewer (the earliest other
         reviewer with a decision not undone). Adjudication: the latest adjudication not undone.
         Status: adjudicated when there is an adjudication, else pending without a second
@@ -644,6 +645,8 @@ class Store:
         if not firsts:
             self.db.execute("DELETE FROM second_reviews WHERE cell_id = ? AND year = ?",
                             [cell_id, year])
+            self.db.execute("DELETE FROM leases WHERE cell_id = ? AND year = ? AND reviewer != ?",
+                            [cell_id, year, first_reviewer])
             return
         first = firsts[-1]
         others = [e for e in reviews if e["reviewer"] != first_reviewer]

@@ -202,8 +202,11 @@ def test_undo_of_the_second_decision_reopens_the_task(store) -> None:
 def test_undo_of_the_first_decision_withdraws_the_task(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "mine")
-    service.undo_last(store, "ana")
+    assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
+    # ana undoes while ben holds the second-review card: it goes back to ana, not to both
+    service.undo_last(store, "ana", lease_seconds=60)
     assert store.second_review(cell, 2021) is None
+    assert store.lease_holder(cell, 2021) == "ana"
     assert all(not c.get("second_review") for c in service.next_cards(store, reviewer="ben", n=4))
     store.release_leases("ben")
     decide(store, "ana", cell, "background", token="redo")

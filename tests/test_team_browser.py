@@ -60,7 +60,7 @@ def test_lead_adjudicates_by_keyboard(server: str, review_db, disagreements, tmp
             assert "2 disagreements waiting" in page.inner_text("#waiting")
             page.keyboard.press("m")
             page.wait_for_selector(f'#adjudication-form[data-cell="{second}"]')
-            assert f"Adjudicated cell {first} (2021) as mine" in page.inner_text("#adjudication")
+            assert f"Adjudicated cell {first} (2021) as mine" in page.inner_text("#card")
             page.keyboard.press("b")
             page.wait_for_selector("text=Nothing to adjudicate")
             page.screenshot(path=str(tmp_path / "adjudicate.png"), full_page=True)
