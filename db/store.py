@@ -576,19 +576,28 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Pending second reviews ``reviewer`` may be served: first decided by someone else, not
         decided by ``reviewer`` already, not under another reviewer's live lease. Tasks leased to
-        ``reviewer`` come first, then the oldest. Rows: cell_id, year."""
+        ``reviewer`` come first, then the oldest. Rows: cell_id, year.
+
+        Two indexed queries (the reviewer's leases; the pending tasks in age order, stopping at
+        ``limit``), so the cost does not grow with the number of pending tasks.
+        """
         now = time.time() if now is None else now
-        return self._rows(
+        params = {"reviewer": reviewer, "now": now, "limit": int(limit)}
+        own = self._rows(
+            "SELECT r.cell_id, r.year FROM leases l JOIN second_reviews r ON r.cell_id = l.cell_id"
+            " AND r.year = l.year WHERE l.reviewer = :reviewer AND l.expires_at > :now"
+            " AND r.status = 'pending' AND r.first_reviewer != :reviewer"
+            " ORDER BY r.created_at LIMIT :limit", params)
+        oldest = self._rows(
             "SELECT r.cell_id, r.year FROM second_reviews r INDEXED BY second_reviews_status"
             " WHERE r.status = 'pending' AND r.first_reviewer != :reviewer"
             " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.cell_id = r.cell_id"
             " AND l.year = r.year AND l.expires_at > :now AND l.reviewer != :reviewer)"
             " AND NOT EXISTS (SELECT 1 FROM label_events e WHERE e.cell_id = r.cell_id"
             f" AND e.year = r.year AND e.reviewer = :reviewer AND e.kind = 'label' AND {_NOT_UNDONE})"
-            " ORDER BY EXISTS (SELECT 1 FROM leases l WHERE l.cell_id = r.cell_id"
-            " AND l.year = r.year AND l.reviewer = :reviewer AND l.expires_at > :now) DESC,"
-            " r.created_at LIMIT :limit",
-            {"reviewer": reviewer, "now": now, "limit": int(limit)})
+            " ORDER BY r.created_at LIMIT :limit", params)
+        rows = {(row["cell_id"], row["year"]): row for row in own + oldest}
+        return list(rows.values())[:limit]
 
     def double_reviewed(self) -> list[dict[str, Any]]:
         """Tasks with both decisions (agreed, disagreed or adjudicated): first_reviewer,
