@@ -76,6 +76,11 @@ class Settings:
     SECOND_REVIEW_ALL_MINES: bool = _setting(False, "Send every first decision 'mine' to a "
                                              "second reviewer as well (true/false).")
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.SECOND_REVIEW_SHARE <= 1.0:
+            raise ValueError("setting SECOND_REVIEW_SHARE: a share from 0 to 1, got "
+                             f"{self.SECOND_REVIEW_SHARE}")
+
     @property
     def data_dir(self) -> Path:
         return Path(self.DATA_DIR)

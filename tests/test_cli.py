@@ -115,3 +115,14 @@ def test_earth_engine_without_an_account_is_one_line(tmp_path):
     result = runner.invoke(cli, ["ee-export", "--region", str(region), "--year", "2021"])
     assert result.exit_code == 1 and "Earth Engine is not available" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MINEWATCH_SECOND_REVIEW_SHARE": "10"}, "SECOND_REVIEW_SHARE: a share from 0 to 1"),
+    ({"MINEWATCH_SECOND_REVIEW_ALL_MINES": "maybe"}, "'maybe' is not true or false"),
+    ({"MINEWATCH_PORT": "fifty"}, "setting PORT"),
+])
+def test_a_bad_setting_is_one_line(tmp_path, env, message):
+    result = CliRunner(env=env).invoke(cli, ["--data-dir", str(tmp_path), "report"])
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert message in result.output and "Traceback" not in result.output

@@ -58,6 +58,8 @@ def test_default_policy_comes_from_the_settings() -> None:
     assert sr.SecondReviewPolicy() == sr.SecondReviewPolicy(0.10, False)
     with pytest.raises(ValueError, match="SECOND_REVIEW_ALL_MINES"):
         load_settings(environ={"MINEWATCH_SECOND_REVIEW_ALL_MINES": "maybe"})
+    with pytest.raises(ValueError, match="SECOND_REVIEW_SHARE"):
+        load_settings(environ={"MINEWATCH_SECOND_REVIEW_SHARE": "10"})  # a share, not percent
 
 
 def test_first_decision_opens_a_task_a_skip_or_a_later_decision_does_not(store) -> None:
