@@ -20,7 +20,7 @@ from labeller.db import get_store
 from labeller.review import is_htmx
 from pipeline import review as service
 from pipeline import second_review as sr
-from pipeline.agreement import SESSION_GAP_S
+from pipeline.agreement import MIN_ACTIVE_S, SESSION_GAP_S
 
 bp = Blueprint("team", __name__)
 ENDPOINT_ROLES.update({"team.page": "lead", "team.queue": "lead", "team.decide": "lead"})
@@ -41,6 +41,7 @@ def page():
     settings = current_app.config["SETTINGS"]
     figures = sr.team_figures(get_store())
     return render_template("team.html", figures=figures, gap_minutes=round(SESSION_GAP_S / 60),
+                           min_active_s=MIN_ACTIVE_S,
                            share=settings.SECOND_REVIEW_SHARE,
                            all_mines=settings.SECOND_REVIEW_ALL_MINES)
 

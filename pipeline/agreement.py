@@ -11,7 +11,8 @@ are ``mine`` or ``background`` count; a skip is not a class here (it goes to a l
 
 Pace comes from the decisions' times: a reviewer's decisions are split into sessions at gaps
 longer than ``SESSION_GAP_S``; a session lasts from its first to its last decision plus the time
-spent on its first card; decisions per hour = decisions / total session time.
+spent on its first card; decisions per hour = decisions / total session time (none below
+``MIN_ACTIVE_S`` of active time: too little to rate).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 CLASSES: tuple[str, ...] = ("mine", "background")
 #: A pause longer than this (seconds) between two decisions ends a review session.
 SESSION_GAP_S = 600.0
+#: Less active time than this (seconds) is too little to give a rate per hour.
+MIN_ACTIVE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def pace(times: Sequence[datetime], ms_spent: Sequence[int | None],
 
     A session's length is last - first decision plus the time spent on its first card (its
     ``ms_spent``, else the reviewer's median card time, else nothing); decisions per hour is None
-    when that total is zero.
+    when that total is under ``MIN_ACTIVE_S``.
     """
     known = [ms for ms in ms_spent if ms is not None]
     median_ms = float(statistics.median(known)) if known else None
@@ -120,7 +123,8 @@ def pace(times: Sequence[datetime], ms_spent: Sequence[int | None],
             sessions += 1
             start = i
     hours = seconds / 3600.0
-    return Pace(len(times), sessions, hours, len(times) / hours if hours > 0 else None, median_ms)
+    per_hour = len(times) / hours if seconds >= MIN_ACTIVE_S else None
+    return Pace(len(times), sessions, hours, per_hour, median_ms)
 
 
 def pace_by_reviewer(rows: Iterable[Mapping[str, Any]],

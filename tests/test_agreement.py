@@ -84,6 +84,8 @@ def test_pace_splits_sessions_at_long_gaps() -> None:
 def test_pace_without_card_times_and_single_decision() -> None:
     t0 = datetime(2026, 1, 5, 9, 0, 0)
     assert agreement.pace([t0], [None]).per_hour is None
+    quick = agreement.pace([t0, t0 + timedelta(seconds=20)], [5_000, 5_000])
+    assert quick.active_hours == pytest.approx(25 / 3600) and quick.per_hour is None  # < 60 s
     assert agreement.pace([], []).decisions == 0
     rows = [{"reviewer": "ana", "created_at": (t0 + timedelta(seconds=s)).isoformat(),
              "ms_spent": 6_000} for s in (12, 0, 6)]
