@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -64,7 +64,10 @@ def _http_error(error: HTTPException):
     message = error.description or error.name
     if request.headers.get("HX-Request") == "true":
         body = render_template("_error.html", code=code, message=message)
-        return body, code, {"HX-Retarget": "#card-error", "HX-Reswap": "innerHTML"}
+        headers = {"HX-Retarget": "#card-error", "HX-Reswap": "innerHTML"}
+        if code == 401:  # e.g. the session expired while reviewing: go to the login page
+            headers["HX-Redirect"] = url_for("auth.login", next=url_for("review.page"))
+        return body, code, headers
     return render_template("error.html", code=code, name=error.name, message=message), code
 
 
@@ -86,8 +89,30 @@ def serve(settings: Settings | None = None, *, preload: bool = True) -> None:
     overrides = {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
     app = create_app(overrides)
     print(f"MineWatch on http://{settings.HOST}:{settings.PORT}/ (Ctrl+C to stop)", flush=True)
+    print(_access_note(settings), flush=True)
+    from labeller.auth import LOOPBACK
+
+    if settings.HOST not in LOOPBACK and not settings.ALLOWED_HOSTS:
+        print(f"Only requests naming localhost or {settings.HOST} in their Host header are "
+              "answered: set ALLOWED_HOSTS to the name or address your team types.", flush=True)
     waitress.serve(app, host=settings.HOST, port=settings.PORT, threads=8,
                    max_request_body_size=settings.MAX_REQUEST_KB * 1024)
+
+
+def _access_note(settings: Settings) -> str:
+    """One line on who can use the app: open mode, or logins (and how to make the first one)."""
+    from db.store import Store
+    from labeller.auth import LOOPBACK
+
+    with Store(settings.database_path) as store:
+        n_accounts = len(store.accounts())
+    if n_accounts:
+        return f"{n_accounts} account(s): everyone logs in."
+    if settings.HOST in LOOPBACK:
+        return ("No account yet: open mode, every request acts as 'local' (admin) on this "
+                "machine only. Create accounts before opening it to a network.")
+    return ("No account yet and the app listens beyond this machine: nobody can log in until "
+            "you run `python run.py users add NAME --role admin`.")
 
 
 def _preload_cycle_module() -> None:

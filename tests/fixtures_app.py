@@ -150,6 +150,18 @@ def csrf_from(html: str) -> str:
 PASSWORD = "correct horse battery"
 
 
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real argon2id with the cheapest parameters: the app's default (64 MiB, 3 passes) would
+    make every login of the suite cost a quarter of a second on a busy CI runner."""
+    from argon2 import PasswordHasher
+
+    from pipeline import accounts
+
+    monkeypatch.setattr(accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=8,
+                                                            parallelism=1))
+
+
 def add_account(app, name: str, role: str = "reviewer") -> None:
     """Create an account in the app's database (once; a second call is a no-op)."""
     from pipeline.accounts import create_account

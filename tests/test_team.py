@@ -13,45 +13,31 @@ from pipeline import review as service
 from pipeline import second_review as sr
 
 pytest.register_assert_rewrite("fixtures_app")
-from fixtures_app import card_fields  # noqa: E402
+from fixtures_app import add_account, card_fields, csrf_from, login  # noqa: E402
 
 pytest_plugins = ["fixtures_app"]
 HTMX = {"HX-Request": "true"}
-PASSWORD = "a long test password"
 #: The team of these tests: account name -> role.
 TEAM = {"ana": "reviewer", "ben": "reviewer", "lea": "lead", "adm": "admin"}
 
 
 @pytest.fixture
 def app_config(app_config: dict) -> dict:
-    return {**app_config, "SECOND_REVIEW_SHARE": 1.0, "LOGIN_RATE_LIMIT": "1000 per minute"}
+    return {**app_config, "SECOND_REVIEW_SHARE": 1.0}
 
 
 @pytest.fixture
-def team(review_db) -> dict[str, str]:
-    with Store(review_db.database) as store:
-        for name, role in TEAM.items():
-            accounts.create_account(store, name, role, PASSWORD)
+def team(app) -> dict[str, str]:
+    """The accounts exist (so the app is out of open mode)."""
+    for name, role in TEAM.items():
+        add_account(app, name, role)
     return TEAM
 
 
-def page_token(html: str) -> str:
-    """The CSRF token a page hands to htmx (``hx-headers`` on <body>)."""
-    return re.search(r'"X-CSRFToken": "([^"]+)"', html).group(1)
-
-
-def sign_in(client, name: str) -> str:
-    """Log ``name`` in through the login form; returns the new session's CSRF token."""
-    token = page_token(client.get("/login").get_data(as_text=True))
-    response = client.post("/login", data={"name": name, "password": PASSWORD,
-                                           "csrf_token": token})
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return page_token(client.get("/login").get_data(as_text=True))
-
-
 def new_client(app, name: str):
+    """A client logged in as ``name``; returns it and its CSRF token."""
     client = app.test_client()
-    return client, sign_in(client, name)
+    return client, login(client, name, TEAM[name])
 
 
 def decide(database, reviewer: str, cell: int, label: str, year: int = 2021) -> None:
@@ -91,7 +77,7 @@ def test_logged_out_visitors_are_sent_to_login(app, review_db, team) -> None:
     for path in ("/team", "/adjudicate"):
         response = client.get(path)
         assert response.status_code == 302 and "/login" in response.headers["Location"]
-    token = page_token(client.get("/login").get_data(as_text=True))
+    token = csrf_from(client.get("/login").get_data(as_text=True))
     response = client.post(f"/adjudicate/{review_db.cell_ids[0]}/2021", data={"label": "mine"},
                            headers={**HTMX, "X-CSRFToken": token})
     assert response.status_code == 401
@@ -102,7 +88,7 @@ def test_open_mode_on_loopback_lets_the_local_admin_in(client, review_db) -> Non
     assert client.get("/team").status_code == 200
     html = client.get("/adjudicate").get_data(as_text=True)
     response = client.post(f"/adjudicate/{cell}/2021", data={"label": "background"},
-                           headers={**HTMX, "X-CSRFToken": page_token(html)})
+                           headers={**HTMX, "X-CSRFToken": csrf_from(html)})
     assert response.status_code == 200
     with Store(review_db.database) as store:
         assert store.second_review(cell, 2021)["adjudicated_by"] == accounts.LOCAL_NAME

@@ -8,24 +8,25 @@ from collections.abc import Iterator
 import pytest
 
 from db.store import Store
-from pipeline import accounts
 from pipeline import review as service
 from pipeline import second_review as sr
 from tests.browser import CHROMIUM, LAUNCH_ARGS, MARKS, served
 
+pytest.register_assert_rewrite("fixtures_app")
+from fixtures_app import PASSWORD, add_account  # noqa: E402
+
 pytest_plugins = ["fixtures_app"]
 
 pytestmark = MARKS
-PASSWORD = "a long test password"
 
 
 @pytest.fixture
-def disagreements(review_db) -> list[int]:
+def disagreements(app, review_db) -> list[int]:
     """Accounts (two reviewers, one lead) and two cells the reviewers disagree on, oldest first."""
     cells = review_db.cell_ids[:2]
+    for name, role in (("ana", "reviewer"), ("ben", "reviewer"), ("lea", "lead")):
+        add_account(app, name, role)
     with Store(review_db.database) as store:
-        for name, role in (("ana", "reviewer"), ("ben", "reviewer"), ("lea", "lead")):
-            accounts.create_account(store, name, role, PASSWORD)
         for cell in cells:
             for reviewer, label in (("ana", "mine"), ("ben", "background")):
                 service.decide(store, reviewer=reviewer, cell_id=cell, year=2021,
