@@ -415,8 +415,19 @@ class Store:
             )
             self._refresh_current_label(cell_id, year)
             self._sync_second_review(cell_id, year)
-            self.db.execute("DELETE FROM leases WHERE cell_id = ? AND year = ?", [cell_id, year])
+            self._release_after_decision(cell_id, year, reviewer)
             return self.label_event(int(cursor.lastrowid))
+
+    def _release_after_decision(self, cell_id: int, year: int, reviewer: str) -> None:
+        """Drop the leases of a cell-year just decided: the decider's, and everyone's unless its
+        second review is pending (then a second reviewer may hold the card right now, and a
+        change of the first decision must not hand that card to a third reviewer)."""
+        task = self.second_review(cell_id, year)
+        if task is not None and task["status"] == "pending":
+            self.db.execute("DELETE FROM leases WHERE cell_id = ? AND year = ? AND reviewer = ?",
+                            [cell_id, year, reviewer])
+        else:
+            self.db.execute("DELETE FROM leases WHERE cell_id = ? AND year = ?", [cell_id, year])
 
     def undo_label(
         self, event_id: int, reviewer: str, *, request_id: str | None = None
@@ -575,8 +586,9 @@ class Store:
         self, reviewer: str, limit: int, *, now: float | None = None
     ) -> list[dict[str, Any]]:
         """Pending second reviews ``reviewer`` may be served: first decided by someone else, not
-        decided by ``reviewer`` already, not under another reviewer's live lease. Tasks leased to
-        ``reviewer`` come first, then the oldest. Rows: cell_id, year.
+        second-reviewed yet (a task waiting for its first reviewer's new decision after an undo
+        is not), not decided by ``reviewer`` already, not under another reviewer's live lease.
+        Tasks leased to ``reviewer`` come first, then the oldest. Rows: cell_id, year.
 
         Two indexed queries (the reviewer's leases; the pending tasks in age order, stopping at
         ``limit``), so the cost does not grow with the number of pending tasks.
@@ -591,6 +603,7 @@ class Store:
         oldest = self._rows(
             "SELECT r.cell_id, r.year FROM second_reviews r INDEXED BY second_reviews_status"
             " WHERE r.status = 'pending' AND r.first_reviewer != :reviewer"
+            " AND r.second_reviewer IS NULL"
             " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.cell_id = r.cell_id"
             " AND l.year = r.year AND l.expires_at > :now AND l.reviewer != :reviewer)"
             " AND NOT EXISTS (SELECT 1 FROM label_events e WHERE e.cell_id = r.cell_id"
@@ -604,7 +617,7 @@ class Store:
         first_label, second_reviewer, second_label, status."""
         return self._rows(
             "SELECT cell_id, year, first_reviewer, first_label, second_reviewer, second_label,"
-            " status FROM second_reviews WHERE second_event_id IS NOT NULL"
+            " status FROM second_reviews WHERE status != 'pending'"
             " ORDER BY created_at, cell_id, year")
 
     def decision_times(self) -> list[dict[str, Any]]:
@@ -632,14 +645,15 @@ class Store:
         """Re-derive a cell-year's second-review task from its label history (inside the
         transaction of a decision or undo).
 
-        First decision: the first reviewer's latest decision not undone; when there is none (it
-        was undone) the task is deleted, with any other reviewer's lease of the cell-year (the
-        second-review card is withdrawn), and the next first decision may open a new one.
-        Second decision: the latest not undone of the second reviewer (the earliest other
-        reviewer with a decision not undone). Adjudication: the latest adjudication not undone.
-        Status: adjudicated when there is an adjudication, else pending without a second
-        decision, else agreed when both chose the same of mine/background, else disagreed (a
-        skip by either side needs a lead).
+        The first reviewer never changes; their side is their latest decision not undone. The
+        second reviewer is the earliest other reviewer with a decision not undone (adjudications
+        aside), their side their latest such decision. Status: adjudicated while a lead's
+        adjudication is not undone; else pending while either side is missing (no second
+        decision yet, or the first decision was undone and its reviewer has not decided again);
+        else agreed when both chose the same of mine/background, else disagreed (a skip by
+        either side needs a lead). With no decision left at all the task is deleted (the next
+        first decision may open a new one), unless another reviewer holds its card right now
+        (a live lease): then it stays pending and their decision is still its second review.
         """
         task = self.second_review(cell_id, year)
         if task is None:
@@ -650,25 +664,26 @@ class Store:
             [cell_id, year])
         reviews = [e for e in events if e["source"] != "adjudication"]
         first_reviewer = task["first_reviewer"]
-        firsts = [e for e in reviews if e["reviewer"] == first_reviewer]
-        if not firsts:
-            self.db.execute("DELETE FROM second_reviews WHERE cell_id = ? AND year = ?",
-                            [cell_id, year])
-            self.db.execute("DELETE FROM leases WHERE cell_id = ? AND year = ? AND reviewer != ?",
-                            [cell_id, year, first_reviewer])
+        if not reviews:
+            held = self._scalar(
+                "SELECT reviewer FROM leases WHERE cell_id = ? AND year = ? AND reviewer != ?"
+                " AND expires_at > ?", [cell_id, year, first_reviewer, time.time()])
+            if held is None:
+                self.db.execute("DELETE FROM second_reviews WHERE cell_id = ? AND year = ?",
+                                [cell_id, year])
             return
-        first = firsts[-1]
-        others = [e for e in reviews if e["reviewer"] != first_reviewer]
-        second_reviewer = (task["second_reviewer"]
-                           if any(e["reviewer"] == task["second_reviewer"] for e in others)
-                           else others[0]["reviewer"] if others else None)
-        second = [e for e in others if e["reviewer"] == second_reviewer][-1:] or [None]
-        second = second[0]
+        firsts = [e for e in reviews if e["reviewer"] == first_reviewer]
+        first = firsts[-1] if firsts else None
+        others = list(dict.fromkeys(e["reviewer"] for e in reviews if e["reviewer"] != first_reviewer))
+        second_reviewer = (task["second_reviewer"] if task["second_reviewer"] in others
+                           else others[0] if others else None)
+        seconds = [e for e in reviews if e["reviewer"] == second_reviewer]
+        second = seconds[-1] if seconds else None
         adjudications = [e for e in events if e["source"] == "adjudication"]
         adjudication = adjudications[-1] if adjudications else None
         if adjudication is not None:
             status = "adjudicated"
-        elif second is None:
+        elif first is None or second is None:
             status = "pending"
         elif first["label"] == second["label"] and first["label"] in TRAINING_LABELS:
             status = "agreed"
@@ -680,7 +695,8 @@ class Store:
             " second_reviewer = ?, second_event_id = ?, second_label = ?,"
             " adjudication_event_id = ?, adjudicated_label = ?, adjudicated_by = ?,"
             " resolved_at = ? WHERE cell_id = ? AND year = ?",
-            [status, first["id"], first["label"], second_reviewer,
+            [status, first["id"] if first else task["first_event_id"],
+             first["label"] if first else task["first_label"], second_reviewer,
              second and second["id"], second and second["label"],
              adjudication and adjudication["id"], adjudication and adjudication["label"],
              adjudication and adjudication["reviewer"],

@@ -235,11 +235,11 @@ def _second_review_row(store: Store, version: str, task: dict[str, Any]) -> dict
 
 
 def is_blind(store: Store, cell_id: int, year: int, reviewer: str | None) -> bool:
-    """Whether the cell-year is a pending second review that ``reviewer`` did not decide first
-    (its card then shows no earlier label)."""
+    """Whether the cell-year waits for its second review and ``reviewer`` may give it (someone
+    else decided first, nobody second yet): its card then shows no earlier label."""
     task = store.second_review(cell_id, year)
     return (reviewer is not None and task is not None and task["status"] == "pending"
-            and task["first_reviewer"] != reviewer)
+            and task["first_reviewer"] != reviewer and task["second_reviewer"] is None)
 
 
 _frontier: dict[tuple[Any, ...], tuple[float, float]] = {}

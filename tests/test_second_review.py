@@ -201,11 +201,37 @@ def test_undo_of_the_second_decision_reopens_the_task(store) -> None:
     assert store.second_review(cell, 2021)["status"] == "agreed"
 
 
-def test_undo_of_the_first_decision_withdraws_the_task(store) -> None:
+def test_undo_of_the_first_decision_while_the_second_reviewer_looks(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "mine")
     assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
-    # ana undoes while ben holds the second-review card: it goes back to ana, not to both
+    # ana undoes while ben holds the card: the task stays open, ben keeps the card
+    service.undo_last(store, "ana", lease_seconds=60)
+    assert store.second_review(cell, 2021)["status"] == "pending"
+    assert store.lease_holder(cell, 2021) == "ben"
+    decide(store, "ben", cell, "skip")  # ben's second review waits for ana's new decision ...
+    task = store.second_review(cell, 2021)
+    assert (task["status"], task["first_reviewer"], task["second_reviewer"]) == (
+        "pending", "ana", "ben")
+    assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
+    decide(store, "ana", cell, "background", token="redo")  # ... which resolves it
+    task = store.second_review(cell, 2021)
+    assert (task["status"], task["first_label"], task["second_label"]) == (
+        "disagreed", "background", "skip")
+
+
+def test_a_change_of_the_first_decision_keeps_the_second_reviewers_card(store) -> None:
+    cell = first_card(store)
+    first = decide(store, "ana", cell, "mine").event
+    assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
+    service.change_decision(store, reviewer="ana", event_id=first["id"], label="background")
+    assert store.lease_holder(cell, 2021) == "ben"
+    assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
+
+
+def test_undo_of_the_first_decision_withdraws_the_task(store) -> None:
+    cell = first_card(store)
+    decide(store, "ana", cell, "mine")
     service.undo_last(store, "ana", lease_seconds=60)
     assert store.second_review(cell, 2021) is None
     assert store.lease_holder(cell, 2021) == "ana"
@@ -214,6 +240,25 @@ def test_undo_of_the_first_decision_withdraws_the_task(store) -> None:
     decide(store, "ana", cell, "background", token="redo")
     task = store.second_review(cell, 2021)
     assert task["status"] == "pending" and task["first_label"] == "background"
+
+
+def test_undo_of_a_first_decision_already_second_reviewed(store) -> None:
+    cell = first_card(store)
+    decide(store, "ana", cell, "mine")
+    decide(store, "ben", cell, "background")
+    service.undo_last(store, "ana", lease_seconds=60)
+    # the task waits for ana's new decision; ana holds the card again, nobody else gets it
+    task = store.second_review(cell, 2021)
+    assert (task["status"], task["first_reviewer"], task["second_reviewer"]) == (
+        "pending", "ana", "ben")
+    assert store.lease_holder(cell, 2021) == "ana"
+    assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
+    assert store.review_state_counts()["pending"] == 1
+    assert sr.team_figures(store).per_pair == {}  # not double-reviewed while ana's side is open
+    decide(store, "ana", cell, "background", token="redo")
+    task = store.second_review(cell, 2021)
+    assert (task["status"], task["first_reviewer"], task["second_reviewer"]) == (
+        "agreed", "ana", "ben")
 
 
 def test_a_change_by_the_first_reviewer_re_resolves(store) -> None:
