@@ -41,6 +41,7 @@ from labeller.db import get_store
 from labeller.safety import safe_next
 from pipeline import accounts
 from pipeline.accounts import LOCAL_NAME, ROLES, role_allows
+from pipeline.settings import setting_help
 
 bp = Blueprint("auth", __name__)
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
@@ -54,6 +55,7 @@ ENDPOINT_ROLES: dict[str, str] = {
     "auth.add_account": "admin",
     "auth.set_disabled": "admin",
     "auth.reset_password": "admin",
+    "auth.settings_page": "admin",
     "overview.index": "reviewer",
     "review.page": "reviewer",
     "review.card": "reviewer",
@@ -270,6 +272,19 @@ def reset_password(name: str):
             abort(404, str(error))
         return _accounts_answer(error=str(error))
     return _accounts_answer(message=f"New password set for {name}; its sessions ended.")
+
+
+#: Settings whose value the settings page does not show.
+SECRET_SETTINGS = frozenset({"SECRET_KEY"})
+
+
+@bp.get("/settings")
+def settings_page():
+    """Admin: every setting with the value in effect (secrets hidden) and its meaning."""
+    settings = current_app.config["SETTINGS"]
+    rows = [(name, "(hidden)" if name in SECRET_SETTINGS else getattr(settings, name), default,
+             help_text) for name, default, help_text in setting_help()]
+    return render_template("settings.html", rows=rows)
 
 
 def init_app(app: Flask) -> None:

@@ -314,3 +314,10 @@ def test_role_required_decorator(app_config, monkeypatch) -> None:
     assert lead.get("/lead-only").get_data(as_text=True) == "lead stuff"
     with pytest.raises(ValueError, match="unknown role"):
         role_required("owner")
+
+
+def test_settings_page_shows_values_but_not_secrets(app, client) -> None:
+    login(client, "root", "admin")
+    html = client.get("/settings").get_data(as_text=True)
+    assert "<code>LEASE_SECONDS</code></td><td>300</td>" in html
+    assert "test-secret" not in html and "(hidden)" in html
