@@ -189,3 +189,20 @@ def test_cycles_and_report_pages_say_how_labels_were_reviewed(app, review_db, te
     html = client.get("/report").get_data(as_text=True)
     assert 'id="review-states"' in html
     assert "no lead has adjudicated them yet" in html
+
+
+def test_report_markdown_and_csv_count_review_states(app, review_db) -> None:
+    from analysis.report import build_report, to_csv, to_markdown
+
+    disagreement(review_db, 0)
+    cell = review_db.cell_ids[1]
+    decide(review_db.database, "ana", cell, "mine")
+    decide(review_db.database, "ben", cell, "mine")
+    with Store(review_db.database) as store:
+        report = build_report(store, app.config["SETTINGS"], year=2021)
+    assert report.review_states == {"single": 0, "pending": 0, "agreed": 1, "disagreed": 1,
+                                    "adjudicated": 0}
+    markdown = to_markdown(report)
+    assert "## Review of the labels (all years)" in markdown
+    assert "| Disagreeing, pending adjudication (left out) | 1 |" in markdown
+    assert "review,agreed,1,labels" in to_csv(report)
