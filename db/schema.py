@@ -216,6 +216,8 @@ def second_review(db: Database) -> None:
     ``Store._sync_second_review`` in the transaction of every decision and undo: the first
     reviewer's latest decision, the second reviewer's latest, the latest adjudication, and the
     status (pending: no second decision yet; agreed / disagreed; adjudicated: a lead decided).
+    ``second_review_policy`` holds a lead's choice of share and all-mines (one row at most),
+    which overrides the settings ``SECOND_REVIEW_SHARE`` and ``SECOND_REVIEW_ALL_MINES``.
     """
     _execute_each(
         db,
@@ -240,6 +242,13 @@ def second_review(db: Database) -> None:
             PRIMARY KEY (cell_id, year)
         ) WITHOUT ROWID;
         CREATE INDEX second_reviews_status ON second_reviews(status, created_at);
+        CREATE TABLE second_review_policy (   -- a lead's choice; absent: the settings decide
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            share REAL NOT NULL CHECK (share BETWEEN 0 AND 1),
+            all_mines INTEGER NOT NULL CHECK (all_mines IN (0, 1)),
+            set_by TEXT NOT NULL,
+            set_at TEXT NOT NULL
+        );
         """
     )
 

@@ -564,6 +564,23 @@ class Store:
                 [event["cell_id"], event["year"], event["reviewer"], reason, utc_now(),
                  event["id"], event["label"]])
 
+    def second_review_policy(self) -> dict[str, Any] | None:
+        """A lead's choice of second-review share and all-mines (share, all_mines, set_by,
+        set_at), or None when the settings decide."""
+        return self._row("SELECT share, all_mines, set_by, set_at FROM second_review_policy")
+
+    def set_second_review_policy(self, share: float, all_mines: bool, set_by: str) -> None:
+        """Store a lead's choice (``share`` in [0, 1])."""
+        with self.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO second_review_policy (id, share, all_mines, set_by, set_at)"
+                " VALUES (1, ?, ?, ?, ?)", [float(share), int(bool(all_mines)), set_by, utc_now()])
+
+    def clear_second_review_policy(self) -> None:
+        """Forget the lead's choice: the settings decide again."""
+        with self.atomic():
+            self.db.execute("DELETE FROM second_review_policy")
+
     def second_review(self, cell_id: int, year: int) -> dict[str, Any] | None:
         """The second-review task of a cell-year, if any."""
         return self._row("SELECT * FROM second_reviews WHERE cell_id = ? AND year = ?",

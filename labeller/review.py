@@ -28,7 +28,7 @@ from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.safety import parse_int
 from pipeline import review as service
-from pipeline.second_review import SecondReviewPolicy
+from pipeline.second_review import current_policy
 
 bp = Blueprint("review", __name__)
 
@@ -175,7 +175,7 @@ def label(cell_id: int, year: int):
         form = service.parse_decision_form(request.form)
     except service.ReviewError as error:
         abort(400, str(error))
-    policy = SecondReviewPolicy.from_settings(current_app.config["SETTINGS"])
+    policy = current_policy(store, current_app.config["SETTINGS"])
     decision = service.decide(store, reviewer=reviewer, cell_id=cell_id, year=year, form=form,
                               policy=policy)
     if is_htmx():

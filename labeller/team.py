@@ -23,7 +23,8 @@ from pipeline import second_review as sr
 from pipeline.agreement import MIN_ACTIVE_S, SESSION_GAP_S
 
 bp = Blueprint("team", __name__)
-ENDPOINT_ROLES.update({"team.page": "lead", "team.queue": "lead", "team.decide": "lead"})
+ENDPOINT_ROLES.update({"team.page": "lead", "team.queue": "lead", "team.decide": "lead",
+                       "team.policy": "lead"})
 
 
 @bp.app_template_global()
@@ -37,13 +38,33 @@ QUEUE_LIMIT = 50
 
 @bp.get("/team")
 def page():
-    """Agreement per reviewer and per pair (percent, Cohen's kappa), pace, review states."""
-    settings = current_app.config["SETTINGS"]
-    figures = sr.team_figures(get_store())
-    return render_template("team.html", figures=figures, gap_minutes=round(SESSION_GAP_S / 60),
-                           min_active_s=MIN_ACTIVE_S,
-                           share=settings.SECOND_REVIEW_SHARE,
-                           all_mines=settings.SECOND_REVIEW_ALL_MINES)
+    """Agreement per reviewer and per pair (percent, Cohen's kappa), pace, review states, and
+    the second-review policy in force (a lead may change it)."""
+    return render_template("team.html", **_team_context())
+
+
+def _team_context(error: str | None = None, message: str | None = None) -> dict[str, Any]:
+    store = get_store()
+    return dict(figures=sr.team_figures(store), gap_minutes=round(SESSION_GAP_S / 60),
+                min_active_s=MIN_ACTIVE_S, error=error, message=message,
+                policy=sr.current_policy(store, current_app.config["SETTINGS"]),
+                chosen=store.second_review_policy())
+
+
+@bp.post("/team/policy")
+def policy():
+    """Set the share of first decisions sent to a second reviewer (form ``percent``, 0-100) and
+    whether every mine goes too (``all_mines``); ``reset`` returns to the settings."""
+    store = get_store()
+    if request.form.get("reset"):
+        store.clear_second_review_policy()
+        return redirect(url_for("team.page"))
+    try:
+        sr.set_policy(store, lead=current_name(), percent=str(request.form.get("percent", "")),
+                      all_mines=request.form.get("all_mines") in ("1", "on", "true"))
+    except sr.SecondReviewError as error:
+        return render_template("team.html", **_team_context(error=str(error))), 400
+    return redirect(url_for("team.page"))
 
 
 def _queue_context(notice: str | None = None) -> dict[str, Any]:

@@ -58,6 +58,28 @@ class SecondReviewPolicy:
         return "share" if sample_point(cell_id, year) < self.share else None
 
 
+def current_policy(store: Store, settings: Settings) -> SecondReviewPolicy:
+    """The policy in force: a lead's choice stored in the database, else the settings'."""
+    chosen = store.second_review_policy()
+    if chosen is None:
+        return SecondReviewPolicy.from_settings(settings)
+    return SecondReviewPolicy(float(chosen["share"]), bool(chosen["all_mines"]))
+
+
+def set_policy(store: Store, *, lead: str, percent: str, all_mines: bool) -> SecondReviewPolicy:
+    """Store a lead's choice: ``percent`` of first decisions (text as typed, 0 to 100) and
+    whether every mine goes too. SecondReviewError for anything but a number from 0 to 100."""
+    try:
+        share = float(percent.strip()) / 100.0
+    except ValueError:
+        raise SecondReviewError(f"the share is a percentage from 0 to 100, got {percent[:20]!r}"
+                                ) from None
+    if not 0.0 <= share <= 1.0:  # also refuses NaN
+        raise SecondReviewError(f"the share is a percentage from 0 to 100, got {percent[:20]!r}")
+    store.set_second_review_policy(share, all_mines, lead)
+    return SecondReviewPolicy(share, all_mines)
+
+
 def sample_point(cell_id: int, year: int) -> float:
     """A fixed pseudo-random number in [0, 1) for a cell-year (SHA-256 of "cell:year")."""
     digest = hashlib.sha256(f"{int(cell_id)}:{int(year)}".encode()).digest()

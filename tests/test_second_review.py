@@ -289,3 +289,20 @@ def test_review_states_and_team_figures(store) -> None:
     assert figures.per_pair[("ana", "ben")].percent == pytest.approx(100 / 3)
     assert set(figures.pace) == {"ana", "ben"}  # the lead's adjudication is not pace
     assert figures.pace["ana"].decisions == 5 and figures.pending_by_reviewer == {"ana": 1}
+
+
+def test_a_leads_policy_overrides_the_settings(store) -> None:
+    from pipeline.settings import load_settings
+
+    settings = load_settings({"SECOND_REVIEW_SHARE": 0.2}, environ={})
+    assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.2, False)
+    assert sr.set_policy(store, lead="lea", percent=" 35 ", all_mines=True) == \
+        sr.SecondReviewPolicy(0.35, True)
+    assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.35, True)
+    assert store.second_review_policy()["set_by"] == "lea"
+    for bad in ("-1", "100.5", "inf", "nan", "ten"):
+        with pytest.raises(sr.SecondReviewError, match="percentage"):
+            sr.set_policy(store, lead="lea", percent=bad, all_mines=False)
+    assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.35, True)
+    store.clear_second_review_policy()
+    assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.2, False)

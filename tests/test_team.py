@@ -206,3 +206,39 @@ def test_report_markdown_and_csv_count_review_states(app, review_db) -> None:
     assert "## Review of the labels (all years)" in markdown
     assert "| Disagreeing, pending adjudication (left out) | 1 |" in markdown
     assert "review,agreed,1,labels" in to_csv(report)
+
+
+def test_a_lead_sets_the_second_review_policy(app, review_db, team) -> None:
+    settings = app.config["SETTINGS"]
+    reviewer, token = new_client(app, "ana")
+    assert reviewer.post("/team/policy", data={"percent": "50"},
+                         headers={"X-CSRFToken": token}).status_code == 403
+    lead, token = new_client(app, "lea")
+    html = lead.get("/team").get_data(as_text=True)
+    assert "100 % of first decisions go blind" in html and "from the settings" in html
+    for bad in ("abc", "150", "nan", ""):
+        response = lead.post("/team/policy", data={"percent": bad},
+                             headers={"X-CSRFToken": token})
+        assert response.status_code == 400, bad
+        assert "a percentage from 0 to 100" in response.get_data(as_text=True)
+    response = lead.post("/team/policy", data={"percent": "0", "all_mines": "1"},
+                         headers={"X-CSRFToken": token})
+    assert response.status_code == 302
+    html = lead.get("/team").get_data(as_text=True)
+    assert "0 % of first decisions and every mine" in html and "set by lea" in html
+    with Store(review_db.database) as store:
+        assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.0, True)
+    # the review page decides with it: a background opens no task, a mine does
+    client, token = new_client(app, "ben")
+    for label in ("background", "mine"):
+        fields = card_fields(client.get("/review").get_data(as_text=True))
+        client.post(f"/cells/{fields['cell_id']}/2021/label", headers={"X-CSRFToken": token},
+                    data={"label": label, "request_id": fields["request_id"]})
+        with Store(review_db.database) as store:
+            task = store.second_review(fields["cell_id"], 2021)
+        assert (task is not None) == (label == "mine")
+        assert task is None or task["reason"] == "mine"
+    assert lead.post("/team/policy", data={"reset": "1"},
+                     headers={"X-CSRFToken": csrf_from(html)}).status_code == 302
+    with Store(review_db.database) as store:
+        assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(1.0, False)
