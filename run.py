@@ -79,7 +79,10 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
     Typical flow: `demo` (or `ingest` your scenes, then `train --mines FILE --year YEAR`),
     `score`, `serve` to review, `cycle` to retrain on the reviews and re-predict.
     """
-    ctx.obj = load_settings({"DATA_DIR": str(data_dir)} if data_dir else None)
+    try:
+        ctx.obj = load_settings({"DATA_DIR": str(data_dir)} if data_dir else None)
+    except ValueError as error:  # a MINEWATCH_* variable that is not a valid value
+        raise click.ClickException(str(error)) from None
 
 
 def open_store(settings: Settings) -> Store:

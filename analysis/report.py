@@ -18,7 +18,7 @@ from analysis.change import ChangeResult, PersistenceRule, change_over_years
 from analysis.protected import ProtectedHits, protected_areas, protected_hits
 from analysis.status import mine_points, resolve_model, resolve_year, year_cells
 from analysis.territory import refresh_territory_cells
-from db.store import Store
+from db.store import REVIEW_STATES, Store
 from pipeline.settings import Settings
 
 #: Table 1, in order: key, label, unit.
@@ -39,6 +39,16 @@ TABLE1: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: How each review state reads in the report (keys: ``db.store.REVIEW_STATES``).
+REVIEW_STATE_NAMES: dict[str, str] = {
+    "single": "Single-reviewed",
+    "pending": "Awaiting a second review (single so far)",
+    "agreed": "Double-reviewed, agreeing",
+    "disagreed": "Disagreeing, pending adjudication (left out)",
+    "adjudicated": "Adjudicated by a lead",
+}
+
+
 @dataclass
 class Report:
     """Everything the report shows (see TABLE1 for the keys of ``table``)."""
@@ -57,6 +67,8 @@ class Report:
     change: ChangeResult
     synthetic: bool
     notes: list[str] = field(default_factory=list)
+    #: How the current labels were reviewed (``Store.review_state_counts``; ``REVIEW_STATES``).
+    review_states: dict[str, int] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str, float | int | None, str]]:
         """Table 1 as (key, label, value, unit)."""
@@ -126,9 +138,14 @@ def build_report(store: Store, settings: Settings, *, year: int | None = None,
     change = change_over_years(cells_of_year, rule)
     if change.note:
         notes.append(change.note)
+    states = store.review_state_counts()
+    if states["disagreed"]:
+        notes.append(f"{states['disagreed']:,} reviewed cell-years are left out: their two "
+                     "reviewers disagree and no lead has adjudicated them yet (Adjudicate page).")
     return Report(model["version"], float(model["threshold"]), year, years, settings.BUFFER_M,
                   cell_km2, territory and {k: v for k, v in territory.items() if k != "geometry"},
-                  table, per_year, _trend(store, year), hits_of_year, change, synthetic, notes)
+                  table, per_year, _trend(store, year), hits_of_year, change, synthetic, notes,
+                  states)
 
 
 def _trend(store: Store, year: int) -> list[dict[str, Any]]:
@@ -214,6 +231,9 @@ def to_markdown(report: Report) -> str:
         for c in change.candidates:
             out.append(f"| {c['kind']} | {c['cell_id']} | {c['since'] or ''} | {c['cells']} | "
                        f"{' → '.join(map(str, c['history']))} | [open]({c['review_url']}) |")
+    out += ["", "## Review of the labels (all years)", "", "| | labels |", "|---|---:|"]
+    out += [f"| {REVIEW_STATE_NAMES[key]} | {report.review_states.get(key, 0):,} |"
+            for key in REVIEW_STATES]
     if report.notes:
         out += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
     return "\n".join(out) + "\n"
@@ -245,4 +265,6 @@ def to_csv(report: Report) -> str:
         writer.writerow(["change", name, count, "cells", "", version])
     writer.writerow(["change", "restoration_candidates", len(report.change.candidates), "rows", "",
                      version])
+    for key in REVIEW_STATES:
+        writer.writerow(["review", key, report.review_states.get(key, 0), "labels", "", version])
     return buffer.getvalue()

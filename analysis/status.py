@@ -3,11 +3,15 @@
 Per (cell, year, model version) a cell is:
 
 ==========  =================================================================
-confirmed   its current review label is ``mine`` (whatever the score)
-rejected    a reviewer labelled it ``background`` and its score >= threshold
-predicted   score >= threshold and not reviewed yet (no label, or ``skip``)
+confirmed   its effective review label is ``mine`` (whatever the score)
+rejected    its effective review label is ``background`` and its score >= threshold
+predicted   score >= threshold and not reviewed yet (no label, ``skip``, or an open
+            disagreement between two reviewers)
 background  everything else: score below threshold, or not scored
 ==========  =================================================================
+
+The effective label is a lead's adjudication, else the agreed or current label (see
+``Store.reviewed_labels``).
 
 Mine points are the confirmed and predicted cells, one point at each cell's centre. The rule
 itself is in ``Store.cell_statuses`` (SQL); this module picks the model and year and turns rows

@@ -13,7 +13,8 @@ Loops are bounded: the run ends at ``--decisions`` acknowledged decisions, at ``
 or when the queue runs dry.
 
 Then the database is checked: every acknowledged decision must be stored (``lost``), no
-cell-year may carry decisions of two bench reviewers (``double_served``), and every response
+cell-year may carry decisions of two bench reviewers (``double_served``) except a decision and
+its blind second review (``second_reviewed`` counts those), and every response
 must be what the flow expects (``errors``: 5xx, unexpected 4xx, broken connections). The last
 line printed is one JSON object with the keys sent, acknowledged, stored, lost, double_served,
 errors, p50_ms, p95_ms, p99_ms (plus a few more).
@@ -225,12 +226,20 @@ def check(database: Path, tally: Tally, names: list[str]) -> dict[str, Any]:
             "SELECT request_id FROM label_events WHERE kind = 'label' AND request_id LIKE"
             " 'label:bench-%'").fetchall()}
         marks = ",".join("?" * len(names))
+        # two reviewers on a cell-year is right only as a decision and its blind second review
         double = store.db.execute(
-            "SELECT count(*) FROM (SELECT cell_id, year FROM label_events WHERE kind = 'label'"
-            f" AND reviewer IN ({marks}) GROUP BY cell_id, year"
-            " HAVING count(DISTINCT reviewer) > 1)", names).fetchone()[0]
+            "SELECT count(*) FROM (SELECT e.cell_id FROM label_events e LEFT JOIN second_reviews r"
+            " ON r.cell_id = e.cell_id AND r.year = e.year WHERE e.kind = 'label'"
+            f" AND e.reviewer IN ({marks}) GROUP BY e.cell_id, e.year"
+            " HAVING count(DISTINCT e.reviewer) > 1 AND NOT (count(DISTINCT e.reviewer) = 2"
+            " AND r.second_reviewer IS NOT NULL"
+            " AND sum(e.reviewer NOT IN (r.first_reviewer, r.second_reviewer)) = 0))",
+            names).fetchone()[0]
+        second = store.db.execute("SELECT count(*) FROM second_reviews"
+                                  " WHERE second_event_id IS NOT NULL").fetchone()[0]
     lost = [key for key in tally.acknowledged if key not in keys]
-    return {"stored": len(keys), "lost": len(lost), "double_served": int(double)}
+    return {"stored": len(keys), "lost": len(lost), "double_served": int(double),
+            "second_reviewed": int(second)}
 
 
 def main() -> None:

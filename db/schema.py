@@ -237,6 +237,53 @@ def accounts(db: Database) -> None:
     )
 
 
+
+@migrations(name="0007_second_review")
+def second_review(db: Database) -> None:
+    """Second reviews: one task per (cell, year) whose first decision was picked for a blind
+    second look by another reviewer, its outcome and the lead's adjudication.
+
+    The columns after ``created_at`` are derived from the label history by
+    ``Store._sync_second_review`` in the transaction of every decision and undo: the first
+    reviewer's latest decision, the second reviewer's latest, the latest adjudication, and the
+    status (pending: no second decision yet; agreed / disagreed; adjudicated: a lead decided).
+    ``second_review_policy`` holds a lead's choice of share and all-mines (one row at most),
+    which overrides the settings ``SECOND_REVIEW_SHARE`` and ``SECOND_REVIEW_ALL_MINES``.
+    """
+    _execute_each(
+        db,
+        """
+        CREATE TABLE second_reviews (
+            cell_id INTEGER NOT NULL,
+            year INTEGER NOT NULL,
+            first_reviewer TEXT NOT NULL,
+            reason TEXT NOT NULL CHECK (reason IN ('share', 'mine')),  -- why it was picked
+            created_at TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'agreed', 'disagreed', 'adjudicated')),
+            first_event_id INTEGER NOT NULL REFERENCES label_events(id),
+            first_label TEXT NOT NULL,
+            second_reviewer TEXT,
+            second_event_id INTEGER REFERENCES label_events(id),
+            second_label TEXT,
+            adjudication_event_id INTEGER REFERENCES label_events(id),
+            adjudicated_label TEXT,
+            adjudicated_by TEXT,
+            resolved_at TEXT,                -- when the status last left 'pending'
+            PRIMARY KEY (cell_id, year)
+        ) WITHOUT ROWID;
+        CREATE INDEX second_reviews_status ON second_reviews(status, created_at);
+        CREATE TABLE second_review_policy (   -- a lead's choice; absent: the settings decide
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            share REAL NOT NULL CHECK (share BETWEEN 0 AND 1),
+            all_mines INTEGER NOT NULL CHECK (all_mines IN (0, 1)),
+            set_by TEXT NOT NULL,
+            set_at TEXT NOT NULL
+        );
+        """
+    )
+
+
 def _execute_each(db: Database, script: str) -> None:
     """Run each statement of ``script`` inside the migration's transaction.
 

@@ -34,6 +34,16 @@ _NOT_UNDONE = "NOT EXISTS (SELECT 1 FROM label_events u WHERE u.kind = 'undo' AN
 #: SQL condition: score row ``s`` is not of a cell outside the loaded territory.
 _NOT_OUTSIDE = ("NOT EXISTS (SELECT 1 FROM territory_cells t WHERE t.cell_id = s.cell_id"
                 " AND t.inside = 0)")
+#: SQL: the effective label of current label ``l`` given its second review ``r`` (LEFT JOINed):
+#: the lead's label when adjudicated, the agreed label, NULL while the two reviewers disagree
+#: (not yet adjudicated), else the current label (single-reviewed or awaiting its second review).
+_EFFECTIVE_LABEL = ("CASE r.status WHEN 'adjudicated' THEN r.adjudicated_label"
+                    " WHEN 'agreed' THEN r.first_label WHEN 'disagreed' THEN NULL ELSE l.label END")
+#: SQL: current labels ``l`` joined with their second review ``r``.
+_LABELS_WITH_REVIEW = ("current_labels l LEFT JOIN second_reviews r ON r.cell_id = l.cell_id"
+                       " AND r.year = l.year")
+#: Review states of a current label, as ``Store.review_state_counts`` names them.
+REVIEW_STATES: tuple[str, ...] = ("single", "pending", "agreed", "disagreed", "adjudicated")
 _JSON_COLUMNS = frozenset(
     {"paths", "bands", "stretch", "metrics", "training", "history", "predicted_mines"}
 )
@@ -433,8 +443,20 @@ class Store:
                  ms_spent, request_id, source],
             )
             self._refresh_current_label(cell_id, year)
-            self.db.execute("DELETE FROM leases WHERE cell_id = ? AND year = ?", [cell_id, year])
+            self._sync_second_review(cell_id, year)
+            self._release_after_decision(cell_id, year, reviewer)
             return self.label_event(int(cursor.lastrowid))
+
+    def _release_after_decision(self, cell_id: int, year: int, reviewer: str) -> None:
+        """Drop the leases of a cell-year just decided: the decider's, and everyone's unless its
+        second review is pending (then a second reviewer may hold the card right now, and a
+        change of the first decision must not hand that card to a third reviewer)."""
+        task = self.second_review(cell_id, year)
+        if task is not None and task["status"] == "pending":
+            self.db.execute("DELETE FROM leases WHERE cell_id = ? AND year = ? AND reviewer = ?",
+                            [cell_id, year, reviewer])
+        else:
+            self.db.execute("DELETE FROM leases WHERE cell_id = ? AND year = ?", [cell_id, year])
 
     def undo_label(
         self, event_id: int, reviewer: str, *, request_id: str | None = None
@@ -462,6 +484,7 @@ class Store:
                  target["source"]],
             )
             self._refresh_current_label(target["cell_id"], target["year"])
+            self._sync_second_review(target["cell_id"], target["year"])
             return self.label_event(int(cursor.lastrowid))
 
     def last_undoable_event(self, reviewer: str) -> dict[str, Any] | None:
@@ -527,25 +550,203 @@ class Store:
         return int(self._scalar(sql, params))
 
     def reviewed_labels(self) -> list[dict[str, Any]]:
-        """Current mine/background review labels (skips excluded)."""
+        """Effective mine/background review labels (skips and open disagreements excluded).
+
+        The effective label is the lead's when adjudicated, else the agreed or current label; a
+        cell-year whose two reviewers disagree and that no lead adjudicated yet has none.
+        """
         return self._rows(
-            "SELECT cell_id, year, label, reviewer, updated_at FROM current_labels"
+            f"SELECT * FROM (SELECT l.cell_id, l.year, {_EFFECTIVE_LABEL} AS label, l.reviewer,"
+            f" l.updated_at FROM {_LABELS_WITH_REVIEW})"
             " WHERE label IN ('mine', 'background') ORDER BY year, cell_id"
         )
 
     def training_labels(self) -> list[dict[str, Any]]:
-        """Seed labels and review labels, a review overriding the seed label of the same cell-year.
+        """Seed labels and effective review labels (``reviewed_labels``), a review overriding the
+        seed label of the same cell-year; a cell-year under an open disagreement is left out
+        entirely (its seed label too) until a lead adjudicates it.
 
         Each row: cell_id, year, label, source ('seed' or 'review').
         """
         return self._rows(
-            "SELECT cell_id, year, label, 'review' AS source FROM current_labels"
-            " WHERE label IN ('mine', 'background')"
+            f"SELECT * FROM (SELECT l.cell_id, l.year, {_EFFECTIVE_LABEL} AS label,"
+            f" 'review' AS source FROM {_LABELS_WITH_REVIEW}) WHERE label IN ('mine', 'background')"
             " UNION ALL SELECT s.cell_id, s.year, s.label, 'seed' AS source FROM seed_labels s"
             " WHERE NOT EXISTS (SELECT 1 FROM current_labels c WHERE c.cell_id = s.cell_id"
             " AND c.year = s.year AND c.label IN ('mine', 'background'))"
+            " AND NOT EXISTS (SELECT 1 FROM second_reviews r WHERE r.cell_id = s.cell_id"
+            " AND r.year = s.year AND r.status = 'disagreed')"
             " ORDER BY year, cell_id"
         )
+
+    # second review -----------------------------------------------------------------------------
+    def add_second_review(self, event: dict[str, Any], reason: str) -> None:
+        """Open a second-review task for the cell-year of a first decision (a label event).
+
+        ``reason``: 'share' (picked by the configured share) or 'mine' (every mine asked for).
+        Does nothing when the cell-year already has a task.
+        """
+        with self.atomic():
+            self.db.execute(
+                "INSERT OR IGNORE INTO second_reviews (cell_id, year, first_reviewer, reason,"
+                " created_at, first_event_id, first_label) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [event["cell_id"], event["year"], event["reviewer"], reason, utc_now(),
+                 event["id"], event["label"]])
+
+    def second_review_policy(self) -> dict[str, Any] | None:
+        """A lead's choice of second-review share and all-mines (share, all_mines, set_by,
+        set_at), or None when the settings decide."""
+        return self._row("SELECT share, all_mines, set_by, set_at FROM second_review_policy")
+
+    def set_second_review_policy(self, share: float, all_mines: bool, set_by: str) -> None:
+        """Store a lead's choice (``share`` in [0, 1])."""
+        with self.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO second_review_policy (id, share, all_mines, set_by, set_at)"
+                " VALUES (1, ?, ?, ?, ?)", [float(share), int(bool(all_mines)), set_by, utc_now()])
+
+    def clear_second_review_policy(self) -> None:
+        """Forget the lead's choice: the settings decide again."""
+        with self.atomic():
+            self.db.execute("DELETE FROM second_review_policy")
+
+    def second_review(self, cell_id: int, year: int) -> dict[str, Any] | None:
+        """The second-review task of a cell-year, if any."""
+        return self._row("SELECT * FROM second_reviews WHERE cell_id = ? AND year = ?",
+                         [cell_id, year])
+
+    def second_reviews(self, status: str | None = None, limit: int | None = None
+                       ) -> list[dict[str, Any]]:
+        """Second-review tasks (of one status), oldest first."""
+        sql, params = "SELECT * FROM second_reviews", []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(status)
+        sql += " ORDER BY created_at, cell_id, year"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return self._rows(sql, params)
+
+    def second_review_candidates(
+        self, reviewer: str, limit: int, *, now: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Pending second reviews ``reviewer`` may be served: first decided by someone else, not
+        second-reviewed yet (a task waiting for its first reviewer's new decision after an undo
+        is not), not decided by ``reviewer`` already, not under another reviewer's live lease.
+        Tasks leased to ``reviewer`` come first, then the oldest. Rows: cell_id, year.
+
+        Two indexed queries (the reviewer's leases; the pending tasks in age order, stopping at
+        ``limit``), so the cost does not grow with the number of pending tasks.
+        """
+        now = time.time() if now is None else now
+        params = {"reviewer": reviewer, "now": now, "limit": int(limit)}
+        own = self._rows(
+            "SELECT r.cell_id, r.year FROM leases l JOIN second_reviews r ON r.cell_id = l.cell_id"
+            " AND r.year = l.year WHERE l.reviewer = :reviewer AND l.expires_at > :now"
+            " AND r.status = 'pending' AND r.first_reviewer != :reviewer"
+            " ORDER BY r.created_at LIMIT :limit", params)
+        oldest = self._rows(
+            "SELECT r.cell_id, r.year FROM second_reviews r INDEXED BY second_reviews_status"
+            " WHERE r.status = 'pending' AND r.first_reviewer != :reviewer"
+            " AND r.second_reviewer IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.cell_id = r.cell_id"
+            " AND l.year = r.year AND l.expires_at > :now AND l.reviewer != :reviewer)"
+            " AND NOT EXISTS (SELECT 1 FROM label_events e WHERE e.cell_id = r.cell_id"
+            f" AND e.year = r.year AND e.reviewer = :reviewer AND e.kind = 'label' AND {_NOT_UNDONE})"
+            " ORDER BY r.created_at LIMIT :limit", params)
+        rows = {(row["cell_id"], row["year"]): row for row in own + oldest}
+        return list(rows.values())[:limit]
+
+    def double_reviewed(self) -> list[dict[str, Any]]:
+        """Tasks with both decisions (agreed, disagreed or adjudicated): first_reviewer,
+        first_label, second_reviewer, second_label, status."""
+        return self._rows(
+            "SELECT cell_id, year, first_reviewer, first_label, second_reviewer, second_label,"
+            " status FROM second_reviews WHERE status != 'pending'"
+            " ORDER BY created_at, cell_id, year")
+
+    def decision_times(self) -> list[dict[str, Any]]:
+        """Every review decision not undone (adjudications excluded): reviewer, created_at,
+        ms_spent; by reviewer, oldest first."""
+        return self._rows(
+            "SELECT e.reviewer, e.created_at, e.ms_spent FROM label_events e"
+            f" WHERE e.kind = 'label' AND e.source != 'adjudication' AND {_NOT_UNDONE}"
+            " ORDER BY e.reviewer, e.id")
+
+    def review_state_counts(self) -> dict[str, int]:
+        """How many current mine/background labels are single-reviewed (``single``), awaiting
+        their second review (``pending``), double-reviewed agreeing (``agreed``), waiting for a
+        lead (``disagreed``) or adjudicated (``adjudicated``). Skips are not counted unless a
+        second review involves them."""
+        counts = dict.fromkeys(REVIEW_STATES, 0)
+        for row in self._rows(
+            f"SELECT coalesce(r.status, 'single') AS state, count(*) AS n FROM {_LABELS_WITH_REVIEW}"
+            " WHERE l.label IN ('mine', 'background') OR r.status IS NOT NULL GROUP BY state"
+        ):
+            counts[row["state"]] = int(row["n"])
+        return counts
+
+    def _sync_second_review(self, cell_id: int, year: int) -> None:
+        """Re-derive a cell-year's second-review task from its label history (inside the
+        transaction of a decision or undo).
+
+        The first reviewer never changes; their side is their latest decision not undone. The
+        second reviewer is the earliest other reviewer with a decision not undone (adjudications
+        aside), their side their latest such decision. Status: adjudicated while a lead's
+        adjudication is not undone; else pending while either side is missing (no second
+        decision yet, or the first decision was undone and its reviewer has not decided again);
+        else agreed when both chose the same of mine/background, else disagreed (a skip by
+        either side needs a lead). With no decision left at all the task is deleted (the next
+        first decision may open a new one), unless another reviewer holds its card right now
+        (a live lease): then it stays pending and their decision is still its second review.
+        """
+        task = self.second_review(cell_id, year)
+        if task is None:
+            return
+        events = self._rows(
+            "SELECT e.id, e.label, e.reviewer, e.source FROM label_events e WHERE e.cell_id = ?"
+            f" AND e.year = ? AND e.kind = 'label' AND {_NOT_UNDONE} ORDER BY e.id",
+            [cell_id, year])
+        reviews = [e for e in events if e["source"] != "adjudication"]
+        first_reviewer = task["first_reviewer"]
+        if not reviews:
+            held = self._scalar(
+                "SELECT reviewer FROM leases WHERE cell_id = ? AND year = ? AND reviewer != ?"
+                " AND expires_at > ?", [cell_id, year, first_reviewer, time.time()])
+            if held is None:
+                self.db.execute("DELETE FROM second_reviews WHERE cell_id = ? AND year = ?",
+                                [cell_id, year])
+            return
+        firsts = [e for e in reviews if e["reviewer"] == first_reviewer]
+        first = firsts[-1] if firsts else None
+        others = list(dict.fromkeys(e["reviewer"] for e in reviews if e["reviewer"] != first_reviewer))
+        second_reviewer = (task["second_reviewer"] if task["second_reviewer"] in others
+                           else others[0] if others else None)
+        seconds = [e for e in reviews if e["reviewer"] == second_reviewer]
+        second = seconds[-1] if seconds else None
+        adjudications = [e for e in events if e["source"] == "adjudication"]
+        adjudication = adjudications[-1] if adjudications else None
+        if adjudication is not None:
+            status = "adjudicated"
+        elif first is None or second is None:
+            status = "pending"
+        elif first["label"] == second["label"] and first["label"] in TRAINING_LABELS:
+            status = "agreed"
+        else:
+            status = "disagreed"
+        resolved = task["resolved_at"] if status == task["status"] else utc_now()
+        self.db.execute(
+            "UPDATE second_reviews SET status = ?, first_event_id = ?, first_label = ?,"
+            " second_reviewer = ?, second_event_id = ?, second_label = ?,"
+            " adjudication_event_id = ?, adjudicated_label = ?, adjudicated_by = ?,"
+            " resolved_at = ? WHERE cell_id = ? AND year = ?",
+            [status, first["id"] if first else task["first_event_id"],
+             first["label"] if first else task["first_label"], second_reviewer,
+             second and second["id"], second and second["label"],
+             adjudication and adjudication["id"], adjudication and adjudication["label"],
+             adjudication and adjudication["reviewer"],
+             None if status == "pending" else resolved, cell_id, year])
 
     # accounts ----------------------------------------------------------------------------------
     def add_account(self, name: str, role: str, password_hash: str) -> dict[str, Any]:
@@ -962,8 +1163,9 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Every cell of a year with its status for a model version and threshold.
 
-        ``confirmed``: the current review label is mine; ``rejected``: reviewed background with
-        score >= threshold; ``predicted``: score >= threshold, not reviewed (no label, or skip);
+        ``confirmed``: the effective review label (see ``reviewed_labels``) is mine;
+        ``rejected``: reviewed background with score >= threshold; ``predicted``: score >=
+        threshold, not reviewed (no label, skip, or two reviewers disagree and no lead decided);
         ``background``: everything else (score below threshold or not scored). Cells labelled mine
         that the model did not score are included as confirmed. Rows: cell_id, row, col, lon,
         lat, score, uncertainty, label, inside (1, 0, or None: not classified / no territory),
@@ -971,20 +1173,23 @@ class Store:
         cells marked outside the territory; ``limit`` keeps the highest scores (confirmed first).
         """
         sql = (
-            "SELECT * FROM (SELECT s.cell_id, c.row, c.col, c.lon, c.lat, s.score, s.uncertainty,"
-            " l.label, t.inside, CASE WHEN l.label = 'mine' THEN 'confirmed'"
-            " WHEN s.score >= :thr AND l.label = 'background' THEN 'rejected'"
-            " WHEN s.score >= :thr THEN 'predicted' ELSE 'background' END AS status"
+            "SELECT * FROM (SELECT cell_id, row, col, lon, lat, score, uncertainty, label, inside,"
+            " CASE WHEN label = 'mine' THEN 'confirmed'"
+            " WHEN score >= :thr AND label = 'background' THEN 'rejected'"
+            " WHEN score >= :thr THEN 'predicted' ELSE 'background' END AS status"
+            f" FROM (SELECT s.cell_id, c.row, c.col, c.lon, c.lat, s.score, s.uncertainty,"
+            f" {_EFFECTIVE_LABEL} AS label, t.inside"
             " FROM scores s JOIN cells c ON c.id = s.cell_id"
             " LEFT JOIN current_labels l ON l.cell_id = s.cell_id AND l.year = s.year"
+            " LEFT JOIN second_reviews r ON r.cell_id = s.cell_id AND r.year = s.year"
             " LEFT JOIN territory_cells t ON t.cell_id = s.cell_id"
-            " WHERE s.model_version = :model AND s.year = :year"
-            " UNION ALL SELECT l.cell_id, c.row, c.col, c.lon, c.lat, NULL, NULL, l.label, t.inside,"
-            " 'confirmed' FROM current_labels l JOIN cells c ON c.id = l.cell_id"
-            " LEFT JOIN territory_cells t ON t.cell_id = l.cell_id"
-            " WHERE l.year = :year AND l.label = 'mine' AND NOT EXISTS (SELECT 1 FROM scores s"
+            " WHERE s.model_version = :model AND s.year = :year)"
+            " UNION ALL SELECT * FROM (SELECT l.cell_id, c.row, c.col, c.lon, c.lat, NULL, NULL,"
+            f" {_EFFECTIVE_LABEL} AS label, t.inside, 'confirmed' FROM {_LABELS_WITH_REVIEW}"
+            " JOIN cells c ON c.id = l.cell_id LEFT JOIN territory_cells t ON t.cell_id = l.cell_id"
+            " WHERE l.year = :year AND NOT EXISTS (SELECT 1 FROM scores s"
             " WHERE s.cell_id = l.cell_id AND s.year = l.year AND s.model_version = :model))"
-            " WHERE 1"
+            " WHERE label = 'mine') WHERE 1"
         )
         params: dict[str, Any] = {"model": model_version, "year": year, "thr": threshold}
         if statuses is not None:

@@ -62,6 +62,7 @@ def page():
                                  ("AP", "average_precision"))}
     return render_template(
         "cycles.html", rows=rows, **_status_context(store),
+        review_states=store.review_state_counts(),
         mines_chart=line_chart_svg(per_year, width=520, height=200, x_label="cycle",
                                    y_label="predicted mines", integer_x=True),
         quality_chart=line_chart_svg({k: v for k, v in quality.items() if v}, width=520,

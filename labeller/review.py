@@ -28,6 +28,7 @@ from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.safety import parse_int
 from pipeline import review as service
+from pipeline.second_review import current_policy
 
 bp = Blueprint("review", __name__)
 
@@ -88,7 +89,7 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
         prefetch = service.next_cards(store, exclude=[cell[0]], show_first=False, **common)
     card = None
     if current is not None:
-        card = service.card_details(store, *current)
+        card = service.card_details(store, *current, reviewer=reviewer)
         card["request_id"] = uuid.uuid4().hex
         card["thumb_version"] = service.thumbnail_version(store, *current)
     for item in prefetch:
@@ -174,7 +175,9 @@ def label(cell_id: int, year: int):
         form = service.parse_decision_form(request.form)
     except service.ReviewError as error:
         abort(400, str(error))
-    decision = service.decide(store, reviewer=reviewer, cell_id=cell_id, year=year, form=form)
+    policy = current_policy(store, current_app.config["SETTINGS"])
+    decision = service.decide(store, reviewer=reviewer, cell_id=cell_id, year=year, form=form,
+                              policy=policy)
     if is_htmx():
         return render_card(store, notice=decision.notice)
     if decision.notice:

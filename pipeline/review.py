@@ -11,12 +11,17 @@ Queue: cards come from the *active* model's scores of one year, in the order of 
 threshold). Each served card is leased to its reviewer for ``LEASE_SECONDS``; while a lease is
 live no other reviewer is served that cell. A decision is always recorded, whatever the state
 of the lease; the reviewer is told when another reviewer holds the cell or has labelled it too.
+
+Second review (``pipeline.second_review``): a first decision picked by the policy opens a task in
+its own transaction; pending tasks of other reviewers come first in a reviewer's queue (at most
+``SECOND_REVIEW_BATCH_SHARE`` of a batch), shown blind (no earlier label, no label history).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -28,6 +33,7 @@ from db.store import LABELS, QUEUE_STRATEGIES, Store, StoreError, UnknownCellErr
 from imagery.bands import BandMismatchError
 from imagery.grid import ID_STRIDE
 from pipeline.ingest import year_mosaic
+from pipeline.second_review import SecondReviewPolicy
 
 #: The strategy a new reviewer session starts with: highest score first. In the simulated-reviewer
 #: runs on the real Brazil patches (README "Active learning") it is in the leading group with mixed
@@ -44,6 +50,8 @@ THUMB_SIZE: dict[str, int] = {"cell": 400, "context": 300}
 THUMB_VIEWS: tuple[str, ...] = ("rgb", "false")
 #: Longest accepted decision token.
 MAX_REQUEST_ID = 100
+#: At most this share of a served batch (rounded up) are second reviews of others' decisions.
+SECOND_REVIEW_BATCH_SHARE = 0.5
 
 
 class ReviewError(ValueError):
@@ -93,11 +101,15 @@ class Decision:
     lease_expired: bool = False
     held_by: str | None = None
     also_labelled_by: list[dict[str, Any]] = field(default_factory=list)
+    second_review: bool = False
 
     @property
     def notice(self) -> str | None:
-        """A sentence for the reviewer when someone else is involved with this cell, else None."""
+        """A sentence for the reviewer when someone else is involved with this cell, else None
+        (a blind second review names nobody: "Recorded as a second review.")."""
         cell = f"cell {self.event['cell_id']} ({self.event['year']})"
+        if self.second_review:
+            return f"Recorded as a second review of {cell}."
         if self.also_labelled_by:
             others = ", ".join(f"{e['reviewer']} ({e['label']})" for e in self.also_labelled_by)
             return f"Recorded. Note: {cell} was also labelled by {others}."
@@ -158,11 +170,17 @@ def next_cards(
     (``Store.lease_cells``) in the same ``BEGIN IMMEDIATE`` transaction as the queue query, so
     two reviewers are never served the same cell while a lease is live.
 
+    Pending second reviews of other reviewers' decisions (``Store.second_review_candidates``,
+    any year) come first, at most ``SECOND_REVIEW_BATCH_SHARE`` of the batch; such a card is the
+    active model's score row of its cell-year (or a row without score) with
+    ``second_review=True``.
+
     With ``show_first`` the first card is the one the reviewer sees now: its lease records the
     moment and the score and model shown (``Store.lease_cells(shown=...)``), unless it already
     did. Each card carries the score row plus ``threshold``. ``year`` defaults to
     :func:`default_year`; cells in ``exclude`` are left out. Cost: one query for the reviewer's
-    leases, one queue query (only when the leases do not fill the batch), one lease write.
+    leases, one for pending second reviews, one queue query (only when the leases do not fill
+    the batch), one lease write.
     """
     model = store.active_model()
     if model is None or n <= 0:
@@ -189,6 +207,9 @@ def next_cards(
 
     # One write transaction: no other reviewer can lease or label a candidate in between.
     with store.atomic():
+        seconds = store.second_review_candidates(
+            reviewer, math.ceil(n * SECOND_REVIEW_BATCH_SHARE), now=now)
+        take([_second_review_row(store, version, task) for task in seconds])
         own = store.leased_to(version, year, reviewer, min_score=min_score, now=now)
         take(sorted(own, key=_order_key(strategy)))
         if len(batch) < n:
@@ -196,11 +217,27 @@ def next_cards(
             take(_candidates(store, version, year, strategy, reviewer, limit, min_score, now))
         if not batch:
             return []
-        first = (int(batch[0]["cell_id"]), year) if show_first else None
-        leased = set(store.lease_cells([(r["cell_id"], year) for r in batch], reviewer,
+        first = (int(batch[0]["cell_id"]), int(batch[0]["year"])) if show_first else None
+        leased = set(store.lease_cells([(r["cell_id"], r["year"]) for r in batch], reviewer,
                                        lease_seconds, now=now, shown=first))
     return [{**row, "threshold": model["threshold"]} for row in batch
-            if (int(row["cell_id"]), year) in leased]
+            if (int(row["cell_id"]), int(row["year"])) in leased]
+
+
+def _second_review_row(store: Store, version: str, task: dict[str, Any]) -> dict[str, Any]:
+    """A second-review card: the model's score row of the cell-year (or one without a score)."""
+    row = store.score(task["cell_id"], task["year"], version) or {
+        "cell_id": task["cell_id"], "year": task["year"], "model_version": version,
+        "score": None, "uncertainty": None, "rand": 0.0}
+    return {**row, "second_review": True}
+
+
+def is_blind(store: Store, cell_id: int, year: int, reviewer: str | None) -> bool:
+    """Whether the cell-year waits for its second review and ``reviewer`` may give it (someone
+    else decided first, nobody second yet): its card then shows no earlier label."""
+    task = store.second_review(cell_id, year)
+    return (reviewer is not None and task is not None and task["status"] == "pending"
+            and task["first_reviewer"] != reviewer and task["second_reviewer"] is None)
 
 
 _frontier: dict[tuple[Any, ...], tuple[float, float]] = {}
@@ -324,6 +361,7 @@ def decide(
     year: int,
     form: DecisionForm,
     now: float | None = None,
+    policy: SecondReviewPolicy | None = None,
 ) -> Decision:
     """Record a reviewer's decision on a cell-year, in one transaction.
 
@@ -334,14 +372,22 @@ def decide(
     time. The decision is recorded whatever the lease says: when the reviewer's lease expired,
     or another reviewer now holds the cell, or has already labelled it, the decision still
     counts and :attr:`Decision.notice` says so.
+
+    Second review, in the same transaction: a first decision on an unlabelled cell-year that
+    ``policy`` (default: the settings' defaults) picks opens a second-review task; a decision on
+    a pending task by another reviewer is its second review (``Decision.second_review``; the
+    store resolves the task as agreed or disagreed).
     """
     now = time.time() if now is None else now
+    policy = SecondReviewPolicy() if policy is None else policy
     key = request_key("label", reviewer, form.request_id)
     with store.atomic():
         existing = store.label_event_by_request(key)
         if existing is not None:
             return Decision(existing, duplicate=True)
         holder = store.lease_holder(cell_id, year, now=now)
+        second = is_blind(store, cell_id, year, reviewer)
+        first = store.current_label(cell_id, year) is None
         others = [e for e in store.label_history(cell_id)
                   if e["year"] == year and e["kind"] == "label" and not e["undone"]
                   and e["reviewer"] != reviewer]
@@ -349,6 +395,11 @@ def decide(
         event = store.record_label(
             cell_id, year, form.label, reviewer, request_id=key, ms_spent=ms,
             score_shown=score, model_version_shown=version)
+        reason = policy.reason(cell_id, year, form.label) if first else None
+        if reason is not None:
+            store.add_second_review(event, reason)
+    if second:
+        return Decision(event, second_review=True)
     return Decision(event, lease_expired=holder != reviewer,
                     held_by=holder if holder not in (None, reviewer) else None,
                     also_labelled_by=others)
@@ -436,21 +487,29 @@ def recent_decisions(store: Store, reviewer: str, limit: int = 10) -> list[dict[
 
 
 # cards and counters -----------------------------------------------------------------------------
-def card_details(store: Store, cell_id: int, year: int) -> dict[str, Any]:
-    """Everything a card shows about a cell-year: cell, the active model's score, history."""
+def card_details(store: Store, cell_id: int, year: int,
+                 reviewer: str | None = None) -> dict[str, Any]:
+    """Everything a card shows about a cell-year: cell, the active model's score, history.
+
+    For a blind second review (:func:`is_blind` for ``reviewer``) ``blind`` is True and the
+    card carries no label history and no current label: the reviewer sees what a first
+    reviewer saw (the pictures, the score, the scores of other years).
+    """
     cell = store.cell(cell_id)
     if cell is None:
         raise NotFoundError(f"unknown cell {cell_id}")
     model = store.active_model()
     score = store.score(cell_id, year, model["version"]) if model else None
+    blind = is_blind(store, cell_id, year, reviewer)
     return {
         "cell": cell,
         "year": int(year),
         "model": model,
         "score": score,
-        "history": store.label_history(cell_id),
+        "blind": blind,
+        "history": [] if blind else store.label_history(cell_id),
         "scores": store.cell_scores(cell_id),
-        "current": store.current_label(cell_id, year),
+        "current": None if blind else store.current_label(cell_id, year),
     }
 
 

@@ -71,6 +71,16 @@ class Settings:
                                      "and per account name, in Flask-Limiter's notation.")
     MAX_REQUEST_KB: int = _setting(64, "Largest accepted request body in KiB; a larger one is "
                                    "refused with 413 before it is read.")
+    SECOND_REVIEW_SHARE: float = _setting(0.10, "Share of first decisions (mine or background) "
+                                          "that go blind to a second reviewer, 0 to 1; picked "
+                                          "by a hash of cell and year, so reruns agree.")
+    SECOND_REVIEW_ALL_MINES: bool = _setting(False, "Send every first decision 'mine' to a "
+                                             "second reviewer as well (true/false).")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.SECOND_REVIEW_SHARE <= 1.0:
+            raise ValueError("setting SECOND_REVIEW_SHARE: a share from 0 to 1, got "
+                             f"{self.SECOND_REVIEW_SHARE}")
 
     @property
     def data_dir(self) -> Path:

@@ -1,7 +1,9 @@
 """Train a model version from the labels in the store.
 
 Labels come from ``Store.training_labels()``: the seed labels (from mine polygons) with every
-review label on top (a review overrides the seed label of the same cell-year). A reviewed
+effective review label on top (a review overrides the seed label of the same cell-year; the
+effective label is a lead's adjudication, else the agreed or current label, and a cell-year whose
+two reviewers disagree without adjudication is left out). A reviewed
 background cell that the parent model scored above its threshold is a *hard negative* (a corrected
 false positive) and weighs ``HARD_NEGATIVE_WEIGHT`` in the loss. Patches are read from the mosaic
 of each label's year with the FCN's context margin, and split for validation by geography

@@ -157,3 +157,14 @@ def test_non_sentinel2_file_is_refused_in_one_line_and_changes_nothing(runner, t
     with Store(data / "minewatch.db") as store:
         assert (store.scenes(), store.count_cells()) == before
     assert "--offset DN" in runner.invoke(cli, ["ingest", "--help"]).output
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MINEWATCH_SECOND_REVIEW_SHARE": "10"}, "SECOND_REVIEW_SHARE: a share from 0 to 1"),
+    ({"MINEWATCH_SECOND_REVIEW_ALL_MINES": "maybe"}, "'maybe' is not true or false"),
+    ({"MINEWATCH_PORT": "fifty"}, "setting PORT"),
+])
+def test_a_bad_setting_is_one_line(tmp_path, env, message):
+    result = CliRunner(env=env).invoke(cli, ["--data-dir", str(tmp_path), "report"])
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert message in result.output and "Traceback" not in result.output
