@@ -101,6 +101,48 @@ def _dead_worker(row: dict[str, Any]) -> str | None:
     return None
 
 
+def _cell_status_query(
+    model_version: str, year: int, threshold: float, *,
+    statuses: Sequence[str] | None = None,
+    bounds: tuple[float, float, float, float] | None = None,
+    inside_only: bool = False, limit: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of ``Store.cell_statuses`` (see there)."""
+    sql = (
+        "SELECT * FROM (SELECT s.cell_id, c.row, c.col, c.lon, c.lat, s.score, s.uncertainty,"
+        " l.label, t.inside, CASE WHEN l.label = 'mine' THEN 'confirmed'"
+        " WHEN s.score >= :thr AND l.label = 'background' THEN 'rejected'"
+        " WHEN s.score >= :thr THEN 'predicted' ELSE 'background' END AS status"
+        " FROM scores s JOIN cells c ON c.id = s.cell_id"
+        " LEFT JOIN current_labels l ON l.cell_id = s.cell_id AND l.year = s.year"
+        " LEFT JOIN territory_cells t ON t.cell_id = s.cell_id"
+        " WHERE s.model_version = :model AND s.year = :year"
+        " UNION ALL SELECT l.cell_id, c.row, c.col, c.lon, c.lat, NULL, NULL, l.label, t.inside,"
+        " 'confirmed' FROM current_labels l JOIN cells c ON c.id = l.cell_id"
+        " LEFT JOIN territory_cells t ON t.cell_id = l.cell_id"
+        " WHERE l.year = :year AND l.label = 'mine' AND NOT EXISTS (SELECT 1 FROM scores s"
+        " WHERE s.cell_id = l.cell_id AND s.year = l.year AND s.model_version = :model))"
+        " WHERE 1"
+    )
+    params: dict[str, Any] = {"model": model_version, "year": year, "thr": threshold}
+    if statuses is not None:
+        names = [f":st{i}" for i in range(len(statuses))]
+        sql += f" AND status IN ({', '.join(names) or 'NULL'})"
+        params.update({name[1:]: value for name, value in zip(names, statuses, strict=True)})
+    if bounds is not None:
+        sql += " AND lon BETWEEN :west AND :east AND lat BETWEEN :south AND :north"
+        params.update(zip(("west", "south", "east", "north"), map(float, bounds), strict=True))
+    if inside_only:
+        sql += " AND (inside IS NULL OR inside = 1)"
+    if limit is not None:
+        sql += (" ORDER BY status = 'confirmed' DESC, coalesce(score, -1) DESC, cell_id"
+                " LIMIT :limit")
+        params["limit"] = int(limit)
+    else:
+        sql += " ORDER BY cell_id"
+    return sql, params
+
+
 def _encode(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, dict | list | tuple) else value
 
@@ -1006,39 +1048,20 @@ class Store:
         status. ``bounds`` (west, south, east, north) filters cell centres; ``inside_only`` drops
         cells marked outside the territory; ``limit`` keeps the highest scores (confirmed first).
         """
-        sql = (
-            "SELECT * FROM (SELECT s.cell_id, c.row, c.col, c.lon, c.lat, s.score, s.uncertainty,"
-            " l.label, t.inside, CASE WHEN l.label = 'mine' THEN 'confirmed'"
-            " WHEN s.score >= :thr AND l.label = 'background' THEN 'rejected'"
-            " WHEN s.score >= :thr THEN 'predicted' ELSE 'background' END AS status"
-            " FROM scores s JOIN cells c ON c.id = s.cell_id"
-            " LEFT JOIN current_labels l ON l.cell_id = s.cell_id AND l.year = s.year"
-            " LEFT JOIN territory_cells t ON t.cell_id = s.cell_id"
-            " WHERE s.model_version = :model AND s.year = :year"
-            " UNION ALL SELECT l.cell_id, c.row, c.col, c.lon, c.lat, NULL, NULL, l.label, t.inside,"
-            " 'confirmed' FROM current_labels l JOIN cells c ON c.id = l.cell_id"
-            " LEFT JOIN territory_cells t ON t.cell_id = l.cell_id"
-            " WHERE l.year = :year AND l.label = 'mine' AND NOT EXISTS (SELECT 1 FROM scores s"
-            " WHERE s.cell_id = l.cell_id AND s.year = l.year AND s.model_version = :model))"
-            " WHERE 1"
-        )
-        params: dict[str, Any] = {"model": model_version, "year": year, "thr": threshold}
-        if statuses is not None:
-            names = [f":st{i}" for i in range(len(statuses))]
-            sql += f" AND status IN ({', '.join(names) or 'NULL'})"
-            params.update({name[1:]: value for name, value in zip(names, statuses, strict=True)})
-        if bounds is not None:
-            sql += " AND lon BETWEEN :west AND :east AND lat BETWEEN :south AND :north"
-            params.update(zip(("west", "south", "east", "north"), map(float, bounds), strict=True))
-        if inside_only:
-            sql += " AND (inside IS NULL OR inside = 1)"
-        if limit is not None:
-            sql += (" ORDER BY status = 'confirmed' DESC, coalesce(score, -1) DESC, cell_id"
-                    " LIMIT :limit")
-            params["limit"] = int(limit)
-        else:
-            sql += " ORDER BY cell_id"
+        sql, params = _cell_status_query(model_version, year, threshold, statuses=statuses,
+                                         bounds=bounds, inside_only=inside_only, limit=limit)
         return self._rows(sql, params)
+
+    def iter_cell_statuses(self, model_version: str, year: int, threshold: float, *,
+                           inside_only: bool = False,
+                           chunk_rows: int = 50_000) -> Iterator[list[dict[str, Any]]]:
+        """``cell_statuses`` in chunks of ``chunk_rows`` rows read from one cursor, so a caller
+        that writes each chunk away holds one chunk at a time (exports of millions of cells)."""
+        sql, params = _cell_status_query(model_version, year, threshold, inside_only=inside_only)
+        cursor = self.db.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        while rows := cursor.fetchmany(chunk_rows):
+            yield [dict(zip(names, row, strict=True)) for row in rows]
 
     def cell_ids(self) -> list[int]:
         """Every cell id, in order."""
