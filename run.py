@@ -303,6 +303,86 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     serve_app(settings)
 
 
+@cli.group()
+def users() -> None:
+    """Accounts of the review app: add, list, disable, reset-password."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    """A new password: one line of standard input, or asked twice at a hidden prompt."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["reviewer", "lead", "admin"]), required=True,
+              help="reviewer: review; lead: also cycles, exports, team figures; admin: also "
+                   "accounts.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input "
+                                                     "(one line) instead of a prompt.")
+@click.pass_obj
+@user_errors
+def users_add(settings: Settings, name: str, role: str, password_stdin: bool) -> None:
+    """Create an account NAME (names are never renamed or reused)."""
+    from pipeline.accounts import check_name, create_account
+
+    check_name(name)
+    password = _read_password(password_stdin)
+    with open_store(settings) as store:
+        account = create_account(store, name, role, password)
+    click.echo(f"Account {account['name']} ({account['role']}) created.")
+
+
+@users.command("list")
+@click.pass_obj
+@user_errors
+def users_list(settings: Settings) -> None:
+    """Every account: name, role, state, created."""
+    from pipeline.accounts import list_accounts
+
+    with open_store(settings) as store:
+        rows = list_accounts(store)
+    if not rows:
+        click.echo("No accounts: the app runs in open mode while it listens only on loopback.")
+    for row in rows:
+        state = "disabled" if row["disabled"] else "active"
+        click.echo(f"{row['name']:<40} {row['role']:<8} {state:<8} {row['created_at']}")
+
+
+@users.command("disable")
+@click.argument("name")
+@click.option("--enable", is_flag=True, help="Enable the account again instead.")
+@click.pass_obj
+@user_errors
+def users_disable(settings: Settings, name: str, enable: bool) -> None:
+    """Disable account NAME: its sessions end and its leases are released."""
+    from pipeline.accounts import disable_account
+
+    with open_store(settings) as store:
+        disable_account(store, name, disabled=not enable)
+    click.echo(f"Account {name} {'enabled' if enable else 'disabled'}.")
+
+
+@users.command("reset-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input "
+                                                     "(one line) instead of a prompt.")
+@click.pass_obj
+@user_errors
+def users_reset_password(settings: Settings, name: str, password_stdin: bool) -> None:
+    """Set a new password for account NAME; its open sessions end."""
+    from pipeline.accounts import reset_password
+
+    with open_store(settings) as store:
+        if store.account(name) is None:
+            raise click.ClickException(f"no account named {name!r}")
+        password = _read_password(password_stdin)
+        reset_password(store, name, password)
+    click.echo(f"New password set for {name}.")
+
+
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--where", default=None,

@@ -123,8 +123,7 @@ def run(root: Path, args: argparse.Namespace) -> None:
                 batch = service.next_cards(store, reviewer=reviewer, n=n, year=YEAR, **queue)
                 nexts.append((time.perf_counter() - start) * 1000)
                 card = batch[0]
-                form = service.DecisionForm("background", uuid.uuid4().hex, 1200,
-                                            card["score"], "m0001")
+                form = service.DecisionForm("background", uuid.uuid4().hex)
                 start = time.perf_counter()
                 service.decide(store, reviewer=reviewer, cell_id=card["cell_id"], year=YEAR,
                                form=form)

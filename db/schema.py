@@ -178,6 +178,36 @@ def cycle_worker_pid(db: Database) -> None:
     db.execute("ALTER TABLE cycles ADD COLUMN pid INTEGER")
 
 
+@migrations(name="0006_accounts")
+def accounts(db: Database) -> None:
+    """Accounts (name, role, argon2 password hash) and what a lease showed its reviewer.
+
+    The reviewer columns of ``label_events``, ``leases`` and ``current_labels`` hold the account
+    name (unique, never renamed or reused). ``session_version`` grows on a password reset or a
+    disable, which ends that account's open sessions. A lease remembers when its card was first
+    shown and the active model's score and version at that moment: the audit fields of a
+    decision come from there, never from the browser.
+    """
+    _execute_each(
+        db,
+        """
+        CREATE TABLE accounts (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('reviewer', 'lead', 'admin')),
+            password_hash TEXT NOT NULL,     -- argon2id (argon2-cffi PasswordHasher)
+            disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+            session_version INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        ALTER TABLE leases ADD COLUMN shown_at REAL;
+        ALTER TABLE leases ADD COLUMN score_shown REAL;
+        ALTER TABLE leases ADD COLUMN model_version_shown TEXT
+        """
+    )
+
+
 @migrations(name="0008_jobs")
 def jobs(db: Database) -> None:
     """Background jobs, pending models, activation decisions, and paths relative to the data folder.

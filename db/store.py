@@ -630,6 +630,50 @@ class Store:
             " ORDER BY year, cell_id"
         )
 
+    # accounts ----------------------------------------------------------------------------------
+    def add_account(self, name: str, role: str, password_hash: str) -> dict[str, Any]:
+        """Create an account; StoreError when the name is taken (names are never reused)."""
+        now = utc_now()
+        with self.atomic():
+            if self.account(name) is not None:
+                raise StoreError(f"an account named {name!r} already exists")
+            self.db.execute(
+                "INSERT INTO accounts (name, role, password_hash, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)", [name, role, password_hash, now, now])
+            return self.account(name)
+
+    def account(self, name: str) -> dict[str, Any] | None:
+        return self._row("SELECT * FROM accounts WHERE name = ?", [name])
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM accounts ORDER BY name")
+
+    def has_accounts(self) -> bool:
+        return bool(self._scalar("SELECT EXISTS (SELECT 1 FROM accounts)"))
+
+    def update_account(self, name: str, *, password_hash: str | None = None,
+                       disabled: bool | None = None, end_sessions: bool = True) -> dict[str, Any]:
+        """Change an account's password hash and/or disabled flag (StoreError if unknown).
+
+        With ``end_sessions`` its ``session_version`` grows, so its open sessions end.
+        """
+        with self.atomic():
+            if self.account(name) is None:
+                raise StoreError(f"no account named {name!r}")
+            if password_hash is not None:
+                self.db.execute("UPDATE accounts SET password_hash = ? WHERE name = ?",
+                                [password_hash, name])
+            if disabled is not None:
+                self.db.execute("UPDATE accounts SET disabled = ? WHERE name = ?",
+                                [int(disabled), name])
+            bump = 1 if end_sessions else 0
+            self.db.execute("UPDATE accounts SET updated_at = ?,"
+                            " session_version = session_version + ? WHERE name = ?",
+                            [utc_now(), bump, name])
+            if disabled:
+                self.db.execute("DELETE FROM leases WHERE reviewer = ?", [name])
+            return self.account(name)
+
     # leases and the review queue ---------------------------------------------------------------
     def queue_candidates(
         self,
@@ -698,11 +742,15 @@ class Store:
 
     def lease_cells(
         self, cells: Iterable[tuple[int, int]], reviewer: str, seconds: float,
-        *, now: float | None = None,
+        *, now: float | None = None, shown: tuple[int, int] | None = None,
     ) -> list[tuple[int, int]]:
         """Lease (cell_id, year) pairs to a reviewer; returns the pairs actually leased.
 
-        A pair leased to someone else and not yet expired is left alone.
+        A pair leased to someone else and not yet expired is left alone. Renewing one's own
+        lease keeps what it recorded; a lease taken over from someone else starts afresh.
+        ``shown`` names the pair whose card the reviewer sees now: unless its lease already
+        recorded a showing, it records the moment and the active model's score and version
+        (the audit fields of the decision that follows).
         """
         now = time.time() if now is None else now
         leased: list[tuple[int, int]] = []
@@ -713,13 +761,27 @@ class Store:
                     [cell_id, year])
                 if holder and holder["reviewer"] != reviewer and holder["expires_at"] > now:
                     continue
-                self.db.execute(
-                    "INSERT OR REPLACE INTO leases (cell_id, year, reviewer, expires_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    [cell_id, year, reviewer, now + seconds],
-                )
+                if holder and holder["reviewer"] == reviewer:
+                    self.db.execute("UPDATE leases SET expires_at = ? WHERE cell_id = ?"
+                                    " AND year = ?", [now + seconds, cell_id, year])
+                else:
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO leases (cell_id, year, reviewer, expires_at)"
+                        " VALUES (?, ?, ?, ?)", [cell_id, year, reviewer, now + seconds])
                 leased.append((int(cell_id), int(year)))
+            if shown is not None and (int(shown[0]), int(shown[1])) in leased:
+                self.db.execute(
+                    "UPDATE leases SET shown_at = ?, model_version_shown = (SELECT version"
+                    " FROM models WHERE active = 1), score_shown = (SELECT s.score FROM scores s"
+                    " JOIN models m ON m.version = s.model_version AND m.active = 1"
+                    " WHERE s.cell_id = leases.cell_id AND s.year = leases.year)"
+                    " WHERE cell_id = ? AND year = ? AND shown_at IS NULL",
+                    [now, shown[0], shown[1]])
         return leased
+
+    def lease(self, cell_id: int, year: int) -> dict[str, Any] | None:
+        """The lease row of a cell-year (live or expired), if any."""
+        return self._row("SELECT * FROM leases WHERE cell_id = ? AND year = ?", [cell_id, year])
 
     def release_leases(self, reviewer: str) -> None:
         with self.atomic():

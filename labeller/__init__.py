@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pipeline.settings import Settings, load_settings
 
@@ -31,19 +32,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         SECRET_KEY=settings.secret_key(),
         SETTINGS=settings,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_HTTPONLY=True,
         SEND_FILE_MAX_AGE_DEFAULT=3600,
-        MAX_CONTENT_LENGTH=64 * 1024,
     )
     for key, value in (test_config or {}).items():
         if key not in Settings.__dataclass_fields__:
             app.config[key] = value
 
-    from labeller import csrf, cycles, db, overview, review
+    from labeller import auth, csrf, cycles, db, overview, review, safety
 
+    if settings.BEHIND_HTTPS_PROXY:  # one proxy: trust its X-Forwarded-For/-Proto/-Host
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     db.init_app(app)
+    safety.init_app(app)  # host and size checks run before any other hook
     csrf.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(overview.bp)
     app.register_blueprint(review.bp)
     app.register_blueprint(cycles.bp)
@@ -82,7 +84,30 @@ def serve(settings: Settings | None = None, *, preload: bool = True) -> None:
     overrides = {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
     app = create_app(overrides)
     print(f"MineWatch on http://{settings.HOST}:{settings.PORT}/ (Ctrl+C to stop)", flush=True)
-    waitress.serve(app, host=settings.HOST, port=settings.PORT, threads=8)
+    print(_access_note(settings), flush=True)
+    from labeller.auth import LOOPBACK
+
+    if settings.HOST not in LOOPBACK and not settings.ALLOWED_HOSTS:
+        print(f"Only requests naming localhost or {settings.HOST} in their Host header are "
+              "answered: set ALLOWED_HOSTS to the name or address your team types.", flush=True)
+    waitress.serve(app, host=settings.HOST, port=settings.PORT, threads=8,
+                   max_request_body_size=settings.MAX_REQUEST_KB * 1024)
+
+
+def _access_note(settings: Settings) -> str:
+    """One line on who can use the app: open mode, or logins (and how to make the first one)."""
+    from db.store import Store
+    from labeller.auth import LOOPBACK
+
+    with Store(settings.database_path) as store:
+        n_accounts = len(store.accounts())
+    if n_accounts:
+        return f"{n_accounts} account(s): everyone logs in."
+    if settings.HOST in LOOPBACK:
+        return ("No account yet: open mode, every request acts as 'local' (admin) on this "
+                "machine only. Create accounts before opening it to a network.")
+    return ("No account yet and the app listens beyond this machine: nobody can log in until "
+            "you run `python run.py users add NAME --role admin`.")
 
 
 def _preload_cycle_module() -> None:

@@ -25,6 +25,7 @@ from analysis.status import (
 )
 from analysis.territory import refresh_territory_cells
 from labeller.db import get_store
+from labeller.safety import int_arg
 
 bp = Blueprint("map", __name__)
 
@@ -47,19 +48,10 @@ def _statuses(value: str) -> tuple[str, ...] | None:
     return chosen
 
 
-def _int_arg(name: str) -> int | None:
-    raw = (request.args.get(name) or "").strip()
-    if not raw:
-        return None
-    if not raw.lstrip("-").isdigit():
-        abort(400, f"{name} must be a whole number, got {raw[:20]!r}")
-    return int(raw)
-
-
 def _model_and_year(store):
     try:
         model = resolve_model(store, request.args.get("model") or None)
-        return model, resolve_year(store, model, _int_arg("year"))
+        return model, resolve_year(store, model, int_arg("year"))
     except AnalysisError as error:
         abort(404, str(error))
 
@@ -72,7 +64,7 @@ def page():
     refresh_territory_cells(store, settings.grid)
     model = store.active_model()
     years = store.scored_years(model["version"]) if model else []
-    year = _int_arg("year")
+    year = int_arg("year")
     year = year if year in years else (years[-1] if years else None)
     status = request.args.get("status", "all")
     _statuses(status)

@@ -1,22 +1,16 @@
-"""The overview page (scenes, cells, the active model and its score histograms) and reviewer entry."""
+"""The overview page: scenes, cells, the active model and its score histograms."""
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, render_template
 
-from db.store import utc_now
 from labeller.charts import histogram_svg
 from labeller.db import get_store
 
 bp = Blueprint("overview", __name__)
-
-#: Longest accepted reviewer name.
-MAX_NAME = 60
-
 
 def metric(metrics: dict[str, Any] | None, *names: str) -> Any:
     """The first of ``names`` present (not None) in a model's metrics."""
@@ -66,33 +60,3 @@ def index():
         running=store.running_cycle(),
         synthetic=any(s["synthetic"] for scenes in by_year.values() for s in scenes),
     )
-
-
-@bp.route("/reviewer", methods=["GET", "POST"])
-def reviewer():
-    """Pick a reviewer name (kept in the session); every decision records it."""
-    error = None
-    if request.method == "POST":
-        name = " ".join(str(request.form.get("name", "")).split())
-        if not name:
-            error = "Please type your name: every decision records who made it."
-        elif len(name) > MAX_NAME:
-            error = f"Please use at most {MAX_NAME} characters."
-        else:
-            previous = session.get("reviewer")
-            if previous and previous != name:
-                get_store().release_leases(previous)
-            start_session(name)
-            target = request.form.get("next") or url_for("review.page")
-            if not target.startswith("/") or target.startswith("//"):
-                abort(400, "bad redirect target")
-            return redirect(target)
-    return render_template("reviewer.html", error=error, current=session.get("reviewer")), (
-        400 if error else 200)
-
-
-def start_session(name: str) -> None:
-    """Begin a review session for ``name`` (the counters count from now)."""
-    session["reviewer"] = name
-    session["since"] = utc_now()
-    session["started"] = time.time()

@@ -15,24 +15,16 @@ from analysis.change import PersistenceRule
 from analysis.export import FORMATS, SINGLE_LAYERS, export
 from analysis.report import TABLE1, build_report, title, to_csv, to_markdown
 from labeller.db import get_store
+from labeller.safety import int_arg
 
 bp = Blueprint("reports", __name__)
-
-
-def _int_arg(name: str, default: int | None = None) -> int | None:
-    raw = (request.args.get(name) or "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit():
-        abort(400, f"{name} must be a whole number, got {raw[:20]!r}")
-    return int(raw)
 
 
 def _report():
     store = get_store()
     try:
-        rule = PersistenceRule(_int_arg("k", 2), _int_arg("n", 2))
-        return build_report(store, current_app.config["SETTINGS"], year=_int_arg("year"),
+        rule = PersistenceRule(int_arg("k", 2), int_arg("n", 2))
+        return build_report(store, current_app.config["SETTINGS"], year=int_arg("year"),
                             model_version=request.args.get("model") or None, rule=rule)
     except (AnalysisError, ValueError) as error:
         abort(404 if isinstance(error, AnalysisError) else 400, str(error))
@@ -80,7 +72,7 @@ def download_export(fmt: str):
     layer = request.args.get("layer", "cells")
     if layer not in SINGLE_LAYERS:
         abort(400, f"layer must be one of {', '.join(SINGLE_LAYERS)}")
-    year = _int_arg("year")
+    year = int_arg("year")
     folder = settings.data_dir / "exports"
     folder.mkdir(parents=True, exist_ok=True)
     store = get_store()

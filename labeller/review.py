@@ -24,7 +24,9 @@ from flask import (
 )
 
 from db.store import QUEUE_STRATEGIES
+from labeller.auth import current_name
 from labeller.db import get_store
+from labeller.safety import parse_int
 from pipeline import review as service
 
 bp = Blueprint("review", __name__)
@@ -51,13 +53,9 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def current_reviewer(*, required: bool = True) -> str | None:
-    """The session's reviewer; without one, htmx requests get 400 and pages a redirect."""
-    name = session.get("reviewer")
-    if not name and required:
-        if is_htmx() or request.method != "GET":
-            abort(400, "Pick a reviewer name first (Change reviewer, top right).")
-    return name
+def current_reviewer() -> str:
+    """The account name this request reviews as (``labeller.auth.current_name``)."""
+    return current_name()
 
 
 def queue_choice(store) -> service.QueueChoice:
@@ -92,7 +90,7 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
         service.lease_one(store, cell[0], cell[1], reviewer, settings.LEASE_SECONDS)
         current = cell
         common["n"] = settings.PREFETCH
-        prefetch = service.next_cards(store, exclude=[cell[0]], **common)
+        prefetch = service.next_cards(store, exclude=[cell[0]], show_first=False, **common)
     card = None
     if current is not None:
         card = service.card_details(store, *current)
@@ -119,8 +117,6 @@ def page():
     ``?cell=<id>&year=<year>`` opens that cell-year as the current card (from the map, the
     change report or a link a colleague sent); the queue takes over after its decision.
     """
-    if not current_reviewer(required=False):
-        return redirect(url_for("overview.reviewer", next=request.full_path))
     store = get_store()
     context = _card_context(store, cell=_requested_cell(store))
     running = store.running_cycle()
@@ -134,13 +130,14 @@ def _requested_cell(store) -> tuple[int, int] | None:
     raw_cell, raw_year = request.args.get("cell"), request.args.get("year")
     if raw_cell is None and raw_year is None:
         return None
-    if not (raw_cell or "").isdigit() or not (raw_year or "").isdigit():
+    cell_id, year = parse_int(raw_cell, "cell"), parse_int(raw_year, "year")
+    if cell_id is None or year is None:
         abort(400, "open a cell with ?cell=<cell id>&year=<year> (both whole numbers)")
     try:
-        service.require_cell_year(store, int(raw_cell), int(raw_year))
+        service.require_cell_year(store, cell_id, year)
     except service.NotFoundError as error:
         abort(404, str(error))
-    return int(raw_cell), int(raw_year)
+    return cell_id, year
 
 
 @bp.get("/review/card")
@@ -157,12 +154,9 @@ def choose_queue():
     strategy = request.form.get("strategy", service.DEFAULT_STRATEGY)
     if strategy not in QUEUE_STRATEGIES:
         abort(400, f"unknown queue order {strategy!r}; choose one of {', '.join(QUEUE_STRATEGIES)}")
-    raw_year = (request.form.get("year") or "").strip()
-    year = None
-    if raw_year:
-        if not raw_year.isdigit() or int(raw_year) not in store.years():
-            abort(400, f"no scene of year {raw_year[:10]!r} in this installation")
-        year = int(raw_year)
+    year = parse_int(request.form.get("year"), "year")
+    if year is not None and year not in store.years():
+        abort(400, f"no scene of year {year} in this installation")
     session["strategy"] = strategy
     session["year"] = year
     session["predicted_only"] = request.form.get("predicted_only") in ("1", "on", "true")
@@ -174,7 +168,7 @@ def choose_queue():
 
 @bp.post("/cells/<int:cell_id>/<int:year>/label")
 def label(cell_id: int, year: int):
-    """Record a decision (label, request_id, ms, score_shown, model_version); show the next card."""
+    """Record a decision (label, request_id; audit fields from the lease); show the next card."""
     reviewer = current_reviewer()
     store = get_store()
     try:
@@ -195,11 +189,15 @@ def label(cell_id: int, year: int):
 
 @bp.post("/undo")
 def undo():
-    """Undo the reviewer's latest decision (a new undo event) and show that cell again."""
+    """Undo the reviewer's latest decision and show that cell again (leased in the same step)."""
     reviewer = current_reviewer()
     store = get_store()
-    token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID]
-    target = service.undo_last(store, reviewer, request_id=f"undo:{token}" if token else None)
+    try:
+        token = service.parse_token(request.form.get("request_id"), required=False)
+    except service.ReviewError as error:
+        abort(400, str(error))
+    target = service.undo_last(store, reviewer, request_id=token or None,
+                               lease_seconds=current_app.config["SETTINGS"].LEASE_SECONDS)
     if target is None:
         notice, cell = "Nothing to undo.", None
     else:
@@ -213,16 +211,18 @@ def undo():
 
 @bp.post("/decisions/<int:event_id>")
 def change(event_id: int):
-    """Change a past decision: a new label event for that cell (the old one stays in history)."""
+    """Change one's own past decision (403 for another reviewer's): a new label event."""
     reviewer = current_reviewer()
     store = get_store()
     label_value = (request.form.get("label") or "").strip()
-    token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID] or None
     try:
+        token = service.parse_token(request.form.get("request_id"), required=False) or None
         service.change_decision(store, reviewer=reviewer, event_id=event_id, label=label_value,
                                 request_id=token)
     except service.NotFoundError as error:
         abort(404, str(error))
+    except service.ForbiddenError as error:
+        abort(403, str(error))
     except service.ReviewError as error:
         abort(400, str(error))
     if is_htmx():

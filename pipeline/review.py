@@ -56,6 +56,10 @@ class NotFoundError(LookupError):
     """Something the request names does not exist (a cell, a year without scene, a decision)."""
 
 
+class ForbiddenError(PermissionError):
+    """The request acts on something that belongs to another reviewer (e.g. their decision)."""
+
+
 @dataclass(frozen=True)
 class QueueChoice:
     """How a reviewer's queue is ordered and filtered."""
@@ -72,13 +76,14 @@ class QueueChoice:
 
 @dataclass(frozen=True)
 class DecisionForm:
-    """A validated decision as a reviewer's card submits it."""
+    """A validated decision as a reviewer's card submits it: the label and its token.
+
+    What the card showed (score, model) and the time spent are not taken from the client; they
+    come from the reviewer's lease (:func:`decide`).
+    """
 
     label: str
     request_id: str
-    ms: int | None = None
-    score_shown: float | None = None
-    model_version: str | None = None
 
 
 @dataclass
@@ -142,6 +147,7 @@ def next_cards(
     lease_seconds: float = 300,
     exclude: Sequence[int] = (),
     now: float | None = None,
+    show_first: bool = True,
 ) -> list[dict[str, Any]]:
     """Lease and return up to ``n`` cards (score rows of the active model) for ``reviewer``.
 
@@ -154,7 +160,9 @@ def next_cards(
     (``Store.lease_cells``) in the same ``BEGIN IMMEDIATE`` transaction as the queue query, so
     two reviewers are never served the same cell while a lease is live.
 
-    Each card carries the score row plus ``threshold``. ``year`` defaults to
+    With ``show_first`` the first card is the one the reviewer sees now: its lease records the
+    moment and the score and model shown (``Store.lease_cells(shown=...)``), unless it already
+    did. Each card carries the score row plus ``threshold``. ``year`` defaults to
     :func:`default_year`; cells in ``exclude`` are left out. Cost: one query for the reviewer's
     leases, one queue query (only when the leases do not fill the batch), one lease write.
     """
@@ -190,8 +198,9 @@ def next_cards(
             take(_candidates(store, version, year, strategy, reviewer, limit, min_score, now))
         if not batch:
             return []
+        first = (int(batch[0]["cell_id"]), year) if show_first else None
         leased = set(store.lease_cells([(r["cell_id"], year) for r in batch], reviewer,
-                                       lease_seconds, now=now))
+                                       lease_seconds, now=now, shown=first))
     return [{**row, "threshold": model["threshold"]} for row in batch
             if (int(row["cell_id"]), year) in leased]
 
@@ -246,9 +255,10 @@ def forget_frontier(store: Store) -> None:
 
 
 def lease_one(store: Store, cell_id: int, year: int, reviewer: str, lease_seconds: float) -> bool:
-    """Lease one cell to a reviewer (e.g. the cell an undo shows again); False if held by another."""
+    """Lease one cell to a reviewer as the card shown now; False if another reviewer holds it."""
     with store.atomic():
-        return bool(store.lease_cells([(cell_id, year)], reviewer, lease_seconds))
+        return bool(store.lease_cells([(cell_id, year)], reviewer, lease_seconds,
+                                      shown=(cell_id, year)))
 
 
 # decisions --------------------------------------------------------------------------------------
@@ -260,38 +270,41 @@ def clamp_ms(value: float | int | None) -> int | None:
 
 
 def parse_decision_form(form: Mapping[str, Any]) -> DecisionForm:
-    """Validate a submitted card: label, request_id, and optional ms, score_shown, model_version.
+    """Validate a submitted card: its label and decision token (request_id).
 
-    Raises ReviewError with a message for the reviewer (unknown label, missing token, numbers
-    that are not numbers).
+    Anything else the client sends (ms, score_shown, model_version) is ignored: the audit
+    fields come from the lease. Raises ReviewError with a message for the reviewer.
     """
     label = str(form.get("label") or "").strip()
     if not label:
         raise ReviewError("no decision given: the form needs a label (mine, background or skip)")
     if label not in LABELS:
-        raise ReviewError(f"unknown label {label!r}: choose mine, background or skip")
-    request_id = str(form.get("request_id") or "").strip()
-    if not request_id:
-        raise ReviewError("the form lacks its decision token (request_id); reload the page")
-    if len(request_id) > MAX_REQUEST_ID:
+        raise ReviewError(f"unknown label {label[:40]!r}: choose mine, background or skip")
+    return DecisionForm(label, parse_token(form.get("request_id")))
+
+
+def parse_token(raw: Any, *, required: bool = True) -> str:
+    """A decision token as sent: stripped, at most ``MAX_REQUEST_ID`` printable ASCII characters."""
+    token = str(raw or "").strip()
+    if not token:
+        if required:
+            raise ReviewError("the form lacks its decision token (request_id); reload the page")
+        return ""
+    if len(token) > MAX_REQUEST_ID:
         raise ReviewError("the decision token is too long")
+    if not (token.isascii() and token.isprintable()):
+        raise ReviewError("the decision token must be printable ASCII")
+    return token
 
-    def number(name: str) -> float | None:
-        raw = str(form.get(name) or "").strip()
-        if not raw:
-            return None
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ReviewError(f"{name} must be a number, got {raw[:40]!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ReviewError(f"{name} must be a finite number, got {raw[:40]!r}")
-        return value
 
-    ms = number("ms")
-    score = number("score_shown")
-    version = str(form.get("model_version") or "").strip() or None
-    return DecisionForm(label, request_id, clamp_ms(ms), score, version)
+def request_key(kind: str, reviewer: str, token: str) -> str:
+    """The stored idempotency key of a reviewer's action: ``kind:reviewer:token``.
+
+    Scoped to the account (another reviewer's token never matches) and to the kind of action
+    (``label``, ``change`` or ``undo``: a label sent with an undo's token is a different key).
+    Account names hold no ":", so the key is unambiguous.
+    """
+    return f"{kind}:{reviewer}:{token}"
 
 
 def require_cell_year(store: Store, cell_id: int, year: int) -> dict[str, Any]:
@@ -316,43 +329,69 @@ def decide(
 ) -> Decision:
     """Record a reviewer's decision on a cell-year, in one transaction.
 
-    Idempotent on ``form.request_id``: a double submit returns the stored event
-    (``duplicate=True``). The decision is recorded whatever the lease says: when the reviewer's
-    lease expired, or another reviewer now holds the cell, or has already labelled it, the
-    decision still counts and :attr:`Decision.notice` says so.
+    Idempotent on the reviewer's ``form.request_id``: a double submit returns the stored event
+    (``duplicate=True``). The audit fields come from the server: when the reviewer's lease of
+    the cell recorded a showing, the score and model shown then and the milliseconds from then
+    to now (clamped to ``MAX_MS``); without such a lease, the active model's score now and no
+    time. The decision is recorded whatever the lease says: when the reviewer's lease expired,
+    or another reviewer now holds the cell, or has already labelled it, the decision still
+    counts and :attr:`Decision.notice` says so.
     """
     now = time.time() if now is None else now
+    key = request_key("label", reviewer, form.request_id)
     with store.atomic():
-        existing = store.label_event_by_request(form.request_id)
+        existing = store.label_event_by_request(key)
         if existing is not None:
             return Decision(existing, duplicate=True)
         holder = store.lease_holder(cell_id, year, now=now)
         others = [e for e in store.label_history(cell_id)
                   if e["year"] == year and e["kind"] == "label" and not e["undone"]
                   and e["reviewer"] != reviewer]
+        score, version, ms = _shown(store, reviewer, cell_id, year, now)
         event = store.record_label(
-            cell_id, year, form.label, reviewer, request_id=form.request_id, ms_spent=form.ms,
-            score_shown=form.score_shown, model_version_shown=form.model_version)
+            cell_id, year, form.label, reviewer, request_id=key, ms_spent=ms,
+            score_shown=score, model_version_shown=version)
     return Decision(event, lease_expired=holder != reviewer,
                     held_by=holder if holder not in (None, reviewer) else None,
                     also_labelled_by=others)
 
 
-def undo_last(store: Store, reviewer: str, *, request_id: str | None = None) -> dict[str, Any] | None:
+def _shown(store: Store, reviewer: str, cell_id: int, year: int,
+           now: float) -> tuple[float | None, str | None, int | None]:
+    """(score shown, model version shown, ms spent) of a decision, from the reviewer's lease."""
+    lease = store.lease(cell_id, year)
+    if lease is not None and lease["reviewer"] == reviewer and lease["shown_at"] is not None:
+        return (lease["score_shown"], lease["model_version_shown"],
+                clamp_ms((now - float(lease["shown_at"])) * 1000.0))
+    model = store.active_model()
+    row = store.score(cell_id, year, model["version"]) if model else None
+    return (row["score"] if row else None, model["version"] if model else None, None)
+
+
+def undo_last(
+    store: Store, reviewer: str, *, request_id: str | None = None,
+    lease_seconds: float | None = None, now: float | None = None,
+) -> dict[str, Any] | None:
     """Undo the reviewer's latest decision (a new 'undo' event); returns the undone label event.
 
-    None when there is nothing left to undo. A repeated ``request_id`` undoes nothing more and
-    returns the event that the first request undid.
+    With ``lease_seconds`` the undone cell is leased back to the reviewer, as the card shown
+    now, in the same transaction as the undo: no other reviewer can be served it in between.
+    None when there is nothing left to undo. A repeated ``request_id`` (the reviewer's token)
+    undoes nothing more and returns the event that the first request undid.
     """
+    key = request_key("undo", reviewer, request_id) if request_id else None
     with store.atomic():
-        if request_id:
-            existing = store.label_event_by_request(request_id)
+        if key:
+            existing = store.label_event_by_request(key)
             if existing is not None and existing["kind"] == "undo":
                 return store.label_event(existing["undoes"])
         target = store.last_undoable_event(reviewer)
         if target is None:
             return None
-        store.undo_label(target["id"], reviewer, request_id=request_id)
+        store.undo_label(target["id"], reviewer, request_id=key)
+        if lease_seconds is not None:
+            cell = (target["cell_id"], target["year"])
+            store.lease_cells([cell], reviewer, lease_seconds, now=now, shown=cell)
     forget_frontier(store)
     return target
 
@@ -360,15 +399,22 @@ def undo_last(store: Store, reviewer: str, *, request_id: str | None = None) -> 
 def change_decision(
     store: Store, *, reviewer: str, event_id: int, label: str, request_id: str | None = None,
 ) -> dict[str, Any]:
-    """Change a past decision: records a NEW label event for that cell-year (nothing is erased)."""
+    """Change one's own past decision: a NEW label event for that cell-year (nothing erased).
+
+    NotFoundError for an unknown decision, ForbiddenError for another reviewer's.
+    """
     if label not in LABELS:
-        raise ReviewError(f"unknown label {label!r}: choose mine, background or skip")
+        raise ReviewError(f"unknown label {label[:40]!r}: choose mine, background or skip")
+    key = request_key("change", reviewer, request_id) if request_id else None
     with store.atomic():
         event = store.label_event(event_id)
         if event is None or event["kind"] != "label":
             raise NotFoundError(f"no decision {event_id}")
+        if event["reviewer"] != reviewer:
+            raise ForbiddenError(f"decision {event_id} is {event['reviewer']}'s; you can change "
+                                 "only your own decisions")
         return store.record_label(
-            event["cell_id"], event["year"], label, reviewer, request_id=request_id,
+            event["cell_id"], event["year"], label, reviewer, request_id=key,
             score_shown=event["score_shown"], model_version_shown=event["model_version_shown"])
 
 

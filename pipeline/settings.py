@@ -64,6 +64,19 @@ class Settings:
     EXPORT_RETENTION_DAYS: float = _setting(7.0, "Finished exports and reports (files and their "
                                             "rows in the download list) older than this are "
                                             "deleted by the job runner's cleanup.")
+    SESSION_HOURS: float = _setting(12.0, "A login lasts this many hours; then the browser must "
+                                    "log in again.")
+    BEHIND_HTTPS_PROXY: bool = _setting(False, "Set true when a reverse proxy serves the app over "
+                                        "HTTPS: cookies are then Secure-only and the proxy's "
+                                        "X-Forwarded-For/-Proto/-Host headers (one proxy) are "
+                                        "trusted.")
+    ALLOWED_HOSTS: str = _setting("", "Comma-separated host names the app answers to (the Host "
+                                  "header; '*' for any). Empty: localhost, 127.0.0.1, ::1 and "
+                                  "HOST. Others get 400 (stops DNS rebinding).")
+    LOGIN_RATE_LIMIT: str = _setting("10 per minute", "Most login attempts per client address, "
+                                     "and per account name, in Flask-Limiter's notation.")
+    MAX_REQUEST_KB: int = _setting(64, "Largest accepted request body in KiB; a larger one is "
+                                   "refused with 413 before it is read.")
 
     @property
     def data_dir(self) -> Path:
@@ -144,7 +157,15 @@ def load_settings(
     return replace(Settings(), **values)
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
 def _convert(name: str, kind: type, raw: Any) -> Any:
+    if kind is bool and isinstance(raw, str):
+        if raw.strip().lower() not in _TRUE | _FALSE:
+            raise ValueError(f"setting {name}: {raw!r} is not true or false")
+        return raw.strip().lower() in _TRUE
     try:
         return kind(raw)
     except (TypeError, ValueError) as error:

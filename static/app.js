@@ -1,7 +1,6 @@
-/* MineWatch review page helpers: shortcut guard, time per card, view toggle, copy, errors. */
+/* MineWatch page helpers: shortcuts, server-computed styles, view toggle, copy, errors. */
 (function () {
   "use strict";
-  var shownAt = performance.now();
 
   /* Shortcuts fire only when the reviewer is not typing and holds no modifier key. */
   window.mwFree = function (target, ctrl, alt, meta) {
@@ -11,25 +10,27 @@
   };
 
 
-  document.addEventListener("htmx:load", function (event) {
-    var elt = event.detail && event.detail.elt;
-    if (elt && (elt.id === "card" || (elt.querySelector && elt.querySelector("#card")))) {
-      shownAt = performance.now();
-    }
-  });
+  /* Sizes and colours computed by the server travel as data attributes (the CSP allows no inline style). */
+  function applyStyles(root) {
+    if (!root || !root.querySelectorAll) return;
+    var all = Array.prototype.slice.call(root.querySelectorAll("[data-width], [data-left], [data-background]"));
+    if (root.matches && root.matches("[data-width], [data-left], [data-background]")) all.push(root);
+    all.forEach(function (el) {
+      if (el.dataset.width) el.style.width = el.dataset.width + "%";
+      if (el.dataset.left) el.style.left = el.dataset.left + "%";
+      if (el.dataset.background) el.style.background = el.dataset.background;
+    });
+  }
+  document.addEventListener("htmx:load", function (event) { applyStyles(event.detail && event.detail.elt); });
+  document.addEventListener("DOMContentLoaded", function () { applyStyles(document.body); });
 
-  /* The server clamps it; the client sends the time since the card was shown. */
-  function elapsed() { return String(Math.round(performance.now() - shownAt)); }
-
-  document.addEventListener("htmx:configRequest", function (event) {
-    var elt = event.detail.elt;
-    if (elt && elt.closest && elt.closest("#card-form")) {
-      event.detail.parameters["ms"] = elapsed();
+  /* Keyboard shortcuts: the key clicks the card's button whose data-key lists it. */
+  document.addEventListener("keyup", function (event) {
+    if (!window.mwFree(event.target, event.ctrlKey, event.altKey, event.metaKey)) return;
+    var buttons = document.querySelectorAll("#card [data-key]");
+    for (var i = 0; i < buttons.length; i++) {
+      if (buttons[i].dataset.key.split(" ").indexOf(event.key) >= 0) { buttons[i].click(); return; }
     }
-  });
-  document.addEventListener("submit", function (event) {
-    var form = event.target;
-    if (form.id === "card-form" && form.elements.ms) form.elements.ms.value = elapsed();
   });
 
   function toggleView() {

@@ -146,12 +146,40 @@ def csrf_from(html: str) -> str:
     return match.group(1)
 
 
-def login(client, name: str = "ana") -> str:
-    """Pick a reviewer name; returns the session's CSRF token."""
-    token = csrf_from(client.get("/reviewer").get_data(as_text=True))
-    response = client.post("/reviewer", data={"name": name, "csrf_token": token})
+#: The password of every account the tests create.
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real argon2id with the cheapest parameters: the app's default (64 MiB, 3 passes) would
+    make every login of the suite cost a quarter of a second on a busy CI runner."""
+    from argon2 import PasswordHasher
+
+    from pipeline import accounts
+
+    monkeypatch.setattr(accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=8,
+                                                            parallelism=1))
+
+
+def add_account(app, name: str, role: str = "reviewer") -> None:
+    """Create an account in the app's database (once; a second call is a no-op)."""
+    from pipeline.accounts import create_account
+
+    with Store(app.config["SETTINGS"].database_path) as store:
+        if store.account(name) is None:
+            create_account(store, name, role, PASSWORD)
+
+
+def login(client, name: str = "ana", role: str = "reviewer") -> str:
+    """Log in as ``name`` (the account is created with ``role`` if missing); returns the new
+    session's CSRF token."""
+    add_account(client.application, name, role)
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    response = client.post("/login", data={"name": name, "password": PASSWORD,
+                                           "csrf_token": token})
     assert response.status_code == 302, response.get_data(as_text=True)
-    return token
+    return csrf_from(client.get("/login").get_data(as_text=True))
 
 
 def card_fields(html: str) -> dict:

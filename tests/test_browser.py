@@ -1,4 +1,5 @@
-"""A real browser (Debian's chromium through Playwright) reviews cells by keyboard."""
+"""A real browser (Debian's chromium through Playwright) logs in, reviews cells by keyboard under
+the app's Content-Security-Policy, and logs out."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import pytest
 from db.store import Store
 from tests.browser import CHROMIUM, LAUNCH_ARGS, MARKS, served
 
+pytest.register_assert_rewrite("fixtures_app")
+from fixtures_app import PASSWORD, add_account  # noqa: E402
+
 pytest_plugins = ["fixtures_app"]
 
 pytestmark = MARKS
@@ -16,6 +20,7 @@ pytestmark = MARKS
 
 @pytest.fixture
 def server(app) -> Iterator[str]:
+    add_account(app, "bea")
     with served(app) as url:
         yield url
 
@@ -26,11 +31,21 @@ def test_review_by_keyboard(server: str, review_db, tmp_path) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900})
+            violations: list[str] = []
+            page.on("console", lambda m: violations.append(m.text)
+                    if "Content Security Policy" in m.text else None)
             page.goto(server + "/review")
-            assert "/reviewer" in page.url
-            page.fill("#name", "Bea")
+            assert "/login?next=/review" in page.url
+            # a wrong password shows an error and logs nobody in
+            page.fill("#name", "bea")
+            page.fill("#password", "not the password")
+            page.click("button[type=submit]")
+            assert "Wrong name or password" in page.inner_text("p.error")
+            page.fill("#name", "bea")
+            page.fill("#password", PASSWORD)
             page.click("button[type=submit]")
             page.wait_for_selector("#card-form")
+            assert page.url.endswith("/review") and page.inner_text(".reviewer-name") == "bea"
 
             def current() -> str:
                 return page.get_attribute("#card-form", "data-cell")
@@ -38,9 +53,8 @@ def test_review_by_keyboard(server: str, review_db, tmp_path) -> None:
             def press(key: str) -> str:
                 before = current()
                 page.keyboard.press(key)
-                page.wait_for_function(
-                    f"document.querySelector('#card-form') && "
-                    f"document.querySelector('#card-form').dataset.cell !== '{before}'")
+                # (a selector, not wait_for_function: the page's CSP forbids eval, Playwright's too)
+                page.wait_for_selector(f"#card-form:not([data-cell='{before}'])")
                 return before
 
             mined = press("m")
@@ -67,15 +81,23 @@ def test_review_by_keyboard(server: str, review_db, tmp_path) -> None:
             # the recent list and counters followed without a reload
             assert page.inner_text("#counters").startswith("2")
             # images of the current card loaded (prefetched ones too)
-            page.wait_for_function(
+            page.wait_for_load_state("networkidle")
+            assert page.evaluate(
                 "[...document.querySelectorAll('#card img')].every(i => i.complete && i.naturalWidth > 0)")
+            # server-computed widths still apply without inline styles
+            assert page.evaluate("document.querySelector('#card .scorebar span').style.width")
             page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+            assert violations == []
+            page.click("text=log out")
+            page.wait_for_selector("#password")
+            page.goto(server + "/review")
+            assert "/login" in page.url
         finally:
             browser.close()
 
     with Store(review_db.database) as store:
         events = store.db.execute(
-            "SELECT cell_id, kind, label, ms_spent FROM label_events WHERE reviewer = 'Bea'"
+            "SELECT cell_id, kind, label, ms_spent FROM label_events WHERE reviewer = 'bea'"
             " ORDER BY id").fetchall()
         assert [(e[1], e[2]) for e in events] == [
             ("label", "mine"), ("label", "background"), ("label", "skip"), ("undo", None)]
