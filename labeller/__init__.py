@@ -52,6 +52,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from labeller import map as map_page  # territory map and reports (issue 4)
     from labeller import reports
     app.register_blueprint(map_page.bp); app.register_blueprint(reports.bp)  # noqa: E702
+    from labeller import jobs  # exports and reports as background jobs
+    app.register_blueprint(jobs.bp)
     app.register_error_handler(HTTPException, _http_error)
     return app
 

@@ -12,16 +12,15 @@ records why. The web app never runs a cycle inside a request: ``launch_cycle`` s
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from db.store import Store
 from model.train import patch_scores, validation_metrics
-from pipeline.jobs import pause_point, spawn_worker
+from pipeline.jobs import pause_point, recover_cycles, spawn_worker
 from pipeline.scoring import scene_area_km2, score_year
 from pipeline.settings import Settings
 from pipeline.training import (
@@ -40,8 +39,6 @@ from pipeline.training import (
 HOLDOUT_FRACTION = 0.2
 #: Fewest held-out reviewed labels of each class for a reviewed-label validation.
 MIN_HOLDOUT_PER_CLASS = 2
-#: A cycle's model file (``m0003.keras``) or a temporary one of ``save_bundle`` (``.m0003.x.json``).
-_MODEL_FILE = re.compile(r"^(?P<temp>\.)?(?P<version>m\d{4,})(\.[^.]+)?\.(keras|json)$")
 #: Share of the cycle's progress bar given to training; scoring takes the rest.
 TRAINING_SHARE = 0.5
 
@@ -66,41 +63,6 @@ def launch_cycle(settings: Settings) -> int:
     with Store(settings.database_path) as store:
         store.update_cycle(cycle_id, pid=worker.pid)
     return cycle_id
-
-
-@dataclass
-class Recovery:
-    """What ``recover_cycles`` cleaned up."""
-
-    failed_cycle: int | None = None                         # a running cycle whose worker died
-    removed_models: list[str] = field(default_factory=list)  # pending models, scores and files
-    removed_files: list[str] = field(default_factory=list)   # model files without a model row
-
-
-def recover_cycles(store: Store, settings: Settings) -> Recovery:
-    """Leave no trace of a cycle that died: mark it failed, delete its pending model (every row
-    keyed by its version, e.g. partial scores), the model's files, and model files that no row
-    names (a worker killed between saving and recording them). The active model stays active.
-
-    Does nothing while a cycle's worker is alive (its pending model is work in progress).
-    """
-    recovery = Recovery()
-    before = {c["id"] for c in store.cycles() if c["status"] == "running"}
-    if store.running_cycle() is not None:
-        return recovery
-    if before:
-        recovery.failed_cycle = min(before)
-    for model in store.pending_models():
-        store.delete_model(model["version"])
-        recovery.removed_models.append(model["version"])
-    known = store.model_versions()
-    folder = settings.models_dir
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        match = _MODEL_FILE.match(path.name)
-        if path.is_file() and match and (match["temp"] or match["version"] not in known):
-            path.unlink(missing_ok=True)
-            recovery.removed_files.append(path.name)
-    return recovery
 
 
 def split_reviewed_holdout(

@@ -12,11 +12,12 @@ to DATA_DIR), deleted after ``EXPORT_RETENTION_DAYS``.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from db.store import Store, process_alive
 from pipeline.settings import ENV_PREFIX, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: A cycle's model file (``m0003.keras``) or a temporary one of ``save_bundle`` (``.m0003.x.json``).
+_MODEL_FILE = re.compile(r"^(?P<temp>\.)?(?P<version>m\d{4,})(\.[^.]+)?\.(keras|json)$")
 #: Test-only: a stage name at which a worker pauses (see ``pause_point``), so a test can kill it
 #: there deterministically. Never set in production.
 PAUSE_ENV = "MINEWATCH_TEST_PAUSE_AT"
@@ -55,19 +58,72 @@ def spawn_worker(settings: Settings, args: list[str], log_path: Path) -> subproc
     return worker
 
 
-def pause_point(stage: str, marker: Path | None = None) -> None:
-    """Test-only hook: when ``MINEWATCH_TEST_PAUSE_AT`` names ``stage``, touch ``marker`` (if
-    given) and sleep ``PAUSE_SECONDS``, so a test can SIGKILL the worker in that stage."""
-    if os.environ.get(PAUSE_ENV) != stage:
-        return
-    if marker is not None:
-        marker.touch()
-    time.sleep(PAUSE_SECONDS)
+def pause_point(stage: str) -> None:
+    """Test-only hook: when ``MINEWATCH_TEST_PAUSE_AT`` names ``stage``, sleep
+    ``PAUSE_SECONDS``, so a test can SIGKILL the worker in that stage."""
+    if os.environ.get(PAUSE_ENV) == stage:
+        time.sleep(PAUSE_SECONDS)
+
+
+def launch_job(settings: Settings, kind: str, params: dict[str, Any],
+               requested_by: str | None) -> int:
+    """Record a running job and start ``run.py job --job-id N`` for it; returns the job id.
+
+    Cleanup (``cleanup_jobs``) runs first, so dead jobs' rows and old files never pile up.
+    """
+    with Store(settings.database_path) as store:
+        cleanup_jobs(store, settings)
+        job_id = store.start_job(kind, params, requested_by)
+    try:
+        worker = spawn_worker(settings, ["job", "--job-id", str(job_id)],
+                              settings.data_dir / "jobs" / f"job_{job_id}.log")
+    except OSError as error:
+        with Store(settings.database_path) as store:
+            store.finish_job(job_id, "failed", message=f"the worker did not start: {error}")
+        raise
+    with Store(settings.database_path) as store:
+        store.update_job(job_id, pid=worker.pid)
+    return job_id
 
 
 def exports_dir(settings: Settings) -> Path:
     """Where export and report jobs write their files."""
     return settings.data_dir / "exports"
+
+
+@dataclass
+class Recovery:
+    """What ``recover_cycles`` cleaned up."""
+
+    failed_cycle: int | None = None                         # a running cycle whose worker died
+    removed_models: list[str] = field(default_factory=list)  # pending models, scores and files
+    removed_files: list[str] = field(default_factory=list)   # model files without a model row
+
+
+def recover_cycles(store: Store, settings: Settings) -> Recovery:
+    """Leave no trace of a cycle that died: mark it failed, delete its pending model (every row
+    keyed by its version, e.g. partial scores), the model's files, and model files that no row
+    names (a worker killed between saving and recording them). The active model stays active.
+
+    Does nothing while a cycle's worker is alive (its pending model is work in progress).
+    """
+    recovery = Recovery()
+    before = {c["id"] for c in store.cycles() if c["status"] == "running"}
+    if store.running_cycle() is not None:
+        return recovery
+    if before:
+        recovery.failed_cycle = min(before)
+    for model in store.pending_models():
+        store.delete_model(model["version"])
+        recovery.removed_models.append(model["version"])
+    known = store.model_versions()
+    folder = settings.models_dir
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        match = _MODEL_FILE.match(path.name)
+        if path.is_file() and match and (match["temp"] or match["version"] not in known):
+            path.unlink(missing_ok=True)
+            recovery.removed_files.append(path.name)
+    return recovery
 
 
 @dataclass

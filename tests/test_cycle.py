@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from db.store import Store
-from pipeline.cycle import Activation, activation_decision, launch_cycle, recover_cycles, run_cycle
+from pipeline.cycle import Activation, activation_decision, launch_cycle, run_cycle
 from pipeline.ingest import cells_of_year, ingest_scene
-from pipeline.jobs import PAUSE_ENV
+from pipeline.jobs import PAUSE_ENV, recover_cycles
 from pipeline.scoring import score_year
 from pipeline.seeds import seed_labels_from_polygons
 from pipeline.settings import load_settings
