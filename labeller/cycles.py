@@ -104,12 +104,10 @@ def start():
 @bp.post("/models/<version>/activate")
 def activate(version: str):
     """A lead activates a ready model by hand (e.g. one a cycle kept inactive)."""
-    from pipeline.cycle import activate_by_hand
-
-    try:
-        activate_by_hand(get_store(), version)
-    except ValueError as error:
-        abort(404, str(error))
+    store = get_store()
+    if store.model(version) is None:
+        abort(404, f"unknown or unfinished model version {version!r}")
+    store.activate_model(version)
     flash(f"{version} is now the active model.")
     return redirect(url_for("cycles.page"))
 

@@ -254,13 +254,6 @@ def _parent_holdout_metrics(store: Store, settings: Settings, parent: dict[str, 
     return validation_metrics(holdout.labels, scores, bundle.threshold)
 
 
-def activate_by_hand(store: Store, version: str) -> None:
-    """A lead's activation of a ready model (e.g. one a cycle kept inactive)."""
-    if store.model(version) is None:
-        raise ValueError(f"unknown or unfinished model version {version!r}")
-    store.activate_model(version)
-
-
 def _holdout_metrics(result: Any, holdout: Any) -> dict[str, Any]:
     """Precision, recall, AP on held-out reviewed cells; the training split's when too few."""
     labels = holdout.labels
