@@ -114,5 +114,8 @@ def activate(version: str):
 
 @bp.get("/cycles/status")
 def status():
-    """The status partial: polls every 2 s while a cycle runs, stops when it is done."""
-    return render_template("_cycle_status.html", **_status_context(get_store()))
+    """The status partial: polls every 2 s while a cycle runs, stops when it is done (a cycle
+    whose worker died is cleaned up here too, so the poll ends on its failure)."""
+    store = get_store()
+    recover_cycles(store, current_app.config["SETTINGS"])
+    return render_template("_cycle_status.html", **_status_context(store))

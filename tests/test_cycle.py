@@ -148,3 +148,39 @@ def test_activation_decision_compares_ap_within_the_margin():
     assert activation_decision(new, None, None, 0.05) == Activation(True, "the first model")
     unvalidated = activation_decision({"validated_on": "training split"}, None, parent, 0.05)
     assert unvalidated.activate and "not compared" in unvalidated.reason
+
+
+def test_cycles_page_cleans_up_shows_the_decision_and_lets_a_lead_activate(tmp_path):
+    import subprocess
+    import sys
+
+    from labeller import create_app
+    from tests.fixtures_app import csrf_from
+
+    app = create_app({"DATA_DIR": str(tmp_path), "TESTING": True, "SECRET_KEY": "x"})
+    record = {"parent": None, "bands": ["B2"], "threshold": 0.5, "metrics": {}, "training": {}}
+    with Store(app.config["SETTINGS"].database_path) as store:
+        store.add_model({**record, "version": "m0001", "path": "models/m0001.keras"},
+                        activate=True)
+        kept = store.start_cycle("m0001")
+        store.add_model({**record, "version": "m0002", "path": "models/m0002.keras"})
+        store.update_cycle(kept, new_model="m0002", pid=os.getpid())
+        store.finish_cycle(kept, "succeeded", decision="AP 0.500 vs m0001's 0.900: 0.400 worse")
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        killed = store.start_cycle("m0001")
+        store.add_model({**record, "version": "m0003", "path": "models/m0003.keras"},
+                        pending=True)
+        store.update_cycle(killed, new_model="m0003", pid=dead.pid)
+    client = app.test_client()                   # open mode: the local admin
+    html = client.get("/cycles").get_data(as_text=True)
+    assert "0.400 worse" in html and "Activate m0002" in html and "Activate m0003" not in html
+    with Store(app.config["SETTINGS"].database_path) as store:
+        assert store.cycle(killed)["status"] == "failed"
+        assert store.model("m0003", pending=True) is None        # removed by the page load
+    done = client.post("/models/m0002/activate", data={"csrf_token": csrf_from(html)})
+    assert done.status_code == 302
+    assert client.post("/models/m0003/activate",
+                       data={"csrf_token": csrf_from(html)}).status_code == 404
+    with Store(app.config["SETTINGS"].database_path) as store:
+        assert store.active_model()["version"] == "m0002"
