@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis import AnalysisError
 from analysis.change import PersistenceRule
 from analysis.export import FORMATS, SINGLE_LAYERS, export
 from analysis.report import build_report, to_csv, to_markdown
@@ -84,7 +83,7 @@ def run_job(store: Store, settings: Settings, job_id: int) -> dict[str, Any]:
         message = _write(store, settings, request, out, progress)
         store.finish_job(job_id, "succeeded", progress=1.0, message=message,
                          output=settings.stored_path(out), output_bytes=out.stat().st_size)
-    except (AnalysisError, ValueError, OSError) as error:
+    except Exception as error:  # a job records any failure as its message; no file is left
         store.finish_job(job_id, "failed", message=f"{type(error).__name__}: {error}")
     return store.job(job_id)
 
