@@ -3,7 +3,8 @@ database is checked (issue 9).
 
 Works on a copy of an installation (``--data-dir``, e.g. one built by ``run.py demo``): the copy
 gets ``--reviewers`` reviewer accounts and one lead; the app is served by waitress (8 threads)
-on a free loopback port. Each reviewer logs in, then loops over the htmx review flow: a card,
+on a free loopback port. Each reviewer logs in, picks one year's queue (reviewers are spread
+over the years, highest score first), then loops over the htmx review flow: a card,
 ``--think`` seconds of thinking, a decision (POST, timed: the round trip the reviewer waits for);
 about 5 % of decisions are undone (POST /undo), 3 % are sent twice (double submit), 2 % of past
 decisions are changed (POST /decisions/<id>). With ``--cycle`` the lead starts a retrain cycle
@@ -117,12 +118,16 @@ class Browser:
 
 
 def reviewer_loop(name: str, port: int, args: argparse.Namespace, tally: Tally,
-                  stop: Callable[[], bool], seed: int) -> None:
-    """Log in and review until ``stop()``; every response is checked and counted."""
+                  stop: Callable[[], bool], seed: int, year: int) -> None:
+    """Log in, pick ``year``'s queue and review until ``stop()``; every response is checked."""
     rng = random.Random(seed)
     browser = Browser(port)
     try:
         browser.login(name)
+        status, _, _ = browser.request("POST", "/review/queue", {"strategy": "score",
+                                                                  "year": str(year)})
+        if status != 302:
+            tally.error(f"{name}: queue choice {status}")
         status, html, _ = browser.request("GET", "/review/card", headers=HTMX)
         while not stop():
             card = CARD.search(html)
@@ -202,6 +207,18 @@ def lead_loop(port: int, args: argparse.Namespace, tally: Tally, stop: Callable[
         tally.error(f"lead: {type(error).__name__}: {error}")
 
 
+def wait_for_cycle(database: Path, until: float) -> str:
+    """The bench's cycle outcome ("succeeded: m0002 ...", "failed: ...", or "still running")."""
+    with Store(database) as store:
+        while store.running_cycle() is not None and time.monotonic() < until:
+            time.sleep(1)
+        cycles = store.cycles()
+    if not cycles:
+        return "not started"
+    last = cycles[-1]
+    return f"{last['status']}: {last['message']}"[:200]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -236,6 +253,8 @@ def main() -> None:
     parser.add_argument("--exports", type=int, default=0, help="exports the lead downloads")
     args = parser.parse_args()
 
+    import logging
+
     from waitress.server import create_server
 
     from labeller import create_app
@@ -250,9 +269,11 @@ def main() -> None:
         database = app.config["SETTINGS"].database_path
         names = [f"bench-r{i:02d}" for i in range(args.reviewers)]
         with Store(database) as store:
+            years = store.years()
             for name in names:
                 create_account(store, name, "reviewer", PASSWORD)
             create_account(store, "bench-lead", "lead", PASSWORD)
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is 2"
         server = create_server(app, host="127.0.0.1", port=port, threads=8)
         serving = threading.Thread(target=server.run, daemon=True)
         serving.start()
@@ -263,7 +284,8 @@ def main() -> None:
             return len(tally.acknowledged) >= args.decisions or time.monotonic() > deadline
 
         started = time.monotonic()
-        threads = [threading.Thread(target=reviewer_loop, args=(n, port, args, tally, stop, i))
+        threads = [threading.Thread(target=reviewer_loop,  # reviewers spread over the years
+                                    args=(n, port, args, tally, stop, i, years[i % len(years)]))
                    for i, n in enumerate(names)]
         threads.append(threading.Thread(target=lead_loop, args=(port, args, tally, stop)))
         for thread in threads:
@@ -271,6 +293,7 @@ def main() -> None:
         for thread in threads:
             thread.join()
         seconds = time.monotonic() - started
+        cycle = wait_for_cycle(database, deadline + 300) if args.cycle else None
         server.close()
         result = check(database, tally, names)
         trips = tally.round_trips_ms or [float("nan")]
@@ -283,6 +306,7 @@ def main() -> None:
             "undos": tally.undone, "changes": tally.changes,
             "double_submits": tally.double_submits, "exports": tally.exports,
             "reviewers": args.reviewers, "think_s": args.think, "seconds": round(seconds, 1),
+            "cycle": cycle,
         }
         for text in tally.errors[:10]:
             print("error:", text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -64,7 +64,10 @@ def _http_error(error: HTTPException):
     message = error.description or error.name
     if request.headers.get("HX-Request") == "true":
         body = render_template("_error.html", code=code, message=message)
-        return body, code, {"HX-Retarget": "#card-error", "HX-Reswap": "innerHTML"}
+        headers = {"HX-Retarget": "#card-error", "HX-Reswap": "innerHTML"}
+        if code == 401:  # e.g. the session expired while reviewing: go to the login page
+            headers["HX-Redirect"] = url_for("auth.login", next=url_for("review.page"))
+        return body, code, headers
     return render_template("error.html", code=code, name=error.name, message=message), code
 
 

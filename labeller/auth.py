@@ -41,6 +41,7 @@ from labeller.db import get_store
 from labeller.safety import safe_next
 from pipeline import accounts
 from pipeline.accounts import LOCAL_NAME, ROLES, role_allows
+from pipeline.settings import setting_help
 
 bp = Blueprint("auth", __name__)
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
@@ -54,6 +55,7 @@ ENDPOINT_ROLES: dict[str, str] = {
     "auth.add_account": "admin",
     "auth.set_disabled": "admin",
     "auth.reset_password": "admin",
+    "auth.settings_page": "admin",
     "overview.index": "reviewer",
     "review.page": "reviewer",
     "review.card": "reviewer",
@@ -185,11 +187,13 @@ def _login_name() -> str:
 
 
 def _count_failures(response: Any) -> bool:
+    """Only failed attempts count (a team behind one address logging in at 9:00 is fine)."""
     return response.status_code != 302
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["SETTINGS"].LOGIN_RATE_LIMIT, methods=["POST"])
+@limiter.limit(lambda: current_app.config["SETTINGS"].LOGIN_RATE_LIMIT, methods=["POST"],
+               deduct_when=_count_failures)
 @limiter.limit(lambda: current_app.config["SETTINGS"].LOGIN_RATE_LIMIT, methods=["POST"],
                key_func=_login_name, deduct_when=_count_failures)
 def login():
@@ -270,6 +274,19 @@ def reset_password(name: str):
             abort(404, str(error))
         return _accounts_answer(error=str(error))
     return _accounts_answer(message=f"New password set for {name}; its sessions ended.")
+
+
+#: Settings whose value the settings page does not show.
+SECRET_SETTINGS = frozenset({"SECRET_KEY"})
+
+
+@bp.get("/settings")
+def settings_page():
+    """Admin: every setting with the value in effect (secrets hidden) and its meaning."""
+    settings = current_app.config["SETTINGS"]
+    rows = [(name, "(hidden)" if name in SECRET_SETTINGS else getattr(settings, name), default,
+             help_text) for name, default, help_text in setting_help()]
+    return render_template("settings.html", rows=rows)
 
 
 def init_app(app: Flask) -> None:

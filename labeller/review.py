@@ -53,11 +53,6 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def current_reviewer() -> str:
-    """The account name this request reviews as (``labeller.auth.current_name``)."""
-    return current_name()
-
-
 def queue_choice(store) -> service.QueueChoice:
     """The session's queue choice; the year defaults to the latest the active model scored."""
     strategy = session.get("strategy", service.DEFAULT_STRATEGY)
@@ -77,7 +72,7 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
     serves it. The next ``PREFETCH`` cards are leased too and their pictures preloaded.
     """
     settings = current_app.config["SETTINGS"]
-    reviewer = current_reviewer()
+    reviewer = current_name()
     choice = queue_choice(store)
     common = dict(reviewer=reviewer, strategy=choice.strategy, year=choice.year,
                   predicted_only=choice.predicted_only, n=1 + settings.PREFETCH,
@@ -149,7 +144,7 @@ def card():
 @bp.post("/review/queue")
 def choose_queue():
     """Set the queue's order, year and predicted-only filter; the reviewer's leases are released."""
-    reviewer = current_reviewer()
+    reviewer = current_name()
     store = get_store()
     strategy = request.form.get("strategy", service.DEFAULT_STRATEGY)
     if strategy not in QUEUE_STRATEGIES:
@@ -169,7 +164,7 @@ def choose_queue():
 @bp.post("/cells/<int:cell_id>/<int:year>/label")
 def label(cell_id: int, year: int):
     """Record a decision (label, request_id; audit fields from the lease); show the next card."""
-    reviewer = current_reviewer()
+    reviewer = current_name()
     store = get_store()
     try:
         service.require_cell_year(store, cell_id, year)
@@ -190,7 +185,7 @@ def label(cell_id: int, year: int):
 @bp.post("/undo")
 def undo():
     """Undo the reviewer's latest decision and show that cell again (leased in the same step)."""
-    reviewer = current_reviewer()
+    reviewer = current_name()
     store = get_store()
     try:
         token = service.parse_token(request.form.get("request_id"), required=False)
@@ -212,7 +207,7 @@ def undo():
 @bp.post("/decisions/<int:event_id>")
 def change(event_id: int):
     """Change one's own past decision (403 for another reviewer's): a new label event."""
-    reviewer = current_reviewer()
+    reviewer = current_name()
     store = get_store()
     label_value = (request.form.get("label") or "").strip()
     try:

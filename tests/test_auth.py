@@ -134,6 +134,20 @@ def test_login_attempts_are_rate_limited(app_config) -> None:
     assert right.status_code == 429
 
 
+def test_successful_logins_do_not_count_against_the_limit(app_config) -> None:
+    app = create_app({**app_config, "LOGIN_RATE_LIMIT": "2 per minute"})
+    for _ in range(4):  # one office address, four people
+        login(app.test_client(), "ana")
+
+
+def test_htmx_request_without_a_session_is_sent_to_login(app, client, review_db) -> None:
+    add_account(app, "ana")
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    response = client.post("/undo", headers={"HX-Request": "true", "X-CSRFToken": token})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"] == "/login?next=/review"
+
+
 def test_login_attempts_are_limited_per_account_name(app_config) -> None:
     app = create_app({**app_config, "LOGIN_RATE_LIMIT": "2 per minute"})
     add_account(app, "ana")
@@ -279,3 +293,30 @@ def test_serve_says_who_can_use_the_app(tmp_path) -> None:
     with Store(local.database_path) as store:
         create_account(store, "ana", "admin", PASSWORD)
     assert "1 account(s): everyone logs in." == _access_note(exposed)
+
+
+def test_role_required_decorator(app_config, monkeypatch) -> None:
+    from labeller.auth import role_required
+
+    app = create_app(app_config)
+
+    @role_required("lead")
+    def lead_only() -> str:
+        return "lead stuff"
+
+    app.add_url_rule("/lead-only", "lead_only", lead_only)
+    monkeypatch.setitem(ENDPOINT_ROLES, "lead_only", "reviewer")  # the table lets reviewers in
+    reviewer, lead = app.test_client(), app.test_client()
+    login(reviewer, "ana")
+    login(lead, "lea", "lead")
+    assert reviewer.get("/lead-only").status_code == 403  # the decorator does not
+    assert lead.get("/lead-only").get_data(as_text=True) == "lead stuff"
+    with pytest.raises(ValueError, match="unknown role"):
+        role_required("owner")
+
+
+def test_settings_page_shows_values_but_not_secrets(app, client) -> None:
+    login(client, "root", "admin")
+    html = client.get("/settings").get_data(as_text=True)
+    assert "<code>LEASE_SECONDS</code></td><td>300</td>" in html
+    assert "test-secret" not in html and "(hidden)" in html

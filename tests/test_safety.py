@@ -57,7 +57,7 @@ def test_csp_adds_only_the_basemap_host() -> None:
 
 def test_pages_have_no_inline_script_or_style(client, app) -> None:
     """The CSP allows neither: every page must work without them."""
-    for path in ("/", "/review", "/cycles", "/map", "/report", "/accounts", "/login"):
+    for path in ("/", "/review", "/cycles", "/map", "/report", "/accounts", "/settings", "/login"):
         html = client.get(path).get_data(as_text=True)
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), path
         assert not re.search(r"<style|\sstyle=|\son[a-z]+=", html), path
