@@ -36,7 +36,7 @@ MINE_STATUSES: tuple[str, ...] = ("confirmed", "predicted")
 def resolve_model(store: Store, version: str | None = None) -> dict[str, Any]:
     """The model row of ``version``, or of the active model; AnalysisError when there is none."""
     if version:
-        model = store.model(version)
+        model = store.ready_model(version)
         if model is None:
             known = ", ".join(m["version"] for m in store.models()) or "none"
             raise AnalysisError(f"unknown model version {version!r} (known: {known})")

@@ -319,24 +319,27 @@ class Store:
     def activate_model(self, version: str) -> None:
         """Make ``version`` (a ready model) the one active model."""
         with self.atomic():
-            if self.model(version) is None:
-                raise StoreError(f"unknown model version {version}")
+            if self.ready_model(version) is None:
+                raise StoreError(f"unknown or unfinished model version {version}")
             self.db.execute("UPDATE models SET active = 0 WHERE active = 1")
             self.db.execute("UPDATE models SET active = 1 WHERE version = ?", [version])
 
     def finish_model(self, version: str, *, activate: bool) -> None:
         """Mark a pending model ready and, with ``activate``, active, in one transaction."""
         with self.atomic():
-            if self.model(version, pending=True) is None:
+            if self.model(version) is None:
                 raise StoreError(f"unknown model version {version}")
             self.db.execute("UPDATE models SET state = 'ready' WHERE version = ?", [version])
             if activate:
                 self.activate_model(version)
 
-    def model(self, version: str, *, pending: bool = False) -> dict[str, Any] | None:
-        """A ready model's row (with ``pending``, also a model a cycle has not finished)."""
-        state = "" if pending else " AND state = 'ready'"
-        return self._row(f"SELECT * FROM models WHERE version = ?{state}", [version])
+    def model(self, version: str) -> dict[str, Any] | None:
+        """A model's row, pending or ready (``state``); see ``ready_model``."""
+        return self._row("SELECT * FROM models WHERE version = ?", [version])
+
+    def ready_model(self, version: str) -> dict[str, Any] | None:
+        """A model's row unless it is missing or pending (a cycle has not finished it)."""
+        return self._row("SELECT * FROM models WHERE version = ? AND state = 'ready'", [version])
 
     def active_model(self) -> dict[str, Any] | None:
         return self._row("SELECT * FROM models WHERE active = 1")
@@ -359,7 +362,7 @@ class Store:
         by it) loses that version's rows; cycles keep their history. The active model refuses.
         """
         with self.atomic():
-            row = self.model(version, pending=True)
+            row = self.model(version)
             if row is None:
                 return
             if row["active"]:

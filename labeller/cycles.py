@@ -105,7 +105,7 @@ def start():
 def activate(version: str):
     """A lead activates a ready model by hand (e.g. one a cycle kept inactive)."""
     store = get_store()
-    if store.model(version) is None:
+    if store.ready_model(version) is None:
         abort(404, f"unknown or unfinished model version {version!r}")
     store.activate_model(version)
     flash(f"{version} is now the active model.")

@@ -65,7 +65,7 @@ def start():
     """Start an export or report job; its progress shows in the download list."""
     job_request = _request_from_form()
     store = get_store()
-    if job_request.model and store.model(job_request.model) is None:
+    if job_request.model and store.ready_model(job_request.model) is None:
         abort(404, f"unknown model version {job_request.model!r}")
     job_id = launch_export(current_app.config["SETTINGS"], job_request, current_name())
     if request.headers.get("HX-Request") == "true":

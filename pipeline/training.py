@@ -189,7 +189,7 @@ def register_model(store: Store, settings: Settings, bundle: ModelBundle, *,
         },
         activate=activate, pending=pending,
     )
-    return store.model(bundle.version, pending=True)
+    return store.model(bundle.version)
 
 
 def model_file(store: Store, record: dict[str, Any], settings: Settings | None = None) -> Path:
@@ -204,7 +204,7 @@ def model_file(store: Store, record: dict[str, Any], settings: Settings | None =
 def load_model(store: Store, version: str | None = None, *,
                settings: Settings | None = None) -> ModelBundle:
     """The bundle of ``version``, or of the active model (see ``model_file`` for its path)."""
-    record = store.model(version) if version else store.active_model()
+    record = store.ready_model(version) if version else store.active_model()
     if record is None:
         raise ValueError(f"unknown model version {version}" if version else
                          "no active model: train one with `run.py train --mines FILE --year YEAR`")

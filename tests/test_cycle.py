@@ -83,11 +83,12 @@ def test_sigkill_during_rescoring_leaves_nothing_and_the_next_cycle_runs(store, 
     partial = store.db.execute("SELECT count(*) FROM scores WHERE model_version = 'm0002'")
     assert partial.fetchone()[0] > 0            # the kill left partial scores ...
     assert "m0002" not in {m["version"] for m in store.models()}  # ... of a hidden model
+    assert store.model("m0002")["state"] == "pending" and store.ready_model("m0002") is None
     recovery = recover_cycles(store, settings)
     assert recovery.removed_models == ["m0002"]
     assert store.db.execute("SELECT count(*) FROM scores WHERE model_version = 'm0002'"
                             ).fetchone()[0] == 0
-    assert store.model("m0002", pending=True) is None
+    assert store.model("m0002") is None
     assert model_files(settings) == {"m0001.keras", "m0001.json"}
     assert store.active_model()["version"] == "m0001"
 
@@ -177,7 +178,7 @@ def test_cycles_page_cleans_up_shows_the_decision_and_lets_a_lead_activate(tmp_p
     assert "0.400 worse" in html and "Activate m0002" in html and "Activate m0003" not in html
     with Store(app.config["SETTINGS"].database_path) as store:
         assert store.cycle(killed)["status"] == "failed"
-        assert store.model("m0003", pending=True) is None        # removed by the page load
+        assert store.model("m0003") is None        # removed by the page load
     done = client.post("/models/m0002/activate", data={"csrf_token": csrf_from(html)})
     assert done.status_code == 302
     assert client.post("/models/m0003/activate",
