@@ -3,10 +3,13 @@
 A cycle trains a new model version from the seed labels plus every reviewed label (corrected
 false positives weigh as hard negatives, confirmed mines are positives), validates it on reviewed
 labels held out by geography, re-scores every year of the territory with it, and makes it the
-active model only when all of that succeeded. A failure leaves the previous model active and
-records why. The web app never runs a cycle inside a request: ``launch_cycle`` starts
-``run.py cycle --cycle-id N`` as a separate process that reports its stage and progress into the
-``cycles`` table, which the status partial polls.
+active model only when all of that succeeded and its held-out AP is within ``ACTIVATION_MARGIN``
+of the active model's (``activation_decision``). Until then the model is *pending*: a failure,
+or a worker killed at any point, leaves the previous model active, and ``recover_cycles``
+(``pipeline.jobs``, run before every cycle) deletes the pending model's rows, scores and files.
+The web app never runs a cycle inside a request: ``launch_cycle`` starts
+``run.py cycle --cycle-id N`` as a separate process (``pipeline.jobs.spawn_worker``) that reports
+its stage and progress into the ``cycles`` table, which the status partial polls.
 """
 
 from __future__ import annotations
