@@ -76,7 +76,7 @@ def launch_job(settings: Settings, kind: str, params: dict[str, Any],
         job_id = store.start_job(kind, params, requested_by)
     try:
         worker = spawn_worker(settings, ["job", "--job-id", str(job_id)],
-                              settings.data_dir / "jobs" / f"job_{job_id}.log")
+                              job_log(settings, job_id))
     except OSError as error:
         with Store(settings.database_path) as store:
             store.finish_job(job_id, "failed", message=f"the worker did not start: {error}")
@@ -84,6 +84,11 @@ def launch_job(settings: Settings, kind: str, params: dict[str, Any],
     with Store(settings.database_path) as store:
         store.update_job(job_id, pid=worker.pid)
     return job_id
+
+
+def job_log(settings: Settings, job_id: int) -> Path:
+    """The worker's output (stdout and stderr) of a job."""
+    return settings.data_dir / "jobs" / f"job_{job_id}.log"
 
 
 def exports_dir(settings: Settings) -> Path:
@@ -136,8 +141,8 @@ class JobCleanup:
 
 
 def cleanup_jobs(store: Store, settings: Settings, *, now: datetime | None = None) -> JobCleanup:
-    """Fail jobs whose worker died, delete their partial files, and delete finished jobs (file
-    and row) older than ``EXPORT_RETENTION_DAYS``."""
+    """Fail jobs whose worker died, delete their partial files, and delete finished jobs (file,
+    worker log and row) older than ``EXPORT_RETENTION_DAYS``."""
     failed = store.fail_dead_jobs()
     now = now or datetime.now(UTC)
     cutoff = (now - timedelta(days=settings.EXPORT_RETENTION_DAYS)).isoformat(
@@ -146,6 +151,7 @@ def cleanup_jobs(store: Store, settings: Settings, *, now: datetime | None = Non
     for row in store.finished_jobs_before(cutoff):
         if row["output"]:
             settings.data_path(row["output"]).unlink(missing_ok=True)
+        job_log(settings, row["id"]).unlink(missing_ok=True)
         store.delete_job(row["id"])
         expired.append(row["id"])
     partial = []

@@ -15,7 +15,7 @@ import pytest
 from analysis.jobs import JobRequest, launch_export, run_job
 from db.store import Store
 from labeller import create_app
-from pipeline.jobs import PAUSE_ENV, cleanup_jobs, job_file
+from pipeline.jobs import PAUSE_ENV, cleanup_jobs, job_file, job_log
 from pipeline.settings import load_settings
 from tests.fixtures_app import add_account, csrf_from, login
 from tests.test_analysis_status import build_db
@@ -51,6 +51,7 @@ def test_a_worker_process_writes_the_export_with_a_relative_path(store, settings
     assert row["status"] == "succeeded", row["message"]
     assert row["output"] == f"exports/job{job_id}_mine_points_active_2021.csv"
     assert row["requested_by"] == "lea" and row["progress"] == 1.0
+    assert job_log(settings, job_id).is_file()
     assert "m0001, 2021: mine_points" in row["message"]
     lines = job_file(settings, row).read_text().splitlines()
     assert lines[0].startswith("cell_id,year,model_version,status") and len(lines) == 1 + 4
@@ -78,10 +79,13 @@ def test_finished_files_expire_after_the_retention_period(store, settings):
     run_job(store, settings, job_id)
     path = job_file(settings, store.job(job_id))
     assert path.read_text().startswith("# MineWatch report")
+    job_log(settings, job_id).parent.mkdir(exist_ok=True)
+    job_log(settings, job_id).write_text("worker output\n")
     assert cleanup_jobs(store, settings).expired == []
     later = datetime.now(UTC) + timedelta(days=settings.EXPORT_RETENTION_DAYS, minutes=1)
     assert cleanup_jobs(store, settings, now=later).expired == [job_id]
     assert not path.exists() and store.job(job_id) is None
+    assert not job_log(settings, job_id).exists()
 
 
 def test_a_bad_request_fails_with_one_line_and_no_file(store, settings):
