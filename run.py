@@ -251,7 +251,7 @@ def score(settings: Settings, years: tuple[int, ...], version: str | None) -> No
     from pipeline.training import load_model
 
     with open_store(settings) as store:
-        bundle = load_model(store, version)
+        bundle = load_model(store, version, settings=settings)
         years = years or tuple(store.years())
         if not years:
             raise click.ClickException("no scenes yet: run `run.py ingest` or `run.py demo` first")
@@ -273,7 +273,9 @@ def score(settings: Settings, years: tuple[int, ...], version: str | None) -> No
 @user_errors
 def cycle(settings: Settings, cycle_id: int | None) -> None:
     """Retrain on the seed and every reviewed label, validate on held-out reviews, re-score all
-    years, and activate the new model only if everything succeeded."""
+    years, and activate the new model only if everything succeeded and its held-out AP is not
+    worse than the active model's by more than ACTIVATION_MARGIN. First cleans up after a cycle
+    that died (its unfinished model, scores and files)."""
     from pipeline.cycle import run_cycle
 
     with open_store(settings) as store:
@@ -285,8 +287,24 @@ def cycle(settings: Settings, cycle_id: int | None) -> None:
             row = run_cycle(store, settings, cycle_id=cycle_id, echo=echo)
     if row["status"] != "succeeded":
         raise click.ClickException(f"cycle {row['id']} failed: {row['message']}")
-    click.echo(f"Cycle {row['id']}: {row['new_model']} is active; predicted mines per year "
+    click.echo(f"Cycle {row['id']}: {row['message']}; predicted mines per year "
                f"{row['predicted_mines']}")
+
+
+@cli.command()
+@click.option("--job-id", type=int, required=True,
+              help="Run an export or report job already recorded by the web app (internal).")
+@click.pass_obj
+@user_errors
+def job(settings: Settings, job_id: int) -> None:
+    """Run a recorded export or report job (the web app's background worker)."""
+    from analysis.jobs import run_job
+
+    with open_store(settings) as store:
+        row = run_job(store, settings, job_id)
+    if row["status"] != "succeeded":
+        raise click.ClickException(f"job {job_id} failed: {row['message']}")
+    click.echo(f"Job {job_id}: {row['output']} ({row['message']})")
 
 
 @cli.command()

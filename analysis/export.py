@@ -10,7 +10,10 @@ e.g. Debian's 3.6, opens them without a warning):
 - ``protected_hits``: each protected area per year, with its mine points and mining area;
 - ``change``: footprints of cells that were a mine in any year, with their change class.
 
-GeoJSON (RFC 7946, lon/lat) and CSV hold one layer: ``cells`` or ``mine_points``. Every file is
+GeoJSON (RFC 7946, lon/lat) and CSV hold one layer: ``cells`` or ``mine_points``. Cells are read
+from one cursor and written ``CHUNK_CELLS`` at a time (GeoPackage layers appended per chunk,
+GeoJSON and CSV streamed), so an export of millions of cells keeps its memory bounded; only the
+mine cells (points, mining area, change) are held whole. Every file is
 written to a temporary file in the target folder and moved into place only when complete, so an
 export never leaves a half-written file where a good one was. Cells outside a loaded territory
 are left out, like in the report.
@@ -19,9 +22,10 @@ are left out, like in the report.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +40,11 @@ from analysis.area import area_km2, mining_area
 from analysis.change import PersistenceRule, change_over_years
 from analysis.protected import protected_areas, protected_hits
 from analysis.status import (
+    MINE_STATUSES,
     YearCells,
     cell_footprints,
     cell_footprints_lonlat,
+    iter_year_cells,
     mine_points,
     resolve_model,
     resolve_year,
@@ -52,7 +58,10 @@ from pipeline.settings import Settings
 FORMATS: tuple[str, ...] = ("gpkg", "geojson", "csv")
 SINGLE_LAYERS: tuple[str, ...] = ("cells", "mine_points")
 GPKG_LAYERS: tuple[str, ...] = ("cells", "mine_points", "mining_area", "protected_hits", "change")
-_DRIVERS = {"gpkg": "GPKG", "geojson": "GeoJSON"}
+#: Cells read and written per chunk: an export's memory is bounded by this, not by the territory.
+CHUNK_CELLS = 50_000
+#: Called after each chunk with (share of the cells written, message).
+Progress = Callable[[float, str], None]
 
 
 @dataclass
@@ -139,67 +148,169 @@ def _write_layer(path: Path, driver: str, layer: str, geometries: np.ndarray,
 
 def export(store: Store, settings: Settings, fmt: str, out: str | Path, *, year: int | None = None,
            model_version: str | None = None, layer: str = "cells",
-           rule: PersistenceRule | None = None) -> ExportResult:
-    """Write an export (see the module docstring); ``year`` None exports every scored year."""
+           rule: PersistenceRule | None = None, progress: Progress | None = None,
+           chunk_cells: int = CHUNK_CELLS) -> ExportResult:
+    """Write an export (see the module docstring); ``year`` None exports every scored year.
+
+    Cells are read from one cursor and written ``chunk_cells`` at a time, so memory stays bounded
+    whatever the territory's size (``bench/export.py`` measures it); ``progress`` receives the
+    share of cells written and a message after each chunk.
+    """
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise AnalysisError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt != "gpkg" and layer not in SINGLE_LAYERS:
         raise AnalysisError(f"a {fmt} export holds one layer: {' or '.join(SINGLE_LAYERS)}, "
                             f"not {layer!r}")
-    grid = settings.grid
     model = resolve_model(store, model_version)
     years = _years(store, model, year)
-    refresh_territory_cells(store, grid)
-    cells = [year_cells(store, model, y, inside_only=True) for y in years]
-    points = [mine_points(c, grid) for c in cells]
+    refresh_territory_cells(store, settings.grid)
+    chunks = _CellChunks(store, model, years, chunk_cells, progress)
     result = ExportResult(Path(out), fmt, model["version"], years)
     with atomic_path(Path(out)) as tmp:
         if fmt == "csv":
-            result.layers[layer] = _write_csv(tmp, _cells_columns(cells) if layer == "cells"
-                                              else _points_columns(points))
+            result.layers[layer] = _write_csv(tmp, settings.grid, layer, chunks)
         elif fmt == "geojson":
-            _write_geojson(tmp, grid, layer, cells, points, result)
+            result.layers[layer] = _write_geojson(tmp, settings.grid, layer, chunks)
         else:
-            _write_gpkg(tmp, store, settings, cells, points, rule, result)
+            _write_gpkg(tmp, store, settings, chunks, rule, result)
     return result
 
 
-def _write_csv(path: Path, columns: dict[str, np.ndarray]) -> int:
-    names = list(columns)
-    n = len(columns[names[0]])
+class _CellChunks:
+    """The export's cells, year after year, in chunks of at most ``chunk_cells``; reports the
+    share written to ``progress`` after each chunk (estimated from the scored cells, which
+    include any outside the territory) and 1.0 at the end."""
+
+    def __init__(self, store: Store, model: dict[str, Any], years: list[int], chunk_cells: int,
+                 progress: Progress | None) -> None:
+        self.store, self.model, self.years = store, model, years
+        self.chunk_cells, self.progress = max(1, int(chunk_cells)), progress
+        counts = {r["year"]: r["scored"] + r["not_scored"] for r in
+                  store.score_summary(model["version"], float(model["threshold"]))}
+        self.total = max(1, sum(int(counts.get(y, 0)) for y in years))
+
+    def __iter__(self) -> Iterator[YearCells]:
+        done = 0
+        for year in self.years:
+            for cells in iter_year_cells(self.store, self.model, year, inside_only=True,
+                                         chunk_rows=self.chunk_cells):
+                yield cells
+                done += len(cells)
+                if self.progress:
+                    self.progress(min(done / self.total, 0.99),
+                                  f"{done:,} of about {self.total:,} cells written")
+        if self.progress:
+            self.progress(1.0, f"{done:,} cells written")
+
+
+def _csv_value(value: Any) -> Any:
+    return "" if value is None or (isinstance(value, float) and value != value) else value
+
+
+def _layer_columns(grid: CellGrid, layer: str, cells: YearCells) -> dict[str, np.ndarray]:
+    """One chunk's columns of a single-layer export (cells, or their mine points)."""
+    return _cells_columns([cells]) if layer == "cells" else _points_columns([mine_points(cells, grid)])
+
+
+def _write_csv(path: Path, grid: CellGrid, layer: str, chunks: _CellChunks) -> int:
+    names = list(_layer_columns(grid, layer, _empty_cells(chunks.model, chunks.years[0])))
+    n = 0
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(names)
-        for i in range(n):
-            writer.writerow(["" if isinstance(v, float) and v != v else v
-                             for v in (columns[k][i].item() if hasattr(columns[k][i], "item")
-                                       else columns[k][i] for k in names)])
+        for cells in chunks:
+            columns = _layer_columns(grid, layer, cells)
+            values = [columns[k].tolist() for k in names]
+            writer.writerows([_csv_value(v) for v in row] for row in zip(*values, strict=True))
+            n += len(values[0])
     return n
 
 
-def _write_geojson(path: Path, grid: CellGrid, layer: str, cells: list[YearCells], points: list,
-                   result: ExportResult) -> None:
-    options = {"layer_options": {"RFC7946": "YES", "WRITE_NAME": "NO"}}
-    if layer == "cells":
-        columns = _cells_columns(cells)
-        geometries = cell_footprints_lonlat(grid, columns["cell_id"])
-        kind = "Polygon"
-    else:
-        columns = _points_columns(points)
-        geometries = shapely.points(columns["lon"], columns["lat"])
-        kind = "Point"
-    result.layers[layer] = _write_layer(path, "GeoJSON", layer, geometries, columns, "EPSG:4326",
-                                        kind, **options)
+def _write_geojson(path: Path, grid: CellGrid, layer: str, chunks: _CellChunks) -> int:
+    """RFC 7946 GeoJSON (lon/lat, 7 decimals), one feature at a time."""
+    n = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('{"type": "FeatureCollection", "features": [')
+        for cells in chunks:
+            columns = _layer_columns(grid, layer, cells)
+            if layer == "cells":
+                geometries = cell_footprints_lonlat(grid, columns["cell_id"])
+            else:
+                geometries = shapely.points(columns["lon"], columns["lat"])
+            geometries = shapely.transform(geometries, lambda xy: np.round(xy, 7))
+            names = list(columns)
+            values = [columns[k].tolist() for k in names]
+            for geometry, row in zip(shapely.to_geojson(geometries).tolist(),
+                                     zip(*values, strict=True), strict=True):
+                properties = {k: None if isinstance(v, float) and v != v else v
+                              for k, v in zip(names, row, strict=True)}
+                handle.write(("," if n else "") + '\n{"type": "Feature", "properties": '
+                             f"{json.dumps(properties)}, \"geometry\": {geometry}}}")
+                n += 1
+        handle.write("\n]}\n")
+    return n
 
 
-def _write_gpkg(path: Path, store: Store, settings: Settings, cells: list[YearCells], points: list,
+def _empty_cells(model: dict[str, Any], year: int) -> YearCells:
+    """A year with no cell (gives the column names, and the layer of an empty export)."""
+    empty = np.zeros(0)
+    return YearCells(year, model["version"], float(model["threshold"]),
+                     cell_id=empty.astype(np.int64), status=empty.astype(object), score=empty,
+                     uncertainty=empty, label=empty.astype(object), inside=empty.astype(bool),
+                     lon=empty, lat=empty)
+
+
+def _concat(parts: list[YearCells], empty: YearCells) -> YearCells:
+    """Chunks of one year's cells as one YearCells (``empty`` when there is none)."""
+    if not parts:
+        return empty
+    arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in
+              ("cell_id", "status", "score", "uncertainty", "label", "inside", "lon", "lat")}
+    return YearCells(parts[0].year, parts[0].model_version, parts[0].threshold, **arrays)
+
+
+def _write_cells_layer(path: Path, grid: CellGrid, chunks: _CellChunks) -> tuple[int, list]:
+    """Append the cells layer chunk by chunk; (cells written, each year's mine points)."""
+    written, mines = 0, {year: [] for year in chunks.years}
+    for cells in chunks:
+        columns = _cells_columns([cells])
+        written += _write_layer(path, "GPKG", "cells", cell_footprints(grid, columns["cell_id"]),
+                                columns, grid.crs, "Polygon", **_gpkg_options(written))
+        mines[cells.year].append(cells.subset(cells.is_mine()))
+    if written == 0:
+        columns = _cells_columns([_empty_cells(chunks.model, chunks.years[0])])
+        _write_layer(path, "GPKG", "cells", np.zeros(0, dtype=object), columns, grid.crs,
+                     "Polygon", **_gpkg_options(0))
+    points = [mine_points(_concat(parts, _empty_cells(chunks.model, year)), grid)
+              for year, parts in mines.items()]
+    return written, points
+
+
+def _gpkg_options(written: int) -> dict[str, Any]:
+    """The first chunk creates the GeoPackage (1.2), later ones append to the layer."""
+    return {"append": True} if written else {"dataset_options": {"VERSION": "1.2"}}
+
+
+def _change_cells(store: Store, model: dict[str, Any], chunk_cells: int) -> list[YearCells]:
+    """Per scored year, the cells that were a mine in any year (all a change needs), read in
+    chunks: the other cells never sit in memory."""
+    years = store.scored_years(model["version"])
+    ids = np.unique(np.concatenate(
+        [year_cells(store, model, y, inside_only=True, statuses=MINE_STATUSES).cell_id
+         for y in years] or [np.zeros(0, dtype=np.int64)]))
+    per_year = []
+    for year in years:
+        parts = [cells.subset(np.isin(cells.cell_id, ids)) for cells in
+                 iter_year_cells(store, model, year, inside_only=True, chunk_rows=chunk_cells)]
+        per_year.append(_concat(parts, _empty_cells(model, year)))
+    return per_year
+
+
+def _write_gpkg(path: Path, store: Store, settings: Settings, chunks: _CellChunks,
                 rule: PersistenceRule | None, result: ExportResult) -> None:
     grid, crs, version = settings.grid, settings.grid.crs, result.model_version
-    first = {"dataset_options": {"VERSION": "1.2"}}
-    columns = _cells_columns(cells)
-    result.layers["cells"] = _write_layer(path, "GPKG", "cells", cell_footprints(grid, columns["cell_id"]),
-                                          columns, crs, "Polygon", **first)
+    result.layers["cells"], points = _write_cells_layer(path, grid, chunks)
     columns = _points_columns(points)
     result.layers["mine_points"] = _write_layer(
         path, "GPKG", "mine_points", shapely.points(columns["x"], columns["y"]), columns, crs, "Point")
@@ -239,9 +350,7 @@ def _write_gpkg(path: Path, store: Store, settings: Settings, cells: list[YearCe
                             for g in hit_geoms], dtype=object)
     result.layers["protected_hits"] = _write_layer(path, "GPKG", "protected_hits", hit_multi,
                                                    hit_columns, crs, "MultiPolygon")
-    by_year, model = {c.year: c for c in cells}, store.model(version)
-    change = change_over_years([by_year.get(y) or year_cells(store, model, y, inside_only=True)
-                                for y in store.scored_years(version)], rule)
+    change = change_over_years(_change_cells(store, chunks.model, chunks.chunk_cells), rule)
     ids = np.asarray([row["cell_id"] for row in change.cells], dtype=np.int64)
     candidates = {c["cell_id"] for c in change.candidates}
     result.layers["change"] = _write_layer(

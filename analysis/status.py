@@ -20,6 +20,7 @@ into arrays.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ MINE_STATUSES: tuple[str, ...] = ("confirmed", "predicted")
 def resolve_model(store: Store, version: str | None = None) -> dict[str, Any]:
     """The model row of ``version``, or of the active model; AnalysisError when there is none."""
     if version:
-        model = store.model(version)
+        model = store.ready_model(version)
         if model is None:
             known = ", ".join(m["version"] for m in store.models()) or "none"
             raise AnalysisError(f"unknown model version {version!r} (known: {known})")
@@ -100,7 +101,19 @@ def year_cells(store: Store, model: dict[str, Any], year: int, *, inside_only: b
     """Every cell of ``year`` with its status under ``model`` (see the module docstring)."""
     rows = store.cell_statuses(model["version"], year, float(model["threshold"]),
                                inside_only=inside_only, statuses=statuses)
+    return _year_cells_of(rows, model, year)
 
+
+def iter_year_cells(store: Store, model: dict[str, Any], year: int, *, inside_only: bool = False,
+                    chunk_rows: int = 50_000) -> Iterator[YearCells]:
+    """``year_cells`` in chunks of at most ``chunk_rows`` cells (ordered by cell id), read from
+    one cursor: memory stays bounded whatever the number of cells."""
+    for rows in store.iter_cell_statuses(model["version"], year, float(model["threshold"]),
+                                         inside_only=inside_only, chunk_rows=chunk_rows):
+        yield _year_cells_of(rows, model, year)
+
+
+def _year_cells_of(rows: list[dict[str, Any]], model: dict[str, Any], year: int) -> YearCells:
     def column(name: str, dtype: Any, missing: Any = None) -> np.ndarray:
         values = [row[name] if row[name] is not None else missing for row in rows]
         return np.asarray(values, dtype=dtype)

@@ -180,7 +180,8 @@ def reviewer_loop(name: str, port: int, args: argparse.Namespace, tally: Tally,
 
 
 def lead_loop(port: int, args: argparse.Namespace, tally: Tally, stop: Callable[[], bool]) -> None:
-    """The lead starts a cycle (``--cycle``) and downloads ``--exports`` exports meanwhile."""
+    """The lead starts a cycle (``--cycle``) and ``--exports`` background export jobs meanwhile
+    (POST /exports, then the download list is polled as the page does)."""
     browser = Browser(port)
     try:
         browser.login("bench-lead")
@@ -191,12 +192,18 @@ def lead_loop(port: int, args: argparse.Namespace, tally: Tally, stop: Callable[
         for _ in range(args.exports):
             if stop():
                 return
-            status, _, headers = browser.request("GET", "/report/export.csv?layer=cells")
+            status, _, _ = browser.request("POST", "/exports", {"kind": "export",
+                                                                 "format": "csv",
+                                                                 "layer": "cells"}, HTMX)
             with tally.lock:
                 tally.exports += 1
             if status != 200:
                 tally.error(f"lead: export {status}")
-            time.sleep(5)
+            for _ in range(5):
+                status, _, _ = browser.request("GET", "/exports/list", None, HTMX)
+                if status != 200:
+                    tally.error(f"lead: download list {status}")
+                time.sleep(1)
     except (OSError, http.client.HTTPException, RuntimeError, AttributeError) as error:
         tally.error(f"lead: {type(error).__name__}: {error}")
 

@@ -7,6 +7,8 @@ A cell (``cells.id``, see ``imagery.grid``) is the unit everything joins on. Sco
 
 from __future__ import annotations
 
+import os
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -282,6 +284,66 @@ def second_review(db: Database) -> None:
         );
         """
     )
+
+
+@migrations(name="0008_jobs")
+def jobs(db: Database) -> None:
+    """Background jobs, pending models, activation decisions, and paths relative to the data folder.
+
+    - ``jobs``: exports and reports run by ``pipeline.jobs`` in their own process (``pid``), with
+      ``output`` relative to DATA_DIR;
+    - ``models.state``: 'pending' while a cycle has saved but not finished a model (its scores are
+      being written); a pending model whose cycle is gone is removed by the next cleanup;
+    - ``cycles.decision``: why the cycle's model was or was not activated;
+    - absolute ``models.path`` values under the database's folder (the default DATA_DIR) become
+      relative to it.
+    """
+    _execute_each(
+        db,
+        """
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,              -- export, report
+            params TEXT NOT NULL,            -- JSON
+            status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+            progress REAL NOT NULL DEFAULT 0,
+            message TEXT NOT NULL DEFAULT '',
+            pid INTEGER,
+            requested_by TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            output TEXT,                     -- file path relative to DATA_DIR
+            output_bytes INTEGER
+        );
+        CREATE INDEX jobs_by_status ON jobs(status);
+        ALTER TABLE models ADD COLUMN state TEXT NOT NULL DEFAULT 'ready'
+            CHECK (state IN ('pending', 'ready'));
+        ALTER TABLE cycles ADD COLUMN decision TEXT
+        """
+    )
+    folder = _database_folder(db)
+    if folder is None:
+        return
+    for version, path in db.execute("SELECT version, path FROM models").fetchall():
+        relative = _relative_to(path, folder)
+        if relative is not None:
+            db.execute("UPDATE models SET path = ? WHERE version = ?", [relative, version])
+
+
+def _database_folder(db: Database) -> str | None:
+    """The folder of the main database file (None for an in-memory database)."""
+    for _, name, file in db.execute("PRAGMA database_list").fetchall():
+        if name == "main" and file:
+            return os.path.dirname(os.path.abspath(file))
+    return None
+
+
+def _relative_to(path: str, folder: str) -> str | None:
+    """``path`` relative to ``folder`` when it is absolute and lies inside it, else None."""
+    if not os.path.isabs(path):
+        return None
+    relative = os.path.relpath(path, folder)
+    return None if relative.startswith(os.pardir) else relative.replace(os.sep, "/")
 
 
 def _execute_each(db: Database, script: str) -> None:

@@ -45,8 +45,11 @@ _LABELS_WITH_REVIEW = ("current_labels l LEFT JOIN second_reviews r ON r.cell_id
 #: Review states of a current label, as ``Store.review_state_counts`` names them.
 REVIEW_STATES: tuple[str, ...] = ("single", "pending", "agreed", "disagreed", "adjudicated")
 _JSON_COLUMNS = frozenset(
-    {"paths", "bands", "stretch", "metrics", "training", "history", "predicted_mines"}
+    {"paths", "bands", "stretch", "metrics", "training", "history", "predicted_mines", "params"}
 )
+#: Seconds a running cycle or job may go without a recorded worker pid (the moment between
+#: recording it and starting its process) before it counts as a worker that never started.
+WORKER_START_GRACE_S = 120.0
 
 
 class StoreError(Exception):
@@ -79,8 +82,14 @@ def _decode(row: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a zombie counts as stopped)."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii") as stat:
+            if stat.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                return False
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,6 +97,63 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # it exists, under another user
         return True
     return True
+
+
+def _dead_worker(row: dict[str, Any]) -> str | None:
+    """Why a running cycle or job row has no live worker, or None when it has one."""
+    if row["pid"] is None:
+        started = datetime.fromisoformat(row["started_at"])
+        if (datetime.now(UTC) - started).total_seconds() > WORKER_START_GRACE_S:
+            return "its worker process never started"
+        return None
+    if not process_alive(row["pid"]):
+        return f"its worker process {row['pid']} stopped"
+    return None
+
+
+def _cell_status_query(
+    model_version: str, year: int, threshold: float, *,
+    statuses: Sequence[str] | None = None,
+    bounds: tuple[float, float, float, float] | None = None,
+    inside_only: bool = False, limit: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of ``Store.cell_statuses`` (see there)."""
+    sql = (
+        "SELECT * FROM (SELECT cell_id, row, col, lon, lat, score, uncertainty, label, inside,"
+        " CASE WHEN label = 'mine' THEN 'confirmed'"
+        " WHEN score >= :thr AND label = 'background' THEN 'rejected'"
+        " WHEN score >= :thr THEN 'predicted' ELSE 'background' END AS status"
+        f" FROM (SELECT s.cell_id, c.row, c.col, c.lon, c.lat, s.score, s.uncertainty,"
+        f" {_EFFECTIVE_LABEL} AS label, t.inside"
+        " FROM scores s JOIN cells c ON c.id = s.cell_id"
+        " LEFT JOIN current_labels l ON l.cell_id = s.cell_id AND l.year = s.year"
+        " LEFT JOIN second_reviews r ON r.cell_id = s.cell_id AND r.year = s.year"
+        " LEFT JOIN territory_cells t ON t.cell_id = s.cell_id"
+        " WHERE s.model_version = :model AND s.year = :year)"
+        " UNION ALL SELECT * FROM (SELECT l.cell_id, c.row, c.col, c.lon, c.lat, NULL, NULL,"
+        f" {_EFFECTIVE_LABEL} AS label, t.inside, 'confirmed' FROM {_LABELS_WITH_REVIEW}"
+        " JOIN cells c ON c.id = l.cell_id LEFT JOIN territory_cells t ON t.cell_id = l.cell_id"
+        " WHERE l.year = :year AND NOT EXISTS (SELECT 1 FROM scores s"
+        " WHERE s.cell_id = l.cell_id AND s.year = l.year AND s.model_version = :model))"
+        " WHERE label = 'mine') WHERE 1"
+    )
+    params: dict[str, Any] = {"model": model_version, "year": year, "thr": threshold}
+    if statuses is not None:
+        names = [f":st{i}" for i in range(len(statuses))]
+        sql += f" AND status IN ({', '.join(names) or 'NULL'})"
+        params.update({name[1:]: value for name, value in zip(names, statuses, strict=True)})
+    if bounds is not None:
+        sql += " AND lon BETWEEN :west AND :east AND lat BETWEEN :south AND :north"
+        params.update(zip(("west", "south", "east", "north"), map(float, bounds), strict=True))
+    if inside_only:
+        sql += " AND (inside IS NULL OR inside = 1)"
+    if limit is not None:
+        sql += (" ORDER BY status = 'confirmed' DESC, coalesce(score, -1) DESC, cell_id"
+                " LIMIT :limit")
+        params["limit"] = int(limit)
+    else:
+        sql += " ORDER BY cell_id"
+    return sql, params
 
 
 def _encode(value: Any) -> Any:
@@ -272,10 +338,18 @@ class Store:
             count += 1
         return f"m{count + 1:04d}"
 
-    def add_model(self, record: dict[str, Any], *, activate: bool = False) -> None:
-        """Register a saved model; with ``activate`` it becomes the one active model."""
+    def add_model(self, record: dict[str, Any], *, activate: bool = False,
+                  pending: bool = False) -> None:
+        """Register a saved model; with ``activate`` it becomes the one active model.
+
+        A ``pending`` model (a cycle still writing its scores) is hidden from ``model``/``models``
+        until ``finish_model``; cleanup removes one whose cycle died.
+        """
+        if activate and pending:
+            raise StoreError("a pending model cannot be activated")
         values = {key: _encode(value) for key, value in record.items()}
         values["active"] = 0
+        values["state"] = "pending" if pending else "ready"
         values.setdefault("created_at", utc_now())
         with self.atomic():
             columns = ", ".join(values)
@@ -285,21 +359,65 @@ class Store:
                 self.activate_model(values["version"])
 
     def activate_model(self, version: str) -> None:
-        """Make ``version`` the one active model."""
+        """Make ``version`` (a ready model) the one active model."""
         with self.atomic():
-            if self.model(version) is None:
-                raise StoreError(f"unknown model version {version}")
+            if self.ready_model(version) is None:
+                raise StoreError(f"unknown or unfinished model version {version}")
             self.db.execute("UPDATE models SET active = 0 WHERE active = 1")
             self.db.execute("UPDATE models SET active = 1 WHERE version = ?", [version])
 
+    def finish_model(self, version: str, *, activate: bool) -> None:
+        """Mark a pending model ready and, with ``activate``, active, in one transaction."""
+        with self.atomic():
+            if self.model(version) is None:
+                raise StoreError(f"unknown model version {version}")
+            self.db.execute("UPDATE models SET state = 'ready' WHERE version = ?", [version])
+            if activate:
+                self.activate_model(version)
+
     def model(self, version: str) -> dict[str, Any] | None:
+        """A model's row, pending or ready (``state``); see ``ready_model``."""
         return self._row("SELECT * FROM models WHERE version = ?", [version])
+
+    def ready_model(self, version: str) -> dict[str, Any] | None:
+        """A model's row unless it is missing or pending (a cycle has not finished it)."""
+        return self._row("SELECT * FROM models WHERE version = ? AND state = 'ready'", [version])
 
     def active_model(self) -> dict[str, Any] | None:
         return self._row("SELECT * FROM models WHERE active = 1")
 
     def models(self) -> list[dict[str, Any]]:
-        return self._rows("SELECT * FROM models ORDER BY created_at, version")
+        """Every ready model, oldest first (pending ones are a running or dead cycle's)."""
+        return self._rows("SELECT * FROM models WHERE state = 'ready' ORDER BY created_at, version")
+
+    def pending_models(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM models WHERE state = 'pending' ORDER BY version")
+
+    def model_versions(self) -> set[str]:
+        """The version of every model row, pending ones included."""
+        return {r[0] for r in self.db.execute("SELECT version FROM models").fetchall()}
+
+    def delete_model(self, version: str) -> None:
+        """Remove an inactive model row and every row keyed by its version, in one transaction.
+
+        Every table with a ``model_version`` column (scores and any resume or cache table keyed
+        by it) loses that version's rows; cycles keep their history. The active model refuses.
+        """
+        with self.atomic():
+            row = self.model(version)
+            if row is None:
+                return
+            if row["active"]:
+                raise StoreError(f"{version} is the active model; activate another one first")
+            for table in self._tables_with_column("model_version"):
+                self.db.execute(f"DELETE FROM [{table}] WHERE model_version = ?", [version])
+            self.db.execute("DELETE FROM models WHERE version = ?", [version])
+
+    def _tables_with_column(self, column: str) -> list[str]:
+        tables = [r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
+        return [t for t in tables
+                if any(c[1] == column for c in self.db.execute(f"PRAGMA table_info([{t}])"))]
 
     # scores ------------------------------------------------------------------------------------
     def write_scores(
@@ -1084,13 +1202,70 @@ class Store:
 
     def running_cycle(self) -> dict[str, Any] | None:
         """The running cycle, if any. A cycle whose worker process (``pid``, on this machine)
-        has died is marked failed first, so it never blocks the next one."""
+        has died, or that got no worker within ``WORKER_START_GRACE_S``, is marked failed
+        first, so it never blocks the next one."""
         row = self._row("SELECT * FROM cycles WHERE status = 'running'")
-        if row is not None and row["pid"] is not None and not _process_alive(row["pid"]):
-            self.finish_cycle(row["id"], "failed",
-                              message=f"interrupted: its worker process {row['pid']} stopped")
+        if row is None:
+            return None
+        why = _dead_worker(row)
+        if why:
+            self.finish_cycle(row["id"], "failed", message=f"interrupted: {why}")
             return None
         return row
+
+    # background jobs (exports, reports) ------------------------------------------------------
+    def start_job(self, kind: str, params: dict[str, Any], requested_by: str | None) -> int:
+        """Record a running job (its worker's pid comes with ``update_job``)."""
+        with self.atomic():
+            cursor = self.db.execute(
+                "INSERT INTO jobs (kind, params, status, started_at, requested_by)"
+                " VALUES (?, ?, 'running', ?, ?)",
+                [kind, json.dumps(params), utc_now(), requested_by])
+        return int(cursor.lastrowid)
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        """Set columns of a job (progress, message, pid, output, ...)."""
+        if not fields:
+            return
+        values = {key: _encode(value) for key, value in fields.items()}
+        assignments = ", ".join(f"{key} = :{key}" for key in values)
+        with self.atomic():
+            self.db.execute(f"UPDATE jobs SET {assignments} WHERE id = :job_id",
+                            {**values, "job_id": job_id})
+
+    def finish_job(self, job_id: int, status: str, **fields: Any) -> None:
+        """Mark a job succeeded or failed."""
+        if status not in ("succeeded", "failed"):
+            raise StoreError(f"a job finishes as succeeded or failed, not {status!r}")
+        self.update_job(job_id, status=status, finished_at=utc_now(), **fields)
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        return self._row("SELECT * FROM jobs WHERE id = ?", [job_id])
+
+    def jobs(self, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest jobs first (of one ``kind`` when given)."""
+        where = "WHERE kind = ?" if kind else ""
+        return self._rows(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?",
+                          [kind, limit] if kind else [limit])
+
+    def fail_dead_jobs(self) -> list[int]:
+        """Mark failed every running job whose worker died or never started; their ids."""
+        failed = []
+        for row in self._rows("SELECT * FROM jobs WHERE status = 'running'"):
+            why = _dead_worker(row)
+            if why:
+                self.finish_job(row["id"], "failed", message=f"interrupted: {why}")
+                failed.append(row["id"])
+        return failed
+
+    def finished_jobs_before(self, before: str) -> list[dict[str, Any]]:
+        """Finished jobs that ended before the ISO time ``before``."""
+        return self._rows("SELECT * FROM jobs WHERE status != 'running' AND finished_at < ?"
+                          " ORDER BY id", [before])
+
+    def delete_job(self, job_id: int) -> None:
+        with self.atomic():
+            self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])
 
     # territory, protected areas and analyses ---------------------------------------------------
     def replace_territory(self, record: dict[str, Any], inside: Iterable[tuple[int, int]]) -> int:
@@ -1172,42 +1347,20 @@ class Store:
         status. ``bounds`` (west, south, east, north) filters cell centres; ``inside_only`` drops
         cells marked outside the territory; ``limit`` keeps the highest scores (confirmed first).
         """
-        sql = (
-            "SELECT * FROM (SELECT cell_id, row, col, lon, lat, score, uncertainty, label, inside,"
-            " CASE WHEN label = 'mine' THEN 'confirmed'"
-            " WHEN score >= :thr AND label = 'background' THEN 'rejected'"
-            " WHEN score >= :thr THEN 'predicted' ELSE 'background' END AS status"
-            f" FROM (SELECT s.cell_id, c.row, c.col, c.lon, c.lat, s.score, s.uncertainty,"
-            f" {_EFFECTIVE_LABEL} AS label, t.inside"
-            " FROM scores s JOIN cells c ON c.id = s.cell_id"
-            " LEFT JOIN current_labels l ON l.cell_id = s.cell_id AND l.year = s.year"
-            " LEFT JOIN second_reviews r ON r.cell_id = s.cell_id AND r.year = s.year"
-            " LEFT JOIN territory_cells t ON t.cell_id = s.cell_id"
-            " WHERE s.model_version = :model AND s.year = :year)"
-            " UNION ALL SELECT * FROM (SELECT l.cell_id, c.row, c.col, c.lon, c.lat, NULL, NULL,"
-            f" {_EFFECTIVE_LABEL} AS label, t.inside, 'confirmed' FROM {_LABELS_WITH_REVIEW}"
-            " JOIN cells c ON c.id = l.cell_id LEFT JOIN territory_cells t ON t.cell_id = l.cell_id"
-            " WHERE l.year = :year AND NOT EXISTS (SELECT 1 FROM scores s"
-            " WHERE s.cell_id = l.cell_id AND s.year = l.year AND s.model_version = :model))"
-            " WHERE label = 'mine') WHERE 1"
-        )
-        params: dict[str, Any] = {"model": model_version, "year": year, "thr": threshold}
-        if statuses is not None:
-            names = [f":st{i}" for i in range(len(statuses))]
-            sql += f" AND status IN ({', '.join(names) or 'NULL'})"
-            params.update({name[1:]: value for name, value in zip(names, statuses, strict=True)})
-        if bounds is not None:
-            sql += " AND lon BETWEEN :west AND :east AND lat BETWEEN :south AND :north"
-            params.update(zip(("west", "south", "east", "north"), map(float, bounds), strict=True))
-        if inside_only:
-            sql += " AND (inside IS NULL OR inside = 1)"
-        if limit is not None:
-            sql += (" ORDER BY status = 'confirmed' DESC, coalesce(score, -1) DESC, cell_id"
-                    " LIMIT :limit")
-            params["limit"] = int(limit)
-        else:
-            sql += " ORDER BY cell_id"
+        sql, params = _cell_status_query(model_version, year, threshold, statuses=statuses,
+                                         bounds=bounds, inside_only=inside_only, limit=limit)
         return self._rows(sql, params)
+
+    def iter_cell_statuses(self, model_version: str, year: int, threshold: float, *,
+                           inside_only: bool = False,
+                           chunk_rows: int = 50_000) -> Iterator[list[dict[str, Any]]]:
+        """``cell_statuses`` in chunks of ``chunk_rows`` rows read from one cursor, so a caller
+        that writes each chunk away holds one chunk at a time (exports of millions of cells)."""
+        sql, params = _cell_status_query(model_version, year, threshold, inside_only=inside_only)
+        cursor = self.db.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        while rows := cursor.fetchmany(chunk_rows):
+            yield [dict(zip(names, row, strict=True)) for row in rows]
 
     def cells_in_range(self, row0: int, row1: int, col0: int, col1: int) -> list[int]:
         """Ids of the registered cells with ``row0 <= row < row1`` and ``col0 <= col < col1``."""

@@ -72,9 +72,11 @@ ENDPOINT_ROLES: dict[str, str] = {
     "map.territory": "reviewer",
     "map.protected": "reviewer",
     "reports.page": "reviewer",
-    "reports.report_csv": "lead",
-    "reports.report_markdown": "lead",
-    "reports.download_export": "lead",
+    "cycles.activate": "lead",
+    "jobs.page": "lead",
+    "jobs.job_list": "lead",
+    "jobs.start": "lead",
+    "jobs.download": "lead",
 }
 #: Loopback host names: open mode is possible only when HOST is one of them.
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from db.store import CycleRunningError
 from labeller.charts import line_chart_svg
 from labeller.db import get_store
+from pipeline.jobs import recover_cycles
 
 bp = Blueprint("cycles", __name__)
 
@@ -37,9 +38,15 @@ def _metric(cycle: dict[str, Any], name: str) -> float | None:
 
 @bp.get("/cycles")
 def page():
-    """One row per cycle, the training curves and the predicted-mine count per cycle."""
+    """One row per cycle, the training curves and the predicted-mine count per cycle.
+
+    Loading it cleans up after a cycle whose worker died (``pipeline.jobs.recover_cycles``).
+    """
     store = get_store()
+    recover_cycles(store, current_app.config["SETTINGS"])
     cycles = store.cycles()
+    active = store.active_model()
+    ready = {m["version"] for m in store.models()}
     rows = []
     for cycle in reversed(cycles):
         history = cycle.get("history") or {}
@@ -50,6 +57,9 @@ def page():
             "precision": _metric(cycle, "precision"),
             "recall": _metric(cycle, "recall"),
             "ap": _metric(cycle, "average_precision"),
+            "activatable": (cycle["status"] == "succeeded" and cycle["new_model"] in ready
+                            and (active is None or active["version"] != cycle["new_model"])),
+            "is_active": active is not None and active["version"] == cycle["new_model"],
             "curves": line_chart_svg(curves, width=260, height=120, x_label="epoch",
                                      y_label="loss", integer_x=True) if curves else None,
         })
@@ -92,7 +102,21 @@ def start():
     return redirect(url_for("cycles.page"))
 
 
+@bp.post("/models/<version>/activate")
+def activate(version: str):
+    """A lead activates a ready model by hand (e.g. one a cycle kept inactive)."""
+    store = get_store()
+    if store.ready_model(version) is None:
+        abort(404, f"unknown or unfinished model version {version!r}")
+    store.activate_model(version)
+    flash(f"{version} is now the active model.")
+    return redirect(url_for("cycles.page"))
+
+
 @bp.get("/cycles/status")
 def status():
-    """The status partial: polls every 2 s while a cycle runs, stops when it is done."""
-    return render_template("_cycle_status.html", **_status_context(get_store()))
+    """The status partial: polls every 2 s while a cycle runs, stops when it is done (a cycle
+    whose worker died is cleaned up here too, so the poll ends on its failure)."""
+    store = get_store()
+    recover_cycles(store, current_app.config["SETTINGS"])
+    return render_template("_cycle_status.html", **_status_context(store))

@@ -3,41 +3,41 @@
 A cycle trains a new model version from the seed labels plus every reviewed label (corrected
 false positives weigh as hard negatives, confirmed mines are positives), validates it on reviewed
 labels held out by geography, re-scores every year of the territory with it, and makes it the
-active model only when all of that succeeded. A failure leaves the previous model active and
-records why. The web app never runs a cycle inside a request: ``launch_cycle`` starts
-``run.py cycle --cycle-id N`` as a separate process that reports its stage and progress into the
-``cycles`` table, which the status partial polls.
+active model only when all of that succeeded and its held-out AP is within ``ACTIVATION_MARGIN``
+of the active model's (``activation_decision``). Until then the model is *pending*: a failure,
+or a worker killed at any point, leaves the previous model active, and ``recover_cycles``
+(``pipeline.jobs``, run before every cycle) deletes the pending model's rows, scores and files.
+The web app never runs a cycle inside a request: ``launch_cycle`` starts
+``run.py cycle --cycle-id N`` as a separate process (``pipeline.jobs.spawn_worker``) that reports
+its stage and progress into the ``cycles`` table, which the status partial polls.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import threading
 from collections.abc import Callable
-from dataclasses import asdict, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from db.store import Store
 from model.train import patch_scores, validation_metrics
+from pipeline.jobs import pause_point, recover_cycles, spawn_worker
 from pipeline.scoring import scene_area_km2, score_year
-from pipeline.settings import ENV_PREFIX, Settings
+from pipeline.settings import Settings
 from pipeline.training import (
     collect_patches,
     default_bands,
     hard_negative_keys,
     label_summary,
+    load_model,
     register_model,
     spatial_groups,
     train_config,
     train_from_patches,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Share of the spatial blocks holding reviewed labels that is held out for validation.
 HOLDOUT_FRACTION = 0.2
 #: Fewest held-out reviewed labels of each class for a reviewed-label validation.
@@ -46,38 +46,25 @@ MIN_HOLDOUT_PER_CLASS = 2
 TRAINING_SHARE = 0.5
 
 
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """The MINEWATCH_* variables that hand ``settings`` to a child process."""
-    return {ENV_PREFIX + f.name: str(value) for f, value in
-            zip(fields(settings), asdict(settings).values(), strict=True)}
-
-
 def launch_cycle(settings: Settings) -> int:
-    """Record a running cycle and start ``run.py cycle`` for it in its own process.
+    """Clean up after dead cycles, record a running cycle and start ``run.py cycle`` for it in
+    its own process (``pipeline.jobs.spawn_worker``).
 
     Raises CycleRunningError (starting nothing) when a cycle is already running.
     """
     with Store(settings.database_path) as store:
+        recover_cycles(store, settings)
         parent = store.active_model()
         cycle_id = store.start_cycle(parent["version"] if parent else None)
-    log_dir = settings.data_dir / "cycles"
-    log_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with open(log_dir / f"cycle_{cycle_id}.log", "ab") as log:
-            worker = subprocess.Popen(
-                [sys.executable, str(REPO_ROOT / "run.py"), "cycle", "--cycle-id", str(cycle_id)],
-                cwd=os.getcwd(), env={**os.environ, **settings_environment(settings)},
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = spawn_worker(settings, ["cycle", "--cycle-id", str(cycle_id)],
+                              settings.data_dir / "cycles" / f"cycle_{cycle_id}.log")
     except OSError as error:
         with Store(settings.database_path) as store:
             store.finish_cycle(cycle_id, "failed", message=f"the worker did not start: {error}")
         raise
     with Store(settings.database_path) as store:
         store.update_cycle(cycle_id, pid=worker.pid)
-    # Reap the worker when it exits, so a crashed one is not kept as a zombie that looks alive.
-    threading.Thread(target=worker.wait, daemon=True).start()
     return cycle_id
 
 
@@ -134,8 +121,13 @@ def run_cycle(
     cycle_id: int | None = None,
     echo: Callable[[str, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one cycle to the end and return its row (status succeeded or failed)."""
+    """Run one cycle to the end and return its row (status succeeded or failed).
+
+    Without ``cycle_id`` it first cleans up after dead cycles (``recover_cycles``) and records a
+    new one. A failure removes the cycle's unfinished model, its scores and files.
+    """
     if cycle_id is None:
+        recover_cycles(store, settings)
         parent = store.active_model()
         cycle_id = store.start_cycle(parent["version"] if parent else None)
     store.update_cycle(cycle_id, pid=os.getpid())
@@ -143,10 +135,8 @@ def run_cycle(
     try:
         _run_stages(store, settings, cycle_id, report)
     except Exception as error:  # a cycle records any failure and leaves the old model active
-        unfinished = store.cycle(cycle_id)["new_model"]
-        if unfinished:
-            store.delete_model_scores(unfinished)
         store.finish_cycle(cycle_id, "failed", message=f"{type(error).__name__}: {error}")
+        recover_cycles(store, settings)
         if echo:
             echo(f"failed: {error}", 1.0)
     return store.cycle(cycle_id)
@@ -181,13 +171,17 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
                f"{version}: epoch {epoch}/{epochs}, validation loss {loss:.3f}")
 
     report("training", 0.0, f"{version}: {summary['n']} labelled cells")
+    pause_point("training")
     result = train_from_patches(patches, bands, settings, version=version,
                                 parent=parent["version"] if parent else None,
                                 training_info=summary, config=config, progress=on_epoch)
     report("validating", TRAINING_SHARE, f"{len(holdout.labels)} held-out reviewed cells")
     metrics = _holdout_metrics(result, holdout)
     result.bundle.metrics = {**result.bundle.metrics, "reviewed_holdout": metrics}
-    register_model(store, settings, result.bundle, activate=False)
+    decision = activation_decision(metrics, _parent_holdout_metrics(store, settings, parent,
+                                                                    holdout, metrics),
+                                   parent, settings.ACTIVATION_MARGIN)
+    register_model(store, settings, result.bundle, activate=False, pending=True)
     store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history)
 
     years = store.years()
@@ -200,16 +194,67 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
                f"{done[0]:,.0f} of {total_km2:,.0f} km²")
 
     predicted = {}
-    for year in years:
+    for i, year in enumerate(years):
         predicted[str(year)] = score_year(store, settings, result.bundle, year,
                                           progress=on_tile).predicted_mines
+        if i == 0:
+            pause_point("scoring")
     report("activating", 1.0)
-    store.activate_model(version)
+    store.finish_model(version, activate=decision.activate)
     store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
                        predicted_mines=predicted,
                        false_positives_found=false_positives_found(store, parent, since),
-                       message=f"{version} is active")
+                       decision=decision.reason,
+                       message=f"{version} is active" if decision.activate else
+                       f"{version} kept inactive: {decision.reason}")
     return version
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Whether a cycle's new model becomes active, and why."""
+
+    activate: bool
+    reason: str
+
+
+def activation_decision(new: dict[str, Any], active: dict[str, Any] | None,
+                        parent: dict[str, Any] | None, margin: float) -> Activation:
+    """Activate the new model unless its average precision on the held-out reviewed cells is
+    more than ``margin`` below the active model's on the same cells.
+
+    AP is compared because it does not depend on a threshold: each model picks its own, so two
+    models' precision or F1 at their own thresholds do not measure the same thing, while AP
+    ranks the same cells. Without an active model, or without held-out reviewed cells of both
+    classes to compare on, the new model is activated and the reason says so.
+    """
+    if parent is None:
+        return Activation(True, "the first model")
+    if active is None:
+        return Activation(True, f"not compared with {parent['version']}: "
+                          f"{new.get('validated_on', 'no held-out reviewed cells')}")
+    ap_new, ap_old = new.get("average_precision"), active.get("average_precision")
+    if ap_new is None or ap_old is None:
+        return Activation(True, f"not compared with {parent['version']}: no AP on the held-out cells")
+    drop = ap_old - ap_new
+    figures = (f"AP {ap_new:.3f} vs {parent['version']}'s {ap_old:.3f} on the same "
+               f"{new['validated_on']}")
+    if drop > margin:
+        return Activation(False, f"{figures}: {drop:.3f} worse, more than the margin "
+                          f"{margin:.3f} (ACTIVATION_MARGIN); a lead may activate it by hand")
+    return Activation(True, f"{figures} (margin {margin:.3f})")
+
+
+def _parent_holdout_metrics(store: Store, settings: Settings, parent: dict[str, Any] | None,
+                            holdout: Any, new_metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The active model's metrics on the cycle's held-out reviewed cells (None when the new
+    model was not validated on held-out reviewed cells, or there is no active model)."""
+    if parent is None or "average_precision" not in new_metrics or \
+            not new_metrics.get("validated_on", "").endswith("held-out reviewed cells"):
+        return None
+    bundle = load_model(store, parent["version"], settings=settings)
+    scores = patch_scores(bundle, holdout.pixels)
+    return validation_metrics(holdout.labels, scores, bundle.threshold)
 
 
 def _holdout_metrics(result: Any, holdout: Any) -> dict[str, Any]:

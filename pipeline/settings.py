@@ -58,6 +58,13 @@ class Settings:
     BASEMAP_URL: str = _setting("", "Optional XYZ tile URL for the map background; empty means "
                                 "no remote tiles (works offline).")
     BUFFER_M: float = _setting(750.0, "Buffer around each mine point for the mining area, metres.")
+    ACTIVATION_MARGIN: float = _setting(0.05, "A cycle's new model becomes active only if its "
+                                        "average precision on the held-out reviewed cells is at "
+                                        "most this much below the active model's on the same "
+                                        "cells; otherwise it stays inactive for a lead to judge.")
+    EXPORT_RETENTION_DAYS: float = _setting(7.0, "Finished exports and reports (files and their "
+                                            "rows in the download list) older than this are "
+                                            "deleted by the job runner's cleanup.")
     SESSION_HOURS: float = _setting(12.0, "A login lasts this many hours; then the browser must "
                                     "log in again.")
     BEHIND_HTTPS_PROXY: bool = _setting(False, "Set true when a reverse proxy serves the app over "
@@ -101,6 +108,20 @@ class Settings:
     @property
     def demo_dir(self) -> Path:
         return Path(self.DEMO_DIR) if self.DEMO_DIR else self.data_dir / "demo"
+
+    def data_path(self, stored: str | Path) -> Path:
+        """A path as stored in the database: relative ones are relative to DATA_DIR."""
+        stored = Path(stored)
+        return stored if stored.is_absolute() else self.data_dir / stored
+
+    def stored_path(self, path: str | Path) -> str:
+        """``path`` as the database stores it: relative to DATA_DIR when it lies inside it
+        (so a copied or moved data folder keeps working), else absolute."""
+        absolute = Path(os.path.abspath(path))
+        try:
+            return absolute.relative_to(os.path.abspath(self.data_dir)).as_posix()
+        except ValueError:
+            return str(absolute)
 
     @property
     def fcn_widths(self) -> tuple[int, int, int]:

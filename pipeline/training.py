@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -172,27 +173,40 @@ def label_summary(patches: LabelledPatches) -> dict[str, Any]:
 
 
 def register_model(store: Store, settings: Settings, bundle: ModelBundle, *,
-                   activate: bool) -> dict[str, Any]:
-    """Save a bundle into the models folder and record it in the store."""
+                   activate: bool, pending: bool = False) -> dict[str, Any]:
+    """Save a bundle into the models folder and record it in the store (its path relative to
+    DATA_DIR when the models folder lies inside it). A ``pending`` model is a cycle's that is
+    not finished yet (see ``Store.add_model``)."""
     path = save_bundle(bundle, settings.models_dir)
     store.add_model(
         {
-            "version": bundle.version, "parent": bundle.parent, "path": str(path),
+            "version": bundle.version, "parent": bundle.parent,
+            "path": settings.stored_path(path),
             "bands": list(bundle.bands), "threshold": bundle.threshold,
             "metrics": bundle.metrics, "training": bundle.training,
         },
-        activate=activate,
+        activate=activate, pending=pending,
     )
     return store.model(bundle.version)
 
 
-def load_model(store: Store, version: str | None = None) -> ModelBundle:
-    """The bundle of ``version``, or of the active model."""
-    record = store.model(version) if version else store.active_model()
+def model_file(store: Store, record: dict[str, Any], settings: Settings | None = None) -> Path:
+    """Where a model row's ``.keras`` file lies: a relative path is relative to DATA_DIR
+    (``settings``), or, without settings, to the database's folder (the default DATA_DIR)."""
+    stored = Path(record["path"])
+    if settings is not None:
+        return settings.data_path(stored)
+    return stored if stored.is_absolute() else store.path.parent / stored
+
+
+def load_model(store: Store, version: str | None = None, *,
+               settings: Settings | None = None) -> ModelBundle:
+    """The bundle of ``version``, or of the active model (see ``model_file`` for its path)."""
+    record = store.ready_model(version) if version else store.active_model()
     if record is None:
         raise ValueError(f"unknown model version {version}" if version else
                          "no active model: train one with `run.py train --mines FILE --year YEAR`")
-    return load_bundle(record["path"])
+    return load_bundle(model_file(store, record, settings))
 
 
 def train_model(

@@ -103,3 +103,21 @@ def test_a_failed_export_leaves_the_good_file(loaded, monkeypatch):
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".out")) == []
     assert np.asarray(pyogrio.list_layers(out)).shape == (5, 2)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "geojson", "gpkg"])
+def test_exports_written_in_small_chunks_match_one_chunk(loaded, fmt):
+    store, settings, tmp = loaded
+    shares = []
+    whole = export(store, settings, fmt, tmp / f"whole.{fmt}")
+    chunked = export(store, settings, fmt, tmp / f"chunked.{fmt}", chunk_cells=7,
+                     progress=lambda share, message: shares.append(share))
+    assert chunked.layers == whole.layers
+    assert len(shares) >= 360 // 7 and shares == sorted(shares) and shares[-1] == 1.0
+    for layer in chunked.layers if fmt == "gpkg" else [None]:
+        one = pyogrio.raw.read(tmp / f"whole.{fmt}", layer=layer)
+        many = pyogrio.raw.read(tmp / f"chunked.{fmt}", layer=layer)
+        for a, b in zip(one[3], many[3], strict=True):
+            assert np.array_equal(a, b) or all(x == y or (x != x and y != y)
+                                               for x, y in zip(a, b, strict=True))
+        assert np.array_equal(np.asarray(one[2]), np.asarray(many[2]))   # same geometries

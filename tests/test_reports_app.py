@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from click.testing import CliRunner
 
@@ -10,7 +13,26 @@ from analysis.territory import load_territory
 from labeller import create_app
 from pipeline.settings import load_settings
 from run import cli
+from tests.fixtures_app import csrf_from
 from tests.test_analysis_status import A, block_polygon, build_db, write_polygons
+
+#: Seconds a test waits for a background export job.
+JOB_WAIT_S = 120
+
+
+def finished_download(client, token: str, **form: str):
+    """POST an export/report job like the report page's buttons, wait for it, download it."""
+    started = client.post("/exports", data={"csrf_token": token, **form})
+    assert started.status_code == 302, started.get_data(as_text=True)[:500]
+    deadline = time.monotonic() + JOB_WAIT_S
+    while True:
+        listing = client.get("/exports/list").get_data(as_text=True)
+        newest = re.search(r'data-job="(\d+)"', listing).group(1)
+        done = client.get(f"/exports/{newest}/download")
+        if done.status_code == 200 or time.monotonic() > deadline:
+            return done
+        assert "failed" not in listing.split('data-job="')[1], listing
+        time.sleep(0.3)
 
 
 @pytest.fixture
@@ -55,14 +77,18 @@ def test_pages_and_downloads(data):
     html = page.get_data(as_text=True)
     assert 'data-key="predicted_bbox"' in html and "synthetic demo data" in html
     assert 'href="/map"' in html and 'href="/report"' in html          # in the navigation
-    csv = client.get("/report.csv?year=2020")
+    assert html.count('action="/exports"') == 8 and "Exports</a>" in html   # download buttons
+    token = csrf_from(html)
+    csv = finished_download(client, token, kind="report", format="csv", year="2020")
     assert csv.status_code == 200 and "attachment" in csv.headers["Content-Disposition"]
     assert "table1,predicted_bbox,4,cells,2020,m0001" in csv.get_data(as_text=True)
-    assert client.get("/report.md").get_data(as_text=True).startswith("# MineWatch report")
-    gpkg = client.get("/report/export.gpkg?year=2021")
+    markdown = finished_download(client, token, kind="report", format="md")
+    assert markdown.get_data(as_text=True).startswith("# MineWatch report")
+    gpkg = finished_download(client, token, kind="export", format="gpkg", year="2021",
+                             model="m0001")
     assert gpkg.status_code == 200 and gpkg.data[:16] == b"SQLite format 3\x00"
-    assert "minewatch_m0001_2021.gpkg" in gpkg.headers["Content-Disposition"]
-    assert client.get("/report/export.csv?layer=mine_points").status_code == 200
+    assert "minewatch_all_layers_m0001_2021.gpkg" in gpkg.headers["Content-Disposition"]
+    assert not list((folder / "exports").glob(".*"))                # no temporary file left
     missing = client.get("/report?year=1999")
     assert missing.status_code == 404 and "no scores for year 1999" in missing.get_data(as_text=True)
     cells = client.get("/map/cells.geojson?year=2021&status=mines").get_json()
