@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imagery.grid import CellGrid
-from imagery.scene import Scene, iter_tiles, read_decimated
+from imagery.grid import CellGrid, CellRange
+from imagery.scene import Scene, Tile, iter_tiles, read_decimated
 from model.bundle import ModelBundle, check_bands
 from model.fcn import MARGIN_PX, STRIDE
 from model.reduce import cell_scores
@@ -86,6 +86,32 @@ def score_tile(
         scores[scored] = s.ravel()[scored]
         uncertainty[scored] = u.ravel()[scored]
     return CellScores(ids, scores, uncertainty, valid_fraction)
+
+
+def score_block(
+    bundle: ModelBundle, tile, grid: CellGrid, *, min_valid_fraction: float = 0.5,
+    fcn_tile_cells: int = 8,
+) -> CellScores:
+    """Score a large ``Tile`` (e.g. one store block) through FCN passes of at most
+    ``fcn_tile_cells`` x ``fcn_tile_cells`` cells.
+
+    Each pass is a view of the tile with its own margin of real pixels, so the scores equal
+    :func:`score_tile` on the whole tile (see the module docstring) while the network's
+    activations stay small: a 16 x 16-cell block in one pass needs about 0.7 GB of them.
+    """
+    if fcn_tile_cells <= 0:
+        raise ValueError(f"fcn_tile_cells must be positive, got {fcn_tile_cells}")
+    cells, m, cp = tile.cells, tile.margin_px, grid.cell_px
+    parts = []
+    for r0 in range(cells.row0, cells.row1, fcn_tile_cells):
+        for c0 in range(cells.col0, cells.col1, fcn_tile_cells):
+            sub = CellRange(r0, min(r0 + fcn_tile_cells, cells.row1), c0,
+                            min(c0 + fcn_tile_cells, cells.col1))
+            y0, x0 = (r0 - cells.row0) * cp, (c0 - cells.col0) * cp
+            window = (slice(y0, y0 + sub.n_rows * cp + 2 * m), slice(x0, x0 + sub.n_cols * cp + 2 * m))
+            part = Tile(cells=sub, margin_px=m, pixels=tile.pixels[window], valid=tile.valid[window])
+            parts.append(score_tile(bundle, part, grid, min_valid_fraction=min_valid_fraction))
+    return CellScores.concat(parts)
 
 
 def score_scene(
@@ -198,11 +224,18 @@ def distribution_shift(bundle: ModelBundle, scene: Scene, *, z_limit: float = SH
     """
     medians = {band: float(np.nanmedian(values)) if np.isfinite(values).any() else np.nan
                for band, values in read_decimated(scene, bundle.bands, max_px=max_px).items()}
+    return shift_warnings(bundle, scene.name, medians, z_limit=z_limit)
+
+
+def shift_warnings(bundle: ModelBundle, name: str, medians: dict[str, float], *,
+                   z_limit: float = SHIFT_Z_LIMIT) -> list[str]:
+    """Warnings for the bands whose median (``medians``, DN) lies more than ``z_limit`` training
+    standard deviations from the model's training mean; ``name`` says what was measured."""
     warnings = []
     for band, mean, std in zip(bundle.bands, bundle.mean, bundle.std, strict=True):
         z = (medians.get(band, np.nan) - mean) / max(std, 1e-6)
         if np.isfinite(z) and abs(z) > z_limit:
-            warnings.append(f"{scene.name}: band {band} median {medians[band]:.0f} DN is {z:+.1f} "
+            warnings.append(f"{name}: band {band} median {medians[band]:.0f} DN is {z:+.1f} "
                             f"standard deviations from model {bundle.version}'s training mean "
                             f"{mean:.0f}: scores may be meaningless (another processing level, "
                             "sensor or season?)")

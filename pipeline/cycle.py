@@ -24,7 +24,7 @@ import numpy as np
 
 from db.store import Store
 from model.train import patch_scores, validation_metrics
-from pipeline.scoring import scene_area_km2, score_year
+from pipeline.scoring import Runner, prune_old_scores, score_year, year_area_km2
 from pipeline.settings import ENV_PREFIX, Settings
 from pipeline.training import (
     collect_patches,
@@ -133,15 +133,20 @@ def run_cycle(
     *,
     cycle_id: int | None = None,
     echo: Callable[[str, float], None] | None = None,
+    runner_for: Callable[[str], Runner] | None = None,
 ) -> dict[str, Any]:
-    """Run one cycle to the end and return its row (status succeeded or failed)."""
+    """Run one cycle to the end and return its row (status succeeded or failed).
+
+    ``runner_for(model path)`` gives the runner that scores the new model's blocks (default: in
+    this process; pipeline.distributed.dask_runner for a Dask cluster).
+    """
     if cycle_id is None:
         parent = store.active_model()
         cycle_id = store.start_cycle(parent["version"] if parent else None)
     store.update_cycle(cycle_id, pid=os.getpid())
     report = CycleReporter(store, cycle_id, echo)
     try:
-        _run_stages(store, settings, cycle_id, report)
+        _run_stages(store, settings, cycle_id, report, runner_for)
     except Exception as error:  # a cycle records any failure and leaves the old model active
         unfinished = store.cycle(cycle_id)["new_model"]
         if unfinished:
@@ -152,7 +157,8 @@ def run_cycle(
     return store.cycle(cycle_id)
 
 
-def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleReporter) -> str:
+def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleReporter,
+                runner_for: Callable[[str], Runner] | None) -> str:
     parent = store.active_model()
     previous = [c for c in store.cycles() if c["id"] < cycle_id and c["status"] == "succeeded"]
     since = previous[-1]["started_at"] if previous else None
@@ -187,11 +193,12 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     report("validating", TRAINING_SHARE, f"{len(holdout.labels)} held-out reviewed cells")
     metrics = _holdout_metrics(result, holdout)
     result.bundle.metrics = {**result.bundle.metrics, "reviewed_holdout": metrics}
-    register_model(store, settings, result.bundle, activate=False)
+    record = register_model(store, settings, result.bundle, activate=False)
+    runner = runner_for(record["path"]) if runner_for else None
     store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history)
 
     years = store.years()
-    total_km2 = max(scene_area_km2(store, settings, years), 1e-9)
+    total_km2 = max(year_area_km2(store, settings, years), 1e-9)
     done = [0.0]
 
     def on_tile(km2: float) -> None:
@@ -202,13 +209,16 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     predicted = {}
     for year in years:
         predicted[str(year)] = score_year(store, settings, result.bundle, year,
-                                          progress=on_tile).predicted_mines
+                                          progress=on_tile, runner=runner).predicted_mines
     report("activating", 1.0)
     store.activate_model(version)
+    pruned = prune_old_scores(store, settings.KEEP_SCORED_MODELS)
     store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
                        predicted_mines=predicted,
                        false_positives_found=false_positives_found(store, parent, since),
-                       message=f"{version} is active")
+                       message=f"{version} is active" + (
+                           f"; scores of {', '.join(pruned)} pruned to per-year summaries"
+                           if pruned else ""))
     return version
 
 

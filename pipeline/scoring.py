@@ -1,17 +1,130 @@
-"""Score every cell of a year's scenes with a model version and store the scores."""
+"""Score every cell of a year with a model version and store the scores, block by block.
+
+The unit of work is a block of the year's mosaic (BLOCK_CELLS x BLOCK_CELLS cells, aligned with
+the grid): it is what a reader thread reads, what the FCN scores, what one Dask task does and what
+a resumed run skips. The flow of one year::
+
+    blocks not yet finished ─▶ reader thread(s), `prefetch` blocks ahead ─▶ FCN (main thread)
+        ─▶ one writer (the main loop): `write_every` blocks per transaction, each block's scores
+           and its `scored_blocks` row together
+
+Reading (rasterio releases the GIL) overlaps the FCN; memory is bounded by ``prefetch + 1``
+blocks whatever the territory's size. A run killed at any moment leaves whole blocks finished or
+not; the next run skips the finished ones and writes nothing twice. Past one machine, a ``runner``
+from :mod:`pipeline.distributed` replaces the local reader + FCN; the writer stays here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from db.store import Store
+from imagery.grid import CellGrid, CellRange
+from imagery.scene import Tile, read_pixels
 from model.bundle import ModelBundle, check_bands
-from model.score import distribution_shift, score_scene
-from pipeline.ingest import check_year, open_stored_scene
+from model.fcn import MARGIN_PX
+from model.score import CellScores, score_block, shift_warnings
+from pipeline.ingest import check_year, open_stored_scene, scene_cell_range
 from pipeline.settings import Settings
+
+#: Side of a scoring block in cells (the unit of work, of resume and of a Dask task).
+BLOCK_CELLS = 16
+#: Blocks sampled (evenly spread) for the distribution-shift check.
+SHIFT_SAMPLE_BLOCKS = 4
+
+
+class BlockSource(Protocol):
+    """A year's imagery as grid-aligned blocks (what the scoring reads)."""
+
+    bands: tuple[str, ...]
+
+    def blocks(self) -> list[CellRange]: ...
+
+    def read_tile(self, cells: CellRange, margin_px: int,
+                  bands: Sequence[str] | None = None) -> Tile: ...
+
+
+#: Yields (block, its scores) for the blocks given, in any order.
+Runner = Callable[[ModelBundle, "YearRecipe", Sequence[CellRange]],
+                  Iterator[tuple[CellRange, CellScores]]]
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How a year is scored on one machine.
+
+    ``prefetch``: blocks read ahead of the FCN (memory holds at most ``prefetch + 1`` blocks);
+    ``readers``: reader threads; ``write_every``: blocks per write transaction (a kill loses at most
+    that many blocks of work); ``fcn_tile_cells``: side of one FCN pass in cells (activations).
+    """
+
+    prefetch: int = 2
+    readers: int = 1
+    write_every: int = 4
+    fcn_tile_cells: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("prefetch", "readers", "write_every", "fcn_tile_cells"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class YearRecipe:
+    """How any process (this one or a Dask worker) opens a year's blocks: plain, picklable data.
+
+    ``scenes`` are the year's stored scene rows; ``grid`` the installation's grid.
+    """
+
+    year: int
+    grid: CellGrid
+    scenes: tuple[dict, ...] = field(compare=False)
+    min_valid_fraction: float = 0.5
+
+    def open(self) -> BlockSource:
+        return ScenesYear(self.grid, self.scenes)
+
+
+class ScenesYear:
+    """The stored scenes of a year as BLOCK_CELLS-aligned blocks (the earliest scene that has a
+    valid pixel wins where scenes overlap)."""
+
+    def __init__(self, grid: CellGrid, records: Sequence[dict]) -> None:
+        self.grid = grid
+        self.records = list(records)
+        self.scenes = [open_stored_scene(r) for r in self.records]
+        self.bands = self.scenes[0].bands
+
+    def blocks(self) -> list[CellRange]:
+        """Grid-aligned blocks holding a scene's cells, clipped to the scenes' cell range."""
+        ranges = [scene_cell_range(r) for r in self.records]
+        row1, col1 = max(c.row1 for c in ranges), max(c.col1 for c in ranges)
+        found: dict[tuple[int, int], CellRange] = {}
+        for cells in ranges:
+            for r0 in range(cells.row0 // BLOCK_CELLS * BLOCK_CELLS, cells.row1, BLOCK_CELLS):
+                for c0 in range(cells.col0 // BLOCK_CELLS * BLOCK_CELLS, cells.col1, BLOCK_CELLS):
+                    found.setdefault((r0, c0), CellRange(
+                        max(r0, min(c.row0 for c in ranges)), min(r0 + BLOCK_CELLS, row1),
+                        max(c0, min(c.col0 for c in ranges)), min(c0 + BLOCK_CELLS, col1)))
+        return [found[key] for key in sorted(found)]
+
+    def read_tile(self, cells: CellRange, margin_px: int,
+                  bands: Sequence[str] | None = None) -> Tile:
+        cp = self.grid.cell_px
+        args = (cells.row0 * cp - margin_px, cells.col0 * cp - margin_px,
+                cells.n_rows * cp + 2 * margin_px, cells.n_cols * cp + 2 * margin_px)
+        pixels, valid = read_pixels(self.scenes[0], self.grid, *args, bands=bands)
+        for scene in self.scenes[1:]:
+            more, more_valid = read_pixels(scene, self.grid, *args, bands=bands)
+            take = more_valid & ~valid
+            pixels[take], valid = more[take], valid | take
+        return Tile(cells=cells, margin_px=margin_px, pixels=pixels, valid=valid)
 
 
 @dataclass(frozen=True)
@@ -25,6 +138,86 @@ class YearScores:
     not_scored: int        # cells with less than MIN_VALID_FRACTION valid pixels
     predicted_mines: int   # scored cells at or above the model's threshold
     warnings: tuple[str, ...] = ()  # scene bands far from the model's training distribution
+    blocks_scored: int = 0          # blocks scored by this run (the others were already done)
+    blocks_total: int = 0
+
+
+def year_recipe(store: Store, settings: Settings, year: int) -> YearRecipe:
+    """The recipe of ``year`` (ValueError naming the command to run when it has no imagery)."""
+    year = check_year(year)
+    records = store.scenes(year)
+    if not records:
+        raise ValueError(f"no scene for {year}: ingest one with `run.py ingest FILE --year {year}`")
+    return YearRecipe(year=year, grid=settings.grid, scenes=tuple(records),
+                      min_valid_fraction=settings.MIN_VALID_FRACTION)
+
+
+def block_key(block: CellRange) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1) of a block, as the store records it."""
+    return block.row0, block.row1, block.col0, block.col1
+
+
+def block_km2(block: CellRange, grid: CellGrid) -> float:
+    return block.n_cells * (grid.cell_size_m / 1000.0) ** 2
+
+
+def prefetched_tiles(source: BlockSource, blocks: Iterable[CellRange], bands: Sequence[str], *,
+                     margin_px: int = MARGIN_PX, prefetch: int = 2, readers: int = 1,
+                     ) -> Iterator[Tile]:
+    """Tiles of ``blocks`` in order, read by ``readers`` threads up to ``prefetch`` blocks ahead.
+
+    At most ``prefetch`` reads are in flight or waiting, plus the tile the caller holds. A read
+    error is raised at that block; closing the generator cancels the reads not yet started.
+    """
+    pending: deque[Future[Tile]] = deque()
+    todo = iter(blocks)
+    pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="block-reader")
+
+    def submit_next() -> None:
+        block = next(todo, None)
+        if block is not None:
+            pending.append(pool.submit(source.read_tile, block, margin_px, bands))
+
+    try:
+        for _ in range(prefetch):
+            submit_next()
+        while pending:
+            tile = pending.popleft().result()
+            submit_next()
+            yield tile
+            del tile
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def local_runner(options: ScoringOptions | None = None) -> Runner:
+    """Score blocks in this process: prefetching reader threads, the FCN in the caller's thread."""
+    options = options or ScoringOptions()
+
+    def run(bundle: ModelBundle, recipe: YearRecipe, blocks: Sequence[CellRange]
+            ) -> Iterator[tuple[CellRange, CellScores]]:
+        source = recipe.open()
+        for tile in prefetched_tiles(source, blocks, bundle.bands, prefetch=options.prefetch,
+                                     readers=options.readers):
+            yield tile.cells, score_block(bundle, tile, recipe.grid,
+                                          min_valid_fraction=recipe.min_valid_fraction,
+                                          fcn_tile_cells=options.fcn_tile_cells)
+
+    return run
+
+
+def sample_shift_warnings(bundle: ModelBundle, source: BlockSource, blocks: Sequence[CellRange],
+                          name: str, *, step_px: int = 8) -> list[str]:
+    """Distribution-shift warnings from up to SHIFT_SAMPLE_BLOCKS blocks spread over the year."""
+    if not blocks:
+        return []
+    picks = sorted({round(i) for i in np.linspace(0, len(blocks) - 1, SHIFT_SAMPLE_BLOCKS)})
+    samples = [source.read_tile(blocks[i], 0, bundle.bands).pixels[::step_px, ::step_px]
+               for i in picks]
+    values = np.concatenate([s.reshape(-1, len(bundle.bands)) for s in samples])
+    medians = {band: float(np.nanmedian(values[:, j])) if np.isfinite(values[:, j]).any()
+               else np.nan for j, band in enumerate(bundle.bands)}
+    return shift_warnings(bundle, name, medians)
 
 
 def score_year(
@@ -34,39 +227,66 @@ def score_year(
     year: int,
     *,
     progress: Callable[[float], None] | None = None,
+    runner: Runner | None = None,
+    options: ScoringOptions | None = None,
+    restart: bool = False,
 ) -> YearScores:
-    """Score the scenes of ``year`` tile by tile, writing each tile's cells as they come.
+    """Score the blocks of ``year`` that ``bundle``'s version has not finished, and store them.
 
-    ``progress`` receives the km² done after each tile. A model whose bands a scene lacks fails
-    before anything is written (BandMismatchError naming both lists); a scene whose bands lie far
-    from the model's training distribution is scored but named in ``warnings``.
+    ``progress(km2)`` receives the area of each block as it is stored (the blocks finished by an
+    earlier run first, at once). ``runner`` scores the blocks (default: :func:`local_runner`;
+    :func:`pipeline.distributed.dask_runner` for a cluster). ``restart`` forgets earlier progress
+    and scores every block again. A model whose bands the imagery lacks fails before anything is
+    written (BandMismatchError naming both lists); bands far from the model's training
+    distribution are scored but named in ``warnings``.
     """
-    year = check_year(year)
-    records = store.scenes(year)
-    if not records:
-        raise ValueError(f"no scene for {year}: ingest one with `run.py ingest FILE --year {year}`")
-    scenes = [(record, open_stored_scene(record)) for record in records]
-    warnings: list[str] = []
-    for _, scene in scenes:
-        check_bands(bundle, scene.bands)
-        warnings += distribution_shift(bundle, scene)
-    for record, scene in scenes:
-        for cells in score_scene(bundle, scene, settings.grid,
-                                 min_valid_fraction=settings.MIN_VALID_FRACTION,
-                                 progress=progress):
-            store.write_scores(year, bundle.version, record["id"], cells.cell_ids, cells.scores,
-                               cells.uncertainty, cells.valid_fraction)
-    return summarise_year(store, bundle, year, len(scenes), tuple(warnings))
+    recipe = year_recipe(store, settings, year)
+    source = recipe.open()
+    check_bands(bundle, source.bands)
+    blocks = source.blocks()
+    names = ", ".join(s["name"] for s in recipe.scenes)
+    warnings = sample_shift_warnings(bundle, source, blocks, f"{recipe.year} ({names})")
+    if restart:
+        store.clear_scored_blocks(bundle.version, recipe.year)
+    finished = store.scored_blocks(bundle.version, recipe.year)
+    todo = [b for b in blocks if (b.row0, b.col0) not in finished]
+    if progress is not None and finished:
+        progress(sum(block_km2(b, recipe.grid) for b in blocks if (b.row0, b.col0) in finished))
+    options = options or ScoringOptions()
+    results = (runner or local_runner(options))(bundle, recipe, todo)
+    write_blocks(store, recipe, bundle.version, results, write_every=options.write_every,
+                 progress=progress)
+    summary = store.summarise_scores(bundle.version, recipe.year, bundle.threshold)
+    return YearScores(year=recipe.year, model_version=bundle.version, scenes=len(recipe.scenes),
+                      scored=int(summary["scored"]), not_scored=int(summary["not_scored"]),
+                      predicted_mines=int(summary["predicted_mines"]), warnings=tuple(warnings),
+                      blocks_scored=len(todo), blocks_total=len(blocks))
 
 
-def summarise_year(store: Store, bundle: ModelBundle, year: int, n_scenes: int,
-                   warnings: tuple[str, ...] = ()) -> YearScores:
-    """Counts of what a model version holds for a year."""
-    summary = {row["year"]: row for row in store.score_summary(bundle.version, bundle.threshold)}
-    row = summary.get(year, {"scored": 0, "not_scored": 0, "predicted_mines": 0})
-    return YearScores(year=year, model_version=bundle.version, scenes=n_scenes,
-                      scored=int(row["scored"]), not_scored=int(row["not_scored"]),
-                      predicted_mines=int(row["predicted_mines"] or 0), warnings=warnings)
+def write_blocks(store: Store, recipe: YearRecipe, version: str,
+                 results: Iterable[tuple[CellRange, CellScores]], *, write_every: int = 4,
+                 progress: Callable[[float], None] | None = None) -> int:
+    """The one writer: store blocks' scores ``write_every`` blocks per transaction, each with its
+    ``scored_blocks`` row. Returns the score rows written."""
+    scene_id = int(recipe.scenes[0]["id"])
+    batch: list[tuple[tuple[int, int, int, int], CellScores]] = []
+    written = 0
+
+    def flush() -> None:
+        nonlocal written
+        written += store.write_scored_blocks(recipe.year, version, scene_id, batch)
+        if progress is not None:
+            progress(sum((k[1] - k[0]) * (k[3] - k[2]) for k, _ in batch)
+                     * (recipe.grid.cell_size_m / 1000.0) ** 2)
+        batch.clear()
+
+    for block, cells in results:
+        batch.append((block_key(block), cells))
+        if len(batch) >= write_every:
+            flush()
+    if batch:
+        flush()
+    return written
 
 
 def score_years(
@@ -76,14 +296,44 @@ def score_years(
     years: Sequence[int] | None = None,
     *,
     progress: Callable[[float], None] | None = None,
+    runner: Runner | None = None,
 ) -> list[YearScores]:
     """Score each year (default: every year with scenes)."""
-    return [score_year(store, settings, bundle, year, progress=progress)
+    return [score_year(store, settings, bundle, year, progress=progress, runner=runner)
             for year in (years or store.years())]
 
 
-def scene_area_km2(store: Store, settings: Settings, years: Sequence[int]) -> float:
-    """Area of the cell ranges of the years' scenes, in km² (for progress bars)."""
-    cell_km2 = (settings.CELL_SIZE_M / 1000.0) ** 2
-    return float(np.sum([(s["row1"] - s["row0"]) * (s["col1"] - s["col0"]) * cell_km2
-                         for y in years for s in store.scenes(y)]))
+def year_area_km2(store: Store, settings: Settings, years: Sequence[int]) -> float:
+    """Area of the years' blocks in km² (for progress bars)."""
+    return float(sum(block_km2(b, settings.grid) for y in years
+                     for b in year_recipe(store, settings, y).open().blocks()))
+
+
+def scored_versions_to_keep(store: Store, keep: int) -> list[str]:
+    """The active model and its ancestors, ``keep`` versions in all (newest first)."""
+    kept: list[str] = []
+    model = store.active_model()
+    while model is not None and len(kept) < keep:
+        kept.append(model["version"])
+        model = store.model(model["parent"]) if model["parent"] else None
+    return kept
+
+
+def prune_old_scores(store: Store, keep: int) -> list[str]:
+    """Keep the score rows of the active model and its ``keep - 1`` nearest ancestors; older
+    versions (created before the active one) keep only their per-year summaries.
+
+    Returns the versions pruned. Models newer than the active one (a candidate not activated) are
+    left alone.
+    """
+    if keep < 1:
+        raise ValueError(f"KEEP_SCORED_MODELS must be at least 1, got {keep}")
+    active = store.active_model()
+    if active is None:
+        return []
+    kept = set(scored_versions_to_keep(store, keep))
+    older = [m["version"] for m in store.models()
+             if m["version"] not in kept and (m["created_at"], m["version"])
+             < (active["created_at"], active["version"]) and store.scored_years(m["version"])]
+    store.prune_scores(older)
+    return older
