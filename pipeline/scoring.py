@@ -267,7 +267,7 @@ def write_blocks(store: Store, recipe: YearRecipe, version: str,
                  results: Iterable[tuple[CellRange, CellScores]], *, write_every: int = 4,
                  progress: Callable[[float], None] | None = None) -> int:
     """The one writer: store blocks' scores ``write_every`` blocks per transaction, each with its
-    ``scored_blocks`` row. Returns the score rows written."""
+    ``scored_blocks`` row; cells without any valid pixel get no row. Returns the rows written."""
     scene_id = int(recipe.scenes[0]["id"])
     batch: list[tuple[tuple[int, int, int, int], CellScores]] = []
     written = 0
@@ -281,12 +281,19 @@ def write_blocks(store: Store, recipe: YearRecipe, version: str,
         batch.clear()
 
     for block, cells in results:
-        batch.append((block_key(block), cells))
+        batch.append((block_key(block), with_pixels(cells)))
         if len(batch) >= write_every:
             flush()
     if batch:
         flush()
     return written
+
+
+def with_pixels(cells: CellScores) -> CellScores:
+    """The cells that hold at least one valid pixel (a block's corner may lie off the imagery)."""
+    keep = cells.valid_fraction > 0
+    return CellScores(cells.cell_ids[keep], cells.scores[keep], cells.uncertainty[keep],
+                      cells.valid_fraction[keep])
 
 
 def score_years(
