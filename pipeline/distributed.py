@@ -74,9 +74,10 @@ def parse_scheduler(address: str) -> int | str:
 
 
 @contextmanager
-def dask_client(address: str) -> Iterator[object]:
+def dask_client(address: str, *, timeout_s: float = 30.0) -> Iterator[object]:
     """A ``distributed.Client`` for ``address``; ``local:N`` starts (and stops) a LocalCluster
-    of N processes with one thread each on this machine."""
+    of N processes with one thread each on this machine. ValueError when the scheduler cannot be
+    reached within ``timeout_s``."""
     from distributed import Client, LocalCluster
 
     target = parse_scheduler(address)
@@ -86,7 +87,7 @@ def dask_client(address: str) -> Iterator[object]:
             yield client
     else:
         try:
-            client = Client(target, timeout="30s")
+            client = Client(target, timeout=f"{timeout_s}s")
         except OSError as error:
             raise ValueError(f"cannot reach the Dask scheduler at {target}: {error}") from error
         with client:
