@@ -176,6 +176,37 @@ def cycle_worker_pid(db: Database) -> None:
     db.execute("ALTER TABLE cycles ADD COLUMN pid INTEGER")
 
 
+@migrations(name="0004_imagery_store")
+def imagery_store(db: Database) -> None:
+    """The source files ingested into each year's mosaic (``imagery/store.py``), for the record.
+
+    From this migration on a ``scenes`` row is one year's mosaic: its ``paths`` is the store
+    folder relative to DATA_DIR (``["imagery/2021"]``) and its cell range the mosaic's bounding
+    range. Rows of older installations (one per source file) are replaced by the year's mosaic
+    row, their scores moved to it, when the year is ingested again.
+    """
+    _execute_each(
+        db,
+        """
+        CREATE TABLE scene_files (
+            id INTEGER PRIMARY KEY,
+            scene_id INTEGER NOT NULL REFERENCES scenes(id),   -- the year's mosaic row
+            year INTEGER NOT NULL,
+            path TEXT NOT NULL,              -- relative to DATA_DIR when inside it, else as given
+            size INTEGER NOT NULL,           -- bytes (sum over the files of a band stack)
+            mtime REAL NOT NULL,             -- unix seconds (newest file of a band stack)
+            crs TEXT NOT NULL,
+            bands TEXT NOT NULL,             -- JSON list of band names, as stored
+            dn_offset REAL NOT NULL,         -- DN subtracted (processing baseline >= 04.00: 1000)
+            blocks INTEGER NOT NULL,         -- store blocks its footprint touched
+            ingested_at TEXT NOT NULL
+        );
+        CREATE INDEX scene_files_year ON scene_files(year);
+        CREATE INDEX cells_row_col ON cells(row, col)
+        """
+    )
+
+
 @migrations(name="0005_scoring_progress")
 def scoring_progress(db: Database) -> None:
     """Which blocks of a (model version, year) are scored, and per-year score summaries.

@@ -219,6 +219,35 @@ class Store:
         """Years that have at least one scene."""
         return [row["year"] for row in self._rows("SELECT DISTINCT year FROM scenes ORDER BY year")]
 
+    def replace_year_mosaic(self, record: dict[str, Any], files: Iterable[dict[str, Any]]) -> int:
+        """Register (or update) a year's mosaic row and append the source files just ingested.
+
+        Rows of the same year left by installations before the imagery store (one per source
+        file) are folded into the mosaic row: their scores point to it and they are deleted.
+        Returns the mosaic row's id.
+        """
+        with self.atomic():
+            scene_id = self.add_scene(record)
+            self.db.execute("UPDATE scores SET scene_id = ? WHERE year = ? AND scene_id != ?",
+                            [scene_id, record["year"], scene_id])
+            self.db.execute("DELETE FROM scenes WHERE year = ? AND id != ?",
+                            [record["year"], scene_id])
+            now = utc_now()
+            for row in files:
+                values = {key: _encode(value) for key, value in row.items()}
+                values.update(scene_id=scene_id, year=record["year"], ingested_at=now)
+                columns = ", ".join(values)
+                placeholders = ", ".join(f":{key}" for key in values)
+                self.db.execute(f"INSERT INTO scene_files ({columns}) VALUES ({placeholders})",
+                                values)
+        return scene_id
+
+    def scene_files(self, year: int | None = None) -> list[dict[str, Any]]:
+        """The source files ingested into the year's mosaic (every year when None), oldest first."""
+        if year is None:
+            return self._rows("SELECT * FROM scene_files ORDER BY year, id")
+        return self._rows("SELECT * FROM scene_files WHERE year = ? ORDER BY id", [year])
+
     def scenes_covering(self, cell_id: int, year: int) -> list[dict[str, Any]]:
         """Scenes of ``year`` whose cell range contains the cell, newest first."""
         row, col = divmod(int(cell_id), 100_000)
@@ -987,6 +1016,14 @@ class Store:
         else:
             sql += " ORDER BY cell_id"
         return self._rows(sql, params)
+
+    def cells_in_range(self, row0: int, row1: int, col0: int, col1: int) -> list[int]:
+        """Ids of the registered cells with ``row0 <= row < row1`` and ``col0 <= col < col1``."""
+        rows = self.db.execute(
+            "SELECT id FROM cells WHERE row >= ? AND row < ? AND col >= ? AND col < ? ORDER BY id",
+            [row0, row1, col0, col1],
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def cell_ids(self) -> list[int]:
         """Every cell id, in order."""

@@ -1,9 +1,9 @@
-"""Pictures of cells for reviewers: natural colour and false colour, stretched once per scene.
+"""Pictures of cells for reviewers: natural colour and false colour, stretched once per year.
 
-A stretch (per-band low/high DN) is computed once per scene from a decimated read, so that
-neighbouring cells of one scene look alike. :func:`render_view` turns a (H, W, B) DN array into an
+A stretch (per-band low/high DN) is computed once per year's mosaic from a decimated sample
+(:func:`stretch_of`), so that neighbouring cells look alike. :func:`render_view` turns a (H, W, B) DN array into an
 RGB image; :func:`render_context` draws a 3 x 3-cell neighbourhood with the centre cell outlined;
-:class:`ThumbnailCache` keeps rendered PNGs on disk so a review page never re-reads a scene.
+:class:`ThumbnailCache` keeps rendered PNGs on disk so a review page never re-reads the store.
 
 Invalid (NaN) pixels are drawn in dark magenta, :data:`INVALID_RGB`, a colour no landscape has,
 so a reviewer never mistakes missing data for water or shadow.
@@ -21,8 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from imagery.bands import FALSE_COLOUR_BANDS, RGB_BANDS, normalise_band_name, select_bands
-from imagery.grid import CellGrid
-from imagery.scene import Scene, read_decimated, read_pixels
+from imagery.store import YearMosaic
 
 #: Bands of each view, as (red, green, blue) channels.
 VIEWS: dict[str, tuple[str, str, str]] = {"rgb": RGB_BANDS, "false": FALSE_COLOUR_BANDS}
@@ -40,27 +39,23 @@ Stretch = Mapping[str, tuple[float, float]]
 Size = int | tuple[int, int] | None
 
 
-def compute_stretch(
-    scene: Scene,
-    bands: Sequence[str] = ("B4", "B3", "B2", "B12", "B8A"),
-    percentiles: tuple[float, float] = (2, 98),
-    *,
-    max_px: int = 1024,
+def stretch_of(
+    values: Mapping[str, np.ndarray], percentiles: tuple[float, float] = (2, 98),
 ) -> dict[str, tuple[float, float]]:
-    """Per-band (low, high) DN at the given percentiles of the whole scene.
+    """Per-band (low, high) DN at the given percentiles of ``values`` ({band: DN array}).
 
-    Reads each band once, decimated to at most ``max_px`` pixels on its long side, ignoring
-    nodata, NaN and zeros (the Sentinel-2 fill value). Bands the scene lacks are skipped; a band
-    with no valid pixel gets :data:`FALLBACK_STRETCH`. ``high`` is always above ``low``.
+    NaN and zeros (the Sentinel-2 fill value) are ignored; a band with no valid value gets
+    :data:`FALLBACK_STRETCH`. ``high`` is always above ``low``. The values are usually a
+    decimated sample of a year's mosaic (``imagery.store.YearMosaic.sample``).
     """
-    data = read_decimated(scene, bands, max_px=max_px)
     stretch: dict[str, tuple[float, float]] = {}
-    for band, values in data.items():
-        values = values[np.isfinite(values) & (values != 0)]
-        if values.size == 0:
+    for band, data in values.items():
+        data = np.asarray(data, dtype=np.float32)
+        data = data[np.isfinite(data) & (data != 0)]
+        if data.size == 0:
             stretch[band] = FALLBACK_STRETCH
             continue
-        low, high = (float(v) for v in np.percentile(values, percentiles))
+        low, high = (float(v) for v in np.percentile(data, percentiles))
         stretch[band] = (low, high if high > low else low + 1.0)
     return stretch
 
@@ -146,8 +141,8 @@ def render_context(
 class ThumbnailCache:
     """Rendered cell pictures on disk: ``root/<key>/<cell_id>_<kind>_<view>.<fmt>``.
 
-    ``key`` is a caller-chosen string naming the scene (e.g. its database id). A cached picture is
-    never re-rendered: a caller who changes the stretch or the size for a scene should use a new
+    ``key`` is a caller-chosen string naming the mosaic (e.g. its database id). A cached picture is
+    never re-rendered: a caller who changes the stretch or the size for a mosaic should use a new
     key (or delete the key's folder).
     """
 
@@ -169,27 +164,28 @@ class ThumbnailCache:
 
     def get(
         self,
-        scene: Scene,
-        grid: CellGrid,
+        mosaic: YearMosaic,
         cell_id: int,
         *,
         key: str,
+        stretch: Stretch,
         view: str = "rgb",
         kind: str = "cell",
-        stretch: Stretch | None = None,
         size: Size = None,
         fmt: str = "png",
     ) -> Path:
         """Path of the cell's picture, rendering it first on a miss.
 
-        A hit returns the cached path without touching the scene. A miss reads the cell (kind
-        "cell") or its 3 x 3 neighbourhood (kind "context") with :func:`read_pixels`, renders it
-        and writes it atomically (temporary file in the same folder, then ``os.replace``).
-        ``stretch`` defaults to :func:`compute_stretch` of the scene (slow: pass it in).
+        A hit returns the cached path without touching the store. A miss reads the cell (kind
+        "cell") or its 3 x 3 neighbourhood (kind "context") from the year's mosaic
+        (:meth:`imagery.store.YearMosaic.read`: the very pixels scoring reads), renders it with
+        ``stretch`` and writes it atomically (temporary file in the same folder, then
+        ``os.replace``).
         """
         path = self.path_for(key, cell_id, view, kind, fmt)
         if path.exists():
             return path
+        grid = mosaic.grid
         cp = grid.cell_px
         row, col = grid.cell_pixel_origin(cell_id)
         if kind == "context":
@@ -197,11 +193,9 @@ class ThumbnailCache:
         else:
             side = cp
         view_bands = VIEWS[view]
-        select_bands(scene.bands, view_bands,
+        select_bands(mosaic.bands, view_bands,
                      what="natural-colour (rgb) view" if view == "rgb" else "false-colour view")
-        if stretch is None:
-            stretch = compute_stretch(scene, view_bands)
-        pixels, _ = read_pixels(scene, grid, row, col, side, side, bands=view_bands)
+        pixels, _ = mosaic.read(row, col, side, side, bands=view_bands)
         render = render_context if kind == "context" else render_view
         image = render(pixels, view_bands, view, stretch, size)
         path.parent.mkdir(parents=True, exist_ok=True)

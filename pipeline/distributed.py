@@ -1,7 +1,7 @@
 """Score a year's blocks on a Dask distributed cluster (past one machine).
 
 One block is one task. Each worker process loads the model once (cached by model path and file
-modification time) and opens the year's imagery once, then reads and scores the blocks it is given;
+modification time), then reads (plain windowed reads of the store) and scores the blocks it is given;
 the client side stays the one writer (:func:`pipeline.scoring.write_blocks`), taking results as
 they complete. A task that raises is retried ``retries`` times; the tasks of a worker that dies are
 redone by the scheduler on the other workers. The model code does not know where it runs.
@@ -22,13 +22,12 @@ from imagery.grid import CellRange
 from model.bundle import ModelBundle, load_bundle
 from model.fcn import MARGIN_PX
 from model.score import CellScores, score_block
-from pipeline.scoring import BlockSource, Runner, YearRecipe
+from pipeline.scoring import Runner, YearRecipe
 
 #: Results in flight per worker: enough to keep each busy, few enough to bound client memory.
 TASKS_PER_WORKER = 2
-#: Models and years a worker keeps open (the current ones; a new cycle replaces them).
+#: The model a worker keeps loaded (the current one; a new cycle's model replaces it).
 _MODELS: dict[tuple[str, float], ModelBundle] = {}
-_SOURCES: dict[tuple, BlockSource] = {}
 
 
 def worker_bundle(path: str) -> ModelBundle:
@@ -40,20 +39,11 @@ def worker_bundle(path: str) -> ModelBundle:
     return _MODELS[key]
 
 
-def worker_source(recipe: YearRecipe) -> BlockSource:
-    """The year's imagery, opened once per worker process."""
-    key = (recipe.year, recipe.grid, tuple((s["id"], s["ingested_at"]) for s in recipe.scenes))
-    if key not in _SOURCES:
-        _SOURCES.clear()
-        _SOURCES[key] = recipe.open()
-    return _SOURCES[key]
-
-
 def score_block_task(model_path: str, recipe: YearRecipe, block: CellRange,
                      fcn_tile_cells: int) -> CellScores:
     """What a worker does for one block: read it (with the model's margin) and score it."""
     bundle = worker_bundle(model_path)
-    tile = worker_source(recipe).read_tile(block, MARGIN_PX, bundle.bands)
+    tile = recipe.open().read_tile(block, MARGIN_PX, bundle.bands)
     return score_block(bundle, tile, recipe.grid, min_valid_fraction=recipe.min_valid_fraction,
                        fcn_tile_cells=fcn_tile_cells)
 

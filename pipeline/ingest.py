@@ -1,8 +1,35 @@
-"""Ingest: register a scene for a year, its cells on the grid and its thumbnail stretch."""
+"""Ingest: warp a year's files once onto the grid into the imagery store and register the year.
+
+``ingest_files`` opens every source with ``imagery.scene.open_scene`` (which refuses what is not a
+Sentinel-2 composite), then, for every store block (``imagery.store``) that a source's footprint
+touches, warps that source once onto the block (``imagery.scene.read_pixels``, bilinear) and
+merges it into the block:
+
+**Overlap rule.** A pixel already valid in the store keeps its value; a new source fills only the
+pixels still invalid; the sources of one call are taken in sorted path order. Earth Engine's
+export tiles of one composite overlap with identical values, so the rule only decides which of
+two equal values is kept; for two different composites of a year the first ingested wins.
+
+**All-or-nothing, resumable.** New and updated blocks are first written to
+``DATA_DIR/imagery/.staging/<year>/<key>/``, where ``key`` digests the sources (path, size,
+mtime), the bands and the offset. A rerun of the same call after a kill skips the blocks already
+staged. Only when every source warped without error are the staged blocks moved into place
+(one ``os.replace`` each) and the database rows committed in one transaction; a corrupt or
+truncated file found mid-warp leaves the store and the database as they were. The merge is
+idempotent, so a rerun after a kill during the moves converges to the same blocks.
+
+Memory is bounded by a few blocks (one block's warp output and two uint16 copies), whatever the
+size of the sources.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +37,36 @@ import numpy as np
 
 from db.store import Store
 from imagery.grid import CellGrid, CellRange
-from imagery.scene import Scene, SceneError, open_scene, scene_cells
-from imagery.thumbnails import compute_stretch
+from imagery.scene import Scene, SceneError, open_scene, read_pixels, scene_cells
+from imagery.store import (
+    BLOCK_CELLS,
+    NODATA,
+    YearMosaic,
+    block_name,
+    block_of_name,
+    block_valid_cells,
+    blocks_covering,
+    ids_range,
+    merge_keep_existing,
+    open_year,
+    read_block,
+    staging_dir,
+    stored_bands,
+    to_store_dn,
+    union_range,
+    write_block,
+    write_manifest,
+    write_vrt,
+    year_dir,
+)
+from imagery.thumbnails import stretch_of
+from pipeline.settings import Settings
 
 MIN_YEAR, MAX_YEAR = 2015, 2100  # Sentinel-2A launched in June 2015
+#: Marker suffix of a staged block that turned out to hold no valid pixel (nothing to store).
+EMPTY_MARKER = ".empty"
+
+Source = str | os.PathLike | Sequence[str | os.PathLike]
 
 
 def check_year(year: int) -> int:
@@ -23,79 +76,213 @@ def check_year(year: int) -> int:
     return int(year)
 
 
-def scene_paths_key(paths: Sequence[Path]) -> list[str]:
-    """The stored form of a scene's file list (absolute, resolved paths)."""
-    return [str(Path(p).resolve()) for p in paths]
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ``ingest_files`` call did."""
+
+    year: int
+    scene: dict[str, Any]    # the year's mosaic row, after the call
+    files: int               # source scenes ingested by this call
+    blocks: int              # store blocks (re)written by this call
+    new_cells: int           # cells with valid pixels in the blocks written
+    area_km2: float          # area of the cells the sources' footprints touch
 
 
-def ingest_scene(
+def ingest_files(
     store: Store,
-    grid: CellGrid,
-    paths: str | Path | Sequence[str | Path],
+    settings: Settings,
+    paths: Sequence[Source],
     year: int,
     *,
     bands: Sequence[str] | None = None,
+    offset: float | None = None,
     expect_dtype: str | None = None,
-) -> dict[str, Any]:
-    """Validate a scene, then register it and the grid cells it covers in one transaction.
+    progress: Callable[[float], None] | None = None,
+) -> IngestResult:
+    """Warp ``paths`` (each one scene: a multi-band file, a folder of single-band files, or a list
+    of single-band files) into the ``year`` mosaic and register the year; see the module doc.
 
-    Everything that can fail (reading, band checks, stretch) happens before the database is
-    touched, so a bad file changes nothing. Returns the stored scene row.
+    ``bands`` names the bands of every source (as ``open_scene``); ``offset`` DN are subtracted
+    from every valid value (processing baseline >= 04.00 adds 1,000; default 0); ``progress(km2)``
+    is called after each block with the area of that block's cells that the sources touch.
+    A source whose band set differs from the year's (or from the call's first source for a new
+    year) is refused before anything is written.
     """
     year = check_year(year)
-    scene = open_scene(paths, bands=bands, expect_dtype=expect_dtype)
-    cells = scene_cells(scene, grid)
-    if cells.n_cells == 0:
-        raise ValueError(f"{scene.name}: covers no cell of the grid")
-    stretch = compute_stretch(scene)
-    cell_ids = grid.cell_ids_in(cells)
-    rows, cols = grid.row_col(cell_ids)
-    lons, lats = grid.cell_centres_lonlat(cell_ids)
-    with store.atomic():
-        store.add_cells(zip(cell_ids, rows, cols, lons, lats, strict=True))
-        scene_id = store.add_scene(_scene_record(scene, year, cells, stretch))
-    return store.scene(scene_id)
+    grid, data_dir = settings.grid, settings.data_dir
+    if not paths:
+        raise SceneError("no files given")
+    dn_offset = float(offset or 0.0)
+    if not 0.0 <= dn_offset < 10_000.0:
+        raise SceneError(f"offset {dn_offset:g} DN is outside 0..10000")
+    scenes = sorted((open_scene(p, bands=bands, expect_dtype=expect_dtype) for p in paths),
+                    key=lambda s: [str(p) for p in s.paths])
+    year_bands = _year_bands(data_dir, year, scenes)
+    footprints = {id(s): scene_cells(s, grid) for s in scenes}
+    blocks = sorted({b for s in scenes for b in blocks_covering(footprints[id(s)])},
+                    key=lambda b: (b.row0, b.col0))
+    if not blocks:
+        raise SceneError(f"{scenes[0].name}: covers no cell of the grid")
+    staged = _staging_folder(data_dir, year, scenes, year_bands, dn_offset)
+    km2 = (grid.cell_size_m / 1000.0) ** 2
+    area = 0.0
+    for block in blocks:
+        touching = [s for s in scenes if _overlap(block, footprints[id(s)])]
+        _stage_block(staged, year_dir(data_dir, year), grid, block, touching, year_bands,
+                     dn_offset)
+        done = _covered_cells(block, [footprints[id(s)] for s in touching]) * km2
+        area += done
+        if progress is not None:
+            progress(done)
+    return _commit(store, settings, year, scenes, year_bands, dn_offset, staged, len(blocks),
+                   area)
 
 
-def _scene_record(scene: Scene, year: int, cells: CellRange, stretch: dict) -> dict[str, Any]:
-    return {
-        "year": year,
-        "name": scene.name,
-        "paths": scene_paths_key(scene.paths),
-        "bands": list(scene.bands),
-        "crs": str(scene.crs),
-        "row0": cells.row0, "row1": cells.row1, "col0": cells.col0, "col1": cells.col1,
-        "stretch": {band: [float(lo), float(hi)] for band, (lo, hi) in stretch.items()},
-        "synthetic": int(scene.synthetic),
-    }
+def _year_bands(data_dir: Path, year: int, scenes: list[Scene]) -> tuple[str, ...]:
+    """The year's band order (stored, else the first source's); refuse a differing band set."""
+    existing = stored_bands(data_dir, year)
+    target = existing or scenes[0].bands
+    for scene in scenes:
+        if set(scene.bands) != set(target):
+            what = f"the {year} mosaic's" if existing else f"{scenes[0].name}'s"
+            raise SceneError(f"{scene.name}: bands {','.join(scene.bands)} differ from {what} "
+                             f"bands {','.join(target)}; one year holds one band set")
+    return tuple(target)
 
 
-def open_stored_scene(record: dict[str, Any]) -> Scene:
-    """Re-open a scene from its database row, with the band names it was ingested with.
+def _file_facts(scene: Scene) -> list[tuple[str, int, int]]:
+    return [(str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns)
+            for p in scene.paths]
 
-    The files' own band names are used when they agree with the row (e.g. a 13-band L1C file
-    whose B10 was dropped); otherwise the stored names are passed as the band option.
+
+def _staging_folder(data_dir: Path, year: int, scenes: list[Scene], bands: Sequence[str],
+                    dn_offset: float) -> Path:
+    """The staging folder of this call, keyed by its sources; other calls' leftovers removed."""
+    facts = json.dumps([[_file_facts(s) for s in scenes], list(bands), dn_offset, BLOCK_CELLS])
+    key = hashlib.sha1(facts.encode()).hexdigest()[:16]
+    parent = staging_dir(data_dir, year)
+    if parent.exists():
+        for other in parent.iterdir():
+            if other.name != key:
+                shutil.rmtree(other, ignore_errors=True)
+    folder = parent / key
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _overlap(a: CellRange, b: CellRange) -> bool:
+    return a.row0 < b.row1 and b.row0 < a.row1 and a.col0 < b.col1 and b.col0 < a.col1
+
+
+def _covered_cells(block: CellRange, footprints: list[CellRange]) -> int:
+    """Cells of ``block`` inside at least one footprint."""
+    mask = np.zeros((block.n_rows, block.n_cols), dtype=bool)
+    for f in footprints:
+        mask[max(f.row0 - block.row0, 0):max(f.row1 - block.row0, 0),
+             max(f.col0 - block.col0, 0):max(f.col1 - block.col0, 0)] = True
+    return int(mask.sum())
+
+
+def _stage_block(staged: Path, root: Path, grid: CellGrid, block: CellRange,
+                 scenes: list[Scene], bands: tuple[str, ...], dn_offset: float) -> None:
+    """Warp each source once onto ``block``, merge it into the stored block, stage the result.
+
+    A block already staged (or marked empty) by an interrupted run of the same call is skipped.
     """
-    paths = record["paths"]
-    target = paths if len(paths) > 1 else paths[0]
-    try:
-        scene = open_scene(target)
-        if list(scene.bands) == list(record["bands"]):
-            return scene
-    except SceneError:
-        pass
-    return open_scene(target, bands=record["bands"])
+    target = staged / block_name(block)
+    marker = staged / (block_name(block) + EMPTY_MARKER)
+    if target.exists() or marker.exists():
+        return
+    cp = grid.cell_px
+    side = BLOCK_CELLS * cp
+    stored = root / block_name(block)
+    data = read_block(stored) if stored.exists() else \
+        np.zeros((side, side, len(bands)), dtype=np.uint16)
+    for scene in scenes:
+        pixels, valid = read_pixels(scene, grid, block.row0 * cp, block.col0 * cp, side, side,
+                                    bands=bands)
+        if dn_offset:
+            pixels -= np.float32(dn_offset)
+        merge_keep_existing(data, to_store_dn(pixels, valid))
+        del pixels, valid
+    if (data != NODATA).any():
+        write_block(target, grid, block, data, bands)
+    else:
+        marker.touch()
+
+
+def _commit(store: Store, settings: Settings, year: int, scenes: list[Scene],
+            bands: tuple[str, ...], dn_offset: float, staged: Path, n_blocks: int,
+            area_km2: float) -> IngestResult:
+    """Move the staged blocks into place and register the year in one transaction."""
+    grid, data_dir = settings.grid, settings.data_dir
+    root = year_dir(data_dir, year)
+    written = sorted(p for p in staged.iterdir() if block_of_name(p.name) is not None)
+    new_ids = [block_valid_cells(p, grid, block_of_name(p.name)) for p in written]
+    ids = np.unique(np.concatenate(new_ids)) if new_ids else np.empty(0, dtype=np.int64)
+    previous = open_year(data_dir, grid, year) if stored_bands(data_dir, year) else None
+    if ids.size == 0 and previous is None:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise SceneError(f"{', '.join(s.name for s in scenes)}: no valid pixel on the grid")
+    ranges = ([previous.cell_range()] if previous else []) + ([ids_range(grid, ids)]
+                                                              if ids.size else [])
+    write_manifest(root, grid, bands, union_range(ranges))
+    for path in written:
+        os.replace(path, root / path.name)
+    mosaic = open_year(data_dir, grid, year)
+    write_vrt(mosaic)
+    cells = mosaic.cell_range()
+    rows, cols = grid.row_col(ids)
+    lons, lats = grid.cell_centres_lonlat(ids) if ids.size else ([], [])
+    synthetic = any(s.synthetic for s in scenes) or bool(previous and any(
+        r["synthetic"] for r in store.scenes(year)))
+    record = {
+        "year": year, "name": mosaic.name, "paths": [root.relative_to(data_dir).as_posix()],
+        "bands": list(bands), "crs": grid.crs,
+        "row0": cells.row0, "row1": cells.row1, "col0": cells.col0, "col1": cells.col1,
+        "stretch": mosaic_stretch(mosaic), "synthetic": int(synthetic),
+    }
+    files = [_file_row(data_dir, s, p, bands, dn_offset, grid) for s in scenes for p in s.paths]
+    with store.atomic():
+        store.add_cells(zip(ids, rows, cols, lons, lats, strict=True))
+        scene_id = store.replace_year_mosaic(record, files)
+    shutil.rmtree(staged, ignore_errors=True)
+    return IngestResult(year=year, scene=store.scene(scene_id), files=len(scenes),
+                        blocks=len(written), new_cells=int(ids.size), area_km2=area_km2)
+
+
+def _file_row(data_dir: Path, scene: Scene, path: Path, bands: Sequence[str], dn_offset: float,
+              grid: CellGrid) -> dict[str, Any]:
+    resolved, root = Path(path).resolve(), Path(data_dir).resolve()
+    shown = resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(path)
+    stat = Path(path).stat()
+    footprint = blocks_covering(scene_cells(scene, grid))
+    return {"path": shown, "size": stat.st_size, "mtime": stat.st_mtime, "crs": scene.crs,
+            "bands": list(bands), "dn_offset": dn_offset, "blocks": len(footprint)}
+
+
+def mosaic_stretch(mosaic: YearMosaic) -> dict[str, list[float]]:
+    """The thumbnail stretch of a year: percentiles of a decimated sample of its mosaic."""
+    stretch = stretch_of(mosaic.sample(("B4", "B3", "B2", "B12", "B8A")))
+    return {band: [float(lo), float(hi)] for band, (lo, hi) in stretch.items()}
 
 
 def cells_of_year(store: Store, grid: CellGrid, year: int) -> np.ndarray:
-    """Ids of every cell covered by a scene of ``year`` (ValueError when the year has none)."""
+    """Ids of the registered cells (cells with valid pixels in some year) inside the bounding
+    range of ``year``'s mosaic (ValueError when the year has none)."""
     scenes = store.scenes(year)
     if not scenes:
-        raise ValueError(f"no scene for {year}: ingest one with `run.py ingest FILE --year {year}`")
-    ids = [grid.cell_ids_in(scene_cell_range(record)) for record in scenes]
-    return np.unique(np.concatenate(ids))
+        raise ValueError(f"no imagery for {year}: ingest it with "
+                         f"`run.py ingest FILE... --year {year}`")
+    ids = [store.cells_in_range(r["row0"], r["row1"], r["col0"], r["col1"]) for r in scenes]
+    return np.unique(np.asarray([i for part in ids for i in part], dtype=np.int64))
 
 
 def scene_cell_range(record: dict[str, Any]) -> CellRange:
-    """The cell range of a stored scene."""
+    """The cell range of a stored scene (a year's mosaic) row."""
     return CellRange(record["row0"], record["row1"], record["col0"], record["col1"])
+
+
+def year_mosaic(settings: Settings, year: int) -> YearMosaic:
+    """The stored mosaic of ``year`` for an installation (MosaicError when there is none)."""
+    return open_year(settings.data_dir, settings.grid, year)

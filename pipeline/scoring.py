@@ -1,7 +1,7 @@
 """Score every cell of a year with a model version and store the scores, block by block.
 
-The unit of work is a block of the year's mosaic (BLOCK_CELLS x BLOCK_CELLS cells, aligned with
-the grid): it is what a reader thread reads, what the FCN scores, what one Dask task does and what
+The unit of work is a block of the year's mosaic (``imagery.store.BLOCK_CELLS`` squared cells,
+aligned with the grid; no warp): it is what a reader thread reads, what the FCN scores, what one Dask task does and what
 a resumed run skips. The flow of one year::
 
     blocks not yet finished ─▶ reader thread(s), `prefetch` blocks ahead ─▶ FCN (main thread)
@@ -19,24 +19,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from db.store import Store
 from imagery.grid import CellGrid, CellRange
-from imagery.scene import Tile, read_pixels
+from imagery.scene import Tile
+from imagery.store import open_year
 from model.bundle import ModelBundle, check_bands
 from model.fcn import MARGIN_PX
 from model.score import CellScores, score_block, shift_warnings
-from pipeline.ingest import check_year, open_stored_scene, scene_cell_range
+from pipeline.ingest import check_year
 from pipeline.settings import Settings
-
-#: Side of a scoring block in cells (the unit of work, of resume and of a Dask task).
-BLOCK_CELLS = 16
-#: Blocks sampled (evenly spread) for the distribution-shift check.
-SHIFT_SAMPLE_BLOCKS = 4
 
 
 class BlockSource(Protocol):
@@ -48,6 +45,8 @@ class BlockSource(Protocol):
 
     def read_tile(self, cells: CellRange, margin_px: int,
                   bands: Sequence[str] | None = None) -> Tile: ...
+
+    def sample(self, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]: ...
 
 
 #: Yields (block, its scores) for the blocks given, in any order.
@@ -77,54 +76,20 @@ class ScoringOptions:
 
 @dataclass(frozen=True)
 class YearRecipe:
-    """How any process (this one or a Dask worker) opens a year's blocks: plain, picklable data.
+    """How any process (this one or a Dask worker) opens a year's mosaic: plain, picklable data.
 
-    ``scenes`` are the year's stored scene rows; ``grid`` the installation's grid.
+    ``data_dir`` is the installation's folder (on a shared filesystem past one machine);
+    ``scene_id`` the year's mosaic row that the scores point to.
     """
 
     year: int
     grid: CellGrid
-    scenes: tuple[dict, ...] = field(compare=False)
+    data_dir: str
+    scene_id: int
     min_valid_fraction: float = 0.5
 
     def open(self) -> BlockSource:
-        return ScenesYear(self.grid, self.scenes)
-
-
-class ScenesYear:
-    """The stored scenes of a year as BLOCK_CELLS-aligned blocks (the earliest scene that has a
-    valid pixel wins where scenes overlap)."""
-
-    def __init__(self, grid: CellGrid, records: Sequence[dict]) -> None:
-        self.grid = grid
-        self.records = list(records)
-        self.scenes = [open_stored_scene(r) for r in self.records]
-        self.bands = self.scenes[0].bands
-
-    def blocks(self) -> list[CellRange]:
-        """Grid-aligned blocks holding a scene's cells, clipped to the scenes' cell range."""
-        ranges = [scene_cell_range(r) for r in self.records]
-        row1, col1 = max(c.row1 for c in ranges), max(c.col1 for c in ranges)
-        found: dict[tuple[int, int], CellRange] = {}
-        for cells in ranges:
-            for r0 in range(cells.row0 // BLOCK_CELLS * BLOCK_CELLS, cells.row1, BLOCK_CELLS):
-                for c0 in range(cells.col0 // BLOCK_CELLS * BLOCK_CELLS, cells.col1, BLOCK_CELLS):
-                    found.setdefault((r0, c0), CellRange(
-                        max(r0, min(c.row0 for c in ranges)), min(r0 + BLOCK_CELLS, row1),
-                        max(c0, min(c.col0 for c in ranges)), min(c0 + BLOCK_CELLS, col1)))
-        return [found[key] for key in sorted(found)]
-
-    def read_tile(self, cells: CellRange, margin_px: int,
-                  bands: Sequence[str] | None = None) -> Tile:
-        cp = self.grid.cell_px
-        args = (cells.row0 * cp - margin_px, cells.col0 * cp - margin_px,
-                cells.n_rows * cp + 2 * margin_px, cells.n_cols * cp + 2 * margin_px)
-        pixels, valid = read_pixels(self.scenes[0], self.grid, *args, bands=bands)
-        for scene in self.scenes[1:]:
-            more, more_valid = read_pixels(scene, self.grid, *args, bands=bands)
-            take = more_valid & ~valid
-            pixels[take], valid = more[take], valid | take
-        return Tile(cells=cells, margin_px=margin_px, pixels=pixels, valid=valid)
+        return open_year(Path(self.data_dir), self.grid, self.year)
 
 
 @dataclass(frozen=True)
@@ -133,7 +98,6 @@ class YearScores:
 
     year: int
     model_version: str
-    scenes: int
     scored: int
     not_scored: int        # cells with less than MIN_VALID_FRACTION valid pixels
     predicted_mines: int   # scored cells at or above the model's threshold
@@ -147,8 +111,10 @@ def year_recipe(store: Store, settings: Settings, year: int) -> YearRecipe:
     year = check_year(year)
     records = store.scenes(year)
     if not records:
-        raise ValueError(f"no scene for {year}: ingest one with `run.py ingest FILE --year {year}`")
-    return YearRecipe(year=year, grid=settings.grid, scenes=tuple(records),
+        raise ValueError(f"no imagery for {year}: ingest it with "
+                         f"`run.py ingest FILE... --year {year}`")
+    return YearRecipe(year=year, grid=settings.grid, data_dir=str(settings.data_dir.resolve()),
+                      scene_id=int(records[-1]["id"]),
                       min_valid_fraction=settings.MIN_VALID_FRACTION)
 
 
@@ -206,17 +172,11 @@ def local_runner(options: ScoringOptions | None = None) -> Runner:
     return run
 
 
-def sample_shift_warnings(bundle: ModelBundle, source: BlockSource, blocks: Sequence[CellRange],
-                          name: str, *, step_px: int = 8) -> list[str]:
-    """Distribution-shift warnings from up to SHIFT_SAMPLE_BLOCKS blocks spread over the year."""
-    if not blocks:
-        return []
-    picks = sorted({round(i) for i in np.linspace(0, len(blocks) - 1, SHIFT_SAMPLE_BLOCKS)})
-    samples = [source.read_tile(blocks[i], 0, bundle.bands).pixels[::step_px, ::step_px]
-               for i in picks]
-    values = np.concatenate([s.reshape(-1, len(bundle.bands)) for s in samples])
-    medians = {band: float(np.nanmedian(values[:, j])) if np.isfinite(values[:, j]).any()
-               else np.nan for j, band in enumerate(bundle.bands)}
+def sample_shift_warnings(bundle: ModelBundle, source: BlockSource, name: str) -> list[str]:
+    """Distribution-shift warnings from a decimated sample of the year (bounded cost)."""
+    sample = source.sample(bundle.bands)
+    medians = {band: float(np.median(values)) if values.size else np.nan
+               for band, values in sample.items()}
     return shift_warnings(bundle, name, medians)
 
 
@@ -244,8 +204,7 @@ def score_year(
     source = recipe.open()
     check_bands(bundle, source.bands)
     blocks = source.blocks()
-    names = ", ".join(s["name"] for s in recipe.scenes)
-    warnings = sample_shift_warnings(bundle, source, blocks, f"{recipe.year} ({names})")
+    warnings = sample_shift_warnings(bundle, source, f"{recipe.year} mosaic")
     if restart:
         store.clear_scored_blocks(bundle.version, recipe.year)
     finished = store.scored_blocks(bundle.version, recipe.year)
@@ -257,7 +216,7 @@ def score_year(
     write_blocks(store, recipe, bundle.version, results, write_every=options.write_every,
                  progress=progress)
     summary = store.summarise_scores(bundle.version, recipe.year, bundle.threshold)
-    return YearScores(year=recipe.year, model_version=bundle.version, scenes=len(recipe.scenes),
+    return YearScores(year=recipe.year, model_version=bundle.version,
                       scored=int(summary["scored"]), not_scored=int(summary["not_scored"]),
                       predicted_mines=int(summary["predicted_mines"]), warnings=tuple(warnings),
                       blocks_scored=len(todo), blocks_total=len(blocks))
@@ -268,7 +227,7 @@ def write_blocks(store: Store, recipe: YearRecipe, version: str,
                  progress: Callable[[float], None] | None = None) -> int:
     """The one writer: store blocks' scores ``write_every`` blocks per transaction, each with its
     ``scored_blocks`` row; cells without any valid pixel get no row. Returns the rows written."""
-    scene_id = int(recipe.scenes[0]["id"])
+    scene_id = recipe.scene_id
     batch: list[tuple[tuple[int, int, int, int], CellScores]] = []
     written = 0
 

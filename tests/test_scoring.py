@@ -22,7 +22,7 @@ from model.bundle import ModelBundle
 from model.fcn import MARGIN_PX, build_fcn
 from model.score import score_tile
 from pipeline.cycle import settings_environment
-from pipeline.ingest import ingest_scene
+from pipeline.ingest import ingest_files
 from pipeline.scoring import (
     ScoringOptions,
     prefetched_tiles,
@@ -53,7 +53,7 @@ def installation(tmp_path: Path, name: str, scene: Path, *, widths=(4, 8, 8), **
     settings = load_settings({"DATA_DIR": str(tmp_path / name), **SMALL_CELLS, **overrides},
                              environ={})
     with Store(settings.database_path) as store:
-        ingest_scene(store, settings.grid, scene, 2021)
+        ingest_files(store, settings, [scene], 2021)
         register_model(store, settings, tiny_bundle(widths=widths), activate=True)
     return settings
 
