@@ -39,12 +39,11 @@ from rasterio.windows import Window  # noqa: E402
 from db.store import Store  # noqa: E402
 from imagery.bands import SEED_BANDS  # noqa: E402
 from imagery.grid import CellRange  # noqa: E402
-from model.bundle import ModelBundle  # noqa: E402
+from model.bundle import ModelBundle, save_bundle  # noqa: E402
 from model.fcn import MARGIN_PX, build_fcn  # noqa: E402
 from pipeline.ingest import ingest_files, year_mosaic  # noqa: E402
 from pipeline.scoring import ScoringOptions, score_year  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
-from pipeline.training import register_model  # noqa: E402
 
 UTM35S = "EPSG:32735"
 ORIGIN = (540_000.0, 6_700_000.0)
@@ -159,7 +158,10 @@ def main(argv: list[str] | None = None) -> dict:
                 version="m0001", parent=None, bands=SEED_BANDS, mean=[2000.0] * 12,
                 std=[900.0] * 12,
             )
-            record = register_model(store, settings, bundle, activate=True)
+            model_path = save_bundle(bundle, settings.models_dir)
+            store.add_model({"version": bundle.version, "parent": None, "path": str(model_path),
+                             "bands": list(SEED_BANDS), "threshold": bundle.threshold,
+                             "metrics": {}, "training": {}}, activate=True)
             side = args.fcn_tile_cells * grid.cell_px + 2 * MARGIN_PX
             bundle.mine_probability(np.zeros((side, side, 12), np.float32))  # trace once
             options = ScoringOptions(prefetch=args.prefetch, fcn_tile_cells=args.fcn_tile_cells)
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
                 with dask_client(args.scheduler) as client:
                     t0 = time.perf_counter()  # cluster start-up is not scoring
                     done = score_year(store, settings, bundle, YEAR, options=options,
-                                      runner=dask_runner(client, record["path"],
+                                      runner=dask_runner(client, model_path,
                                                          fcn_tile_cells=args.fcn_tile_cells))
                     t_score = time.perf_counter() - t0
             else:

@@ -90,14 +90,15 @@ def score_tile(
 
 def score_block(
     bundle: ModelBundle, tile, grid: CellGrid, *, min_valid_fraction: float = 0.5,
-    fcn_tile_cells: int = 8,
+    fcn_tile_cells: int = 4,
 ) -> CellScores:
     """Score a large ``Tile`` (e.g. one store block) through FCN passes of at most
     ``fcn_tile_cells`` x ``fcn_tile_cells`` cells.
 
     Each pass is a view of the tile with its own margin of real pixels, so the scores equal
     :func:`score_tile` on the whole tile (see the module docstring) while the network's
-    activations stay small: a 16 x 16-cell block in one pass needs about 0.7 GB of them.
+    activations stay small (a 16 x 16-cell block in one pass needs about 0.7 GB of them) and in
+    cache: on the 2-core CPU box 4 x 4-cell passes ran 1.2-3.5 x faster per km² than 8 x 8 or 16 x 16.
     """
     if fcn_tile_cells <= 0:
         raise ValueError(f"fcn_tile_cells must be positive, got {fcn_tile_cells}")

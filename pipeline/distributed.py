@@ -85,7 +85,7 @@ def dask_client(address: str, *, timeout_s: float = 30.0) -> Iterator[object]:
 
 
 def dask_runner(client: object, model_path: str | Path, *, retries: int = 2,
-                fcn_tile_cells: int = 8) -> Runner:
+                fcn_tile_cells: int = 4) -> Runner:
     """A scoring runner that sends each block to the cluster of ``client`` and yields results
     as they complete, with at most TASKS_PER_WORKER tasks per worker in flight."""
     from distributed import as_completed

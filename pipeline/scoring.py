@@ -35,6 +35,9 @@ from model.score import CellScores, score_block, shift_warnings
 from pipeline.ingest import check_year
 from pipeline.settings import Settings
 
+#: Blocks read (decimated) for the distribution-shift check of a year.
+SHIFT_SAMPLE_BLOCKS = 4
+
 
 class BlockSource(Protocol):
     """A year's imagery as grid-aligned blocks (what the scoring reads)."""
@@ -46,7 +49,8 @@ class BlockSource(Protocol):
     def read_tile(self, cells: CellRange, margin_px: int,
                   bands: Sequence[str] | None = None) -> Tile: ...
 
-    def sample(self, bands: Sequence[str] | None = None) -> dict[str, np.ndarray]: ...
+    def sample(self, bands: Sequence[str] | None = None, *,
+               max_blocks: int = 64) -> dict[str, np.ndarray]: ...
 
 
 #: Yields (block, its scores) for the blocks given, in any order.
@@ -66,7 +70,7 @@ class ScoringOptions:
     prefetch: int = 2
     readers: int = 1
     write_every: int = 4
-    fcn_tile_cells: int = 8
+    fcn_tile_cells: int = 4
 
     def __post_init__(self) -> None:
         for name in ("prefetch", "readers", "write_every", "fcn_tile_cells"):
@@ -173,8 +177,9 @@ def local_runner(options: ScoringOptions | None = None) -> Runner:
 
 
 def sample_shift_warnings(bundle: ModelBundle, source: BlockSource, name: str) -> list[str]:
-    """Distribution-shift warnings from a decimated sample of the year (bounded cost)."""
-    sample = source.sample(bundle.bands)
+    """Distribution-shift warnings from a decimated sample of SHIFT_SAMPLE_BLOCKS blocks spread
+    over the year (a fixed cost, whatever the year's size)."""
+    sample = source.sample(bundle.bands, max_blocks=SHIFT_SAMPLE_BLOCKS)
     medians = {band: float(np.median(values)) if values.size else np.nan
                for band, values in sample.items()}
     return shift_warnings(bundle, name, medians)
