@@ -123,27 +123,36 @@ def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
               help="Band names in file order, e.g. B2,B3,B4 (default: band descriptions).")
 @click.option("--expect-dtype", type=click.Choice(["uint16"]), default=None,
               help="Refuse float files (the scene is declared as uint16 DN).")
+@click.option("--offset", type=click.FloatRange(0, 9999), default=None,
+              help="DN to subtract from every value (1000 for ESA products of processing "
+                   "baseline 04.00 and later, 2022 on; default 0).")
 @click.option("--stack", is_flag=True,
               help="PATHS are the single-band files of ONE scene (e.g. B02.tif B03.tif ...).")
 @click.pass_obj
 @user_errors
 def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | None,
-           expect_dtype: str | None, stack: bool) -> None:
-    """Register scenes for YEAR. Each PATH is one scene: a multi-band GeoTIFF / COG, or a folder
-    of single-band files at native 10/20/60 m (use --stack to list such files instead).
-    Nothing is stored for a bad file."""
+           offset: float | None, expect_dtype: str | None, stack: bool) -> None:
+    """Warp the files of YEAR once onto the grid into the year's mosaic (DATA_DIR/imagery/YEAR).
+
+    Each PATH is one scene: a multi-band GeoTIFF / COG, or a folder of single-band files at
+    native 10/20/60 m (use --stack to list such files instead). Files in any CRS, adjacent or
+    overlapping, join one mosaic; where they overlap, pixels already stored are kept. Running it
+    again with more files adds them (only the blocks they touch are rebuilt); rerunning a call
+    that was interrupted resumes it. Nothing is stored unless every file reads whole."""
     from analysis.territory import refresh_territory_cells
-    from pipeline.ingest import ingest_scene
+    from pipeline.ingest import ingest_files
 
     band_list = parse_band_list(bands) if bands else None
-    scenes: list[Path | list[Path]] = [list(paths)] if stack else list(paths)
+    sources: list[Path | list[Path]] = [list(paths)] if stack else list(paths)
+    with open_store(settings) as store, km2_bar(f"Ingesting {year}") as on_block:
+        result = ingest_files(store, settings, sources, year, bands=band_list, offset=offset,
+                              expect_dtype=expect_dtype, progress=on_block)
+    record = result.scene
+    cells = (record["row1"] - record["row0"]) * (record["col1"] - record["col0"])
+    click.echo(f"{year}: {result.files} file(s) warped into {result.blocks} block(s), "
+               f"{result.new_cells} cells with data; mosaic bands {','.join(record['bands'])}, "
+               f"{cells} cells in its bounding range")
     with open_store(settings) as store:
-        for scene_paths in tqdm(scenes, desc="Ingesting", unit="scene", disable=len(scenes) < 2):
-            record = ingest_scene(store, settings.grid, scene_paths, year, bands=band_list,
-                                  expect_dtype=expect_dtype)
-            cells = (record["row1"] - record["row0"]) * (record["col1"] - record["col0"])
-            tqdm.write(f"{record['name']}: {year}, bands {','.join(record['bands'])}, "
-                       f"{cells} cells")
         if refresh_territory_cells(store, settings.grid):
             click.echo("New cells classified as inside or outside the loaded territory.")
 

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import average_precision_score  # noqa: E402
 
 from db.store import Store  # noqa: E402
-from pipeline.ingest import ingest_scene  # noqa: E402
+from pipeline.ingest import ingest_files  # noqa: E402
 from pipeline.scoring import score_year  # noqa: E402
 from pipeline.seeds import (  # noqa: E402
     MIN_MASK_FRACTION,
@@ -54,11 +54,11 @@ def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int) ->
     settings = load_settings({"DATA_DIR": str(work), "TRAIN_EPOCHS": epochs}, environ={})
     grid = settings.grid
     with Store(settings.database_path) as store:
+        ingest_files(store, settings, images, YEAR)
         train_records, test_records = [], []
         for image in images:
-            record = ingest_scene(store, grid, image, YEAR)
             (test_records if image.stem.split("_")[-1] in test_ids else train_records).append(
-                (record, masks[image.stem.split("_")[-1]]))
+                (image, masks[image.stem.split("_")[-1]]))
         seeded = seed_labels_from_masks(store, grid, [m for _, m in train_records], YEAR,
                                         source="tailings masks (train)")
         train_cells = {row["cell_id"] for row in store.seed_labels(YEAR)}
@@ -103,7 +103,7 @@ def virginia(scene: Path, demo_data_dir: Path, work: Path) -> dict:
         store.add_model({k: record[k] for k in ("version", "path", "bands", "threshold",
                                                 "metrics", "training")} | {"parent": None},
                         activate=True)
-        ingest_scene(store, settings.grid, scene, 2016)
+        ingest_files(store, settings, [scene], 2016)
         bundle = load_model(store)
         done = score_year(store, settings, bundle, 2016)
     return {

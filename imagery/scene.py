@@ -3,7 +3,9 @@
 A scene is one multi-band GeoTIFF / COG, or a set of single-band files (one per band, at native
 10 / 20 / 60 m, as Sentinel-2 products deliver them). :func:`open_scene` reads only metadata (plus
 at most one small decimated read for float data) and returns a frozen :class:`Scene`; every reader
-below opens the files only for the duration of one call.
+below opens the files only for the duration of one call. Ingest (``pipeline.ingest``) warps a
+scene once, block by block, into the imagery store (``imagery.store``); everything else reads the
+store.
 
 Pixels always come out channels-last, as float32 digital numbers (DN = reflectance x 10,000),
 warped onto the fixed grid (:class:`imagery.grid.CellGrid`, 10 m pixels) with bilinear resampling.
@@ -14,8 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,6 @@ SYNTHETIC_TAG = "MINEWATCH_SYNTHETIC"
 FLOAT_DN_THRESHOLD = 1.5
 #: Longest side of the decimated read used to tell reflectance floats from DN floats.
 _PROBE_PX = 256
-#: Cells per side of the blocks that :func:`read_cells` reads at once.
-READ_BLOCK_CELLS = 16
 
 
 class SceneError(ValueError):
@@ -413,133 +412,3 @@ def read_pixels(
     del out
     valid = np.isfinite(pixels).all(axis=-1)
     return pixels, valid
-
-
-def _tile_ranges(cells: CellRange, tile_cells: int) -> Iterator[CellRange]:
-    for r0 in range(cells.row0, cells.row1, tile_cells):
-        for c0 in range(cells.col0, cells.col1, tile_cells):
-            yield CellRange(r0, min(r0 + tile_cells, cells.row1), c0,
-                            min(c0 + tile_cells, cells.col1))
-
-
-def n_tiles(scene: Scene, grid: CellGrid, *, tile_cells: int = 32,
-            cells: CellRange | None = None) -> int:
-    """How many tiles :func:`iter_tiles` yields with the same arguments (for a progress bar)."""
-    if tile_cells <= 0:
-        raise ValueError("tile_cells must be positive")
-    cells = scene_cells(scene, grid) if cells is None else cells
-    if cells.n_cells == 0:
-        return 0
-    return math.ceil(cells.n_rows / tile_cells) * math.ceil(cells.n_cols / tile_cells)
-
-
-def iter_tiles(
-    scene: Scene,
-    grid: CellGrid,
-    *,
-    tile_cells: int = 32,
-    margin_px: int = 16,
-    bands: Sequence[str] | None = None,
-    cells: CellRange | None = None,
-) -> Iterator[Tile]:
-    """Walk the scene's cells (or ``cells``) in tiles of ``tile_cells`` x ``tile_cells`` cells.
-
-    Tiles go row by row, west to east; edge tiles are smaller. Each tile is read with
-    ``margin_px`` extra pixels on every side, so a convolution over it sees real context and the
-    interiors join without seams; every cell is in exactly one tile's interior. Only one tile is
-    in memory at a time. :func:`n_tiles` gives the count.
-    """
-    if tile_cells <= 0 or margin_px < 0:
-        raise ValueError("tile_cells must be positive and margin_px non-negative")
-    cells = scene_cells(scene, grid) if cells is None else cells
-    if cells.n_cells == 0:
-        return
-    cp = grid.cell_px
-    for block in _tile_ranges(cells, tile_cells):
-        pixels, valid = read_pixels(
-            scene, grid, block.row0 * cp - margin_px, block.col0 * cp - margin_px,
-            block.n_rows * cp + 2 * margin_px, block.n_cols * cp + 2 * margin_px, bands=bands,
-        )
-        yield Tile(cells=block, margin_px=margin_px, pixels=pixels, valid=valid)
-
-
-def read_cells(
-    scene: Scene,
-    grid: CellGrid,
-    cell_ids: Sequence[int] | np.ndarray,
-    *,
-    margin_px: int,
-    bands: Sequence[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read cells (e.g. training patches) with ``margin_px`` of context around each.
-
-    Returns float32 (N, cp + 2m, cp + 2m, B) pixels in DN, in the order of ``cell_ids``, and the
-    float32 (N,) fraction of valid pixels in each cell's interior (margin excluded). Cells are
-    grouped into blocks of 16 x 16 cells; each block that holds requested cells is read once
-    (just the rectangle of its requested cells, with margin) and sliced, so clustered cells do
-    not cost one warp each. Pixels are identical to :func:`read_pixels` of the same window.
-    """
-    if margin_px < 0:
-        raise ValueError("margin_px must be non-negative")
-    ids = np.asarray(cell_ids, dtype=np.int64).ravel()
-    picks = _select(scene, bands)
-    cp = grid.cell_px
-    side = cp + 2 * margin_px
-    pixels = np.full((ids.size, side, side, len(picks)), np.nan, dtype=np.float32)
-    fraction = np.zeros(ids.size, dtype=np.float32)
-    if ids.size == 0:
-        return pixels, fraction
-    rows, cols = grid.row_col(ids)
-    blocks: dict[tuple[int, int], list[int]] = {}
-    for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
-        blocks.setdefault((r // READ_BLOCK_CELLS, c // READ_BLOCK_CELLS), []).append(i)
-    wanted = [scene.bands[i] for i in picks]
-    for members in blocks.values():
-        r0, r1 = int(rows[members].min()), int(rows[members].max()) + 1
-        c0, c1 = int(cols[members].min()), int(cols[members].max()) + 1
-        block_pixels, block_valid = read_pixels(
-            scene, grid, r0 * cp - margin_px, c0 * cp - margin_px,
-            (r1 - r0) * cp + 2 * margin_px, (c1 - c0) * cp + 2 * margin_px, bands=wanted,
-        )
-        for i in members:
-            y = (int(rows[i]) - r0) * cp
-            x = (int(cols[i]) - c0) * cp
-            pixels[i] = block_pixels[y:y + side, x:x + side]
-            interior = block_valid[y + margin_px:y + margin_px + cp,
-                                   x + margin_px:x + margin_px + cp]
-            fraction[i] = interior.mean()
-    return pixels, fraction
-
-
-def read_decimated(
-    scene: Scene, bands: Sequence[str] | None = None, *, max_px: int = 1024
-) -> dict[str, np.ndarray]:
-    """Read whole bands at reduced size, in the scene's own CRS (no warp), for statistics.
-
-    Each band is read with nearest sampling so its longest side is at most ``max_px`` pixels
-    (overviews are used when the file has them). Returns {band: float32 2-D array in DN} with NaN
-    on nodata; bands the scene lacks are skipped.
-    """
-    wanted = scene.bands if bands is None else [normalise_band_name(b) for b in bands]
-    result: dict[str, np.ndarray] = {}
-    with ExitStack() as stack:
-        handles: dict[int, rasterio.io.DatasetReader] = {}
-        for band in wanted:
-            if band not in scene.bands:
-                continue
-            path_index, bidx = scene.band_sources[scene.bands.index(band)]
-            if path_index not in handles:
-                handles[path_index] = stack.enter_context(_open(scene.paths[path_index]))
-            ds = handles[path_index]
-            factor = max(1.0, max(ds.width, ds.height) / max_px)
-            shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
-            try:
-                data = ds.read(bidx, out_shape=shape, masked=True, resampling=Resampling.nearest)
-            except (RasterioError, OSError) as exc:
-                raise SceneError(f"{scene.paths[path_index].name}: pixels cannot be read ({exc})") \
-                    from exc
-            values = data.astype(np.float32).filled(np.nan)
-            if scene.dn_scale != 1.0:
-                values *= np.float32(scene.dn_scale)
-            result[band] = values
-    return result

@@ -43,7 +43,7 @@ from rasterio.windows import Window
 
 from imagery.bands import normalise_band_name, select_bands
 from imagery.grid import CellGrid, CellRange
-from imagery.scene import Tile
+from imagery.scene import Scene, Tile, read_pixels
 
 #: Cells per side of a store block (one GeoTIFF file; one scoring / Dask task).
 BLOCK_CELLS = 16
@@ -219,7 +219,8 @@ class YearMosaic:
                    cells: CellRange | None = None) -> Iterator[Tile]:
         """Tiles of ``tile_cells`` x ``tile_cells`` cells over the stored blocks (or ``cells``).
 
-        Without ``cells`` only tiles inside stored blocks are read (an empty block is skipped);
+        Without ``cells`` the stored blocks are walked (a tile never crosses a block edge, so
+        ``tile_cells`` >= BLOCK_CELLS means one tile per block; a block without data is skipped);
         tiles go row by row, west to east; every cell is in exactly one tile's interior.
         """
         if tile_cells <= 0:
@@ -230,6 +231,41 @@ class YearMosaic:
                     part = CellRange(r0, min(r0 + tile_cells, area.row1),
                                      c0, min(c0 + tile_cells, area.col1))
                     yield self.read_tile(part, margin_px, bands)
+
+    def read_cells(self, cell_ids: Sequence[int] | np.ndarray, *, margin_px: int,
+                   bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Read cells (e.g. training patches) with ``margin_px`` of context around each.
+
+        Returns float32 (N, cp + 2m, cp + 2m, B) pixels in DN (NaN where invalid), in the order
+        of ``cell_ids``, and the float32 (N,) fraction of valid pixels in each cell's interior.
+        Cells are grouped by store block; each group is read once (the rectangle of its cells,
+        with margin) and sliced. Pixels are identical to :meth:`read` of the same window.
+        """
+        if margin_px < 0:
+            raise ValueError("margin_px must be non-negative")
+        ids = np.asarray(cell_ids, dtype=np.int64).ravel()
+        picks = self._picks(bands)
+        cp = self.grid.cell_px
+        side = cp + 2 * margin_px
+        pixels = np.full((ids.size, side, side, len(picks)), np.nan, dtype=np.float32)
+        fraction = np.zeros(ids.size, dtype=np.float32)
+        rows, cols = self.grid.row_col(ids)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
+            groups.setdefault((r // BLOCK_CELLS, c // BLOCK_CELLS), []).append(i)
+        wanted = [self.bands[i] for i in picks]
+        for members in groups.values():
+            r0, r1 = int(rows[members].min()), int(rows[members].max()) + 1
+            c0, c1 = int(cols[members].min()), int(cols[members].max()) + 1
+            part, valid = self.read(r0 * cp - margin_px, c0 * cp - margin_px,
+                                    (r1 - r0) * cp + 2 * margin_px,
+                                    (c1 - c0) * cp + 2 * margin_px, wanted)
+            for i in members:
+                y, x = (int(rows[i]) - r0) * cp, (int(cols[i]) - c0) * cp
+                pixels[i] = part[y:y + side, x:x + side]
+                fraction[i] = valid[y + margin_px:y + margin_px + cp,
+                                    x + margin_px:x + margin_px + cp].mean()
+        return pixels, fraction
 
     def valid_cells(self, block: CellRange) -> np.ndarray:
         """Ids (int64, sorted) of the block's cells that hold at least one valid pixel.
@@ -319,6 +355,26 @@ def merge_keep_existing(stored: np.ndarray, new: np.ndarray) -> np.ndarray:
     fill = (stored == NODATA).any(axis=-1) & (new != NODATA).all(axis=-1)
     stored[fill] = new[fill]
     return stored
+
+
+def warp_into_block(data: np.ndarray, scenes: Sequence[Scene], grid: CellGrid,
+                    block: CellRange, bands: Sequence[str], dn_offset: float = 0.0) -> np.ndarray:
+    """Warp each scene once onto ``block`` and merge it into ``data`` (uint16 (H, W, B) as
+    stored, updated in place and returned) by :func:`merge_keep_existing`, in the order given.
+
+    Each warp is ``imagery.scene.read_pixels`` (bilinear) of the block's window in ``bands``;
+    ``dn_offset`` DN are subtracted from the warped values first. Raises SceneError when a file
+    cannot be decoded.
+    """
+    cp = grid.cell_px
+    for scene in scenes:
+        pixels, valid = read_pixels(scene, grid, block.row0 * cp, block.col0 * cp,
+                                    block.n_rows * cp, block.n_cols * cp, bands=bands)
+        if dn_offset:
+            pixels -= np.float32(dn_offset)
+        merge_keep_existing(data, to_store_dn(pixels, valid))
+        del pixels, valid
+    return data
 
 
 def write_block(path: Path, grid: CellGrid, block: CellRange, data: np.ndarray,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
@@ -33,7 +34,8 @@ def index():
     store = get_store()
     by_year: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
     for scene in store.scenes():
-        by_year.setdefault(scene["year"], []).append(scene)
+        files = [Path(f["path"]).name for f in store.scene_files(scene["year"])]
+        by_year.setdefault(scene["year"], []).append({**scene, "files": files})
     model = store.active_model()
     years: list[dict[str, Any]] = []
     if model is not None:

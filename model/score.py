@@ -1,6 +1,7 @@
 """Score a whole scene: one mine score and one uncertainty per 1-km cell.
 
-The scene is read in tiles of ``tile_cells`` x ``tile_cells`` cells (imagery.scene.iter_tiles),
+A year's mosaic is read in tiles of ``tile_cells`` x ``tile_cells`` cells
+(imagery.store.YearMosaic.iter_tiles, plain reads of grid-aligned blocks, no warp),
 each with MARGIN_PX pixels of real context on every side and only the model's bands, selected by
 name. The FCN runs once per tile; its output map is cropped by MARGIN_PX / STRIDE blocks per side,
 which leaves exactly (cp / STRIDE) x (cp / STRIDE) blocks per cell, and model.reduce.cell_scores
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from imagery.grid import CellGrid, CellRange
-from imagery.scene import Scene, Tile, iter_tiles, read_decimated
+from imagery.scene import Tile
+from imagery.store import YearMosaic
 from model.bundle import ModelBundle, check_bands
 from model.fcn import MARGIN_PX, STRIDE
 from model.reduce import cell_scores
@@ -89,7 +91,7 @@ def score_tile(
 
 
 def score_block(
-    bundle: ModelBundle, tile, grid: CellGrid, *, min_valid_fraction: float = 0.5,
+    bundle: ModelBundle, tile: Tile, grid: CellGrid, *, min_valid_fraction: float = 0.5,
     fcn_tile_cells: int = 4,
 ) -> CellScores:
     """Score a large ``Tile`` (e.g. one store block) through FCN passes of at most
@@ -98,7 +100,8 @@ def score_block(
     Each pass is a view of the tile with its own margin of real pixels, so the scores equal
     :func:`score_tile` on the whole tile (see the module docstring) while the network's
     activations stay small (a 16 x 16-cell block in one pass needs about 0.7 GB of them) and in
-    cache: on the 2-core CPU box 4 x 4-cell passes ran 1.2-3.5 x faster per km² than 8 x 8 or 16 x 16.
+    cache: on the 2-core CPU box 4 x 4-cell passes ran 1.2-3.5 x faster per km² than 8 x 8 or
+    16 x 16.
     """
     if fcn_tile_cells <= 0:
         raise ValueError(f"fcn_tile_cells must be positive, got {fcn_tile_cells}")
@@ -109,15 +112,17 @@ def score_block(
             sub = CellRange(r0, min(r0 + fcn_tile_cells, cells.row1), c0,
                             min(c0 + fcn_tile_cells, cells.col1))
             y0, x0 = (r0 - cells.row0) * cp, (c0 - cells.col0) * cp
-            window = (slice(y0, y0 + sub.n_rows * cp + 2 * m), slice(x0, x0 + sub.n_cols * cp + 2 * m))
-            part = Tile(cells=sub, margin_px=m, pixels=tile.pixels[window], valid=tile.valid[window])
+            window = (slice(y0, y0 + sub.n_rows * cp + 2 * m),
+                      slice(x0, x0 + sub.n_cols * cp + 2 * m))
+            part = Tile(cells=sub, margin_px=m, pixels=tile.pixels[window],
+                        valid=tile.valid[window])
             parts.append(score_tile(bundle, part, grid, min_valid_fraction=min_valid_fraction))
     return CellScores.concat(parts)
 
 
 def score_scene(
     bundle: ModelBundle,
-    scene,
+    mosaic: YearMosaic,
     grid: CellGrid,
     *,
     tile_cells: int = 32,
@@ -125,9 +130,10 @@ def score_scene(
     progress: Callable[[float], None] | None = None,
     cells=None,
 ) -> Iterator[CellScores]:
-    """Score every cell of ``scene`` (or of CellRange ``cells``); yield one CellScores per tile.
+    """Score every cell of a year's ``mosaic`` (its stored blocks, or CellRange ``cells``); yield
+    one CellScores per tile.
 
-    Bands are selected from the scene by name (a scene with extra bands works; a missing band
+    Bands are selected from the mosaic by name (a mosaic with extra bands works; a missing band
     raises BandMismatchError naming both lists before anything is read). ``progress(km2)`` is
     called after each tile with the area of that tile's cells in km². Tiles where no cell reaches
     ``min_valid_fraction`` are not run through the network.
@@ -136,11 +142,11 @@ def score_scene(
         raise ValueError(f"tile_cells must be positive, got {tile_cells}")
     if not 0.0 <= min_valid_fraction <= 1.0:
         raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
-    check_bands(bundle, scene.bands)
+    check_bands(bundle, mosaic.bands)
     _cell_geometry(grid, MARGIN_PX)
     cell_km2 = (grid.cell_size_m / 1000.0) ** 2
-    for tile in iter_tiles(scene, grid, tile_cells=tile_cells, margin_px=MARGIN_PX,
-                           bands=bundle.bands, cells=cells):
+    for tile in mosaic.iter_tiles(tile_cells=tile_cells, margin_px=MARGIN_PX, bands=bundle.bands,
+                                  cells=cells):
         result = score_tile(bundle, tile, grid, min_valid_fraction=min_valid_fraction)
         del tile
         if progress is not None:
@@ -179,7 +185,7 @@ def mc_dropout_scores(
     forward passes with dropout active.
 
     ``pixels``: (N, cp + 2 MARGIN_PX, cp + 2 MARGIN_PX, B) patches in the bundle's bands (as
-    imagery.scene.read_cells returns them). Returns float32 (N,) mean and (N,) std.
+    imagery.store.YearMosaic.read_cells returns them). Returns float32 (N,) mean and (N,) std.
     """
     import keras
 
@@ -214,30 +220,25 @@ def mc_dropout_scores(
 SHIFT_Z_LIMIT = 4.0
 
 
-def distribution_shift(bundle: ModelBundle, scene: Scene, *, z_limit: float = SHIFT_Z_LIMIT,
-                       max_px: int = 256) -> list[str]:
-    """Warnings for bands whose scene median is far from the model's training distribution.
+def distribution_shift(bundle: ModelBundle, mosaic: YearMosaic, *,
+                       z_limit: float = SHIFT_Z_LIMIT, max_blocks: int = 64) -> list[str]:
+    """Warnings for bands whose median over the year's mosaic is far from the model's training
+    distribution.
 
     The FCN saturates on inputs unlike anything it was trained on (e.g. a model trained on
     surface reflectance scoring a top-of-atmosphere L1C scene, whose B1 is hazier): its scores
-    there mean little. Compares the median of a decimated read of each model band with the
-    normalisation stored in the model, in units of its standard deviation.
+    there mean little. Compares the median of a decimated sample of each model band
+    (``YearMosaic.sample`` of at most ``max_blocks`` blocks) with the normalisation stored in the
+    model, in units of its standard deviation.
     """
-    medians = {band: float(np.nanmedian(values)) if np.isfinite(values).any() else np.nan
-               for band, values in read_decimated(scene, bundle.bands, max_px=max_px).items()}
-    return shift_warnings(bundle, scene.name, medians, z_limit=z_limit)
-
-
-def shift_warnings(bundle: ModelBundle, name: str, medians: dict[str, float], *,
-                   z_limit: float = SHIFT_Z_LIMIT) -> list[str]:
-    """Warnings for the bands whose median (``medians``, DN) lies more than ``z_limit`` training
-    standard deviations from the model's training mean; ``name`` says what was measured."""
+    medians = {band: float(np.median(values)) if values.size else np.nan
+               for band, values in mosaic.sample(bundle.bands, max_blocks=max_blocks).items()}
     warnings = []
     for band, mean, std in zip(bundle.bands, bundle.mean, bundle.std, strict=True):
         z = (medians.get(band, np.nan) - mean) / max(std, 1e-6)
         if np.isfinite(z) and abs(z) > z_limit:
-            warnings.append(f"{name}: band {band} median {medians[band]:.0f} DN is {z:+.1f} "
-                            f"standard deviations from model {bundle.version}'s training mean "
-                            f"{mean:.0f}: scores may be meaningless (another processing level, "
-                            "sensor or season?)")
+            warnings.append(f"{mosaic.name}: band {band} median {medians[band]:.0f} DN is "
+                            f"{z:+.1f} standard deviations from model {bundle.version}'s training "
+                            f"mean {mean:.0f}: scores may be meaningless (another processing "
+                            "level, sensor or season?)")
     return warnings

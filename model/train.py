@@ -400,7 +400,7 @@ def train_bundle(
     """Train an FCN on labelled patches and return it as a bundle with validation metrics.
 
     ``pixels``: (N, cp + 2 MARGIN_PX, cp + 2 MARGIN_PX, B) float32 DN, NaN where invalid (as
-    imagery.scene.read_cells returns them); ``labels``: (N,) 0/1; ``groups``: (N,) integer
+    imagery.store.YearMosaic.read_cells returns them); ``labels``: (N,) 0/1; ``groups``: (N,) integer
     spatial group ids for the geographic split; ``bands``: names of the B bands.
     ``hard_negatives``: optional (N,) bool, background patches weighted by
     ``config.hard_negative_weight``. ``training_info`` (label sources, years...) is stored in the

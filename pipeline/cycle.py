@@ -169,10 +169,10 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     train_rows, holdout_rows = split_reviewed_holdout(rows, seed=cycle_id)
     bands = tuple(parent["bands"]) if parent else default_bands(store, sorted({r["year"] for r in rows}))
     hard = hard_negative_keys(store, parent)
-    grid, min_valid = settings.grid, settings.MIN_VALID_FRACTION
-    patches = collect_patches(store, grid, train_rows, bands, min_valid_fraction=min_valid,
+    min_valid = settings.MIN_VALID_FRACTION
+    patches = collect_patches(store, settings, train_rows, bands, min_valid_fraction=min_valid,
                               hard_negatives=hard)
-    holdout = collect_patches(store, grid, holdout_rows, bands, min_valid_fraction=min_valid,
+    holdout = collect_patches(store, settings, holdout_rows, bands, min_valid_fraction=min_valid,
                               hard_negatives=hard)
     summary = label_summary(patches)
     store.update_cycle(cycle_id, n_seed=summary["seed_mines"] + summary["seed_background"],

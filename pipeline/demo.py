@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from db.store import Store
 from imagery.demo import DemoTerritory, build_demo
-from pipeline.ingest import ingest_scene
+from pipeline.ingest import ingest_files
 from pipeline.scoring import YearScores, score_years
 from pipeline.seeds import SeedLabels, seed_labels_from_polygons
 from pipeline.settings import Settings
@@ -47,8 +47,8 @@ def build_demo_installation(
     territory = build_demo(settings.demo_dir, size_km=size_km, years=tuple(years), seed=seed,
                            progress=echo)
     for year, path in sorted(territory.scenes.items()):
-        ingest_scene(store, settings.grid, path, year)
-        echo(f"Ingested {path.name} for {year}")
+        ingest_files(store, settings, [path], year)
+        echo(f"Ingested {path.name} into the {year} mosaic")
     seed_labels = seed_labels_from_polygons(store, settings.grid, territory.mines_path, years[0])
     echo(f"Seed labels for {years[0]}: {seed_labels.mines} mine and {seed_labels.background} "
          "background cells")

@@ -37,7 +37,7 @@ import numpy as np
 
 from db.store import Store
 from imagery.grid import CellGrid, CellRange
-from imagery.scene import Scene, SceneError, open_scene, read_pixels, scene_cells
+from imagery.scene import Scene, SceneError, open_scene, scene_cells
 from imagery.store import (
     BLOCK_CELLS,
     NODATA,
@@ -47,13 +47,12 @@ from imagery.store import (
     block_valid_cells,
     blocks_covering,
     ids_range,
-    merge_keep_existing,
     open_year,
     read_block,
     staging_dir,
     stored_bands,
-    to_store_dn,
     union_range,
+    warp_into_block,
     write_block,
     write_manifest,
     write_vrt,
@@ -193,18 +192,11 @@ def _stage_block(staged: Path, root: Path, grid: CellGrid, block: CellRange,
     marker = staged / (block_name(block) + EMPTY_MARKER)
     if target.exists() or marker.exists():
         return
-    cp = grid.cell_px
-    side = BLOCK_CELLS * cp
+    side = BLOCK_CELLS * grid.cell_px
     stored = root / block_name(block)
     data = read_block(stored) if stored.exists() else \
         np.zeros((side, side, len(bands)), dtype=np.uint16)
-    for scene in scenes:
-        pixels, valid = read_pixels(scene, grid, block.row0 * cp, block.col0 * cp, side, side,
-                                    bands=bands)
-        if dn_offset:
-            pixels -= np.float32(dn_offset)
-        merge_keep_existing(data, to_store_dn(pixels, valid))
-        del pixels, valid
+    warp_into_block(data, scenes, grid, block, bands, dn_offset)
     if (data != NODATA).any():
         write_block(target, grid, block, data, bands)
     else:

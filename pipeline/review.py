@@ -21,15 +21,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from db.store import LABELS, QUEUE_STRATEGIES, Store, StoreError, UnknownCellError
 from imagery.bands import BandMismatchError
 from imagery.grid import ID_STRIDE
-from imagery.scene import Scene
-from pipeline.ingest import open_stored_scene
+from pipeline.ingest import year_mosaic
 
 #: The strategy a new reviewer session starts with: highest score first. In the simulated-reviewer
 #: runs on the real Brazil patches (README "Active learning") it is in the leading group with mixed
@@ -457,12 +455,6 @@ def session_stats(
 
 
 # thumbnails -------------------------------------------------------------------------------------
-@lru_cache(maxsize=64)
-def _stored_scene(paths: tuple[str, ...], bands: tuple[str, ...]) -> Scene:
-    """A stored scene re-opened (``pipeline.ingest.open_stored_scene``), kept for later misses."""
-    return open_stored_scene({"paths": list(paths), "bands": list(bands)})
-
-
 def thumbnail_key(scene: Mapping[str, Any]) -> str:
     """Cache key of a scene's pictures: its id plus a digest of what the pictures depend on."""
     facts = json.dumps([scene["paths"], scene["bands"], scene["stretch"], scene["ingested_at"],
@@ -484,9 +476,10 @@ def thumbnail_path(
 ) -> tuple[Path, str]:
     """(PNG path, cache key) of a cell's picture in ``year``, rendered on the first request.
 
-    Finds the newest scene of ``year`` covering the cell (``Store.scenes_covering``) and uses
+    Finds the year's mosaic row if its range covers the cell (``Store.scenes_covering``) and uses
     ``imagery.thumbnails.ThumbnailCache(settings.thumbnail_dir)`` keyed by :func:`thumbnail_key`
-    with the scene's stored stretch. A cached picture is returned without opening the scene.
+    with the mosaic's stored stretch; a miss reads the year's mosaic (``imagery.store``), the
+    very pixels scoring reads. A cached picture is returned without opening the store.
     Raises NotFoundError for an unknown cell, a year without a covering scene, or a view whose
     bands the scene lacks; ReviewError for an unknown view or kind.
     """
@@ -508,8 +501,7 @@ def thumbnail_path(
     if path.exists():
         return path, key
     try:
-        scene = _stored_scene(tuple(record["paths"]), tuple(record["bands"]))
-        path = cache.get(scene, settings.grid, cell_id, key=key, view=view, kind=kind,
+        path = cache.get(year_mosaic(settings, year), cell_id, key=key, view=view, kind=kind,
                          stretch=record["stretch"], size=THUMB_SIZE[kind])
     except BandMismatchError as error:
         raise NotFoundError(f"scene {record['name']} cannot show this view: {error}") from error

@@ -31,7 +31,7 @@ from imagery.scene import Tile
 from imagery.store import open_year
 from model.bundle import ModelBundle, check_bands
 from model.fcn import MARGIN_PX
-from model.score import CellScores, score_block, shift_warnings
+from model.score import CellScores, distribution_shift, score_block
 from pipeline.ingest import check_year
 from pipeline.settings import Settings
 
@@ -176,15 +176,6 @@ def local_runner(options: ScoringOptions | None = None) -> Runner:
     return run
 
 
-def sample_shift_warnings(bundle: ModelBundle, source: BlockSource, name: str) -> list[str]:
-    """Distribution-shift warnings from a decimated sample of SHIFT_SAMPLE_BLOCKS blocks spread
-    over the year (a fixed cost, whatever the year's size)."""
-    sample = source.sample(bundle.bands, max_blocks=SHIFT_SAMPLE_BLOCKS)
-    medians = {band: float(np.median(values)) if values.size else np.nan
-               for band, values in sample.items()}
-    return shift_warnings(bundle, name, medians)
-
-
 def score_year(
     store: Store,
     settings: Settings,
@@ -209,7 +200,7 @@ def score_year(
     source = recipe.open()
     check_bands(bundle, source.bands)
     blocks = source.blocks()
-    warnings = sample_shift_warnings(bundle, source, f"{recipe.year} mosaic")
+    warnings = distribution_shift(bundle, source, max_blocks=SHIFT_SAMPLE_BLOCKS)
     if restart:
         store.clear_scored_blocks(bundle.version, recipe.year)
     finished = store.scored_blocks(bundle.version, recipe.year)

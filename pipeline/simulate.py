@@ -27,9 +27,9 @@ Choices, so that a reader need not infer them from the code:
   seed; the same for every strategy of a seed), stored as seed labels. The round-0 model trained
   on them is shared by every strategy of the seed.
 * **Scoring.** Re-scoring whole scenes each round would dominate the run time, so the cells of the
-  training split are read once (``imagery.scene.read_cells`` with the FCN's margin) and scored
-  with ``model.score.patch_scores`` (the scene-scoring path: same fill, crop and top-fraction
-  reduction) and written through ``Store.write_scores``; the queue reads those rows.
+  training split are read once from the year's mosaic (``imagery.store.YearMosaic.read_cells``
+  with the FCN's margin) and scored with ``model.score.patch_scores`` (the scene-scoring path:
+  same fill, crop and top-fraction reduction) and written through ``Store.write_scores``; the queue reads those rows.
 * **Strategies** (``STRATEGIES``): ``random``; ``uncertainty`` (entropy of the mine probability,
   the store's ``uncertainty`` column, *without* spatial de-duplication: ``Store.queue_candidates``
   and ``Store.lease_cells`` directly); ``uncertainty-dedup`` (``next_cards``, which skips cells
@@ -75,12 +75,13 @@ import numpy as np
 
 from db.store import Store
 from imagery.bands import BandMismatchError, parse_band_list
+from imagery.grid import CellRange
 from imagery.masks import mask_cell_fractions
-from imagery.scene import SceneError, read_cells
+from imagery.scene import SceneError, open_scene, scene_cells
 from model.fcn import MARGIN_PX
 from model.reduce import binary_entropy
 from model.train import TrainConfig, geographic_split, validation_metrics
-from pipeline.ingest import ingest_scene, open_stored_scene, scene_cell_range
+from pipeline.ingest import ingest_files, year_mosaic
 from pipeline.review import next_cards
 from pipeline.seeds import MIN_MASK_FRACTION
 from pipeline.settings import Settings, load_settings
@@ -219,9 +220,9 @@ class Territory:
     name: str
     year: int
     bands: tuple[str, ...]
-    base_db: Path                  # a store with the scenes ingested (copied for each run)
+    base_db: Path                  # a store with the year ingested (copied for each run)
     cell_ids: np.ndarray           # (N,) int64
-    scene_ids: np.ndarray          # (N,) int64 scene each cell was read from
+    scene_ids: np.ndarray          # (N,) int64 mosaic row (scene id) each cell was read from
     valid_fraction: np.ndarray     # (N,) float32
     pixels: np.ndarray             # (N, cp + 2m, cp + 2m, B) float32 DN
     fraction: np.ndarray           # (N,) truth mine fraction, NaN where unknown
@@ -295,27 +296,29 @@ def folder_pairs(data: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def _read_scene_cells(store: Store, settings: Settings, records: list[dict[str, Any]],
-                      bands: tuple[str, ...], units: list[int]) -> dict[str, np.ndarray]:
-    """Pixels of every cell with enough valid pixels; a cell covered twice keeps its better read."""
-    best: dict[int, tuple[float, int, int, np.ndarray]] = {}
-    for record, unit in zip(records, units, strict=True):
-        ids = settings.grid.cell_ids_in(scene_cell_range(record))
-        pixels, valid = read_cells(open_stored_scene(record), settings.grid, ids,
-                                   margin_px=MARGIN_PX, bands=bands)
-        for i, cell_id in enumerate(ids):
-            if valid[i] >= settings.MIN_VALID_FRACTION and valid[i] > best.get(
-                    int(cell_id), (-1.0,))[0]:
-                best[int(cell_id)] = (float(valid[i]), int(record["id"]), unit, pixels[i])
-    if not best:
+def _read_year_cells(store: Store, settings: Settings, year: int, bands: tuple[str, ...],
+                     footprints: list[tuple[CellRange, int]]) -> dict[str, np.ndarray]:
+    """Pixels of every cell of the year's mosaic with enough valid pixels; each cell's ``unit``
+    is that of the first footprint (cell range, unit) that contains it."""
+    mosaic = year_mosaic(settings, year)
+    ids = np.concatenate([mosaic.valid_cells(b) for b in mosaic.blocks()])
+    pixels, valid = mosaic.read_cells(ids, margin_px=MARGIN_PX, bands=bands)
+    keep = valid >= settings.MIN_VALID_FRACTION
+    if not keep.any():
         raise SimulationError("no cell of the data has enough valid pixels to be scored")
-    ids = np.array(sorted(best), dtype=np.int64)
+    ids, valid, pixels = ids[keep], valid[keep], pixels[keep]
+    rows, cols = settings.grid.row_col(ids)
+    unit = np.full(ids.size, -1, dtype=np.int64)
+    for cells, number in reversed(footprints):
+        inside = ((rows >= cells.row0) & (rows < cells.row1)
+                  & (cols >= cells.col0) & (cols < cells.col1))
+        unit[inside] = number
     return {
         "cell_ids": ids,
-        "valid_fraction": np.array([best[c][0] for c in ids], dtype=np.float32),
-        "scene_ids": np.array([best[c][1] for c in ids], dtype=np.int64),
-        "unit": np.array([best[c][2] for c in ids], dtype=np.int64),
-        "pixels": np.stack([best[c][3] for c in ids]).astype(np.float32, copy=False),
+        "valid_fraction": valid.astype(np.float32),
+        "scene_ids": np.full(ids.size, store.scenes(year)[0]["id"], dtype=np.int64),
+        "unit": unit,
+        "pixels": pixels,
     }
 
 
@@ -337,19 +340,17 @@ def load_folder(data: Path, work: Path, config: SimConfig, echo: Echo) -> Territ
     year = FOLDER_YEAR
     fractions: dict[int, float] = {}
     with Store(settings.database_path) as store:
-        records = []
-        for _, image, _ in pairs:
-            try:
-                records.append(ingest_scene(store, settings.grid, image, year))
-            except (SceneError, BandMismatchError) as error:
-                raise SimulationError(str(error).splitlines()[0]) from error
-        shared = [b for b in records[0]["bands"] if all(b in r["bands"] for r in records)]
-        bands = _check_bands(config.bands, shared, Path(data).name)
-        echo(f"{Path(data).name}: {len(records)} patches ingested, bands {','.join(bands)}; "
+        try:
+            scenes = [open_scene(image) for _, image, _ in pairs]
+            record = ingest_files(store, settings, [image for _, image, _ in pairs], year).scene
+        except (SceneError, BandMismatchError) as error:
+            raise SimulationError(str(error).splitlines()[0]) from error
+        bands = _check_bands(config.bands, record["bands"], Path(data).name)
+        echo(f"{Path(data).name}: {len(pairs)} patches ingested, bands {','.join(bands)}; "
              "reading cells once")
-        cells = _read_scene_cells(store, settings, records, bands,
-                                  [int(n) if n.isdigit() else i for i, (n, _, _) in
-                                   enumerate(pairs)])
+        footprints = [(scene_cells(scene, settings.grid), int(n) if n.isdigit() else i)
+                      for i, (scene, (n, _, _)) in enumerate(zip(scenes, pairs, strict=True))]
+        cells = _read_year_cells(store, settings, year, bands, footprints)
     for _, _, mask in pairs:
         try:
             ids, share, covered = mask_cell_fractions(mask, settings.grid)
@@ -372,9 +373,9 @@ def load_demo(work: Path, config: SimConfig, echo: Echo) -> Territory:
     echo(f"demo: generating a synthetic {config.demo_size_km} km territory for {year}")
     territory = build_demo(work / "demo", size_km=config.demo_size_km, years=(year,), seed=2021)
     with Store(settings.database_path) as store:
-        record = ingest_scene(store, settings.grid, territory.scenes[year], year)
+        record = ingest_files(store, settings, [territory.scenes[year]], year).scene
         bands = _check_bands(config.bands, record["bands"], "the demo territory")
-        cells = _read_scene_cells(store, settings, [record], bands, [0])
+        cells = _read_year_cells(store, settings, year, bands, [])
     rows, cols = np.divmod(cells["cell_ids"], 100_000)
     cells["unit"] = (rows // DEMO_BLOCK_CELLS) * 1_000_000 + cols // DEMO_BLOCK_CELLS
     fraction = truth_mine_fraction(territory.truth_path, settings.grid, cells["cell_ids"], year)

@@ -3,7 +3,7 @@
 Labels come from ``Store.training_labels()``: the seed labels (from mine polygons) with every
 review label on top (a review overrides the seed label of the same cell-year). A reviewed
 background cell that the parent model scored above its threshold is a *hard negative* (a corrected
-false positive) and weighs ``HARD_NEGATIVE_WEIGHT`` in the loss. Patches are read from the scenes
+false positive) and weighs ``HARD_NEGATIVE_WEIGHT`` in the loss. Patches are read from the mosaic
 of each label's year with the FCN's context margin, and split for validation by geography
 (blocks of ``BLOCK_CELLS`` x ``BLOCK_CELLS`` cells), never at random.
 """
@@ -18,11 +18,10 @@ import numpy as np
 
 from db.store import Store
 from imagery.grid import CellGrid
-from imagery.scene import read_cells
 from model.bundle import ModelBundle, load_bundle, save_bundle
 from model.fcn import MARGIN_PX
 from model.train import TrainConfig, TrainResult, train_bundle
-from pipeline.ingest import open_stored_scene, scene_cell_range
+from pipeline.ingest import year_mosaic
 from pipeline.settings import Settings
 
 #: Called after each epoch with (epoch, epochs, logs).
@@ -78,33 +77,30 @@ def hard_negative_keys(store: Store, parent: dict[str, Any] | None) -> set[tuple
 
 def collect_patches(
     store: Store,
-    grid: CellGrid,
+    settings: Settings,
     label_rows: Sequence[dict[str, Any]],
     bands: Sequence[str],
     *,
     min_valid_fraction: float,
     hard_negatives: set[tuple[int, int]] = frozenset(),
 ) -> LabelledPatches:
-    """Read the pixels of every labelled cell from the scenes of its year."""
+    """Read the pixels of every labelled cell from the mosaic of its year (no warp)."""
     by_year: dict[int, list[dict[str, Any]]] = {}
     for row in label_rows:
         by_year.setdefault(int(row["year"]), []).append(row)
     kept_pixels, kept_rows = [], []
     for year, rows in sorted(by_year.items()):
-        pending = {int(r["cell_id"]): r for r in rows}
-        for record in store.scenes(year):
-            cells = scene_cell_range(record)
-            inside = [c for c in pending if cells.row0 <= c // 100_000 < cells.row1
-                      and cells.col0 <= c % 100_000 < cells.col1]
-            if not inside:
-                continue
-            pixels, valid = read_cells(open_stored_scene(record), grid, np.array(inside),
-                                       margin_px=MARGIN_PX, bands=bands)
-            for i, cell_id in enumerate(inside):
-                if valid[i] >= min_valid_fraction:
-                    kept_pixels.append(pixels[i])
-                    kept_rows.append(pending.pop(cell_id))
-    return _as_patches(kept_pixels, kept_rows, len(label_rows), grid, bands, hard_negatives)
+        if not store.scenes(year):
+            continue
+        ids = np.array([int(r["cell_id"]) for r in rows], dtype=np.int64)
+        pixels, valid = year_mosaic(settings, year).read_cells(ids, margin_px=MARGIN_PX,
+                                                              bands=bands)
+        for i, row in enumerate(rows):
+            if valid[i] >= min_valid_fraction:
+                kept_pixels.append(pixels[i])
+                kept_rows.append(row)
+    return _as_patches(kept_pixels, kept_rows, len(label_rows), settings.grid, bands,
+                       hard_negatives)
 
 
 def _as_patches(
@@ -220,7 +216,7 @@ def train_model(
     bands = tuple(bands) if bands else (tuple(parent["bands"]) if parent
                                         else default_bands(store, label_years))
     patches = collect_patches(
-        store, settings.grid, rows, bands, min_valid_fraction=settings.MIN_VALID_FRACTION,
+        store, settings, rows, bands, min_valid_fraction=settings.MIN_VALID_FRACTION,
         hard_negatives=hard_negative_keys(store, parent),
     )
     version = store.next_model_version()

@@ -1,6 +1,7 @@
 """Fixtures for the web-app and review-service tests: a real SQLite database built through the
 Store, with two yearly 12-band GeoTIFF scenes (written by rasterio directly in the grid CRS,
-EPSG:6933, aligned to the 1-km grid), one active model and scores of varied uncertainty."""
+EPSG:6933, aligned to the 1-km grid) ingested into the imagery store, one active model and
+scores of varied uncertainty."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from affine import Affine
 from db.store import Store
 from imagery.bands import SEED_BANDS
 from imagery.grid import CellGrid
-from imagery.scene import open_scene
-from imagery.thumbnails import compute_stretch
+from pipeline.ingest import ingest_files
+from pipeline.settings import load_settings
 
 #: Top-left cell of the test territory (near Jagersfontein, South Africa) and its size in cells.
 ROW0, COL0 = 10_948, 19_815
@@ -34,10 +35,11 @@ TAILINGS = np.array([1800, 2000, 2300, 2600, 2800, 2900, 3000, 3100, 3200, 3200,
 
 @dataclass(frozen=True)
 class ReviewDb:
-    """A built test database: its file, scenes and the cells with their 2021 scores."""
+    """A built test database: its file, its imagery store folder (``DATA_DIR/imagery``) and the
+    cells with their 2021 scores."""
 
     database: Path
-    scene_paths: dict[int, Path]
+    imagery: Path
     cell_ids: list[int]
     scores: dict[int, tuple[float, float]]  # cell_id -> (score, uncertainty), same both years
 
@@ -74,35 +76,28 @@ def write_scene(path: Path, grid: CellGrid, seed: int) -> Path:
 
 
 def build_review_db(root: Path) -> ReviewDb:
-    """Write the scenes and the database under ``root``."""
-    grid = CellGrid()
-    database = root / "minewatch.db"
+    """Write the scenes, ingest them into the store under ``root`` and fill the database."""
+    settings = load_settings({"DATA_DIR": str(root)}, environ={})
+    grid = settings.grid
+    database = settings.database_path
     rows, cols = np.meshgrid(np.arange(ROW0, ROW0 + N_ROWS), np.arange(COL0, COL0 + N_COLS),
                              indexing="ij")
     ids = np.asarray(grid.cell_id(rows, cols)).ravel()
-    lon, lat = grid.cell_centres_lonlat(ids)
-    scene_paths: dict[int, Path] = {}
     scores: dict[int, tuple[float, float]] = {}
     with Store(database) as store:
-        store.add_cells((int(i), int(i) // 100_000, int(i) % 100_000, float(lo), float(la))
-                        for i, lo, la in zip(ids, lon, lat, strict=True))
         store.add_model({"version": "m0001", "parent": None, "path": "models/m0001.keras",
                          "bands": list(SEED_BANDS), "threshold": THRESHOLD, "metrics": METRICS,
                          "training": {"seed": 10}}, activate=True)
         for year in YEARS:
             path = write_scene(root / "scenes" / f"scene_{year}.tif", grid, seed=year)
-            scene_paths[year] = path
-            stretch = compute_stretch(open_scene(path))
-            scene_id = store.add_scene({
-                "year": year, "name": path.name, "paths": [str(path)], "bands": list(SEED_BANDS),
-                "crs": grid.crs, "row0": ROW0, "row1": ROW0 + N_ROWS, "col0": COL0,
-                "col1": COL0 + N_COLS, "stretch": stretch, "synthetic": 1})
+            scene_id = ingest_files(store, settings, [path], year).scene["id"]
+            store.db.execute("UPDATE scenes SET synthetic = 1 WHERE id = ?", [scene_id])
             values = [cell_score(i) for i in range(len(ids))]
             scores = {int(c): v for c, v in zip(ids, values, strict=True)}
             store.write_scores(year, "m0001", scene_id, [int(i) for i in ids],
                                [v[0] for v in values], [v[1] for v in values],
                                [1.0] * len(ids))
-    return ReviewDb(database, scene_paths, [int(i) for i in ids], scores)
+    return ReviewDb(database, root / "imagery", [int(i) for i in ids], scores)
 
 
 @pytest.fixture(scope="session")
@@ -113,10 +108,12 @@ def review_template(tmp_path_factory: pytest.TempPathFactory) -> ReviewDb:
 
 @pytest.fixture
 def review_db(tmp_path: Path, review_template: ReviewDb) -> ReviewDb:
-    """A private copy of the template database (the scenes are shared, read-only)."""
+    """A private copy of the template database; its imagery store is shared, read-only, through
+    a link at ``tmp_path/imagery`` (``tmp_path`` is the DATA_DIR of ``app_config``)."""
     database = tmp_path / "minewatch.db"
     shutil.copy(review_template.database, database)
-    return ReviewDb(database, review_template.scene_paths, review_template.cell_ids,
+    (tmp_path / "imagery").symlink_to(review_template.imagery, target_is_directory=True)
+    return ReviewDb(database, tmp_path / "imagery", review_template.cell_ids,
                     review_template.scores)
 
 

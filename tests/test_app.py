@@ -39,7 +39,8 @@ def test_overview_shows_scenes_model_and_histograms(client) -> None:
     html = client.get("/").get_data(as_text=True)
     assert "synthetic demo data — generated, not real imagery" in html
     assert "64 <span>cells" in html
-    assert "scene_2020.tif" in html and "scene_2021.tif" in html
+    assert "2020 mosaic" in html and "2021 mosaic" in html
+    assert "1 file: scene_2020.tif" in html and "1 file: scene_2021.tif" in html
     assert "m0001" in html and "0.81" in html and "0.79" in html  # precision, AP
     assert html.count('<svg class="chart histogram"') == 2
     assert "predicted mines" in html

@@ -35,7 +35,8 @@ def test_ingest_train_score_cycle(runner, tmp_path):
     data = tmp_path / "instance"
     result = invoke(runner, data, "ingest", territory.scene, "--year", 2021)
     assert result.exit_code == 0, result.output
-    assert "scene.tif: 2021, bands B1,B2" in result.output
+    assert "2021: 1 file(s) warped into" in result.output
+    assert "mosaic bands B1,B2" in result.output
     result = invoke(runner, data, "train", "--mines", territory.mines, "--year", 2021)
     assert result.exit_code == 0, result.output
     assert "Seed labels 2021 from mines.geojson" in result.output and "m0001 (active)" in result.output
@@ -57,7 +58,7 @@ def test_ingest_train_score_cycle(runner, tmp_path):
         (["ingest", "{tmp}/zero.tif", "--year", "2021"], "zero.tif"),
         (["ingest", "{scene}", "--year", "2021", "--bands", "B2,B3"], "band"),
         (["ingest", "{scene}", "--year", "2021", "--bands", "B2,B2"], "repeats B2"),
-        (["train", "--mines", "{mines}", "--year", "2019"], "no scene for 2019"),
+        (["train", "--mines", "{mines}", "--year", "2019"], "no imagery for 2019"),
         (["train"], "no training labels"),
         (["score"], "no active model"),
     ],
@@ -115,3 +116,20 @@ def test_earth_engine_without_an_account_is_one_line(tmp_path):
     result = runner.invoke(cli, ["ee-export", "--region", str(region), "--year", "2021"])
     assert result.exit_code == 1 and "Earth Engine is not available" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_ingest_several_files_of_two_utm_zones_into_one_mosaic(runner, tmp_path):
+    from tests.test_ingest import two_zone_files
+
+    files = two_zone_files(tmp_path / "src")
+    data = tmp_path / "instance"
+    result = invoke(runner, data, "ingest", *files, "--year", 2021)
+    assert result.exit_code == 0, result.output
+    assert "2021: 3 file(s) warped into" in result.output and "km²" in result.output
+    broken = tmp_path / "src" / "broken.tif"
+    broken.write_bytes(files[0].read_bytes()[:3000])
+    result = invoke(runner, data, "ingest", files[0], broken, "--year", 2021)
+    assert result.exit_code == 1 and "broken.tif" in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("Error")]) == 1
+    with Store(data / "minewatch.db") as store:
+        assert len(store.scenes(2021)) == 1 and len(store.scene_files(2021)) == 3

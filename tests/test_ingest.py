@@ -9,7 +9,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-import pipeline.ingest as ingest_module
+import imagery.store as store_module
 from db.store import Store
 from imagery.bands import SEED_BANDS
 from imagery.scene import SceneError
@@ -192,13 +192,13 @@ def test_a_corrupt_file_found_mid_call_leaves_store_and_database_unchanged(
 def test_a_rerun_after_an_interrupted_call_resumes(store, settings, tmp_path, monkeypatch):
     source = write_utm(tmp_path / "wide.tif", "EPSG:32735", 25.0, -29.0, 24, 6)
     warps: list[int] = []
-    real = ingest_module.read_pixels
+    real = store_module.read_pixels
 
     def counting(*args, **kwargs):
         warps.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_module, "read_pixels", counting)
+    monkeypatch.setattr(store_module, "read_pixels", counting)
 
     class Killed(Exception):
         pass

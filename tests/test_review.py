@@ -7,9 +7,12 @@ import shutil
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from db.store import Store
+from imagery.store import open_year
+from imagery.thumbnails import render_view
 from pipeline import review as service
 from pipeline.settings import load_settings
 from tests.concurrency import run_together
@@ -182,14 +185,11 @@ def test_unknown_cell_or_year(store) -> None:
         service.require_cell_year(store, cell, 1999)
 
 
-def test_thumbnail_rendered_once_then_served_from_cache(store, review_db, tmp_path) -> None:
-    copy = tmp_path / "copy.tif"
-    shutil.copy(review_db.scene_paths[2021], copy)
-    original = store.scenes(2021)[0]
-    store.add_scene({**{k: original[k] for k in ("year", "bands", "crs", "row0", "row1", "col0",
-                                                  "col1", "stretch", "synthetic")},
-                     "name": "copy.tif", "paths": [str(copy)]})
-    settings = load_settings({"DATA_DIR": str(tmp_path), "THUMBNAIL_DIR": str(tmp_path / "t")})
+def test_thumbnail_rendered_once_from_the_store_then_served_from_cache(
+        store, review_db, tmp_path) -> None:
+    data_dir = tmp_path / "own"
+    shutil.copytree(review_db.imagery, data_dir / "imagery")
+    settings = load_settings({"DATA_DIR": str(data_dir), "THUMBNAIL_DIR": str(tmp_path / "t")})
     cell = review_db.cell_ids[9]
     path, key = service.thumbnail_path(store, settings, cell, 2021, "rgb", "cell")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -198,10 +198,16 @@ def test_thumbnail_rendered_once_then_served_from_cache(store, review_db, tmp_pa
     assert Image.open(path).size == (400, 400)
     context, _ = service.thumbnail_path(store, settings, cell, 2021, "false", "context")
     assert Image.open(context).size == (300, 300)
-    copy.unlink()
-    service._stored_scene.cache_clear()
+    # the picture shows the stored pixels: its mean colour follows the mosaic's cell
+    mosaic = open_year(data_dir, settings.grid, 2021)
+    r, c = settings.grid.cell_pixel_origin(cell)
+    pixels, _ = mosaic.read(r, c, settings.grid.cell_px, settings.grid.cell_px, ["B4", "B3", "B2"])
+    stretch = store.scenes(2021)[0]["stretch"]
+    expected = render_view(pixels, ("B4", "B3", "B2"), "rgb", stretch, size=400)
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(expected))
+    shutil.rmtree(data_dir / "imagery" / "2021")
     again, again_key = service.thumbnail_path(store, settings, cell, 2021, "rgb", "cell")
-    assert (again, again_key) == (path, key)
+    assert (again, again_key) == (path, key)  # a hit does not touch the store
     with pytest.raises(service.NotFoundError, match="cannot be read"):
         service.thumbnail_path(store, settings, review_db.cell_ids[10], 2021, "rgb", "cell")
     with pytest.raises(service.NotFoundError, match="no scene of 1999"):

@@ -10,16 +10,12 @@ import pytest
 from affine import Affine
 from pyproj import Transformer
 
-import imagery.scene as scene_module
 from imagery.bands import L1C_BANDS, SEED_BANDS, BandMismatchError
-from imagery.grid import CellGrid, CellRange
+from imagery.grid import CellGrid
 from imagery.scene import (
     Scene,
     SceneError,
-    iter_tiles,
-    n_tiles,
     open_scene,
-    read_cells,
     read_pixels,
     scene_cells,
     scene_grid_bounds,
@@ -186,7 +182,7 @@ def test_scene_in_lonlat_lands_in_the_right_cells(make_geotiff, grid):
     assert minx < maxx and miny < maxy
     cells = scene_cells(scene, grid)
     ids = grid.cell_ids_in(cells)
-    pixels, fraction = read_cells(scene, grid, ids, margin_px=0)
+    pixels, fraction = cell_reads(scene, grid, ids, margin_px=0)
     seen = {1000: 0, 3000: 0}
     for cell_id, cell_pixels, frac in zip(ids, pixels, fraction, strict=True):
         lon0, lat0, lon1, lat1 = grid.cell_polygon_lonlat(int(cell_id)).bounds
@@ -222,6 +218,21 @@ def test_float_reflectance_is_scaled_to_dn(make_geotiff, grid):
     assert open_scene(dn_floats).dn_scale == 1.0
     with pytest.raises(SceneError, match=r"dnf\.tif: float data where uint16 is declared"):
         open_scene(dn_floats, expect_dtype="uint16")
+
+
+def cell_reads(scene: Scene, grid: CellGrid, cell_ids, *, margin_px: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell warped with ``margin_px`` of context: (N, side, side, B) pixels and the (N,)
+    valid fraction of each cell's interior."""
+    cp = grid.cell_px
+    side = cp + 2 * margin_px
+    pixels, fraction = [], []
+    for cell_id in cell_ids:
+        r, c = grid.cell_pixel_origin(int(cell_id))
+        cell, valid = read_pixels(scene, grid, r - margin_px, c - margin_px, side, side)
+        pixels.append(cell)
+        fraction.append(valid[margin_px:margin_px + cp, margin_px:margin_px + cp].mean())
+    return np.stack(pixels), np.array(fraction)
 
 
 # every SceneError --------------------------------------------------------------------------------
@@ -313,7 +324,7 @@ def test_nodata_and_partial_coverage(make_geotiff, grid):
     assert scene.nodata == (0.0,)
     ids = [grid.cell_id(row, col), grid.cell_id(row, col + 1), grid.cell_id(row, col + 2),
            grid.cell_id(row + 1, col)]
-    _, fraction = read_cells(scene, grid, ids, margin_px=4)
+    _, fraction = cell_reads(scene, grid, ids, margin_px=4)
     assert fraction[0] == pytest.approx(0.5, abs=0.03)
     assert fraction[1] == pytest.approx(1.0)
     assert fraction[2] == 0.0 and fraction[3] == 0.0
@@ -322,83 +333,9 @@ def test_nodata_and_partial_coverage(make_geotiff, grid):
     half = make_geotiff("half.tif", np.full((1, cp, cp // 2), 700, np.uint16), crs=grid.crs,
                         descriptions=["B4"],
                         transform=grid.pixel_transform(row * cp, col * cp))
-    pixels, fraction = read_cells(open_scene(half), grid, [grid.cell_id(row, col)], margin_px=0)
+    pixels, fraction = cell_reads(open_scene(half), grid, [grid.cell_id(row, col)], margin_px=0)
     assert fraction[0] == pytest.approx(0.5, abs=0.02)
     assert np.nanmean(pixels) == pytest.approx(700.0, abs=0.01)
-
-
-def test_iter_tiles_covers_every_cell_once_with_margins(make_geotiff, rng, grid):
-    cp = grid.cell_px
-    data = random_dn(rng, 2, 5 * cp - 30, 3 * cp + 40)
-    path, pr, pc = aligned_scene(make_geotiff, grid, data, descriptions=["B8", "B12"])
-    scene = open_scene(path)
-    cells = scene_cells(scene, grid)
-    assert (cells.n_rows, cells.n_cols) == (5, 4)
-    tiles = list(iter_tiles(scene, grid, tile_cells=2, margin_px=7))
-    assert len(tiles) == n_tiles(scene, grid, tile_cells=2) == 3 * 2
-    seen: list[int] = []
-    for tile in tiles:
-        assert tile.margin_px == 7
-        assert tile.pixels.shape == (tile.cells.n_rows * cp + 14, tile.cells.n_cols * cp + 14, 2)
-        assert tile.valid.shape == tile.pixels.shape[:2]
-        seen.extend(grid.cell_ids_in(tile.cells).tolist())
-        top, left = tile.cells.row0 * cp - 7, tile.cells.col0 * cp - 7
-        expected, expected_valid = read_pixels(scene, grid, top, left, *tile.valid.shape)
-        np.testing.assert_array_equal(tile.valid, expected_valid)
-        np.testing.assert_allclose(tile.pixels, expected, equal_nan=True)
-        interior, interior_valid = tile.interior
-        assert interior.shape == (tile.cells.n_rows * cp, tile.cells.n_cols * cp, 2)
-        assert tile.transform(grid) == grid.pixel_transform(top, left)
-    assert sorted(seen) == sorted(grid.cell_ids_in(cells).tolist())
-    assert len(seen) == len(set(seen))
-    # an edge tile is smaller, and a margin reaches into the neighbouring tile's real pixels
-    assert tiles[-1].cells.n_rows == 1
-    second = tiles[1]
-    assert second.valid[7:107, :7].all()
-    # a chosen range and a band subset
-    only = list(iter_tiles(scene, grid, tile_cells=8, margin_px=0, bands=["B12"],
-                           cells=CellRange(cells.row0, cells.row0 + 1, cells.col0,
-                                           cells.col0 + 1)))
-    assert len(only) == 1 and only[0].pixels.shape == (cp, cp, 1)
-    np.testing.assert_allclose(only[0].pixels[..., 0], data[1, :cp, :cp], atol=0.01)
-
-
-def test_read_cells_matches_read_pixels_and_groups_reads(make_geotiff, rng, grid, monkeypatch):
-    cp = grid.cell_px
-    block = scene_module.READ_BLOCK_CELLS
-    row, col = base_cell(grid)
-    offset = (-row % block, -col % block)  # anchor the scene on a block corner
-    row, col = row + offset[0], col + offset[1]
-    data = random_dn(rng, 3, 3 * cp, 3 * cp)
-    path, pr, pc = aligned_scene(make_geotiff, grid, data, descriptions=["B2", "B3", "B4"],
-                                 cell_offset=offset)
-    scene = open_scene(path)
-    ids = [grid.cell_id(row + 1, col + 1), grid.cell_id(row, col), grid.cell_id(row + 2, col),
-           grid.cell_id(row + 40, col + 40)]
-    calls = []
-    original = scene_module.read_pixels
-
-    def counting(*args, **kwargs):
-        calls.append(args[2:6])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(scene_module, "read_pixels", counting)
-    pixels, fraction = read_cells(scene, grid, ids, margin_px=5, bands=["B4", "B2"])
-    assert pixels.shape == (4, cp + 10, cp + 10, 2)
-    assert fraction.dtype == np.float32
-    # the three clustered cells share one read (their 3 x 2-cell rectangle); the far one
-    # has its own
-    assert len(calls) == 2
-    assert (3 * cp + 10, 2 * cp + 10) in [call[2:] for call in calls]
-    for i, cell_id in enumerate(ids):
-        r0, c0 = grid.cell_pixel_origin(cell_id)
-        expected, valid = original(scene, grid, r0 - 5, c0 - 5, cp + 10, cp + 10,
-                                   bands=["B4", "B2"])
-        np.testing.assert_allclose(pixels[i], expected, equal_nan=True)
-        assert fraction[i] == pytest.approx(valid[5:-5, 5:-5].mean())
-    assert fraction[:3].tolist() == [1.0, 1.0, 1.0] and fraction[3] == 0.0
-    empty, empty_fraction = read_cells(scene, grid, [], margin_px=2)
-    assert empty.shape == (0, cp + 4, cp + 4, 3) and empty_fraction.shape == (0,)
 
 
 # the real data in ../shared/data ----------------------------------------------------------------
@@ -418,8 +355,8 @@ def test_real_virginia_scene(grid):
     assert (0, 11) not in stack.band_sources
     cells = scene_cells(native, grid)
     centre = grid.cell_id((cells.row0 + cells.row1) // 2, (cells.col0 + cells.col1) // 2)
-    from_native, fraction = read_cells(native, grid, [centre], margin_px=0)
-    from_stack, _ = read_cells(stack, grid, [centre], margin_px=0)
+    from_native, fraction = cell_reads(native, grid, [centre], margin_px=0)
+    from_stack, _ = cell_reads(stack, grid, [centre], margin_px=0)
     assert from_native.shape == (1, 100, 100, 12) and fraction[0] == 1.0
     assert 100 < float(np.nanmedian(from_native[..., 3])) < 5000
     # the 20 m stack is the same scene: band medians agree closely
@@ -438,7 +375,7 @@ def test_real_brazil_patch(grid):
     cells = scene_cells(scene, grid)
     assert 9 <= cells.n_cells <= 36
     ids = grid.cell_ids_in(cells)
-    pixels, fraction = read_cells(scene, grid, ids, margin_px=0)
+    pixels, fraction = cell_reads(scene, grid, ids, margin_px=0)
     assert fraction.max() == 1.0
     best = int(np.argmax(fraction))
     assert 0 < float(np.nanmedian(pixels[best])) < 10000

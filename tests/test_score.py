@@ -1,4 +1,5 @@
-"""Tests for model.score: tiles, whole scenes (real GeoTIFFs), seams, coverage, MC dropout."""
+"""Tests for model.score: tiles, whole year mosaics (real GeoTIFFs warped into a store), seams,
+coverage, MC dropout."""
 
 from __future__ import annotations
 
@@ -6,11 +7,21 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 
-import imagery.scene as scene_module
-import model.score as score_module
 from imagery.bands import SEED_BANDS, BandMismatchError
 from imagery.grid import CellGrid, CellRange
-from imagery.scene import Tile, open_scene, scene_cells
+from imagery.scene import Scene, Tile, open_scene, scene_cells
+from imagery.store import (
+    BLOCK_CELLS,
+    YearMosaic,
+    block_name,
+    block_valid_cells,
+    blocks_covering,
+    ids_range,
+    open_year,
+    warp_into_block,
+    write_block,
+    write_manifest,
+)
 from model.bundle import ModelBundle
 from model.fcn import MARGIN_PX, build_fcn
 from model.score import CellScores, mc_dropout_scores, patch_scores, score_scene, score_tile
@@ -68,6 +79,21 @@ def write_scene(make_geotiff, rng, grid: CellGrid, *, km: int, aligned: bool,
     return open_scene(path)
 
 
+def as_mosaic(scene: Scene, grid: CellGrid, data_dir) -> YearMosaic:
+    """The scene warped into a 2021 mosaic under ``data_dir`` (ingest without the database)."""
+    root = data_dir / "imagery" / "2021"
+    side = BLOCK_CELLS * grid.cell_px
+    ids = []
+    for block in blocks_covering(scene_cells(scene, grid)):
+        data = warp_into_block(np.zeros((side, side, len(scene.bands)), np.uint16), [scene], grid,
+                               block, scene.bands)
+        if data.any():
+            write_block(root / block_name(block), grid, block, data, scene.bands)
+            ids.append(block_valid_cells(root / block_name(block), grid, block))
+    write_manifest(root, grid, scene.bands, ids_range(grid, np.concatenate(ids)))
+    return open_year(data_dir, grid, 2021)
+
+
 def fake_tile(rng, cells: CellRange, cp: int, bands: int, margin=MARGIN_PX) -> Tile:
     h, w = cells.n_rows * cp + 2 * margin, cells.n_cols * cp + 2 * margin
     pixels = rng.uniform(200, 3000, size=(h, w, bands)).astype(np.float32)
@@ -106,70 +132,79 @@ def test_low_coverage_cells_get_nan(coarse_grid):
     assert np.all(np.isfinite(result.scores[1:]))
 
 
-def test_score_scene_with_a_fake_tile_iterator(monkeypatch, coarse_grid):
+def test_score_scene_with_a_fake_tile_iterator(coarse_grid):
     rng = np.random.default_rng(2)
     bundle = make_bundle()
     tiles = [fake_tile(rng, CellRange(0, 2, 0, 3), 20, 3), fake_tile(rng, CellRange(2, 3, 0, 3), 20, 3)]
     seen = {}
 
-    def fake_iter_tiles(scene, grid, *, tile_cells, margin_px, bands=None, cells=None):
-        seen.update(tile_cells=tile_cells, margin_px=margin_px, bands=tuple(bands))
-        yield from tiles
-
-    class FakeScene:
+    class FakeMosaic:
         bands = SEED_BANDS
 
-    monkeypatch.setattr(score_module, "iter_tiles", fake_iter_tiles)
+        def iter_tiles(self, *, tile_cells, margin_px, bands=None, cells=None):
+            seen.update(tile_cells=tile_cells, margin_px=margin_px, bands=tuple(bands))
+            yield from tiles
+
     done = []
-    parts = list(score_scene(bundle, FakeScene(), coarse_grid, tile_cells=5, progress=done.append))
+    parts = list(score_scene(bundle, FakeMosaic(), coarse_grid, tile_cells=5,
+                             progress=done.append))
     assert seen == {"tile_cells": 5, "margin_px": MARGIN_PX, "bands": BANDS3}
     assert [len(p) for p in parts] == [6, 3] and done == [6.0, 3.0]
     assert len(CellScores.concat(parts)) == 9
 
 
-# real GeoTIFFs -----------------------------------------------------------------------------------
-def test_twelve_band_scene_scored_by_three_band_model(make_geotiff, coarse_grid):
+# real GeoTIFFs, warped into a store --------------------------------------------------------------
+def test_twelve_band_mosaic_scored_by_three_band_model(make_geotiff, coarse_grid, tmp_path):
     rng = np.random.default_rng(3)
     scene = write_scene(make_geotiff, rng, coarse_grid, km=6, aligned=True)
     assert scene.bands == SEED_BANDS
+    mosaic = as_mosaic(scene, coarse_grid, tmp_path)
     bundle = make_bundle(BANDS3)
     done = []
-    result = CellScores.concat(list(score_scene(bundle, scene, coarse_grid, tile_cells=4,
+    result = CellScores.concat(list(score_scene(bundle, mosaic, coarse_grid, tile_cells=4,
                                                 progress=done.append)))
     cells = scene_cells(scene, coarse_grid)
-    assert len(result) == cells.n_cells == len(np.unique(result.cell_ids))
-    assert sum(done) == pytest.approx(cells.n_cells)
+    assert len(result) == len(mosaic.blocks()) * BLOCK_CELLS ** 2 == len(np.unique(result.cell_ids))
+    assert sum(done) == pytest.approx(len(result))
+    assert set(result.cell_ids[result.valid_fraction > 0]) <= set(coarse_grid.cell_ids_in(cells))
     inside = result.valid_fraction >= 0.5
     assert inside.sum() >= 16
     assert np.all(np.isfinite(result.scores[inside])) and np.all(np.isnan(result.scores[~inside]))
     # the same cells, read as patches in the model's bands by name, score the same
     ids = result.cell_ids[inside][:5]
-    patches, _ = scene_module.read_cells(scene, coarse_grid, ids, margin_px=MARGIN_PX,
-                                         bands=BANDS3)
+    patches, _ = mosaic.read_cells(ids, margin_px=MARGIN_PX, bands=BANDS3)
     np.testing.assert_allclose(patch_scores(bundle, patches), result.scores[inside][:5],
                                atol=1e-5)
-    # a model that needs a band this scene cannot provide (B10 is always dropped)
+    # a model that needs a band this mosaic cannot provide (B10 is always dropped)
     needs_b10 = make_bundle(("B2", "B3"))
     needs_b10.bands = ("B2", "B10")
     with pytest.raises(BandMismatchError, match="B2, B10 but the scene has B1, B2"):
-        next(score_scene(needs_b10, scene, coarse_grid))
+        next(score_scene(needs_b10, mosaic, coarse_grid))
 
 
-def test_utm_scene_is_scored_whole(make_geotiff, coarse_grid):
+def test_utm_scene_is_scored_whole(make_geotiff, coarse_grid, tmp_path):
     rng = np.random.default_rng(6)
     scene = write_scene(make_geotiff, rng, coarse_grid, km=8, aligned=False)
-    result = CellScores.concat(list(score_scene(make_bundle(), scene, coarse_grid, tile_cells=3)))
-    assert len(result) == scene_cells(scene, coarse_grid).n_cells
+    mosaic = as_mosaic(scene, coarse_grid, tmp_path)
+    result = CellScores.concat(list(score_scene(make_bundle(), mosaic, coarse_grid,
+                                                tile_cells=3)))
+    held = result.cell_ids[result.valid_fraction > 0]
+    assert set(held) <= set(coarse_grid.cell_ids_in(scene_cells(scene, coarse_grid)))
     full = result.valid_fraction == 1.0
     assert full.sum() >= 25 and np.all(np.isfinite(result.scores[full]))
 
 
-def test_tiling_invariance_8_vs_64_cells(make_geotiff, coarse_grid):
+def test_tiling_invariance_8_vs_64_cells(make_geotiff, coarse_grid, tmp_path):
     rng = np.random.default_rng(4)
     scene = write_scene(make_geotiff, rng, coarse_grid, km=20, aligned=True, nodata_hole=True)
+    mosaic = as_mosaic(scene, coarse_grid, tmp_path)
+    assert len(mosaic.blocks()) > 1  # 64-cell tiles read across block files
     bundle = make_bundle(BANDS3)
-    small = CellScores.concat(list(score_scene(bundle, scene, coarse_grid, tile_cells=8)))
-    large = CellScores.concat(list(score_scene(bundle, scene, coarse_grid, tile_cells=64)))
+    cells = mosaic.cell_range()
+    small = CellScores.concat(list(score_scene(bundle, mosaic, coarse_grid, tile_cells=8,
+                                               cells=cells)))
+    large = CellScores.concat(list(score_scene(bundle, mosaic, coarse_grid, tile_cells=64,
+                                               cells=cells)))
     order_s, order_l = np.argsort(small.cell_ids), np.argsort(large.cell_ids)
     np.testing.assert_array_equal(small.cell_ids[order_s], large.cell_ids[order_l])
     np.testing.assert_array_equal(small.valid_fraction[order_s], large.valid_fraction[order_l])

@@ -9,15 +9,23 @@ import pytest
 from PIL import Image
 
 from imagery.bands import BandMismatchError
-from imagery.grid import CellGrid
-from imagery.scene import SceneError, open_scene, scene_cells
+from imagery.grid import CellGrid, CellRange
+from imagery.store import (
+    BLOCK_CELLS,
+    MosaicError,
+    YearMosaic,
+    block_name,
+    open_year,
+    write_block,
+    write_manifest,
+)
 from imagery.thumbnails import (
     INVALID_RGB,
     OUTLINE_RGB,
     ThumbnailCache,
-    compute_stretch,
     render_context,
     render_view,
+    stretch_of,
 )
 
 SHARED_DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
@@ -26,34 +34,48 @@ STRETCH = {"B2": (0.0, 1000.0), "B3": (0.0, 1000.0), "B4": (0.0, 2000.0),
            "B8A": (1000.0, 3000.0), "B12": (500.0, 1500.0)}
 
 
-def grid_scene(make_geotiff, grid: CellGrid, array: np.ndarray, bands, name="scene.tif"):
-    """A scene in the grid CRS, on grid pixels, whose top-left cell is (row, col); returns both."""
-    row, col = (int(v) for v in grid.row_col(grid.cell_at_lonlat(25.4, -29.8)))
-    path = make_geotiff(name, array, crs=grid.crs, descriptions=list(bands),
-                        transform=grid.pixel_transform(row * grid.cell_px, col * grid.cell_px))
-    return path, row, col
+def grid_mosaic(data_dir: Path, grid: CellGrid, array: np.ndarray, bands,
+                at: tuple[float, float] = (25.4, -29.8)) -> tuple[YearMosaic, int, int]:
+    """A 2021 mosaic holding ``array`` (B, H, W) from the top-left of the store block that holds
+    lon/lat ``at`` (Jagersfontein); returns it and the block's top-left cell (row, col)."""
+    row, col = (int(v) // BLOCK_CELLS * BLOCK_CELLS
+                for v in grid.row_col(grid.cell_at_lonlat(*at)))
+    block = CellRange(row, row + BLOCK_CELLS, col, col + BLOCK_CELLS)
+    side = BLOCK_CELLS * grid.cell_px
+    data = np.zeros((side, side, len(bands)), np.uint16)
+    data[:array.shape[1], :array.shape[2]] = np.moveaxis(array, 0, -1)
+    root = data_dir / "imagery" / "2021"
+    write_block(root / block_name(block), grid, block, data, bands)
+    write_manifest(root, grid, bands, block)
+    return open_year(data_dir, grid, 2021), row, col
 
 
 def constant_pixels(values: dict[str, float], shape=(10, 12)) -> np.ndarray:
     return np.stack([np.full(shape, values[b], np.float32) for b in FIVE], axis=-1)
 
 
-def test_compute_stretch_percentiles_skip_missing_bands_and_fill(make_geotiff, grid):
-    values = np.arange(1, 10_001, dtype=np.uint16).reshape(100, 100)
+def test_stretch_of_percentiles_skip_nan_and_fill():
+    values = np.arange(1, 10_001, dtype=np.float32)
     red = values.copy()
-    red[:10] = 0  # fill value, ignored
-    path, _, _ = grid_scene(make_geotiff, grid, np.stack([values, values * 0 + 700, red]),
-                            ("B2", "B3", "B4"))
-    stretch = compute_stretch(open_scene(path))
-    assert set(stretch) == {"B2", "B3", "B4"}  # B12 and B8A are skipped
+    red[:1000] = 0  # fill value, ignored
+    stretch = stretch_of({"B2": values, "B3": np.full(50, 700.0), "B4": red,
+                          "B8A": np.full(5, np.nan)})
     assert stretch["B2"][0] == pytest.approx(np.percentile(values, 2), abs=1)
     assert stretch["B2"][1] == pytest.approx(np.percentile(values, 98), abs=1)
     assert stretch["B3"] == (700.0, 701.0)  # a flat band still gets high > low
-    assert stretch["B4"][0] == pytest.approx(np.percentile(values[10:], 2), abs=1)
-    # a decimated read gives nearly the same numbers
-    small = compute_stretch(open_scene(path), bands=("B2",), percentiles=(10, 90), max_px=25)
-    assert small["B2"][0] == pytest.approx(1000, rel=0.1)
-    assert small["B2"][1] == pytest.approx(9000, rel=0.1)
+    assert stretch["B4"][0] == pytest.approx(np.percentile(values[1000:], 2), abs=1)
+    assert stretch["B8A"] == (0.0, 3000.0)  # no valid value: the fallback
+    assert stretch_of({"B2": values}, percentiles=(10, 90))["B2"] == pytest.approx(
+        (1000.9, 9000.1), abs=1)
+
+
+def test_a_mosaic_sample_gives_the_stretch_of_the_whole(tmp_path, grid, rng):
+    values = rng.integers(1, 10_000, size=(300, 300)).astype(np.uint16)
+    mosaic, _, _ = grid_mosaic(tmp_path, grid, np.stack([values, values]), ("B2", "B3"))
+    sample = mosaic.sample(("B2", "B4"), step_px=4)
+    assert set(sample) == {"B2"} and 0 < sample["B2"].size < values.size  # B4 is skipped
+    full = stretch_of({"B2": values.astype(np.float32)})["B2"]
+    assert stretch_of(sample)["B2"] == pytest.approx(full, abs=100)  # 1 % of the range
 
 
 def test_render_rgb_and_false_colour():
@@ -84,15 +106,15 @@ def test_invalid_pixels_are_dark_magenta():
     assert render_view(pixels, FIVE, "false", STRETCH).getpixel((3, 2)) != INVALID_RGB
 
 
-def test_three_band_scene_has_no_false_colour(make_geotiff, grid, tmp_path):
+def test_three_band_mosaic_has_no_false_colour(grid, tmp_path):
     pixels = np.full((4, 4, 3), 800, np.float32)
     assert render_view(pixels, ("B2", "B3", "B4"), "rgb", STRETCH).size == (4, 4)
     with pytest.raises(BandMismatchError, match=r"false-colour view needs bands B12, B8A, B4"):
         render_view(pixels, ("B2", "B3", "B4"), "false", STRETCH)
-    path, row, col = grid_scene(make_geotiff, grid, np.full((3, 100, 100), 800, np.uint16),
-                                ("B2", "B3", "B4"))
+    mosaic, row, col = grid_mosaic(tmp_path, grid, np.full((3, 100, 100), 800, np.uint16),
+                                   ("B2", "B3", "B4"))
     with pytest.raises(BandMismatchError, match="missing B12, B8A"):
-        ThumbnailCache(tmp_path / "cache").get(open_scene(path), grid, grid.cell_id(row, col),
+        ThumbnailCache(tmp_path / "cache").get(mosaic, grid.cell_id(row, col),
                                                key="s1", view="false", stretch=STRETCH)
 
 
@@ -110,21 +132,20 @@ def test_render_context_outlines_the_centre_cell():
     assert native.size == (300, 300) and native.getpixel((100, 150)) == OUTLINE_RGB
 
 
-def test_cache_renders_once_and_hits_without_the_scene(make_geotiff, grid, tmp_path):
+def test_cache_renders_once_from_the_store_and_hits_without_it(grid, tmp_path):
     cp = grid.cell_px
     data = np.stack([np.full((3 * cp, 3 * cp), v, np.uint16) for v in (500, 1000, 1000)])
-    path, row, col = grid_scene(make_geotiff, grid, data, ("B2", "B3", "B4"))
-    scene = open_scene(path)
+    mosaic, row, col = grid_mosaic(tmp_path, grid, data, ("B2", "B3", "B4"))
     cache = ThumbnailCache(tmp_path / "thumbs")
     centre = grid.cell_id(row + 1, col + 1)
-    stretch = compute_stretch(scene)
-    cell = cache.get(scene, grid, centre, key="scene 7", view="rgb", kind="cell",
+    stretch = stretch_of(mosaic.sample())
+    cell = cache.get(mosaic, centre, key="scene 7", view="rgb", kind="cell",
                      stretch=stretch, size=64)
     assert cell == cache.path_for("scene 7", centre, "rgb", "cell")
     assert cell.parent.name == "scene_7" and cell.suffix == ".png"
     with Image.open(cell) as image:
         assert image.size == (64, 64) and image.mode == "RGB"
-    context = cache.get(scene, grid, centre, key="scene 7", view="rgb", kind="context",
+    context = cache.get(mosaic, centre, key="scene 7", view="rgb", kind="context",
                         stretch={"B2": (0, 1000), "B3": (0, 1000), "B4": (0, 2000)})
     with Image.open(context) as image:
         assert image.size == (3 * cp, 3 * cp)
@@ -134,14 +155,16 @@ def test_cache_renders_once_and_hits_without_the_scene(make_geotiff, grid, tmp_p
     assert sorted(p.name for p in cell.parent.iterdir()) == sorted([cell.name, context.name])
 
     before = cell.stat().st_mtime_ns
-    path.unlink()  # a hit must not read the scene
-    assert cache.get(scene, grid, centre, key="scene 7", view="rgb", kind="cell",
+    for path in mosaic.root.iterdir():
+        path.unlink()  # a hit must not read the store
+    assert cache.get(mosaic, centre, key="scene 7", view="rgb", kind="cell",
                      stretch=stretch, size=64) == cell
     assert cell.stat().st_mtime_ns == before
-    with pytest.raises(SceneError, match="scene.tif: file not found"):  # a miss reads it
-        cache.get(scene, grid, centre, key="other", view="rgb", kind="cell", stretch=stretch)
-    assert not (tmp_path / "thumbs" / "other").exists() or not any(
-        (tmp_path / "thumbs" / "other").iterdir())
+    with pytest.raises(MosaicError, match="no imagery for 2021"):
+        open_year(tmp_path, grid, 2021)
+    other = cache.get(mosaic, centre, key="other", view="rgb", kind="cell", stretch=stretch)
+    with Image.open(other) as image:  # a miss reads the store: its blocks are gone
+        assert image.getpixel((5, 5)) == INVALID_RGB
 
 
 def test_cache_paths_are_validated(tmp_path):
@@ -162,14 +185,27 @@ def test_cache_paths_are_validated(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "tailings_rgb_brazil" / "img").is_dir(),
                     reason="../shared/data/tailings_rgb_brazil is absent")
 def test_real_brazil_patch_thumbnail(grid, tmp_path):
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
     path = sorted((SHARED_DATA / "tailings_rgb_brazil" / "img").glob("*.tif"))[0]
-    scene = open_scene(path)
-    stretch = compute_stretch(scene)
+    with rasterio.open(path) as src:  # warp the patch onto one store block, as ingest would
+        lon, lat = src.lnglat()
+        row, col = (int(v) // BLOCK_CELLS * BLOCK_CELLS for v in grid.row_col(
+            grid.cell_at_lonlat(lon, lat)))
+        side = BLOCK_CELLS * grid.cell_px
+        block = np.zeros((src.count, side, side), np.float32)
+        reproject(rasterio.band(src, list(range(1, src.count + 1))), block,
+                  dst_transform=grid.pixel_transform(row * grid.cell_px, col * grid.cell_px),
+                  dst_crs=grid.crs, dst_nodata=0, resampling=Resampling.bilinear)
+        bands = ("B2", "B3", "B4")[:src.count]
+    mosaic, _, _ = grid_mosaic(tmp_path, grid, block.clip(0, 10_000).astype(np.uint16), bands,
+                               at=(lon, lat))
+    stretch = stretch_of(mosaic.sample())
     assert set(stretch) == {"B2", "B3", "B4"}
     assert all(0 < low < high < 10_000 for low, high in stretch.values())
-    cells = scene_cells(scene, grid)
-    centre = grid.cell_id((cells.row0 + cells.row1) // 2, (cells.col0 + cells.col1) // 2)
-    out = ThumbnailCache(tmp_path).get(scene, grid, centre, key="brazil", view="rgb",
+    centre = grid.cell_at_lonlat(lon, lat)
+    out = ThumbnailCache(tmp_path).get(mosaic, centre, key="brazil", view="rgb",
                                        kind="context", stretch=stretch, size=240)
     with Image.open(out) as image:
         array = np.asarray(image)
