@@ -18,9 +18,10 @@ import pytest
 from db.store import Store, StoreError
 from imagery.bands import SEED_BANDS
 from imagery.grid import CellRange
-from model.bundle import ModelBundle, save_bundle
+from model.bundle import ModelBundle
 from model.fcn import MARGIN_PX, build_fcn
 from model.score import score_tile
+from pipeline.cycle import settings_environment
 from pipeline.ingest import ingest_files
 from pipeline.scoring import (
     ScoringOptions,
@@ -30,6 +31,7 @@ from pipeline.scoring import (
     year_recipe,
 )
 from pipeline.settings import load_settings
+from pipeline.training import register_model
 from tests.territory import GRASS, write_territory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,14 +46,6 @@ def tiny_bundle(version: str = "m0001", parent: str | None = None, seed: int = 0
     return ModelBundle(model=build_fcn(SEED_BANDS, mean, std, seed=seed, widths=widths),
                        version=version, parent=parent, bands=SEED_BANDS, mean=list(mean),
                        std=list(std), threshold=0.5)
-
-
-def register_model(store: Store, settings, bundle: ModelBundle, *, activate: bool) -> None:
-    """Save ``bundle`` into the installation's models folder and record it."""
-    path = save_bundle(bundle, settings.models_dir)
-    store.add_model({"version": bundle.version, "parent": bundle.parent, "path": str(path),
-                     "bands": list(bundle.bands), "threshold": bundle.threshold,
-                     "metrics": {}, "training": {}}, activate=activate)
 
 
 def installation(tmp_path: Path, name: str, scene: Path, *, widths=(4, 8, 8), **overrides):
@@ -168,8 +162,7 @@ def test_prefetch_keeps_order_and_bounds_memory(tmp_path, scene):
 
 def test_score_survives_sigkill_and_resumes_without_rewriting(tmp_path, scene):
     settings = installation(tmp_path, "killed", scene, widths=(32, 64, 64))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MINEWATCH_DATA_DIR": str(settings.data_dir),
-           **{f"MINEWATCH_{k}": str(v) for k, v in SMALL_CELLS.items()}}
+    env = {**os.environ, **settings_environment(settings), "PYTHONPATH": str(REPO)}
     command = [sys.executable, str(REPO / "run.py"), "score", "--year", "2021"]
     worker = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
