@@ -432,6 +432,12 @@ class Store:
                         [model_version, year])
         return row if row is None or row["scored"] + row["not_scored"] else None
 
+    def summarised_years(self, model_version: str) -> list[int]:
+        """Years with a kept summary for ``model_version`` (also after its scores were pruned)."""
+        return [r["year"] for r in self._rows(
+            "SELECT year FROM score_summaries WHERE model_version = ? ORDER BY year",
+            [model_version])]
+
     def prune_scores(self, model_versions: Iterable[str]) -> int:
         """Delete the score rows (and block progress) of ``model_versions``, keeping their
         per-year summaries (written first where missing). Returns the rows deleted."""

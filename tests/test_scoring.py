@@ -229,10 +229,15 @@ def test_old_models_keep_summaries_only(tmp_path, scene):
         with pytest.raises(ValueError, match="at least 1"):
             prune_old_scores(store, keep=0)
 
+        from analysis import AnalysisError
         from analysis.report import _trend
+        from analysis.status import resolve_year
 
         trend = {row["model_version"]: row["predicted"] for row in _trend(store, 2021)}
         assert trend == {v: summaries[v]["predicted_mines"] for v in versions}
+        assert store.summarised_years("m0001") == [2021] and not store.scored_years("m0001")
+        with pytest.raises(AnalysisError, match="pruned"):
+            resolve_year(store, store.model("m0001"))
 
 
 def test_options_are_checked():
