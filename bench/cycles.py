@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         with Store(settings.database_path) as store:
             t0 = time.perf_counter()
             build_demo_installation(store, settings, size_km=args.size_km)
+            store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             rows.append({"after": "demo", "seconds": round(time.perf_counter() - t0, 1),
                          "db_mib": round(database_mib(settings.database_path), 2), **state(store)})
             print(rows[-1], flush=True)
