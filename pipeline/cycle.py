@@ -146,7 +146,7 @@ def run_cycle(
     store.update_cycle(cycle_id, pid=os.getpid())
     report = CycleReporter(store, cycle_id, echo)
     try:
-        _run_stages(store, settings, cycle_id, report, runner_for)
+        version = _run_stages(store, settings, cycle_id, report, runner_for)
     except Exception as error:  # a cycle records any failure and leaves the old model active
         unfinished = store.cycle(cycle_id)["new_model"]
         if unfinished:
@@ -154,11 +154,19 @@ def run_cycle(
         store.finish_cycle(cycle_id, "failed", message=f"{type(error).__name__}: {error}")
         if echo:
             echo(f"failed: {error}", 1.0)
+        return store.cycle(cycle_id)
+    # Only once the new model is active and the cycle recorded: older versions' score rows go.
+    pruned = prune_old_scores(store, settings.KEEP_SCORED_MODELS)
+    if pruned:
+        store.update_cycle(cycle_id, message=f"{version} is active; scores of "
+                                             f"{', '.join(pruned)} kept as per-year summaries")
     return store.cycle(cycle_id)
 
 
 def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleReporter,
                 runner_for: Callable[[str], Runner] | None) -> str:
+    if settings.KEEP_SCORED_MODELS < 1:
+        raise ValueError(f"KEEP_SCORED_MODELS must be at least 1, got {settings.KEEP_SCORED_MODELS}")
     parent = store.active_model()
     previous = [c for c in store.cycles() if c["id"] < cycle_id and c["status"] == "succeeded"]
     since = previous[-1]["started_at"] if previous else None
@@ -212,13 +220,10 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
                                           progress=on_tile, runner=runner).predicted_mines
     report("activating", 1.0)
     store.activate_model(version)
-    pruned = prune_old_scores(store, settings.KEEP_SCORED_MODELS)
     store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
                        predicted_mines=predicted,
                        false_positives_found=false_positives_found(store, parent, since),
-                       message=f"{version} is active" + (
-                           f"; scores of {', '.join(pruned)} pruned to per-year summaries"
-                           if pruned else ""))
+                       message=f"{version} is active")
     return version
 
 

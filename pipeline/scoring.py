@@ -1,8 +1,8 @@
 """Score every cell of a year with a model version and store the scores, block by block.
 
 The unit of work is a block of the year's mosaic (``imagery.store.BLOCK_CELLS`` squared cells,
-aligned with the grid; no warp): it is what a reader thread reads, what the FCN scores, what one Dask task does and what
-a resumed run skips. The flow of one year::
+aligned with the grid; read without warping): it is what a reader thread reads, what the FCN
+scores, what one Dask task does and what a resumed run skips. The flow of one year::
 
     blocks not yet finished ─▶ reader thread(s), `prefetch` blocks ahead ─▶ FCN (main thread)
         ─▶ one writer (the main loop): `write_every` blocks per transaction, each block's scores
@@ -128,6 +128,7 @@ def block_key(block: CellRange) -> tuple[int, int, int, int]:
 
 
 def block_km2(block: CellRange, grid: CellGrid) -> float:
+    """Area of a block's cells in km²."""
     return block.n_cells * (grid.cell_size_m / 1000.0) ** 2
 
 
@@ -223,20 +224,19 @@ def write_blocks(store: Store, recipe: YearRecipe, version: str,
                  progress: Callable[[float], None] | None = None) -> int:
     """The one writer: store blocks' scores ``write_every`` blocks per transaction, each with its
     ``scored_blocks`` row; cells without any valid pixel get no row. Returns the rows written."""
-    scene_id = recipe.scene_id
-    batch: list[tuple[tuple[int, int, int, int], CellScores]] = []
+    batch: list[tuple[CellRange, CellScores]] = []
     written = 0
 
     def flush() -> None:
         nonlocal written
-        written += store.write_scored_blocks(recipe.year, version, scene_id, batch)
+        written += store.write_scored_blocks(recipe.year, version, recipe.scene_id,
+                                             [(block_key(b), cells) for b, cells in batch])
         if progress is not None:
-            progress(sum((k[1] - k[0]) * (k[3] - k[2]) for k, _ in batch)
-                     * (recipe.grid.cell_size_m / 1000.0) ** 2)
+            progress(sum(block_km2(b, recipe.grid) for b, _ in batch))
         batch.clear()
 
     for block, cells in results:
-        batch.append((block_key(block), with_pixels(cells)))
+        batch.append((block, with_pixels(cells)))
         if len(batch) >= write_every:
             flush()
     if batch:
