@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from db.store import Store
+from pipeline.cycle import settings_environment
 from pipeline.distributed import dask_client, dask_runner, parse_scheduler
 from pipeline.scoring import score_year, year_recipe
 from tests.territory import write_territory
-from tests.test_scoring import all_scores, installation, tiny_bundle
+from tests.test_scoring import REPO, all_scores, installation, tiny_bundle
 
 distributed = pytest.importorskip("distributed")
 
@@ -65,6 +68,23 @@ def test_a_dead_worker_has_its_blocks_redone(tmp_path, scene, client):
     done = first + rest
     assert sorted((b.row0, b.col0) for b, _ in done) == sorted((b.row0, b.col0) for b in blocks)
     assert all(np.isfinite(cells.valid_fraction).all() for _, cells in done)
+
+
+def test_cli_scores_on_a_local_cluster(tmp_path, scene):
+    local = installation(tmp_path, "local", scene)
+    remote = installation(tmp_path, "remote", scene)
+    with Store(local.database_path) as store:
+        score_year(store, local, tiny_bundle(), 2021)
+    env = {**os.environ, **settings_environment(remote), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "run.py"), "score", "--scheduler",
+                           "local:2"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2021:" in done.stdout and "cells scored by m0001" in done.stdout
+    expected, got = all_scores(local.database_path), all_scores(remote.database_path)
+    assert got.keys() == expected.keys()
+    for cell, row in expected.items():
+        assert got[cell] == pytest.approx(row, nan_ok=True, abs=1e-6)
 
 
 def test_scheduler_addresses():
