@@ -5,8 +5,9 @@ An installation keeps its imagery under ``DATA_DIR/imagery/<year>/``:
 - ``r<row0>_c<col0>.tif``: one tiled GeoTIFF per block of :data:`BLOCK_CELLS` x BLOCK_CELLS cells
   (``row0``, ``col0``: the block's first cell, multiples of BLOCK_CELLS), in the grid CRS at the
   grid's pixel size (EPSG:6933, 10 m: 1600 x 1600 px), aligned with the cells. Internal tiles of
-  4 x 4 cells (400 px), uint16 DN (reflectance x 10,000), nodata 0, :data:`COMPRESSION` with
-  horizontal predictor 2, pixel-interleaved, band descriptions = band names.
+  4 x 4 cells (400 px), uint16 DN (reflectance x 10,000), nodata 0, ZSTD level 1 with
+  horizontal predictor 2 (:data:`COMPRESSION`: it decodes fastest), pixel-interleaved, band
+  descriptions = band names.
 - ``mosaic.json``: the year's bands, block size, grid and bounding cell range.
 - ``mosaic.vrt``: a small VRT listing the block files by relative path, so one rasterio / GDAL
   dataset (QGIS, rio-tiler) reads the whole year.
@@ -51,10 +52,12 @@ BLOCK_CELLS = 16
 TILE_CELLS = 4
 #: The stored value of an invalid pixel (Sentinel-2's no-data value).
 NODATA = 0
-#: GeoTIFF compression of the blocks. ZSTD (level 9) with predictor 2 decodes about 1.4x faster
-#: than DEFLATE with predictor 2 at a similar size on 12-band Sentinel-2-like data
-#: (``bench/store_codec.py``); decoding is what scoring and thumbnails wait for.
+#: GeoTIFF compression of the blocks: ZSTD level 1 with horizontal predictor 2. Measured on the
+#: 12-band blocks of the benchmark scene (``bench/store.py --codecs``, CPU seconds per block):
+#: decoding 0.047 s (ZSTD 1) vs 0.048 s (ZSTD 9) vs 0.096 s (DEFLATE 6), writing 0.084 s vs
+#: 0.154 s vs 0.520 s, the same size. Decoding is what scoring and thumbnails wait for.
 COMPRESSION = "zstd"
+ZSTD_LEVEL = 1
 #: Sub-folder of DATA_DIR that holds the store.
 STORE_DIR = "imagery"
 #: Name of the per-year description and mosaic files.
@@ -161,19 +164,24 @@ class YearMosaic:
             return list(range(len(self.bands)))
         return select_bands(self.bands, [normalise_band_name(b) for b in bands], what="caller")
 
-    def read_raw(self, pixel_row: int, pixel_col: int, height: int, width: int,
-                 bands: Sequence[str] | None = None) -> np.ndarray:
-        """uint16 (H, W, B) stored DN of a window by global grid pixel (0 = invalid), boundless."""
+    def read(self, pixel_row: int, pixel_col: int, height: int, width: int,
+             bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 (H, W, B) DN with NaN where invalid, bool (H, W) valid) of a window.
+
+        The window starts at global grid pixel (``pixel_row``, ``pixel_col``); ``bands`` selects
+        by name, in the order given (BandMismatchError for bands the year lacks). No warp: plain
+        windowed reads of the block files the window touches; outside them pixels are invalid.
+        Each block's part is converted and interleaved in one pass; validity is read from the
+        first selected band (ingest stores all bands of a pixel as 0 or none).
+        """
         if height <= 0 or width <= 0:
             raise ValueError(f"window must be positive, got {height} x {width}")
-        picks = self._picks(bands)
-        out = np.zeros((height, width, len(picks)), dtype=np.uint16)
+        indexes = [i + 1 for i in self._picks(bands)]
+        pixels = np.empty((height, width, len(indexes)), dtype=np.float32)
+        valid = np.zeros((height, width), dtype=bool)
         side = BLOCK_CELLS * self.grid.cell_px
-        indexes = [i + 1 for i in picks]
-        for br in range(pixel_row // side, (pixel_row + height - 1) // side + 1):
-            for bc in range(pixel_col // side, (pixel_col + width - 1) // side + 1):
-                if br < 0 or bc < 0:
-                    continue
+        for br in range(max(pixel_row // side, 0), (pixel_row + height - 1) // side + 1):
+            for bc in range(max(pixel_col // side, 0), (pixel_col + width - 1) // side + 1):
                 block = CellRange(br * BLOCK_CELLS, (br + 1) * BLOCK_CELLS,
                                   bc * BLOCK_CELLS, (bc + 1) * BLOCK_CELLS)
                 path = self.block_path(block)
@@ -189,19 +197,12 @@ class YearMosaic:
                 except (RasterioError, OSError) as exc:
                     raise MosaicError(f"{self.name}: block {path.name} cannot be read ({exc})") \
                         from exc
-                out[r0 - pixel_row:r1 - pixel_row, c0 - pixel_col:c1 - pixel_col] = \
-                    np.moveaxis(data, 0, -1)
-        return out
-
-    def read(self, pixel_row: int, pixel_col: int, height: int, width: int,
-             bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 (H, W, B) DN with NaN where invalid, bool (H, W) valid) of a window.
-
-        The window starts at global grid pixel (``pixel_row``, ``pixel_col``); ``bands`` selects
-        by name, in the order given (BandMismatchError for bands the year lacks). No warp: plain
-        windowed reads of the block files the window touches; outside them pixels are invalid.
-        """
-        return _to_float(self.read_raw(pixel_row, pixel_col, height, width, bands))
+                part = (slice(r0 - pixel_row, r1 - pixel_row), slice(c0 - pixel_col, c1 - pixel_col))
+                pixels[part] = data.transpose(1, 2, 0)
+                valid[part] = data[0] != NODATA
+        if not valid.all():
+            pixels[~valid] = np.nan
+        return pixels, valid
 
     def read_tile(self, cells: CellRange, margin_px: int,
                   bands: Sequence[str] | None = None) -> Tile:
@@ -303,13 +304,6 @@ class YearMosaic:
         return {band: joined[i].astype(np.float32) for i, band in enumerate(names)}
 
 
-def _to_float(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    valid = (raw != NODATA).all(axis=-1)
-    pixels = raw.astype(np.float32)
-    pixels[~valid] = np.nan
-    return pixels, valid
-
-
 def open_year(data_dir: Path, grid: CellGrid, year: int) -> YearMosaic:
     """The stored mosaic of ``year``; MosaicError when there is none or its grid differs."""
     root = year_dir(data_dir, year)
@@ -398,7 +392,7 @@ def write_block(path: Path, grid: CellGrid, block: CellRange, data: np.ndarray,
             tmp, "w", driver="GTiff", width=width, height=height, count=count, dtype="uint16",
             crs=grid.crs, transform=grid.pixel_transform(block.row0 * cp, block.col0 * cp),
             nodata=NODATA, tiled=True, blockxsize=tile, blockysize=tile,
-            compress=COMPRESSION, predictor=2, interleave="pixel",
+            compress=COMPRESSION, zstd_level=ZSTD_LEVEL, predictor=2, interleave="pixel",
         ) as ds:
             ds.write(np.moveaxis(data, -1, 0))
             ds.descriptions = tuple(bands)

@@ -24,11 +24,13 @@ size of the sources.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,25 +118,43 @@ def ingest_files(
         raise SceneError(f"offset {dn_offset:g} DN is outside 0..10000")
     scenes = sorted((open_scene(p, bands=bands, expect_dtype=expect_dtype) for p in paths),
                     key=lambda s: [str(p) for p in s.paths])
-    year_bands = _year_bands(data_dir, year, scenes)
     footprints = {id(s): scene_cells(s, grid) for s in scenes}
     blocks = sorted({b for s in scenes for b in blocks_covering(footprints[id(s)])},
                     key=lambda b: (b.row0, b.col0))
     if not blocks:
         raise SceneError(f"{scenes[0].name}: covers no cell of the grid")
-    staged = _staging_folder(data_dir, year, scenes, year_bands, dn_offset)
-    km2 = (grid.cell_size_m / 1000.0) ** 2
-    area = 0.0
-    for block in blocks:
-        touching = [s for s in scenes if _overlap(block, footprints[id(s)])]
-        _stage_block(staged, year_dir(data_dir, year), grid, block, touching, year_bands,
-                     dn_offset)
-        done = _covered_cells(block, [footprints[id(s)] for s in touching]) * km2
-        area += done
-        if progress is not None:
-            progress(done)
-    return _commit(store, settings, year, scenes, year_bands, dn_offset, staged, len(blocks),
-                   area)
+    with _year_lock(data_dir, year):
+        year_bands = _year_bands(data_dir, year, scenes)
+        staged = _staging_folder(data_dir, year, scenes, year_bands, dn_offset)
+        km2 = (grid.cell_size_m / 1000.0) ** 2
+        area = 0.0
+        for block in blocks:
+            touching = [s for s in scenes if _overlap(block, footprints[id(s)])]
+            _stage_block(staged, year_dir(data_dir, year), grid, block, touching, year_bands,
+                         dn_offset)
+            done = _covered_cells(block, [footprints[id(s)] for s in touching]) * km2
+            area += done
+            if progress is not None:
+                progress(done)
+        return _commit(store, settings, year, scenes, year_bands, dn_offset, staged,
+                       len(blocks), area)
+
+
+@contextmanager
+def _year_lock(data_dir: Path, year: int) -> Iterator[None]:
+    """Hold the year's ingest lock (one ingest per year at a time), or raise SceneError."""
+    folder = staging_dir(data_dir, year)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SceneError(f"another ingest of {year} is running; wait for it to finish") \
+                from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _year_bands(data_dir: Path, year: int, scenes: list[Scene]) -> tuple[str, ...]:
@@ -162,7 +182,7 @@ def _staging_folder(data_dir: Path, year: int, scenes: list[Scene], bands: Seque
     parent = staging_dir(data_dir, year)
     if parent.exists():
         for other in parent.iterdir():
-            if other.name != key:
+            if other.name != key and other.is_dir():
                 shutil.rmtree(other, ignore_errors=True)
     folder = parent / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -268,11 +288,6 @@ def cells_of_year(store: Store, grid: CellGrid, year: int) -> np.ndarray:
                          f"`run.py ingest FILE... --year {year}`")
     ids = [store.cells_in_range(r["row0"], r["row1"], r["col0"], r["col1"]) for r in scenes]
     return np.unique(np.asarray([i for part in ids for i in part], dtype=np.int64))
-
-
-def scene_cell_range(record: dict[str, Any]) -> CellRange:
-    """The cell range of a stored scene (a year's mosaic) row."""
-    return CellRange(record["row0"], record["row1"], record["col0"], record["col1"])
 
 
 def year_mosaic(settings: Settings, year: int) -> YearMosaic:

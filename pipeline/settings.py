@@ -27,8 +27,9 @@ def _setting(default: Any, help_text: str) -> Any:
 class Settings:
     """Every setting of an installation (see the README's settings table)."""
 
-    DATA_DIR: str = _setting("instance", "Folder for the database, models, thumbnails and the "
-                             "demo territory; relative paths are relative to the working folder.")
+    DATA_DIR: str = _setting("instance", "Folder for the database, models, thumbnails, the "
+                             "imagery store (DATA_DIR/imagery) and the demo territory; relative "
+                             "paths are relative to the working folder.")
     DATABASE: str = _setting("", "SQLite database file (default: DATA_DIR/minewatch.db).")
     MODELS_DIR: str = _setting("", "Folder of saved models, .keras + .json sidecar "
                                "(default: DATA_DIR/models).")

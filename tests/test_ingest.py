@@ -216,4 +216,19 @@ def test_a_rerun_after_an_interrupted_call_resumes(store, settings, tmp_path, mo
     n_blocks = len(open_year(settings.data_dir, settings.grid, 2021).blocks())
     assert n_blocks >= 3 and result.blocks == n_blocks
     assert len(warps) == n_blocks  # 2 before the kill + the rest, none warped twice
-    assert not any((settings.data_dir / "imagery" / ".staging" / "2021").iterdir())
+    staging = settings.data_dir / "imagery" / ".staging" / "2021"
+    assert not [p for p in staging.iterdir() if p.is_dir()]  # staged blocks are gone
+
+
+def test_one_ingest_per_year_at_a_time(store, settings, tmp_path):
+    import fcntl
+
+    source = write_utm(tmp_path / "a.tif", "EPSG:32735", 25.0, -29.0, 3, 3)
+    lock = settings.data_dir / "imagery" / ".staging" / "2021" / ".lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(SceneError, match="another ingest of 2021 is running"):
+            ingest_files(store, settings, [source], 2021)
+        ingest_files(store, settings, [source], 2022)  # another year is free
+    assert ingest_files(store, settings, [source], 2021).blocks > 0
