@@ -7,8 +7,8 @@ grid-aligned store (one warp), registers an untrained seed-size FCN, then measur
 1. ingest: km²/s of the scene's area (read + warp + write of the store's blocks);
 2. scoring: ``pipeline.scoring.score_year`` from the store to rows in SQLite (prefetching reader,
    FCN, one writer; or ``--scheduler`` for Dask), km²/s;
-3. the bare FCN forward pass over the same pixels (every block, in the same FCN tiles, already in
-   memory and NaN-filled), timed block by block in the same run, km²/s;
+3. the bare FCN forward pass over the same pixels (the same FCN tiles that scoring runs the
+   network on, already in memory and NaN-filled), timed tile by tile in the same run, km²/s;
 4. their ratio (scoring speed / forward speed; target >= 0.7) and the peak resident memory added
    while scoring (VmHWM - VmRSS before; target < 1 GiB, and the same at 4 x the area).
 
@@ -104,18 +104,24 @@ def write_scene(path: Path, size_px: int, seed: int = 0) -> None:
 
 
 def forward_seconds(bundle: ModelBundle, mosaic, blocks: list[CellRange], fcn_tile_cells: int,
-                    cell_px: int) -> float:
-    """Seconds of the bare forward pass over every block's FCN tiles (reads not timed)."""
+                    cell_px: int, min_valid_fraction: float) -> float:
+    """Seconds of the bare forward pass over the FCN tiles that scoring runs the network on
+    (those with a cell of at least ``min_valid_fraction`` valid pixels); reads are not timed."""
     forward = bundle._graph_forward()
     fill = np.asarray(bundle.mean, dtype=np.float32)
     total = 0.0
+    step = fcn_tile_cells * cell_px
     for block in blocks:
         tile = mosaic.read_tile(block, MARGIN_PX, bundle.bands)
         pixels = np.where(np.isnan(tile.pixels), fill, tile.pixels)
-        del tile
-        step = fcn_tile_cells * cell_px
         for y in range(0, pixels.shape[0] - 2 * MARGIN_PX, step):
             for x in range(0, pixels.shape[1] - 2 * MARGIN_PX, step):
+                inner = tile.valid[MARGIN_PX + y:MARGIN_PX + y + step,
+                                   MARGIN_PX + x:MARGIN_PX + x + step]
+                cells = inner.reshape(inner.shape[0] // cell_px, cell_px,
+                                      inner.shape[1] // cell_px, cell_px).mean(axis=(1, 3))
+                if not (cells >= min_valid_fraction).any():
+                    continue
                 part = np.ascontiguousarray(pixels[y:y + step + 2 * MARGIN_PX,
                                                    x:x + step + 2 * MARGIN_PX])
                 t0 = time.perf_counter()
@@ -182,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
                 t_score = time.perf_counter() - t0
             peak = rss_mib("VmHWM")
             rows = store.db.execute("SELECT count(*) FROM scores").fetchone()[0]
-        t_forward = forward_seconds(bundle, mosaic, blocks, args.fcn_tile_cells, grid.cell_px)
+        t_forward = forward_seconds(bundle, mosaic, blocks, args.fcn_tile_cells, grid.cell_px,
+                                    settings.MIN_VALID_FRACTION)
 
         result = {
             "ratio": round(t_forward / t_score, 3),
