@@ -1,13 +1,13 @@
 """Score a year's blocks on a Dask distributed cluster (past one machine).
 
 One block is one task. Each worker process loads the model once (cached by model path and file
-modification time), then reads (plain windowed reads of the store) and scores the blocks it is given;
-the client side stays the one writer (:func:`pipeline.scoring.write_blocks`), taking results as
+modification time), then reads (plain windowed reads of the store) and scores the blocks it is
+given; the client side stays the one writer (:func:`pipeline.scoring.write_blocks`), taking results as
 they complete. A task that raises is retried ``retries`` times; the tasks of a worker that dies are
 redone by the scheduler on the other workers. The model code does not know where it runs.
 
-Past one machine the workers read the model and the imagery from the paths the database records,
-so DATA_DIR (and the ingested files) must be on a filesystem every worker mounts at the same path,
+Past one machine the workers read the model file and the year's mosaic (DATA_DIR/imagery) at the
+paths the client sends, so DATA_DIR must be on a filesystem every worker mounts at the same path,
 and every worker must run this code (start ``dask worker`` from the repository root).
 """
 
