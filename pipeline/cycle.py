@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -208,11 +209,14 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     years = store.years()
     total_km2 = max(year_area_km2(store, settings, years), 1e-9)
     done = [0.0]
+    started = time.monotonic()
 
     def on_tile(km2: float) -> None:
         done[0] += km2
+        rate = done[0] / max(time.monotonic() - started, 1e-6)
         report("scoring", TRAINING_SHARE + (1 - TRAINING_SHARE) * min(done[0] / total_km2, 1.0),
-               f"{done[0]:,.0f} of {total_km2:,.0f} km²")
+               f"{done[0]:,.0f} of {total_km2:,.0f} km², {rate:,.0f} km²/s, about "
+               f"{max(total_km2 - done[0], 0) / rate / 60:,.0f} min left")
 
     predicted = {}
     for year in years:
