@@ -427,10 +427,19 @@ class Store:
         return self.year_summary(model_version, year)
 
     def year_summary(self, model_version: str, year: int) -> dict[str, Any] | None:
-        """The kept summary of (model version, year), or None when it was never scored."""
+        """The summary of (model version, year): the kept row, else (scores written without one)
+        counted from the score rows at the model's threshold; None when it was never scored."""
         row = self._row("SELECT * FROM score_summaries WHERE model_version = ? AND year = ?",
                         [model_version, year])
-        return row if row is None or row["scored"] + row["not_scored"] else None
+        if row is None:
+            row = self._row(
+                "SELECT s.model_version, s.year, count(s.score) AS scored,"
+                " count(*) - count(s.score) AS not_scored,"
+                " coalesce(sum(s.score >= m.threshold), 0) AS predicted_mines,"
+                " m.threshold, avg(s.score) AS mean_score, NULL AS summarised_at"
+                " FROM scores s JOIN models m ON m.version = s.model_version"
+                " WHERE s.model_version = ? AND s.year = ?", [model_version, year])
+        return row if row is not None and row["scored"] + row["not_scored"] else None
 
     def summarised_years(self, model_version: str) -> list[int]:
         """Years with a kept summary for ``model_version`` (also after its scores were pruned)."""

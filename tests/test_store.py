@@ -227,6 +227,8 @@ def test_scored_blocks_are_written_with_their_scores(store):
     assert store.scored_blocks("m0001", 2020) == {(0, 0)}
     with pytest.raises(StoreError, match="already scored"):
         store.write_scored_blocks(2020, "m0001", scene_id, [((0, 16, 0, 16), cells)])
+    live = store.year_summary("m0001", 2020)  # no kept row yet: counted from the scores
+    assert (live["scored"], live["predicted_mines"], live["summarised_at"]) == (1, 1, None)
     assert store.summarise_scores("m0001", 2020, 0.5)["predicted_mines"] == 1
     assert store.prune_scores(["m0001"]) == 2
     assert store.score(1, 2020, "m0001") is None and store.scored_blocks("m0001", 2020) == set()
