@@ -241,6 +241,7 @@ def test_old_models_keep_summaries_only(tmp_path, scene):
 
 
 def test_options_are_checked():
-    with pytest.raises(ValueError, match="prefetch"):
-        ScoringOptions(prefetch=0)
-    assert CellRange(0, 16, 0, 16).n_cells == 256
+    for name in ("prefetch", "readers", "write_every", "fcn_tile_cells"):
+        with pytest.raises(ValueError, match=name):
+            ScoringOptions(**{name: 0})
+    assert ScoringOptions().prefetch == 2
