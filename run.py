@@ -239,31 +239,61 @@ def train(settings: Settings, mines: Path | None, years: tuple[int, ...], bands:
                f"recall {m.get('recall', 0):.3f}, AP {m.get('average_precision') or 0:.3f}")
 
 
+@contextmanager
+def scoring_runners(scheduler: str, retries: int) -> Iterator[Callable[[str], Any] | None]:
+    """None (score in this process), or a factory of Dask runners on ``scheduler``: model file
+    path -> runner."""
+    if not scheduler:
+        yield None
+        return
+    from pipeline.distributed import dask_client, dask_runner
+
+    with dask_client(scheduler) as client:
+        yield functools.partial(dask_runner, client, retries=retries)
+
+
 @cli.command()
 @click.option("--year", "years", type=int, multiple=True,
               help="Year(s) to score (repeatable; default: every year with scenes).")
 @click.option("--model", "version", default=None, help="Model version (default: the active one).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler to send blocks to: tcp://HOST:PORT, or local:N to start N local "
+                   "worker processes (default: the SCHEDULER setting; empty scores here).")
+@click.option("--retries", type=click.IntRange(0, 100), default=2, show_default=True,
+              help="With --scheduler: times a failed block task is retried.")
+@click.option("--restart", is_flag=True,
+              help="Score every block again instead of resuming after the last finished one.")
 @click.pass_obj
 @user_errors
-def score(settings: Settings, years: tuple[int, ...], version: str | None) -> None:
-    """Score every cell of the years' scenes and store one score per (cell, year, model)."""
-    from pipeline.scoring import scene_area_km2, score_year
-    from pipeline.training import load_model
+def score(settings: Settings, years: tuple[int, ...], version: str | None, scheduler: str | None,
+          retries: int, restart: bool) -> None:
+    """Score every cell of the years' imagery and store one score per (cell, year, model).
+
+    Blocks are stored as they finish; an interrupted run resumes where it stopped."""
+    from pipeline.scoring import score_year, year_area_km2
+    from pipeline.training import load_model, model_file
 
     with open_store(settings) as store:
         bundle = load_model(store, version, settings=settings)
         years = years or tuple(store.years())
         if not years:
             raise click.ClickException("no scenes yet: run `run.py ingest` or `run.py demo` first")
-        for year in years:
-            with km2_bar(f"Scoring {year}", scene_area_km2(store, settings, [year])) as on_tile:
-                done = score_year(store, settings, bundle, year, progress=on_tile)
-            click.echo(f"{year}: {done.scored} cells scored by {done.model_version}, "
-                       f"{done.not_scored} not scored (less than "
-                       f"{settings.MIN_VALID_FRACTION:.0%} valid pixels), "
-                       f"{done.predicted_mines} predicted mines")
-            for warning in done.warnings:
-                click.echo(f"Warning: {warning}", err=True)
+        with scoring_runners(scheduler or settings.SCHEDULER, retries) as runner_for:
+            model_path = model_file(store, store.model(bundle.version), settings).resolve()
+            runner = runner_for(str(model_path)) if runner_for else None
+            for year in years:
+                with km2_bar(f"Scoring {year}", year_area_km2(store, settings, [year])) as on_km2:
+                    done = score_year(store, settings, bundle, year, progress=on_km2,
+                                      runner=runner, restart=restart)
+                resumed = done.blocks_total - done.blocks_scored
+                click.echo(f"{year}: {done.scored} cells scored by {done.model_version}, "
+                           f"{done.not_scored} not scored (less than "
+                           f"{settings.MIN_VALID_FRACTION:.0%} valid pixels), "
+                           f"{done.predicted_mines} predicted mines"
+                           + (f" ({resumed} of {done.blocks_total} blocks were already done)"
+                              if resumed else ""))
+                for warning in done.warnings:
+                    click.echo(f"Warning: {warning}", err=True)
 
 
 @cli.command()
@@ -284,7 +314,9 @@ def cycle(settings: Settings, cycle_id: int | None) -> None:
                 bar.set_description(message[:60])
                 bar.update(round(progress * 100) - bar.n)
 
-            row = run_cycle(store, settings, cycle_id=cycle_id, echo=echo)
+            with scoring_runners(settings.SCHEDULER, retries=2) as runner_for:
+                row = run_cycle(store, settings, cycle_id=cycle_id, echo=echo,
+                                runner_for=runner_for)
     if row["status"] != "succeeded":
         raise click.ClickException(f"cycle {row['id']} failed: {row['message']}")
     click.echo(f"Cycle {row['id']}: {row['message']}; predicted mines per year "

@@ -153,14 +153,16 @@ def _trend(store: Store, year: int) -> list[dict[str, Any]]:
     cycles = {c["new_model"]: c for c in store.cycles() if c["new_model"]}
     rows = []
     for model in store.models():
-        if year not in store.scored_years(model["version"]):
+        # Kept summaries, not score rows: older versions' scores are pruned (KEEP_SCORED_MODELS).
+        summary = store.year_summary(model["version"], year)
+        if summary is None:
             continue
         cycle = cycles.get(model["version"])
         rows.append({
             "model_version": model["version"], "created_at": model["created_at"],
             "cycle": cycle["id"] if cycle else None,
             "status": cycle["status"] if cycle else ("seed model" if not model["parent"] else ""),
-            "predicted": store.predicted_mine_count(model["version"], year, model["threshold"]),
+            "predicted": summary["predicted_mines"],
             "false_positives_found": cycle.get("false_positives_found") if cycle else None,
             "predicted_per_year": (cycle.get("predicted_mines") or {}) if cycle else {},
         })

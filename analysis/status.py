@@ -54,6 +54,10 @@ def resolve_model(store: Store, version: str | None = None) -> dict[str, Any]:
 def resolve_year(store: Store, model: dict[str, Any], year: int | None = None) -> int:
     """``year`` if the model scored it, else the latest scored year; AnalysisError otherwise."""
     years = store.scored_years(model["version"])
+    if not years and store.summarised_years(model["version"]):
+        raise AnalysisError(f"the scores of model {model['version']} were pruned to per-year "
+                            "summaries (setting KEEP_SCORED_MODELS): score it again with "
+                            f"`run.py score --model {model['version']}`")
     if not years:
         raise AnalysisError(f"model {model['version']} has no scores yet: run `run.py score`")
     if year is None:

@@ -1,21 +1,26 @@
-"""Benchmark whole-scene scoring: how close is score_scene to the bare FCN forward pass?
+"""Benchmark ingest and scoring at the machine's limit: scoring against the bare FCN forward pass.
 
-Writes a synthetic 12-band uint16 Sentinel-2-like scene (default 50 x 50 km at 10 m = 5,000 x
-5,000 px, UTM 35S, near Jagersfontein, South Africa) into a temporary directory, builds an untrained
-seed FCN bundle, and measures:
+Writes a synthetic 12-band uint16 Sentinel-2-like scene (default 50 x 50 km = 2,500 km² at 10 m,
+UTM 35S near Jagersfontein, South Africa) into a temporary installation, ingests it into the
+grid-aligned store (one warp), registers an untrained seed-size FCN, then measures:
 
-1. the bare FCN forward pass over the same tiles already in memory (km²/s),
-2. the full ``score_scene`` over the year's mosaic (block reads, no warp + forward + reduction)
-   (km²/s),
+1. ingest: km²/s of the scene's area (read + warp + write of the store's blocks);
+2. scoring: ``pipeline.scoring.score_year`` from the store to rows in SQLite (prefetching reader,
+   FCN, one writer; or ``--scheduler`` for Dask), km²/s;
+3. the bare FCN forward pass over the same pixels (the same FCN tiles that scoring runs the
+   network on, already in memory and NaN-filled), timed tile by tile in the same run, km²/s;
+4. their ratio (scoring speed / forward speed; target >= 0.7) and the peak resident memory added
+   while scoring (VmHWM - VmRSS before; target < 1 GiB, and the same at 4 x the area).
 
-their ratio, ingest (the one warp onto the grid, ``pipeline.ingest.ingest_files``), reading
-alone, and peak resident memory (VmHWM; TensorFlow allocates outside
-tracemalloc's view). Run from the repository root: ``.venv/bin/python bench/score.py``.
+The last line printed is one JSON object with the keys ``ratio``, ``score_km2_s``,
+``forward_km2_s``, ``ingest_km2_s``, ``peak_rss_added_mib``, ``device`` (and a few more).
+Run from the repository root: ``.venv/bin/python bench/score.py [--size-km 50]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -33,16 +38,18 @@ from rasterio.windows import Window  # noqa: E402
 
 from db.store import Store  # noqa: E402
 from imagery.bands import SEED_BANDS  # noqa: E402
-from model.bundle import ModelBundle  # noqa: E402
+from imagery.grid import CellRange  # noqa: E402
+from model.bundle import ModelBundle, save_bundle  # noqa: E402
 from model.fcn import MARGIN_PX, build_fcn  # noqa: E402
-from model.score import CellScores, score_scene  # noqa: E402
 from pipeline.ingest import ingest_files, year_mosaic  # noqa: E402
+from pipeline.scoring import ScoringOptions, score_year  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
 UTM35S = "EPSG:32735"
 ORIGIN = (540_000.0, 6_700_000.0)
 PIXEL_M = 10.0
 STRIP_ROWS = 512
+YEAR = 2021
 
 
 def rss_mib(field: str) -> float:
@@ -62,6 +69,17 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def device() -> str:
+    """The device TensorFlow computes on: the first GPU's name, else "CPU (N cores)"."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU ({details.get('device_name', gpus[0].name)}, {len(gpus)} visible)"
+    return f"CPU ({os.cpu_count()} cores)"
 
 
 def write_scene(path: Path, size_px: int, seed: int = 0) -> None:
@@ -85,12 +103,44 @@ def write_scene(path: Path, size_px: int, seed: int = 0) -> None:
             ds.set_band_description(i, band)
 
 
-def main(argv: list[str] | None = None) -> None:
+def forward_seconds(bundle: ModelBundle, mosaic, blocks: list[CellRange], fcn_tile_cells: int,
+                    cell_px: int, min_valid_fraction: float) -> float:
+    """Seconds of the bare forward pass over the FCN tiles that scoring runs the network on
+    (those with a cell of at least ``min_valid_fraction`` valid pixels); reads are not timed."""
+    forward = bundle._graph_forward()
+    fill = np.asarray(bundle.mean, dtype=np.float32)
+    total = 0.0
+    step = fcn_tile_cells * cell_px
+    for block in blocks:
+        tile = mosaic.read_tile(block, MARGIN_PX, bundle.bands)
+        pixels = np.where(np.isnan(tile.pixels), fill, tile.pixels)
+        for y in range(0, pixels.shape[0] - 2 * MARGIN_PX, step):
+            for x in range(0, pixels.shape[1] - 2 * MARGIN_PX, step):
+                inner = tile.valid[MARGIN_PX + y:MARGIN_PX + y + step,
+                                   MARGIN_PX + x:MARGIN_PX + x + step]
+                cells = inner.reshape(inner.shape[0] // cell_px, cell_px,
+                                      inner.shape[1] // cell_px, cell_px).mean(axis=(1, 3))
+                if not (cells >= min_valid_fraction).any():
+                    continue
+                part = np.ascontiguousarray(pixels[y:y + step + 2 * MARGIN_PX,
+                                                   x:x + step + 2 * MARGIN_PX])
+                t0 = time.perf_counter()
+                forward(part[None]).numpy()
+                total += time.perf_counter() - t0
+    return total
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-km", type=float, default=50.0, help="scene side in km (default 50)")
-    parser.add_argument("--tile-cells", type=int, default=16,
-                        help="tile side in cells, at most one store block (default 16)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary scene")
+    parser.add_argument("--size-km", type=float, default=50.0,
+                        help="scene side in km (default 50: 2,500 km²)")
+    parser.add_argument("--fcn-tile-cells", type=int, default=ScoringOptions.fcn_tile_cells,
+                        help="side of one FCN pass in cells")
+    parser.add_argument("--prefetch", type=int, default=ScoringOptions.prefetch,
+                        help="blocks read ahead of the FCN")
+    parser.add_argument("--scheduler", default="",
+                        help="score on Dask: tcp://HOST:PORT or local:N (default: this process)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary installation")
     args = parser.parse_args(argv)
 
     size_px = int(round(args.size_km * 1000 / PIXEL_M))
@@ -103,68 +153,80 @@ def main(argv: list[str] | None = None) -> None:
         path = tmp / "bench_scene.tif"
         write_scene(path, size_px)
         t_write = time.perf_counter() - t0
-        t0 = time.perf_counter()
         with Store(settings.database_path) as store:
-            ingest_files(store, settings, [path], 2021)
-        t_ingest = time.perf_counter() - t0
-        mosaic = year_mosaic(settings, 2021)
-        bundle = ModelBundle(
-            model=build_fcn(SEED_BANDS, np.full(12, 2000.0), np.full(12, 900.0), seed=0),
-            version="bench", parent=None, bands=SEED_BANDS, mean=[2000.0] * 12,
-            std=[900.0] * 12,
-        )
-        cp = grid.cell_px
-        side = args.tile_cells * cp + 2 * MARGIN_PX
-        bundle.mine_probability(np.zeros((side, side, 12), np.float32))  # trace once, warm up
-        base_rss = rss_mib("VmRSS")
-        can_reset = reset_peak()
+            t0 = time.perf_counter()
+            ingest_files(store, settings, [path], YEAR)
+            t_ingest = time.perf_counter() - t0
+            mosaic = year_mosaic(settings, YEAR)
+            blocks = mosaic.blocks()
+            bundle = ModelBundle(
+                model=build_fcn(SEED_BANDS, np.full(12, 2000.0), np.full(12, 900.0), seed=0),
+                version="m0001", parent=None, bands=SEED_BANDS, mean=[2000.0] * 12,
+                std=[900.0] * 12,
+            )
+            model_path = save_bundle(bundle, settings.models_dir)
+            store.add_model({"version": bundle.version, "parent": None, "path": str(model_path),
+                             "bands": list(SEED_BANDS), "threshold": bundle.threshold,
+                             "metrics": {}, "training": {}}, activate=True)
+            side = args.fcn_tile_cells * grid.cell_px + 2 * MARGIN_PX
+            bundle.mine_probability(np.zeros((side, side, 12), np.float32))  # trace once
+            options = ScoringOptions(prefetch=args.prefetch, fcn_tile_cells=args.fcn_tile_cells)
+            base_rss = rss_mib("VmRSS")
+            can_reset = reset_peak()
+            t0 = time.perf_counter()
+            if args.scheduler:
+                from pipeline.distributed import dask_client, dask_runner
 
-        # (2) full scoring: block reads + forward + reduction
-        t0 = time.perf_counter()
-        parts = list(score_scene(bundle, mosaic, grid, tile_cells=args.tile_cells))
-        t_score = time.perf_counter() - t0
-        peak_score = rss_mib("VmHWM")
-        result = CellScores.concat(parts)
-        n_scored = int(np.isfinite(result.scores).sum())
+                with dask_client(args.scheduler) as client:
+                    t0 = time.perf_counter()  # cluster start-up is not scoring
+                    done = score_year(store, settings, bundle, YEAR, options=options,
+                                      runner=dask_runner(client, model_path,
+                                                         fcn_tile_cells=args.fcn_tile_cells))
+                    t_score = time.perf_counter() - t0
+            else:
+                done = score_year(store, settings, bundle, YEAR, options=options)
+                t_score = time.perf_counter() - t0
+            peak = rss_mib("VmHWM")
+            rows = store.db.execute("SELECT count(*) FROM scores").fetchone()[0]
+        t_forward = forward_seconds(bundle, mosaic, blocks, args.fcn_tile_cells, grid.cell_px,
+                                    settings.MIN_VALID_FRACTION)
 
-        # reading alone, keeping the tiles (filled) in memory for (1)
-        t0 = time.perf_counter()
-        tiles = []
-        for tile in mosaic.iter_tiles(tile_cells=args.tile_cells, margin_px=MARGIN_PX,
-                                      bands=bundle.bands):
-            tiles.append(np.where(np.isnan(tile.pixels), np.float32(2000.0), tile.pixels))
-        t_read = time.perf_counter() - t0
-
-        # (1) bare forward pass over the same tiles, already in memory and filled
-        forward = bundle._graph_forward()
-        t0 = time.perf_counter()
-        for pixels in tiles:
-            forward(pixels[None]).numpy()
-        t_forward = time.perf_counter() - t0
-        del tiles
-
-        rows = [
-            ("scene", f"{args.size_km:g} x {args.size_km:g} km, {size_px} x {size_px} px x 12 "
-                      f"bands, UTM 35S -> EPSG:6933"),
-            ("tiles", f"{len(parts)}, up to {args.tile_cells} x {args.tile_cells} cells "
-                      f"({side} px with margin); {len(result)} cells, {n_scored} scored"),
+        result = {
+            "ratio": round(t_forward / t_score, 3),
+            "score_km2_s": round(area_km2 / t_score, 1),
+            "forward_km2_s": round(area_km2 / t_forward, 1),
+            "ingest_km2_s": round(area_km2 / t_ingest, 1),
+            "peak_rss_added_mib": round(peak - base_rss, 1) if can_reset else None,
+            "device": device(),
+            "area_km2": round(area_km2, 1),
+            "blocks": len(blocks),
+            "score_rows": rows,
+            "scheduler": args.scheduler or "in process",
+        }
+        table = [
+            ("scene", f"{args.size_km:g} x {args.size_km:g} km ({area_km2:,.0f} km²), "
+                      f"{size_px} x {size_px} px x 12 bands, UTM 35S -> EPSG:6933"),
+            ("store", f"{len(blocks)} blocks of 16 x 16 cells; {rows} score rows, "
+                      f"{done.scored} scored"),
             ("write scene (s)", f"{t_write:.1f}"),
-            ("ingest (warp once)", f"{area_km2 / t_ingest:8.1f} km²/s  ({t_ingest:.1f} s)"),
-            ("(1) bare FCN forward", f"{area_km2 / t_forward:8.1f} km²/s  ({t_forward:.1f} s)"),
-            ("(2) score_scene", f"{area_km2 / t_score:8.1f} km²/s  ({t_score:.1f} s)"),
-            ("    of which block reads", f"{area_km2 / t_read:8.1f} km²/s  ({t_read:.1f} s)"),
-            ("ratio (2)/(1)", f"{t_forward / t_score:.2f}  (score_scene speed / forward speed)"),
+            ("ingest (warp once)", f"{result['ingest_km2_s']:8.1f} km²/s  ({t_ingest:.1f} s)"),
+            ("bare FCN forward", f"{result['forward_km2_s']:8.1f} km²/s  ({t_forward:.1f} s)"),
+            ("scoring to SQLite", f"{result['score_km2_s']:8.1f} km²/s  ({t_score:.1f} s, "
+                                  f"{result['scheduler']})"),
+            ("ratio", f"{result['ratio']:.2f}  (scoring speed / forward speed)"),
             ("RSS before scoring", f"{base_rss:.0f} MiB"),
-            ("peak RSS while scoring", f"{peak_score:.0f} MiB (+{peak_score - base_rss:.0f} MiB)"
+            ("peak RSS while scoring", f"{peak:.0f} MiB (+{peak - base_rss:.0f} MiB)"
                                        + ("" if can_reset else " [VmHWM not resettable]")),
-            ("CPU cores", str(os.cpu_count())),
+            ("device", result["device"]),
         ]
-        width = max(len(k) for k, _ in rows)
-        for key, value in rows:
+        width = max(len(k) for k, _ in table)
+        for key, value in table:
             print(f"{key:<{width}}  {value}")
+        print(json.dumps(result))
+        return result
     finally:
         if args.keep:
-            print(f"scene kept in {tmp}")
+            print(f"installation kept in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -209,6 +209,50 @@ def imagery_store(db: Database) -> None:
     )
 
 
+@migrations(name="0005_scoring_progress")
+def scoring_progress(db: Database) -> None:
+    """Which blocks of a (model version, year) are scored, and per-year score summaries.
+
+    ``scored_blocks`` gets a block's row in the same transaction as the block's scores, so an
+    interrupted scoring run resumes after the last finished block and writes nothing twice.
+    ``score_summaries`` keeps the per-year figures of a model version, which outlive its score rows
+    once older versions are pruned (setting KEEP_SCORED_MODELS); existing scores are summarised
+    here.
+    """
+    _execute_each(
+        db,
+        """
+        CREATE TABLE scored_blocks (
+            model_version TEXT NOT NULL REFERENCES models(version),
+            year INTEGER NOT NULL,
+            row0 INTEGER NOT NULL, col0 INTEGER NOT NULL,   -- first cell of the block
+            row1 INTEGER NOT NULL, col1 INTEGER NOT NULL,   -- end of the block (half-open)
+            n_cells INTEGER NOT NULL,
+            finished_at TEXT NOT NULL,
+            PRIMARY KEY (model_version, year, row0, col0)
+        ) WITHOUT ROWID;
+        CREATE TABLE score_summaries (
+            model_version TEXT NOT NULL REFERENCES models(version),
+            year INTEGER NOT NULL,
+            scored INTEGER NOT NULL,          -- cells with a score
+            not_scored INTEGER NOT NULL,      -- cells below MIN_VALID_FRACTION
+            predicted_mines INTEGER NOT NULL, -- scored cells at or above the threshold
+            threshold REAL NOT NULL,
+            mean_score REAL,                  -- over scored cells
+            summarised_at TEXT NOT NULL,
+            PRIMARY KEY (model_version, year)
+        ) WITHOUT ROWID;
+        INSERT INTO score_summaries (model_version, year, scored, not_scored, predicted_mines,
+                                     threshold, mean_score, summarised_at)
+            SELECT s.model_version, s.year, count(s.score), count(*) - count(s.score),
+                   coalesce(sum(s.score >= m.threshold), 0), m.threshold, avg(s.score),
+                   strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+            FROM scores s JOIN models m ON m.version = s.model_version
+            GROUP BY s.model_version, s.year
+        """
+    )
+
+
 @migrations(name="0006_accounts")
 def accounts(db: Database) -> None:
     """Accounts (name, role, argon2 password hash) and what a lease showed its reviewer.

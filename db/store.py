@@ -16,11 +16,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
 from db.schema import migrations
+
+if TYPE_CHECKING:  # model.score loads TensorFlow; the store only needs its arrays
+    from model.score import CellScores
 
 LABELS: tuple[str, ...] = ("mine", "background", "skip")
 TRAINING_LABELS: tuple[str, ...] = ("mine", "background")
@@ -454,9 +457,11 @@ class Store:
             )
 
     def delete_model_scores(self, model_version: str) -> None:
-        """Drop every score of a model version (a cycle that failed half-way)."""
+        """Drop every score, block progress and summary of a model version (a cycle that failed
+        half-way)."""
         with self.atomic():
-            self.db.execute("DELETE FROM scores WHERE model_version = ?", [model_version])
+            for table in ("scores", "scored_blocks", "score_summaries"):
+                self.db.execute(f"DELETE FROM {table} WHERE model_version = ?", [model_version])
 
     def scored_years(self, model_version: str) -> list[int]:
         return [r["year"] for r in self._rows(
@@ -497,10 +502,95 @@ class Store:
             [cell_id],
         )
 
-    def predicted_mine_count(self, model_version: str, year: int, threshold: float) -> int:
-        return int(self._scalar(
-            "SELECT count(*) FROM scores WHERE model_version = ? AND year = ? AND score >= ?",
-            [model_version, year, threshold]))
+    # scoring progress and summaries ----------------------------------------------------------
+    def write_scored_blocks(
+        self, year: int, model_version: str, scene_id: int,
+        blocks: Iterable[tuple[tuple[int, int, int, int], CellScores]],
+    ) -> int:
+        """Store the scores of finished blocks and mark the blocks finished, in one transaction.
+
+        Each item is ((row0, row1, col0, col1) of the block, its CellScores). A block already
+        marked finished for (model_version, year) raises StoreError and nothing of the batch is
+        written: a resumed run must skip it. Returns the number of score rows written.
+        """
+        written = 0
+        now = utc_now()
+        with self.atomic():
+            for (row0, row1, col0, col1), cells in blocks:
+                try:
+                    self.db.execute(
+                        "INSERT INTO scored_blocks (model_version, year, row0, col0, row1, col1,"
+                        " n_cells, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [model_version, int(year), row0, col0, row1, col1, len(cells), now])
+                except sqlite3.IntegrityError as error:
+                    raise StoreError(f"block at cell row {row0}, col {col0} of {year} is already "
+                                     f"scored by {model_version}") from error
+                self.write_scores(year, model_version, scene_id, cells.cell_ids, cells.scores,
+                                  cells.uncertainty, cells.valid_fraction)
+                written += len(cells)
+        return written
+
+    def scored_blocks(self, model_version: str, year: int) -> set[tuple[int, int]]:
+        """(row0, col0) of every block of ``year`` already scored by ``model_version``."""
+        return {(r["row0"], r["col0"]) for r in self._rows(
+            "SELECT row0, col0 FROM scored_blocks WHERE model_version = ? AND year = ?",
+            [model_version, year])}
+
+    def clear_scored_blocks(self, model_version: str, year: int) -> None:
+        """Forget which blocks of ``year`` are scored (the next run scores them all again)."""
+        with self.atomic():
+            self.db.execute("DELETE FROM scored_blocks WHERE model_version = ? AND year = ?",
+                            [model_version, year])
+
+    def summarise_scores(self, model_version: str, year: int, threshold: float) -> dict[str, Any]:
+        """Compute and keep the per-year summary of a model version's scores; returns it."""
+        with self.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO score_summaries (model_version, year, scored, not_scored,"
+                " predicted_mines, threshold, mean_score, summarised_at)"
+                " SELECT ?, ?, count(score), count(*) - count(score),"
+                " coalesce(sum(score >= ?), 0), ?, avg(score), ?"
+                " FROM scores WHERE model_version = ? AND year = ?",
+                [model_version, year, threshold, threshold, utc_now(), model_version, year])
+        return self.year_summary(model_version, year)
+
+    def year_summary(self, model_version: str, year: int) -> dict[str, Any] | None:
+        """The summary of (model version, year): the kept row, else (scores written without one)
+        counted from the score rows at the model's threshold; None when it was never scored."""
+        row = self._row("SELECT * FROM score_summaries WHERE model_version = ? AND year = ?",
+                        [model_version, year])
+        if row is None:
+            row = self._row(
+                "SELECT s.model_version, s.year, count(s.score) AS scored,"
+                " count(*) - count(s.score) AS not_scored,"
+                " coalesce(sum(s.score >= m.threshold), 0) AS predicted_mines,"
+                " m.threshold, avg(s.score) AS mean_score, NULL AS summarised_at"
+                " FROM scores s JOIN models m ON m.version = s.model_version"
+                " WHERE s.model_version = ? AND s.year = ?", [model_version, year])
+        return row if row is not None and row["scored"] + row["not_scored"] else None
+
+    def summarised_years(self, model_version: str) -> list[int]:
+        """Years with a kept summary for ``model_version`` (also after its scores were pruned)."""
+        return [r["year"] for r in self._rows(
+            "SELECT year FROM score_summaries WHERE model_version = ? ORDER BY year",
+            [model_version])]
+
+    def prune_scores(self, model_versions: Iterable[str]) -> int:
+        """Delete the score rows (and block progress) of ``model_versions``, keeping their
+        per-year summaries (written first where missing). Returns the rows deleted."""
+        deleted = 0
+        for version in model_versions:
+            model = self.model(version)
+            if model is None:
+                raise StoreError(f"unknown model version {version}")
+            with self.atomic():
+                for year in self.scored_years(version):
+                    if self.year_summary(version, year) is None:
+                        self.summarise_scores(version, year, float(model["threshold"]))
+                deleted += self.db.execute(
+                    "DELETE FROM scores WHERE model_version = ?", [version]).rowcount
+                self.db.execute("DELETE FROM scored_blocks WHERE model_version = ?", [version])
+        return deleted
 
     # seed labels (the initial training set) ---------------------------------------------------
     def replace_seed_labels(

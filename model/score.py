@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imagery.grid import CellGrid
+from imagery.grid import CellGrid, CellRange
+from imagery.scene import Tile
 from imagery.store import YearMosaic
 from model.bundle import ModelBundle, check_bands
 from model.fcn import MARGIN_PX, STRIDE
@@ -87,6 +88,36 @@ def score_tile(
         scores[scored] = s.ravel()[scored]
         uncertainty[scored] = u.ravel()[scored]
     return CellScores(ids, scores, uncertainty, valid_fraction)
+
+
+def score_block(
+    bundle: ModelBundle, tile: Tile, grid: CellGrid, *, min_valid_fraction: float = 0.5,
+    fcn_tile_cells: int = 4,
+) -> CellScores:
+    """Score a large ``Tile`` (e.g. one store block) through FCN passes of at most
+    ``fcn_tile_cells`` x ``fcn_tile_cells`` cells.
+
+    Each pass is a view of the tile with its own margin of real pixels, so the scores equal
+    :func:`score_tile` on the whole tile (see the module docstring) while the network's
+    activations stay small (a 16 x 16-cell block in one pass needs about 0.7 GB of them) and in
+    cache: on the 2-core CPU box 4 x 4-cell passes ran 1.2-3.5 x faster per km² than 8 x 8 or
+    16 x 16.
+    """
+    if fcn_tile_cells <= 0:
+        raise ValueError(f"fcn_tile_cells must be positive, got {fcn_tile_cells}")
+    cells, m, cp = tile.cells, tile.margin_px, grid.cell_px
+    parts = []
+    for r0 in range(cells.row0, cells.row1, fcn_tile_cells):
+        for c0 in range(cells.col0, cells.col1, fcn_tile_cells):
+            sub = CellRange(r0, min(r0 + fcn_tile_cells, cells.row1), c0,
+                            min(c0 + fcn_tile_cells, cells.col1))
+            y0, x0 = (r0 - cells.row0) * cp, (c0 - cells.col0) * cp
+            window = (slice(y0, y0 + sub.n_rows * cp + 2 * m),
+                      slice(x0, x0 + sub.n_cols * cp + 2 * m))
+            part = Tile(cells=sub, margin_px=m, pixels=tile.pixels[window],
+                        valid=tile.valid[window])
+            parts.append(score_tile(bundle, part, grid, min_valid_fraction=min_valid_fraction))
+    return CellScores.concat(parts)
 
 
 def score_scene(
@@ -190,18 +221,18 @@ SHIFT_Z_LIMIT = 4.0
 
 
 def distribution_shift(bundle: ModelBundle, mosaic: YearMosaic, *,
-                       z_limit: float = SHIFT_Z_LIMIT) -> list[str]:
+                       z_limit: float = SHIFT_Z_LIMIT, max_blocks: int = 64) -> list[str]:
     """Warnings for bands whose median over the year's mosaic is far from the model's training
     distribution.
 
     The FCN saturates on inputs unlike anything it was trained on (e.g. a model trained on
     surface reflectance scoring a top-of-atmosphere L1C scene, whose B1 is hazier): its scores
     there mean little. Compares the median of a decimated sample of each model band
-    (``YearMosaic.sample``) with the normalisation stored in the model, in units of its standard
-    deviation.
+    (``YearMosaic.sample`` of at most ``max_blocks`` blocks) with the normalisation stored in the
+    model, in units of its standard deviation.
     """
     medians = {band: float(np.median(values)) if values.size else np.nan
-               for band, values in mosaic.sample(bundle.bands).items()}
+               for band, values in mosaic.sample(bundle.bands, max_blocks=max_blocks).items()}
     warnings = []
     for band, mean, std in zip(bundle.bands, bundle.mean, bundle.std, strict=True):
         z = (medians.get(band, np.nan) - mean) / max(std, 1e-6)

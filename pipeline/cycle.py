@@ -15,6 +15,7 @@ its stage and progress into the ``cycles`` table, which the status partial polls
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ import numpy as np
 from db.store import Store
 from model.train import patch_scores, validation_metrics
 from pipeline.jobs import pause_point, recover_cycles, spawn_worker
-from pipeline.scoring import scene_area_km2, score_year
+from pipeline.scoring import Runner, prune_old_scores, score_year, year_area_km2
 from pipeline.settings import Settings
 from pipeline.training import (
     collect_patches,
@@ -32,6 +33,7 @@ from pipeline.training import (
     hard_negative_keys,
     label_summary,
     load_model,
+    model_file,
     register_model,
     spatial_groups,
     train_config,
@@ -120,11 +122,15 @@ def run_cycle(
     *,
     cycle_id: int | None = None,
     echo: Callable[[str, float], None] | None = None,
+    runner_for: Callable[[str], Runner] | None = None,
 ) -> dict[str, Any]:
     """Run one cycle to the end and return its row (status succeeded or failed).
 
     Without ``cycle_id`` it first cleans up after dead cycles (``recover_cycles``) and records a
     new one. A failure removes the cycle's unfinished model, its scores and files.
+
+    ``runner_for(absolute model path)`` gives the runner that scores the new model's blocks (default: in
+    this process; pipeline.distributed.dask_runner for a Dask cluster).
     """
     if cycle_id is None:
         recover_cycles(store, settings)
@@ -133,16 +139,27 @@ def run_cycle(
     store.update_cycle(cycle_id, pid=os.getpid())
     report = CycleReporter(store, cycle_id, echo)
     try:
-        _run_stages(store, settings, cycle_id, report)
+        _run_stages(store, settings, cycle_id, report, runner_for)
     except Exception as error:  # a cycle records any failure and leaves the old model active
         store.finish_cycle(cycle_id, "failed", message=f"{type(error).__name__}: {error}")
         recover_cycles(store, settings)
         if echo:
             echo(f"failed: {error}", 1.0)
+        return store.cycle(cycle_id)
+    # Only once the cycle is recorded (and its model active, or kept for a lead to judge): the
+    # score rows of versions older than the active model's kept ancestors go.
+    pruned = prune_old_scores(store, settings.KEEP_SCORED_MODELS)
+    if pruned:
+        message = store.cycle(cycle_id)["message"]
+        store.update_cycle(cycle_id, message=f"{message}; scores of {', '.join(pruned)} kept as "
+                                             "per-year summaries")
     return store.cycle(cycle_id)
 
 
-def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleReporter) -> str:
+def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleReporter,
+                runner_for: Callable[[str], Runner] | None) -> str:
+    if settings.KEEP_SCORED_MODELS < 1:
+        raise ValueError(f"KEEP_SCORED_MODELS must be at least 1, got {settings.KEEP_SCORED_MODELS}")
     parent = store.active_model()
     previous = [c for c in store.cycles() if c["id"] < cycle_id and c["status"] == "succeeded"]
     since = previous[-1]["started_at"] if previous else None
@@ -181,22 +198,26 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     decision = activation_decision(metrics, _parent_holdout_metrics(store, settings, parent,
                                                                     holdout, metrics),
                                    parent, settings.ACTIVATION_MARGIN)
-    register_model(store, settings, result.bundle, activate=False, pending=True)
+    record = register_model(store, settings, result.bundle, activate=False, pending=True)
+    runner = runner_for(str(model_file(store, record, settings).resolve())) if runner_for else None
     store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history)
 
     years = store.years()
-    total_km2 = max(scene_area_km2(store, settings, years), 1e-9)
+    total_km2 = max(year_area_km2(store, settings, years), 1e-9)
     done = [0.0]
+    started = time.monotonic()
 
     def on_tile(km2: float) -> None:
         done[0] += km2
+        rate = done[0] / max(time.monotonic() - started, 1e-6)
         report("scoring", TRAINING_SHARE + (1 - TRAINING_SHARE) * min(done[0] / total_km2, 1.0),
-               f"{done[0]:,.0f} of {total_km2:,.0f} km²")
+               f"{done[0]:,.0f} of {total_km2:,.0f} km², {rate:,.0f} km²/s, about "
+               f"{max(total_km2 - done[0], 0) / rate / 60:,.0f} min left")
 
     predicted = {}
     for i, year in enumerate(years):
         predicted[str(year)] = score_year(store, settings, result.bundle, year,
-                                          progress=on_tile).predicted_mines
+                                          progress=on_tile, runner=runner).predicted_mines
         if i == 0:
             pause_point("scoring")
     report("activating", 1.0)

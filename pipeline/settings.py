@@ -57,6 +57,12 @@ class Settings:
                                "DATA_DIR/secret_key when empty.")
     BASEMAP_URL: str = _setting("", "Optional XYZ tile URL for the map background; empty means "
                                 "no remote tiles (works offline).")
+    KEEP_SCORED_MODELS: int = _setting(2, "Model versions whose score rows are kept: the active "
+                                       "model and its nearest ancestors (2 = active + parent); "
+                                       "older versions keep per-year summaries only.")
+    SCHEDULER: str = _setting("", "Dask scheduler that scoring sends blocks to: an address "
+                              "(tcp://host:8786) or local:N for N local worker processes; empty "
+                              "scores in this process.")
     BUFFER_M: float = _setting(750.0, "Buffer around each mine point for the mining area, metres.")
     ACTIVATION_MARGIN: float = _setting(0.05, "A cycle's new model becomes active only if its "
                                         "average precision on the held-out reviewed cells is at "

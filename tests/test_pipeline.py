@@ -148,6 +148,25 @@ def test_cycle_folds_reviews_in_and_failure_keeps_the_old_model(store, settings,
     assert store.active_model()["version"] == "m0002"
 
 
+def test_cycle_keeps_older_scores_as_summaries_only(store, settings, territory):
+    from dataclasses import replace
+
+    ingest_files(store, settings, [territory.scene], 2021)
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    train_model(store, settings)
+    first = score_year(store, settings, load_model(store), 2021)
+    refused = run_cycle(store, replace(settings, KEEP_SCORED_MODELS=0))
+    assert refused["status"] == "failed" and "KEEP_SCORED_MODELS" in refused["message"]
+    assert store.active_model()["version"] == "m0001" and store.scored_years("m0001") == [2021]
+
+    row = run_cycle(store, replace(settings, KEEP_SCORED_MODELS=1))
+    assert row["status"] == "succeeded", row["message"]
+    assert "m0001" in row["message"] and "summaries" in row["message"]
+    assert store.scored_years("m0001") == [] and store.scored_years(row["new_model"]) == [2021]
+    kept = store.year_summary("m0001", 2021)
+    assert (kept["scored"], kept["predicted_mines"]) == (first.scored, first.predicted_mines)
+
+
 def test_holdout_takes_whole_blocks_of_reviewed_labels():
     rows = [{"cell_id": r * 100_000 + c, "year": 2021, "label": "mine", "source": "review"}
             for r in range(0, 40, 3) for c in range(0, 40, 3)]

@@ -192,3 +192,48 @@ def test_concurrent_writers_never_see_locked(tmp_path):
     assert errors == []
     with Store(path) as store:
         assert store.count_decisions() == 400
+
+
+def test_migration_0005_summarises_existing_scores(tmp_path):
+    from sqlite_utils import Database
+
+    old = Database(sqlite3.connect(tmp_path / "old.db", isolation_level=None))
+    migrations.apply(old, stop_before="0005_scoring_progress")
+    old.execute("INSERT INTO models (version, path, bands, threshold, metrics, training,"
+                " created_at) VALUES ('m0001', 'm.keras', '[]', 0.5, '{}', '{}', 'now')")
+    old.execute("INSERT INTO scenes (id, year, name, paths, bands, crs, row0, row1, col0, col1,"
+                " stretch, ingested_at) VALUES (1, 2020, 's', '[]', '[]', 'x', 0, 1, 0, 3, '{}',"
+                " 'now')")
+    for cell, score in ((1, 0.9), (2, 0.2), (3, None)):
+        old.execute("INSERT INTO scores VALUES (?, 2020, 'm0001', ?, 0.1, 1.0, 1, 0.5)",
+                    [cell, score])
+    old.conn.close()
+    with Store(tmp_path / "old.db") as store:
+        summary = store.year_summary("m0001", 2020)
+        assert (summary["scored"], summary["not_scored"], summary["predicted_mines"]) == (2, 1, 1)
+        assert summary["mean_score"] == pytest.approx(0.55)
+
+
+def test_scored_blocks_are_written_with_their_scores(store):
+    import numpy as np
+
+    from model.score import CellScores
+
+    add_model(store)
+    scene_id = add_scene(store)
+    cells = CellScores(np.array([1, 2]), np.array([0.9, np.nan], np.float32),
+                       np.array([0.3, np.nan], np.float32), np.array([1.0, 0.1], np.float32))
+    assert store.write_scored_blocks(2020, "m0001", scene_id, [((0, 16, 0, 16), cells)]) == 2
+    assert store.scored_blocks("m0001", 2020) == {(0, 0)}
+    with pytest.raises(StoreError, match="already scored"):
+        store.write_scored_blocks(2020, "m0001", scene_id, [((0, 16, 0, 16), cells)])
+    live = store.year_summary("m0001", 2020)  # no kept row yet: counted from the scores
+    assert (live["scored"], live["predicted_mines"], live["summarised_at"]) == (1, 1, None)
+    assert store.summarise_scores("m0001", 2020, 0.5)["predicted_mines"] == 1
+    assert store.prune_scores(["m0001"]) == 2
+    assert store.score(1, 2020, "m0001") is None and store.scored_blocks("m0001", 2020) == set()
+    assert store.summarised_years("m0001") == [2020]
+    store.delete_model_scores("m0001")  # a failed cycle's version leaves nothing behind
+    assert store.year_summary("m0001", 2020) is None
+    with pytest.raises(StoreError, match="unknown model"):
+        store.prune_scores(["m0009"])

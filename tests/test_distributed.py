@@ -1,0 +1,98 @@
+"""Scoring on a Dask LocalCluster of two worker processes on loopback: the same scores as the
+local path, and a worker killed mid-way has its blocks redone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from db.store import Store
+from pipeline.distributed import dask_client, dask_runner, parse_scheduler
+from pipeline.jobs import settings_environment
+from pipeline.scoring import score_year, year_recipe
+from pipeline.training import model_file
+from tests.territory import write_territory
+from tests.test_scoring import REPO, all_scores, installation, tiny_bundle
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_territory(tmp_path_factory.mktemp("scene"), size_km=10, n_mines=4).scene
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, host="127.0.0.1")
+    with cluster, distributed.Client(cluster) as connected:
+        yield connected
+
+
+def test_cluster_scores_equal_local_scores(tmp_path, scene, client):
+    local = installation(tmp_path, "local", scene)
+    remote = installation(tmp_path, "remote", scene)
+    with Store(local.database_path) as store:
+        score_year(store, local, tiny_bundle(), 2021)
+    with Store(remote.database_path) as store:
+        path = str(model_file(store, store.model("m0001")))
+        km2 = []
+        done = score_year(store, remote, tiny_bundle(), 2021, progress=km2.append,
+                          runner=dask_runner(client, path))
+        assert done.blocks_scored == done.blocks_total > 2
+    expected, got = all_scores(local.database_path), all_scores(remote.database_path)
+    assert got.keys() == expected.keys()
+    for cell, row in expected.items():
+        assert got[cell] == pytest.approx(row, nan_ok=True, abs=1e-6)
+    # Each worker loaded the model once, whatever the number of blocks it scored.
+    loaded = client.run(lambda: len(__import__("pipeline.distributed").distributed._MODELS))
+    assert set(loaded.values()) <= {0, 1} and sum(loaded.values()) >= 1
+
+
+def test_a_dead_worker_has_its_blocks_redone(tmp_path, scene, client):
+    settings = installation(tmp_path, "a", scene)
+    with Store(settings.database_path) as store:
+        recipe = year_recipe(store, settings, 2021)
+        blocks = recipe.open().blocks()
+        run = dask_runner(client, str(model_file(store, store.model("m0001"))), retries=1)
+        results = run(tiny_bundle(), recipe, blocks)
+        first = [next(results)]
+        pids = client.run(os.getpid)
+        os.kill(next(iter(pids.values())), signal.SIGKILL)  # the nanny starts a fresh worker
+        rest = list(results)
+    done = first + rest
+    assert sorted((b.row0, b.col0) for b, _ in done) == sorted((b.row0, b.col0) for b in blocks)
+    assert all(np.isfinite(cells.valid_fraction).all() for _, cells in done)
+
+
+def test_cli_scores_on_a_local_cluster(tmp_path, scene):
+    local = installation(tmp_path, "local", scene)
+    remote = installation(tmp_path, "remote", scene)
+    with Store(local.database_path) as store:
+        score_year(store, local, tiny_bundle(), 2021)
+    env = {**os.environ, **settings_environment(remote), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "run.py"), "score", "--scheduler",
+                           "local:2"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2021:" in done.stdout and "cells scored by m0001" in done.stdout
+    expected, got = all_scores(local.database_path), all_scores(remote.database_path)
+    assert got.keys() == expected.keys()
+    for cell, row in expected.items():
+        assert got[cell] == pytest.approx(row, nan_ok=True, abs=1e-6)
+
+
+def test_scheduler_addresses():
+    assert parse_scheduler("local:3") == 3
+    assert parse_scheduler("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    for bad in ("local:0", "local:x", " "):
+        with pytest.raises(ValueError):
+            parse_scheduler(bad)
+    with pytest.raises(ValueError, match="cannot reach"), dask_client("tcp://127.0.0.1:9", timeout_s=1):
+        pass
