@@ -57,6 +57,8 @@ def _png(image: Image.Image) -> bytes:
 TRANSPARENT_PNG: bytes = _png(Image.new("RGBA", (TILE_SIZE, TILE_SIZE), (0, 0, 0, 0)))
 
 _TMS = morecantile.tms.get("WebMercatorQuad")
+# The store keeps no overviews by design (tiles read only the part of the mosaic they cover).
+warnings.filterwarnings("ignore", category=NoOverviewWarning)
 #: The CRS of WebMercatorQuad tiles.
 MERCATOR = "EPSG:3857"
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -136,10 +138,7 @@ def render_tile(mosaic: YearMosaic, mode: str, z: int, x: int, y: int,
     res = (tile.right - tile.left) / TILE_SIZE
     part = (tile.left + col0 * res, tile.top - row1 * res, tile.left + col1 * res,
             tile.top - row0 * res)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoOverviewWarning)  # the store keeps no overviews
-        reader = Reader(str(mosaic.root / MOSAIC_VRT))
-    with reader:
+    with Reader(str(mosaic.root / MOSAIC_VRT)) as reader:
         image = reader.part(part, dst_crs=MERCATOR, bounds_crs=MERCATOR, width=col1 - col0,
                             height=row1 - row0, indexes=indexes, resampling_method=RESAMPLING,
                             reproject_method=RESAMPLING)

@@ -31,7 +31,7 @@ from analysis.status import (
 )
 from analysis.territory import refresh_territory_cells
 from imagery.store import MosaicError
-from imagery.tiles import MAX_ZOOM, TRANSPARENT_PNG
+from imagery.tiles import TRANSPARENT_PNG
 from labeller.db import get_store
 from labeller.safety import int_arg
 from pipeline.tiles import TileNotFound, map_tile, year_modes
@@ -92,16 +92,13 @@ def page():
     status = request.args.get("status", "all")
     _statuses(status)
     layers = _layers(store, years)
-    mode = request.args.get("mode", "natural")
-    chosen = next((f"{year}/{m}" for y, m, _, problem in layers
-                   if y == year and m == mode and not problem), None) or \
-        next((f"{y}/{m}" for y, m, _, problem in layers if y == year and not problem), None)
+    chosen = _chosen(layers, year, request.args.get("mode", "natural"))
     focus, notice = _focus(settings.grid)
     config = {
         "cellsUrl": url_for("map.cells"), "territoryUrl": url_for("map.territory"),
         "protectedUrl": url_for("map.protected"), "basemapUrl": settings.BASEMAP_URL,
         "colours": COLOURS, "bounds": scenes_bounds_lonlat(store, settings.grid), "year": year,
-        "status": status, "maxZoom": MAX_ZOOM, "focus": focus,
+        "status": status, "focus": focus,
         "tiles": {f"{y}/{m}": url for y, m, url, problem in layers if not problem},
     }
     synthetic = any(s["synthetic"] for s in store.scenes())
@@ -110,6 +107,16 @@ def page():
                            status=status, statuses=STATUS_CHOICES, colours=COLOURS, model=model,
                            territory=store.territory(), n_protected=len(store.protected_areas()),
                            synthetic=synthetic, max_features=MAX_FEATURES)
+
+
+def _chosen(layers: list[tuple[int, str, str | None, str | None]], year: int | None,
+            mode: str) -> str:
+    """The switch's value on load, ``<year>/<mode>``: the asked mode if the year can show it, else
+    its first available one; ``<year>/none`` (cells only) when asked or when none is available."""
+    available = [m for y, m, _, problem in layers if y == year and not problem]
+    if mode == "none" or not available:
+        return f"{year}/none"
+    return f"{year}/{mode if mode in available else available[0]}"
 
 
 def _layers(store, years: list[int]) -> list[tuple[int, str, str | None, str | None]]:

@@ -232,6 +232,9 @@ def test_map_page_offers_each_year_and_mode_with_its_tile_url(client) -> None:
     tiles = map_config(html)["tiles"]
     assert tiles["2021/false"].startswith("/tiles/2021/false/{z}/{x}/{y}.png?v=s")
     assert set(tiles) == {"2020/natural", "2020/false", "2021/natural", "2021/false"}
+    cells_only = client.get("/map?year=2020&mode=none").get_data(as_text=True)
+    assert 'value="2020/none" selected' in cells_only
+    assert 'value="2021/natural"  selected' in client.get("/map?mode=sepia").get_data(as_text=True)
 
 
 def test_map_opens_on_a_cell_and_the_card_links_there(client, review_db) -> None:
