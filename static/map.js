@@ -20,8 +20,10 @@
     function style(feature) {
       var p = feature.properties;
       var score = p.score == null ? 0 : p.score;
-      return { color: cfg.colours[p.status], weight: 0.6, fillColor: cfg.colours[p.status],
-               fillOpacity: p.status === "background" ? 0.08 + 0.4 * score : 0.35 + 0.5 * score };
+      var fill = p.status === "background" ? 0.08 + 0.4 * score : 0.35 + 0.5 * score;
+      // over imagery the fill is lighter and the edge stronger, so the ground shows through
+      return { color: cfg.colours[p.status], weight: imagery ? 1.5 : 0.6,
+               fillColor: cfg.colours[p.status], fillOpacity: imagery ? fill * 0.4 : fill };
     }
     var cells = L.geoJSON(null, {
       style: style,
@@ -37,6 +39,7 @@
         style: { color: colour, weight: 2, fill: false, dashArray: dash } }).addTo(map);
     };
     var imagery = null;
+    var focusOutline = null;
     function showImagery() {
       if (imagery) { map.removeLayer(imagery); imagery = null; }
       var url = cfg.tiles[layerSel.value];
@@ -66,6 +69,7 @@
         if (pending !== url) { return; }
         cells.clearLayers();
         cells.addData(fc);
+        if (focusOutline) { focusOutline.bringToFront(); }
         countEl.textContent = fc.count + " cells" + (fc.truncated ? " (zoom in to see all)" : "");
         el.dataset.loaded = String(fc.count);
       }).catch(function () { countEl.textContent = "could not load the cells"; });
@@ -77,7 +81,7 @@
     showImagery();
     statusSel.addEventListener("change", load);
     if (cfg.focus) {
-      L.geoJSON(cfg.focus.geometry, { interactive: false,
+      focusOutline = L.geoJSON(cfg.focus.geometry, { interactive: false,
         style: { color: "#facc15", weight: 3, fill: false } }).addTo(map);
       map.setView([cfg.focus.lat, cfg.focus.lon], cfg.focus.zoom);
     } else if (cfg.bounds) {
