@@ -29,13 +29,15 @@ from pathlib import Path
 import morecantile
 import numpy as np
 from PIL import Image
+from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rio_tiler.errors import NoOverviewWarning
 from rio_tiler.io import Reader
 
 from imagery.bands import select_bands
-from imagery.store import MOSAIC_VRT, YearMosaic
+from imagery.store import MOSAIC_VRT, MosaicError, YearMosaic
 from imagery.thumbnails import VIEWS, Stretch, render_view
+from imagery.validate import library_message, quiet_gdal
 
 #: Map colour modes -> the thumbnail view (imagery.thumbnails.VIEWS) they draw.
 MODES: dict[str, str] = {"natural": "rgb", "false": "false"}
@@ -125,7 +127,8 @@ def render_tile(mosaic: YearMosaic, mode: str, z: int, x: int, y: int,
     the tile the mosaic's bounds overlap (:func:`tile_window`: reading only that part keeps a
     zoomed-out tile from warping the whole empty tile at full resolution);
     :func:`imagery.thumbnails.render_view` applies ``stretch`` (the year's thumbnail stretch);
-    invalid pixels get alpha 0. Raises BandMismatchError when the mosaic lacks the mode's bands.
+    invalid pixels get alpha 0. Raises BandMismatchError when the mosaic lacks the mode's bands,
+    MosaicError (one line, the library's message) when a block or the VRT cannot be read.
     """
     view = MODES[mode]
     bands = VIEWS[view]
@@ -138,10 +141,15 @@ def render_tile(mosaic: YearMosaic, mode: str, z: int, x: int, y: int,
     res = (tile.right - tile.left) / TILE_SIZE
     part = (tile.left + col0 * res, tile.top - row1 * res, tile.left + col1 * res,
             tile.top - row0 * res)
-    with Reader(str(mosaic.root / MOSAIC_VRT)) as reader:
-        image = reader.part(part, dst_crs=MERCATOR, bounds_crs=MERCATOR, width=col1 - col0,
-                            height=row1 - row0, indexes=indexes, resampling_method=RESAMPLING,
-                            reproject_method=RESAMPLING)
+    vrt = mosaic.root / MOSAIC_VRT
+    try:
+        with quiet_gdal(), Reader(str(vrt)) as reader:
+            image = reader.part(part, dst_crs=MERCATOR, bounds_crs=MERCATOR, width=col1 - col0,
+                                height=row1 - row0, indexes=indexes,
+                                resampling_method=RESAMPLING, reproject_method=RESAMPLING)
+    except (RasterioError, OSError) as exc:
+        raise MosaicError(f"{mosaic.name}: map tile {z}/{x}/{y} cannot be read "
+                          f"({library_message(exc, vrt)})") from exc
     valid = np.zeros((TILE_SIZE, TILE_SIZE), dtype=bool)
     valid[row0:row1, col0:col1] = image.mask > 0
     if not valid.any():

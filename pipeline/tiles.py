@@ -79,7 +79,8 @@ def map_tile(store: Store, settings: Any, year: int, mode: str, z: int, x: int,
 
     A cached tile is returned without opening the mosaic. Raises TileNotFound for an unknown
     mode, z/x/y outside the tile matrix, a year without imagery, or a mode the year cannot show
-    (a band or its stretch missing); MosaicError when the year's store cannot be read.
+    (a band or its stretch missing); MosaicError when the year's store cannot be read (a missing
+    or corrupt block: one line, nothing cached).
     """
     if mode not in MODES:
         raise TileNotFound(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")

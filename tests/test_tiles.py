@@ -255,3 +255,14 @@ def test_roles_reviewer_reads_tiles_anonymous_does_not(app) -> None:
     reviewer = app.test_client()
     login(reviewer, "rita", "reviewer")
     assert reviewer.get(url(2021, "natural", tile)).status_code == 200
+
+
+def test_a_corrupt_block_is_a_clear_404_and_nothing_is_cached(own_data: Path) -> None:
+    for block in (own_data / "imagery" / "2021").glob("r*.tif"):
+        block.write_bytes(block.read_bytes()[:4096])     # truncated
+    app = create_app({"DATA_DIR": str(own_data), "SECRET_KEY": "t", "TESTING": True})
+    tile = centre_tile(app.config["SETTINGS"].grid)
+    response = app.test_client().get(url(2021, "natural", tile))
+    assert response.status_code == 404
+    assert "2021 mosaic: map tile" in response.get_data(as_text=True)
+    assert not list((own_data / "tiles").rglob("*.png"))
