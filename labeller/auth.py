@@ -71,6 +71,7 @@ ENDPOINT_ROLES: dict[str, str] = {
     "map.cells": "reviewer",
     "map.territory": "reviewer",
     "map.protected": "reviewer",
+    "map.tile": "reviewer",
     "reports.page": "reviewer",
     "cycles.activate": "lead",
     "jobs.page": "lead",

@@ -1,9 +1,15 @@
 """The map page: Leaflet (vendored in static/, no CDN, no remote tiles unless BASEMAP_URL is set)
-with cells coloured by status and score, the territory and protected areas, filters by year and
-status; clicking a cell opens it in the review card (``/review?cell=<id>&year=<year>``).
+over the year's own imagery, with cells coloured by status and score, the territory and protected
+areas, filters by year-and-colour-mode and status; clicking a cell opens it in the review card
+(``/review?cell=<id>&year=<year>``). ``/map?year=Y&cell=ID`` opens the map centred on a cell
+(:func:`cell_map_url` builds that link; templates call it as ``cell_map_url(cell_id, year)``).
 
 ``/map/cells.geojson`` returns the cells of the current view (``bbox``), highest scores first,
 capped at ``MAX_FEATURES`` (the response says when it was cut).
+
+``/tiles/<year>/<mode>/<z>/<x>/<y>.png`` serves the year's imagery as web-mercator map tiles
+(mode ``natural`` or ``false`` colour; :mod:`pipeline.tiles`), cached on disk under
+``DATA_DIR/tiles``; a tile outside the imagery is transparent.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import json
 
 import numpy as np
 import shapely
-from flask import Blueprint, abort, current_app, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, render_template, request, send_file, url_for
 
 from analysis import AnalysisError
 from analysis.status import (
@@ -24,8 +30,11 @@ from analysis.status import (
     to_lonlat,
 )
 from analysis.territory import refresh_territory_cells
+from imagery.store import MosaicError
+from imagery.tiles import TRANSPARENT_PNG
 from labeller.db import get_store
 from labeller.safety import int_arg
+from pipeline.tiles import TileNotFound, map_tile, year_modes
 
 bp = Blueprint("map", __name__)
 
@@ -34,6 +43,20 @@ MAX_FEATURES = 5000
 COLOURS = {"confirmed": "#b91c1c", "predicted": "#f59e0b", "rejected": "#2563eb",
            "background": "#6b7280"}
 STATUS_CHOICES = ("all", "mines", *STATUSES)
+#: What each colour mode is called in the year-and-mode switch.
+MODE_NAMES = {"natural": "natural colour", "false": "false colour"}
+#: Zoom of a map opened on one cell (a 1 km cell is then about 100-150 px wide).
+FOCUS_ZOOM = 14
+#: Browser cache lifetime of a tile whose URL names its cache key (``?v=``): a year.
+TILE_MAX_AGE = 365 * 24 * 3600
+
+
+def cell_map_url(cell_id: int, year: int | None = None) -> str:
+    """The map centred on a cell (in ``year``'s imagery when given): ``/map?year=Y&cell=ID``."""
+    return url_for("map.page", year=year, cell=int(cell_id))
+
+
+bp.add_app_template_global(cell_map_url, "cell_map_url")
 
 
 def _statuses(value: str) -> tuple[str, ...] | None:
@@ -68,17 +91,85 @@ def page():
     year = year if year in years else (years[-1] if years else None)
     status = request.args.get("status", "all")
     _statuses(status)
-    bounds = scenes_bounds_lonlat(store, settings.grid)
+    layers = _layers(store, years)
+    chosen = _chosen(layers, year, request.args.get("mode", "natural"))
+    focus, notice = _focus(settings.grid)
     config = {
         "cellsUrl": url_for("map.cells"), "territoryUrl": url_for("map.territory"),
         "protectedUrl": url_for("map.protected"), "basemapUrl": settings.BASEMAP_URL,
-        "colours": COLOURS, "bounds": bounds, "year": year, "status": status,
+        "colours": COLOURS, "bounds": scenes_bounds_lonlat(store, settings.grid), "year": year,
+        "status": status, "focus": focus,
+        "tiles": {f"{y}/{m}": url for y, m, url, problem in layers if not problem},
     }
     synthetic = any(s["synthetic"] for s in store.scenes())
     return render_template("map.html", config=json.dumps(config), years=years, year=year,
+                           layers=layers, chosen=chosen, mode_names=MODE_NAMES, notice=notice,
                            status=status, statuses=STATUS_CHOICES, colours=COLOURS, model=model,
                            territory=store.territory(), n_protected=len(store.protected_areas()),
                            synthetic=synthetic, max_features=MAX_FEATURES)
+
+
+def _chosen(layers: list[tuple[int, str, str | None, str | None]], year: int | None,
+            mode: str) -> str:
+    """The switch's value on load, ``<year>/<mode>``: the asked mode if the year can show it, else
+    its first available one; ``<year>/none`` (cells only) when asked or when none is available."""
+    available = [m for y, m, _, problem in layers if y == year and not problem]
+    if mode == "none" or not available:
+        return f"{year}/none"
+    return f"{year}/{mode if mode in available else available[0]}"
+
+
+def _layers(store, years: list[int]) -> list[tuple[int, str, str | None, str | None]]:
+    """(year, mode, tile URL template, why unavailable) for every year and mode of the switch."""
+    settings = current_app.config["SETTINGS"]
+    layers = []
+    for year in years:
+        for mode, facts in year_modes(store, settings, year).items():
+            url = None
+            if not facts["problem"]:
+                url = url_for("map.tile", year=year, mode=mode, z=0, x=0, y=0, v=facts["key"])
+                url = url.replace("/0/0/0.png", "/{z}/{x}/{y}.png")
+            layers.append((year, mode, url, facts["problem"]))
+    return layers
+
+
+def _focus(grid) -> tuple[dict | None, str | None]:
+    """The cell the map opens on (``?cell=``) as {cell_id, lat, lon, zoom, geometry}, or a notice
+    when that cell is unknown."""
+    cell_id = int_arg("cell")
+    if cell_id is None:
+        return None, None
+    if get_store().cell(cell_id) is None:
+        return None, f"unknown cell {cell_id}: showing the whole map"
+    ids = np.asarray([cell_id], dtype=np.int64)
+    lon, lat = grid.cell_centres_lonlat(ids)
+    shape = cell_footprints_lonlat(grid, ids)[0]
+    return {"cell_id": cell_id, "lat": float(lat[0]), "lon": float(lon[0]), "zoom": FOCUS_ZOOM,
+            "geometry": json.loads(shapely.to_geojson(shapely.set_precision(shape, 1e-6)))}, None
+
+
+@bp.get("/tiles/<int:year>/<mode>/<int:z>/<int:x>/<int:y>.png")
+def tile(year: int, mode: str, z: int, x: int, y: int):
+    """One web-mercator map tile of a year's imagery (mode natural or false), cached on disk.
+
+    Outside the year's imagery: a transparent PNG. Unknown year or mode, a mode the year cannot
+    show, or z/x/y outside the tile matrix: 404.
+    """
+    settings = current_app.config["SETTINGS"]
+    try:
+        path, key = map_tile(get_store(), settings, year, mode, z, x, y)
+    except (TileNotFound, MosaicError) as error:
+        abort(404, str(error))
+    immutable = request.args.get("v") == key
+    if path is None:
+        response = Response(TRANSPARENT_PNG, mimetype="image/png")
+        response.cache_control.max_age = TILE_MAX_AGE if immutable else 3600
+    else:
+        response = send_file(path, mimetype="image/png", etag=f"{key}-{z}-{x}-{y}",
+                             conditional=True, max_age=TILE_MAX_AGE if immutable else 3600)
+    response.cache_control.immutable = immutable or None
+    response.cache_control.public = True
+    return response
 
 
 @bp.get("/map/cells.geojson")

@@ -23,7 +23,7 @@ pytest_plugins = ["fixtures_app"]
 #: A value for each URL variable of the app's routes.
 SAMPLE_VALUES = {"cell_id": 1, "year": 2021, "view": "rgb", "kind": "cell", "fmt": "csv",
                  "event_id": 1, "name": "nobody", "filename": "app.css", "job_id": 1,
-                 "version": "m0001"}
+                 "version": "m0001", "mode": "natural", "z": 14, "x": 0, "y": 0}
 
 
 def test_every_route_has_a_role() -> None:

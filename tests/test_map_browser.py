@@ -1,5 +1,6 @@
 """The map page in a real browser (Debian's chromium through Playwright): Leaflet from static/,
-no request leaves the machine, cells are drawn, and clicking one opens its review card."""
+no request leaves the machine, the year's imagery loads as tiles from the app, cells are drawn,
+and clicking one opens its review card."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from labeller import create_app
 from tests.browser import CHROMIUM, LAUNCH_ARGS, MARKS, served
 from tests.test_analysis_status import A, block_polygon, build_db, write_polygons
 
+pytest.register_assert_rewrite("tests.fixtures_app")
+from tests.fixtures_app import COL0, N_COLS, N_ROWS, ROW0  # noqa: E402
+
 pytestmark = MARKS
+pytest_plugins = ["tests.fixtures_app"]
 
 
 @pytest.fixture
@@ -54,5 +59,53 @@ def test_click_a_cell_opens_the_review_card(server):
             assert request.value.url == f"{server}/review?cell={A}&year=2021"
             assert remote == [], remote          # offline: no tiles, no CDN
             assert violations == [], violations  # Leaflet works under the app's CSP
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def imagery_server(app_config):
+    """The app over fixtures_app's database and its real imagery store (2020 and 2021)."""
+    with served(create_app(app_config)) as url:
+        yield url
+
+
+def test_imagery_tiles_load_from_the_app_under_the_cells(imagery_server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server = imagery_server
+    cell = CellGrid().cell_id(ROW0 + N_ROWS // 2, COL0 + N_COLS // 2)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            remote: list[str] = []
+            tiles: list[tuple[str, int, str]] = []
+            page.on("request", lambda r: remote.append(r.url)
+                    if not r.url.startswith(server) and not r.url.startswith("data:") else None)
+            page.on("response", lambda r: tiles.append(
+                (r.url, r.status, r.headers.get("content-type", ""))) if "/tiles/" in r.url
+                else None)
+            violations: list[str] = []
+            page.on("console", lambda m: violations.append(m.text)
+                    if "Content Security Policy" in m.text else None)
+            page.goto(f"{server}/map?year=2021&cell={cell}")
+            page.wait_for_selector("#map[data-imagery='2021/natural']")
+            page.wait_for_selector("#map[data-tiles]:not([data-tiles='0'])")
+            page.wait_for_selector("#map[data-loaded]:not([data-loaded='0'])")
+            assert page.locator(".leaflet-tile-pane img.leaflet-tile-loaded").count() > 0
+            natural = [t for t in tiles if "/tiles/2021/natural/14/" in t[0]]
+            assert natural and all(status == 200 and kind == "image/png"
+                                   for _, status, kind in natural), tiles
+            # the one switch changes the year's colour mode: new tiles, and the cells reload
+            page.select_option("#map-layer", "2021/false")
+            page.wait_for_selector("#map[data-imagery='2021/false']")
+            page.wait_for_selector("#map[data-tiles]:not([data-tiles='0'])")
+            page.wait_for_selector("#map[data-loaded]:not([data-loaded='0'])")
+            assert any("/tiles/2021/false/14/" in t[0] and t[1] == 200 for t in tiles), tiles
+            page.select_option("#map-layer", "2020/none")
+            page.wait_for_selector("#map[data-imagery='none']")
+            assert page.locator(".leaflet-tile-pane img").count() == 0
+            assert remote == [], remote          # offline: every tile comes from the app
+            assert violations == [], violations
         finally:
             browser.close()
