@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-km", type=float, default=50.0, help="scene side in km (default 50)")
     parser.add_argument("--codecs", action="store_true", help="also compare ZSTD and DEFLATE")
+    parser.add_argument("--ingest-threads", type=int, default=None,
+                        help="INGEST_THREADS for the ingest (default: the setting's default)")
     args = parser.parse_args(argv)
     size_px = int(round(args.size_km * 1000 / PIXEL_M))
     area_km2 = (size_px * PIXEL_M / 1000.0) ** 2
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         path = tmp / "scene.tif"
         write_scene(path, size_px)
-        settings = load_settings({"DATA_DIR": str(tmp / "instance")}, environ={})
+        settings = load_settings({"DATA_DIR": str(tmp / "instance"),
+                                  "INGEST_THREADS": args.ingest_threads}, environ={})
         grid = settings.grid
         base = rss_mib("VmRSS")
         can_reset = reset_peak()
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"{size_px} x {size_px} px x 12 bands uint16, UTM 35S -> EPSG:6933"),
             ("ingest (warp once)", f"{area_km2 / t_ingest:8.1f} km²/s  ({t_ingest:.1f} s wall, "
                                    f"{c_ingest:.1f} s CPU; {result.blocks} blocks, "
-                                   f"{result.new_cells} cells)"),
+                                   f"{result.new_cells} cells, "
+                                   f"{settings.INGEST_THREADS} thread(s))"),
             ("peak RSS added by ingest", f"{peak - base:.0f} MiB"
                                          + ("" if can_reset else " [VmHWM not resettable]")),
             ("store read_tile (no warp)", f"{tile_km2 / t_store:8.1f} km²/s  ({t_store:.2f} s "

@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,15 +127,8 @@ def ingest_files(
     with _year_lock(data_dir, year):
         year_bands = _year_bands(data_dir, year, scenes)
         staged = _staging_folder(data_dir, year, scenes, year_bands)
-        km2 = (grid.cell_size_m / 1000.0) ** 2
-        area = 0.0
-        for block in blocks:
-            touching = [s for s in scenes if _overlap(block, footprints[id(s)])]
-            _stage_block(staged, year_dir(data_dir, year), grid, block, touching, year_bands)
-            done = _covered_cells(block, [footprints[id(s)] for s in touching]) * km2
-            area += done
-            if progress is not None:
-                progress(done)
+        area = _stage_blocks(staged, year_dir(data_dir, year), grid, blocks, scenes, footprints,
+                             year_bands, threads=settings.INGEST_THREADS, progress=progress)
         return _commit(store, settings, year, scenes, year_bands, staged, area)
 
 
@@ -186,6 +180,41 @@ def _staging_folder(data_dir: Path, year: int, scenes: list[Scene],
     folder = parent / key
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _stage_blocks(staged: Path, root: Path, grid: CellGrid, blocks: list[CellRange],
+                  scenes: list[Scene], footprints: dict[int, CellRange], bands: tuple[str, ...],
+                  *, threads: int, progress: Callable[[float], None] | None) -> float:
+    """Stage every block, ``threads`` at a time (at most that many blocks in memory); returns the
+    area (km²) of the cells the sources touch. The first failure stops the call: blocks not yet
+    started are cancelled, those already staged stay for a rerun."""
+    if threads < 1:
+        raise ValueError(f"INGEST_THREADS must be at least 1, got {threads}")
+    km2 = (grid.cell_size_m / 1000.0) ** 2
+    pending = iter(blocks)
+    running: dict[Future, float] = {}
+    area = 0.0
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest") as pool:
+        try:
+            while True:
+                while len(running) < threads and (block := next(pending, None)) is not None:
+                    touching = [s for s in scenes if _overlap(block, footprints[id(s)])]
+                    future = pool.submit(_stage_block, staged, root, grid, block, touching, bands)
+                    running[future] = _covered_cells(
+                        block, [footprints[id(s)] for s in touching]) * km2
+                if not running:
+                    return area
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()
+                    done = running.pop(future)
+                    area += done
+                    if progress is not None:
+                        progress(done)
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
 
 
 def _overlap(a: CellRange, b: CellRange) -> bool:

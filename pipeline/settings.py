@@ -63,6 +63,8 @@ class Settings:
     SCHEDULER: str = _setting("", "Dask scheduler that scoring sends blocks to: an address "
                               "(tcp://host:8786) or local:N for N local worker processes; empty "
                               "scores in this process.")
+    INGEST_THREADS: int = _setting(2, "Store blocks that ingest warps at once (threads: GDAL's warp "
+                                   "releases Python's lock); each holds about 0.4 GB for 12 bands.")
     BUFFER_M: float = _setting(750.0, "Buffer around each mine point for the mining area, metres.")
     ACTIVATION_MARGIN: float = _setting(0.05, "A cycle's new model becomes active only if its "
                                         "average precision on the held-out reviewed cells is at "

@@ -17,8 +17,9 @@ from imagery.store import BLOCK_CELLS, MosaicError, open_year, year_dir
 from pipeline.ingest import cells_of_year, ingest_files
 from pipeline.settings import load_settings
 
-#: A fast installation: 50 m grid pixels (20 px cells, 320 px blocks).
-FAST = {"PIXEL_SIZE_M": 50.0}
+#: A fast installation: 50 m grid pixels (20 px cells, 320 px blocks); one ingest thread, so an
+#: interruption falls after a known number of warped blocks (threads are tested on their own).
+FAST = {"PIXEL_SIZE_M": 50.0, "INGEST_THREADS": 1}
 #: Around 24 E, 29.5 S: the boundary between UTM zones 34S (west) and 35S (east).
 LON0, LAT0 = 23.95, -29.50
 SOURCE_PX = 20.0
@@ -187,6 +188,23 @@ def test_a_corrupt_file_found_mid_call_leaves_store_and_database_unchanged(
     with pytest.raises(SceneError, match="c.tif: pixels cannot be decoded"):
         ingest_files(store, settings, [good, bad], 2021)
     assert counts(store) == before and snapshot(settings, 2021) == files
+
+
+def test_threads_warp_the_same_blocks_as_one_thread(tmp_path):
+    source = write_utm(tmp_path / "wide.tif", "EPSG:32735", 25.0, -29.0, 24, 6)
+    blocks = {}
+    for threads in (1, 2):
+        settings = load_settings({"DATA_DIR": str(tmp_path / f"t{threads}"), **FAST,
+                                  "INGEST_THREADS": threads}, environ={})
+        with Store(settings.database_path) as store:
+            seen: list[float] = []
+            result = ingest_files(store, settings, [source], 2021, progress=seen.append)
+        assert sum(seen) == pytest.approx(result.area_km2) and len(seen) == result.blocks
+        mosaic = open_year(settings.data_dir, settings.grid, 2021)
+        blocks[threads] = {b: mosaic.read_tile(b, 0).pixels for b in mosaic.blocks()}
+    assert blocks[1].keys() == blocks[2].keys() and len(blocks[1]) >= 3
+    for block, pixels in blocks[1].items():
+        np.testing.assert_array_equal(pixels, blocks[2][block])
 
 
 def test_a_rerun_after_an_interrupted_call_resumes(store, settings, tmp_path, monkeypatch):
