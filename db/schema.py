@@ -237,6 +237,48 @@ def accounts(db: Database) -> None:
     )
 
 
+@migrations(name="0009_learning_loop")
+def learning_loop(db: Database) -> None:
+    """Every lesson kept, each cycle's fixed-block AP, and the queue at the operating point.
+
+    ``hard_negatives``: one row per (cell-year, model version) for every reviewed background cell
+    that this model version predicted as a mine (score >= its threshold), with the rejecting
+    decision; rows are never deleted, so the lesson outlives the model that taught it. Filled
+    from the decisions and scores already stored. ``cycles.validation_ap``: average precision on
+    the fixed validation blocks. ``scores.uncertainty`` becomes closeness to the model's
+    threshold, 1 - |score - threshold| / max(threshold, 1 - threshold) (model/reduce.py).
+    """
+    _execute_each(
+        db,
+        """
+        CREATE TABLE hard_negatives (
+            cell_id INTEGER NOT NULL,
+            year INTEGER NOT NULL,
+            model_version TEXT NOT NULL REFERENCES models(version),  -- predicted it a mine
+            score REAL NOT NULL,             -- that model's score (>= its threshold)
+            event_id INTEGER REFERENCES label_events(id),  -- the rejecting decision
+            added_at TEXT NOT NULL,
+            PRIMARY KEY (cell_id, year, model_version)
+        ) WITHOUT ROWID;
+        CREATE INDEX hard_negatives_model ON hard_negatives(model_version);
+        INSERT OR IGNORE INTO hard_negatives (cell_id, year, model_version, score, event_id,
+            added_at)
+            SELECT c.cell_id, c.year, s.model_version, s.score, c.event_id,
+                strftime('%Y-%m-%dT%H:%M:%f', 'now') || '+00:00'
+            FROM current_labels c
+            JOIN scores s ON s.cell_id = c.cell_id AND s.year = c.year
+            JOIN models m ON m.version = s.model_version
+            WHERE c.label = 'background' AND s.score >= m.threshold;
+        ALTER TABLE cycles ADD COLUMN validation_ap REAL;
+        UPDATE scores SET uncertainty = (SELECT 1.0 - abs(scores.score - m.threshold)
+            / max(m.threshold, 1.0 - m.threshold) FROM models m
+            WHERE m.version = scores.model_version)
+            WHERE score IS NOT NULL
+            AND model_version IN (SELECT version FROM models)
+        """
+    )
+
+
 def _execute_each(db: Database, script: str) -> None:
     """Run each statement of ``script`` inside the migration's transaction.
 

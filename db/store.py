@@ -370,9 +370,10 @@ class Store:
         )
 
     def predicted_mine_count(self, model_version: str, year: int, threshold: float) -> int:
+        """Cells of a year scored >= ``threshold``, not counting cells outside the territory."""
         return int(self._scalar(
-            "SELECT count(*) FROM scores WHERE model_version = ? AND year = ? AND score >= ?",
-            [model_version, year, threshold]))
+            "SELECT count(*) FROM scores s WHERE s.model_version = ? AND s.year = ?"
+            f" AND s.score >= ?{self._not_outside()}", [model_version, year, threshold]))
 
     # seed labels (the initial training set) ---------------------------------------------------
     def replace_seed_labels(
@@ -434,7 +435,9 @@ class Store:
             )
             self._refresh_current_label(cell_id, year)
             self.db.execute("DELETE FROM leases WHERE cell_id = ? AND year = ?", [cell_id, year])
-            return self.label_event(int(cursor.lastrowid))
+            event = self.label_event(int(cursor.lastrowid))
+            self._keep_rejection(event)
+            return event
 
     def undo_label(
         self, event_id: int, reviewer: str, *, request_id: str | None = None
@@ -489,6 +492,69 @@ class Store:
             " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
             [cell_id, year, latest["label"], latest["id"], latest["reviewer"], utc_now()],
         )
+
+    # hard negatives: every lesson kept ----------------------------------------------------------
+    def _keep_rejection(self, event: dict[str, Any]) -> None:
+        """Record a background decision on a cell the shown model (else the active one) predicted
+        as a mine as a hard negative of that model version."""
+        if event["label"] != "background":
+            return
+        version, score = event["model_version_shown"], event["score_shown"]
+        if version is None:
+            active = self.active_model()
+            row = self.score(event["cell_id"], event["year"], active["version"]) if active else None
+            version, score = (active["version"], row["score"]) if row else (None, None)
+        model = self.model(version) if version is not None else None
+        if model is None or score is None or score < model["threshold"]:
+            return
+        self.db.execute(
+            "INSERT OR IGNORE INTO hard_negatives (cell_id, year, model_version, score, event_id,"
+            " added_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [event["cell_id"], event["year"], version, score, event["id"], utc_now()])
+
+    def record_predicted_rejections(self, model_version: str) -> int:
+        """Add the cells ``model_version`` predicts as mines that are currently labelled
+        background to the hard negatives (with the rejecting decision); returns how many were new.
+        """
+        with self.atomic():
+            cursor = self.db.execute(
+                "INSERT OR IGNORE INTO hard_negatives (cell_id, year, model_version, score,"
+                " event_id, added_at) SELECT c.cell_id, c.year, s.model_version, s.score,"
+                " c.event_id, ? FROM current_labels c JOIN scores s ON s.cell_id = c.cell_id"
+                " AND s.year = c.year AND s.model_version = ? JOIN models m"
+                " ON m.version = s.model_version WHERE c.label = 'background'"
+                " AND s.score >= m.threshold", [utc_now(), model_version])
+            return int(cursor.rowcount)
+
+    def hard_negatives(self) -> list[dict[str, Any]]:
+        """Hard-negative rows (one per cell-year and model version that predicted it) whose
+        cell-year is still labelled background by review, oldest first."""
+        return self._rows(
+            "SELECT h.* FROM hard_negatives h JOIN current_labels c ON c.cell_id = h.cell_id"
+            " AND c.year = h.year WHERE c.label = 'background'"
+            " ORDER BY h.added_at, h.cell_id, h.year, h.model_version")
+
+    def false_positives_found(self, model_version: str | None = None, *, year: int | None = None,
+                              inside_territory: bool = True) -> int:
+        """Cell-years a model (``model_version``, or any) predicted as mines that review rejected.
+
+        Counted from the hard negatives still labelled background (of ``year``, or all years);
+        with ``inside_territory``, cells classified outside the territory are left out.
+        """
+        sql = ("SELECT count(DISTINCT h.cell_id || ':' || h.year) FROM hard_negatives h"
+               " JOIN current_labels c ON c.cell_id = h.cell_id AND c.year = h.year"
+               " WHERE c.label = 'background'")
+        params: list[Any] = []
+        if model_version is not None:
+            sql += " AND h.model_version = ?"
+            params.append(model_version)
+        if year is not None:
+            sql += " AND h.year = ?"
+            params.append(year)
+        if inside_territory:
+            sql += (" AND NOT EXISTS (SELECT 1 FROM territory_cells t WHERE t.cell_id = h.cell_id"
+                    " AND t.inside = 0)")
+        return int(self._scalar(sql, params))
 
     def label_event(self, event_id: int) -> dict[str, Any] | None:
         return self._row("SELECT * FROM label_events WHERE id = ?", [event_id])

@@ -28,18 +28,25 @@ def _status_context(store, message: str | None = None) -> dict[str, Any]:
 
 
 def _metric(cycle: dict[str, Any], name: str) -> float | None:
-    metrics = cycle.get("metrics") or {}
-    value = metrics.get(name)
-    if value is None and name == "average_precision":
-        value = metrics.get("ap")
-    return value
+    return (cycle.get("metrics") or {}).get(name)
+
+
+def _predicted_inside(store, cycle: dict[str, Any]) -> dict[str, int]:
+    """{year: cells the cycle's model predicts as mines inside the territory}; the counts the
+    cycle recorded when its model's scores are gone."""
+    model = store.model(cycle["new_model"]) if cycle.get("new_model") else None
+    if model is None or cycle["status"] != "succeeded":
+        return cycle.get("predicted_mines") or {}
+    return {str(year): store.predicted_mine_count(model["version"], year, model["threshold"])
+            for year in store.scored_years(model["version"])}
 
 
 @bp.get("/cycles")
 def page():
-    """One row per cycle, the training curves and the predicted-mine count per cycle."""
+    """One row per cycle, the training curves, the predicted mines inside the territory per
+    cycle, and the AP on the fixed validation blocks per cycle."""
     store = get_store()
-    cycles = store.cycles()
+    cycles = [{**c, "predicted_mines": _predicted_inside(store, c)} for c in store.cycles()]
     rows = []
     for cycle in reversed(cycles):
         history = cycle.get("history") or {}
@@ -49,7 +56,6 @@ def page():
             **cycle,
             "precision": _metric(cycle, "precision"),
             "recall": _metric(cycle, "recall"),
-            "ap": _metric(cycle, "average_precision"),
             "curves": line_chart_svg(curves, width=260, height=120, x_label="epoch",
                                      y_label="loss", integer_x=True) if curves else None,
         })
@@ -57,15 +63,18 @@ def page():
     for cycle in cycles:
         for year, count in sorted((cycle.get("predicted_mines") or {}).items()):
             per_year.setdefault(str(year), []).append((cycle["id"], count))
-    quality = {name: [(c["id"], _metric(c, key)) for c in cycles if _metric(c, key) is not None]
-               for name, key in (("precision", "precision"), ("recall", "recall"),
-                                 ("AP", "average_precision"))}
+    fixed = [c for c in cycles if (c.get("metrics") or {}).get("fixed_blocks")]
+    quality = {name: [(c["id"], _metric(c, key)) for c in fixed if _metric(c, key) is not None]
+               for name, key in (("precision", "precision"), ("recall", "recall"))}
+    quality["AP"] = [(c["id"], c["validation_ap"]) for c in cycles
+                     if c.get("validation_ap") is not None]
     return render_template(
         "cycles.html", rows=rows, **_status_context(store),
         mines_chart=line_chart_svg(per_year, width=520, height=200, x_label="cycle",
                                    y_label="predicted mines", integer_x=True),
         quality_chart=line_chart_svg({k: v for k, v in quality.items() if v}, width=520,
-                                     height=200, x_label="cycle", y_label="validation",
+                                     height=200, x_label="cycle",
+                                     y_label="fixed validation blocks",
                                      integer_x=True),
     )
 

@@ -1,12 +1,13 @@
 """Retrain-and-repredict cycles.
 
-A cycle trains a new model version from the seed labels plus every reviewed label (corrected
-false positives weigh as hard negatives, confirmed mines are positives), validates it on reviewed
-labels held out by geography, re-scores every year of the territory with it, and makes it the
-active model only when all of that succeeded. A failure leaves the previous model active and
-records why. The web app never runs a cycle inside a request: ``launch_cycle`` starts
-``run.py cycle --cycle-id N`` as a separate process that reports its stage and progress into the
-``cycles`` table, which the status partial polls.
+A cycle trains a new model version from the seed labels plus every reviewed label (every
+reviewed background that any model version predicted weighs as a hard negative, confirmed mines
+are positives), validates it on the reviewed labels of the installation's fixed validation blocks
+(``pipeline.training.split_validation``: the same blocks every cycle), re-scores every year of
+the territory with it, and makes it the active model only when all of that succeeded. A failure
+leaves the previous model active and records why. The web app never runs a cycle inside a
+request: ``launch_cycle`` starts ``run.py cycle --cycle-id N`` as a separate process that reports
+its stage and progress into the ``cycles`` table, which the status partial polls.
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from db.store import Store
-from model.train import patch_scores, validation_metrics
+from model.train import source_scores, validation_metrics
 from pipeline.scoring import scene_area_km2, score_year
 from pipeline.settings import ENV_PREFIX, Settings
 from pipeline.training import (
@@ -32,14 +31,13 @@ from pipeline.training import (
     hard_negative_keys,
     label_summary,
     register_model,
-    spatial_groups,
+    split_validation,
     train_config,
     train_from_patches,
+    training_info,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Share of the spatial blocks holding reviewed labels that is held out for validation.
-HOLDOUT_FRACTION = 0.2
 #: Fewest held-out reviewed labels of each class for a reviewed-label validation.
 MIN_HOLDOUT_PER_CLASS = 2
 #: Share of the cycle's progress bar given to training; scoring takes the rest.
@@ -79,38 +77,6 @@ def launch_cycle(settings: Settings) -> int:
     # Reap the worker when it exits, so a crashed one is not kept as a zombie that looks alive.
     threading.Thread(target=worker.wait, daemon=True).start()
     return cycle_id
-
-
-def split_reviewed_holdout(
-    rows: list[dict[str, Any]], seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(training rows, held-out reviewed rows), split by whole spatial blocks.
-
-    A share of the blocks that hold reviewed labels is held out; its reviewed labels validate the
-    new model and none of its labels (seed ones included) is trained on, so no neighbour of a
-    validation cell leaks into training.
-    """
-    groups = spatial_groups(np.array([r["cell_id"] for r in rows], dtype=np.int64))
-    reviewed_blocks = np.unique(groups[[r["source"] == "review" for r in rows]])
-    if len(reviewed_blocks) < 2:
-        return rows, []
-    n_hold = max(1, round(len(reviewed_blocks) * HOLDOUT_FRACTION))
-    held = set(np.random.default_rng(seed).choice(reviewed_blocks, size=n_hold,
-                                                  replace=False).tolist())
-    in_held = [int(g) in held for g in groups]
-    return ([r for r, h in zip(rows, in_held, strict=True) if not h],
-            [r for r, h in zip(rows, in_held, strict=True) if h and r["source"] == "review"])
-
-
-def false_positives_found(store: Store, parent: dict[str, Any] | None, since: str | None) -> int:
-    """Reviewed background cells the parent model called mines, labelled since ``since``."""
-    if parent is None:
-        return 0
-    keys = hard_negative_keys(store, parent)
-    if since is None:
-        return len(keys)
-    recent = {(r["cell_id"], r["year"]) for r in store.reviewed_labels() if r["updated_at"] >= since}
-    return len(keys & recent)
 
 
 class CycleReporter:
@@ -154,13 +120,11 @@ def run_cycle(
 
 def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleReporter) -> str:
     parent = store.active_model()
-    previous = [c for c in store.cycles() if c["id"] < cycle_id and c["status"] == "succeeded"]
-    since = previous[-1]["started_at"] if previous else None
     report("collecting labels", 0.0)
     rows = store.training_labels()
     if not rows:
         raise ValueError("no training labels yet: seed them from mine polygons or review cells")
-    train_rows, holdout_rows = split_reviewed_holdout(rows, seed=cycle_id)
+    train_rows, holdout_rows = split_validation(rows, settings.VALIDATION_BLOCK_SHARE)
     bands = tuple(parent["bands"]) if parent else default_bands(store, sorted({r["year"] for r in rows}))
     hard = hard_negative_keys(store, parent)
     min_valid = settings.MIN_VALID_FRACTION
@@ -183,12 +147,16 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     report("training", 0.0, f"{version}: {summary['n']} labelled cells")
     result = train_from_patches(patches, bands, settings, version=version,
                                 parent=parent["version"] if parent else None,
-                                training_info=summary, config=config, progress=on_epoch)
-    report("validating", TRAINING_SHARE, f"{len(holdout.labels)} held-out reviewed cells")
+                                training_info=training_info(patches, settings, version),
+                                config=config, progress=on_epoch)
+    report("validating", TRAINING_SHARE,
+           f"{len(holdout.labels)} reviewed cells in the fixed validation blocks")
     metrics = _holdout_metrics(result, holdout)
     result.bundle.metrics = {**result.bundle.metrics, "reviewed_holdout": metrics}
     register_model(store, settings, result.bundle, activate=False)
-    store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history)
+    store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history,
+                       validation_ap=metrics.get("average_precision")
+                       if metrics.get("fixed_blocks") else None)
 
     years = store.years()
     total_km2 = max(scene_area_km2(store, settings, years), 1e-9)
@@ -201,24 +169,28 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
 
     predicted = {}
     for year in years:
-        predicted[str(year)] = score_year(store, settings, result.bundle, year,
-                                          progress=on_tile).predicted_mines
+        score_year(store, settings, result.bundle, year, progress=on_tile)
+        predicted[str(year)] = store.predicted_mine_count(version, year, result.bundle.threshold)
+    store.record_predicted_rejections(version)
     report("activating", 1.0)
     store.activate_model(version)
     store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
                        predicted_mines=predicted,
-                       false_positives_found=false_positives_found(store, parent, since),
+                       false_positives_found=store.false_positives_found(parent["version"])
+                       if parent else 0,
                        message=f"{version} is active")
     return version
 
 
 def _holdout_metrics(result: Any, holdout: Any) -> dict[str, Any]:
-    """Precision, recall, AP on held-out reviewed cells; the training split's when too few."""
+    """Precision, recall, AP on the reviewed cells of the fixed validation blocks
+    (``fixed_blocks``: True); the training split's when they hold too few of a class."""
     labels = holdout.labels
     enough = min(int((labels == 1).sum()), int((labels == 0).sum())) >= MIN_HOLDOUT_PER_CLASS
     if not enough:
-        return {**result.metrics, "validated_on": "geographic split of all training labels "
-                f"(only {len(labels)} reviewed cells held out)"}
-    scores = patch_scores(result.bundle, holdout.pixels)
-    return {**validation_metrics(labels, scores, result.bundle.threshold),
-            "validated_on": f"{len(labels)} held-out reviewed cells"}
+        return {**result.metrics, "fixed_blocks": False,
+                "validated_on": "geographic split of all training labels (only "
+                f"{len(labels)} reviewed cells in the fixed validation blocks)"}
+    scores = source_scores(result.bundle, holdout.pixels)
+    return {**validation_metrics(labels, scores, result.bundle.threshold), "fixed_blocks": True,
+            "validated_on": f"{len(labels)} reviewed cells in the fixed validation blocks"}

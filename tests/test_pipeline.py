@@ -11,12 +11,18 @@ from db.store import Store
 from imagery.bands import BandMismatchError
 from imagery.scene import SceneError
 from imagery.vectors import VectorError
-from pipeline.cycle import run_cycle, split_reviewed_holdout
+from pipeline.cycle import run_cycle
 from pipeline.ingest import cells_of_year, ingest_files
 from pipeline.scoring import score_year
 from pipeline.seeds import seed_labels_from_polygons
 from pipeline.settings import load_settings
-from pipeline.training import load_model, spatial_groups, train_model
+from pipeline.training import (
+    load_model,
+    spatial_groups,
+    split_validation,
+    train_model,
+    validation_block,
+)
 from tests.territory import write_territory
 
 #: A fast installation: 50 m pixels (20 px cells), a tiny FCN, few epochs.
@@ -148,20 +154,30 @@ def test_cycle_folds_reviews_in_and_failure_keeps_the_old_model(store, settings,
     assert store.active_model()["version"] == "m0002"
 
 
-def test_holdout_takes_whole_blocks_of_reviewed_labels():
+def test_fixed_validation_blocks_stay_the_same_across_cycles():
     rows = [{"cell_id": r * 100_000 + c, "year": 2021, "label": "mine", "source": "review"}
-            for r in range(0, 40, 3) for c in range(0, 40, 3)]
+            for r in range(0, 60, 3) for c in range(0, 60, 3)]
     rows += [{"cell_id": r * 100_000 + 1, "year": 2021, "label": "mine", "source": "seed"}
-             for r in range(0, 40, 3)]
-    train, held = split_reviewed_holdout(rows, seed=1)
+             for r in range(0, 60, 3)]
+    train, held = split_validation(rows, 0.2)
     assert held and all(r["source"] == "review" for r in held)
     held_blocks = set(spatial_groups(np.array([r["cell_id"] for r in held])).tolist())
-    train_blocks = set(spatial_groups(np.array([r["cell_id"] for r in train])).tolist())
-    assert held_blocks.isdisjoint(train_blocks)  # seed labels of held blocks are not trained on
-    assert len(train) + len(held) == len(rows) - sum(
-        r["source"] == "seed" and int(spatial_groups(np.array([r["cell_id"]]))[0]) in held_blocks
-        for r in rows)
-    assert split_reviewed_holdout(rows[-5:], seed=1) == (rows[-5:], [])  # seed labels only
+    reviews_trained = [r for r in train if r["source"] == "review"]
+    assert held_blocks.isdisjoint(spatial_groups(np.array([r["cell_id"]
+                                                           for r in reviews_trained])).tolist())
+    # every other label trains: reviews outside the validation blocks and every seed label
+    assert len(reviews_trained) + len(held) == 400 and len(train) == len(rows) - len(held)
+    # more reviews later (cycle n + 1): the blocks already chosen stay validation blocks
+    more = rows + [{"cell_id": r * 100_000 + c + 1, "year": 2021, "label": "background",
+                    "source": "review"} for r in range(0, 60, 3) for c in range(0, 60, 3)]
+    _, held_later = split_validation(more, 0.2)
+    assert set(spatial_groups(np.array([r["cell_id"] for r in held_later])).tolist()) == \
+        held_blocks
+    share = validation_block(np.arange(20_000), 0.2).mean()
+    assert 0.18 < share < 0.22
+    assert not validation_block(np.arange(100), 0.0).any()
+    with pytest.raises(ValueError, match="share"):
+        validation_block(np.arange(3), 1.0)
 
 
 def test_scoring_warns_when_a_scene_is_far_from_the_training_data(store, settings, territory,
