@@ -71,6 +71,8 @@ class TrainConfig:
     widths: tuple[int, int, int] = WIDTHS
     dropout: float = DROPOUT
     kernel: int = KERNEL
+    #: At most this many batches per epoch, for training and validation (None: all of them).
+    steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -96,6 +98,9 @@ class TrainConfig:
               f"got {self.threshold_strategy!r}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.kernel in KERNELS, f"kernel must be one of {KERNELS}, got {self.kernel}")
+        check(self.steps_per_epoch is None or (int(self.steps_per_epoch) == self.steps_per_epoch
+                                               and self.steps_per_epoch >= 1),
+              f"steps_per_epoch must be None or >= 1, got {self.steps_per_epoch}")
         self.widths = tuple(int(w) for w in self.widths)
         check(len(self.widths) == 3 and min(self.widths) > 0,
               f"widths must be three positive integers, got {self.widths}")
@@ -224,7 +229,7 @@ def local_order(source: PatchSource, idx: np.ndarray) -> np.ndarray:
 
 
 def band_statistics(
-    source: np.ndarray | PatchSource, idx: np.ndarray, chunk: int = 256,
+    source: np.ndarray | PatchSource, idx: np.ndarray, chunk: int = 32,
     max_patches: int = BAND_SAMPLE_PATCHES, seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and std (float64) of the finite pixels of patches ``idx``.
@@ -533,7 +538,10 @@ def train_bundle(
     ]
     if progress is not None:
         callbacks.append(_Progress(progress, config.epochs))
+    steps = config.steps_per_epoch
     fit = trainer.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                      steps_per_epoch=min(steps, len(train_data)) if steps else None,
+                      validation_steps=min(steps, len(val_data)) if steps and val_data else None,
                       callbacks=callbacks, verbose=2 if config.verbose else 0)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     train_seconds = time.perf_counter() - started
