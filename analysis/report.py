@@ -135,8 +135,8 @@ def build_report(store: Store, settings: Settings, *, year: int | None = None,
 
 def _trend(store: Store, year: int) -> list[dict[str, Any]]:
     """Per model version, oldest first, with the cycle that made it: the cells it predicts as
-    mines in ``year`` inside the territory, and the cells it predicted that review rejected
-    (any year, inside the territory)."""
+    mines in ``year`` inside the territory, and the cells of ``year`` it predicted that review
+    rejected (inside the territory)."""
     cycles = {c["new_model"]: c for c in store.cycles() if c["new_model"]}
     rows = []
     for model in store.models():
@@ -148,7 +148,7 @@ def _trend(store: Store, year: int) -> list[dict[str, Any]]:
             "cycle": cycle["id"] if cycle else None,
             "status": cycle["status"] if cycle else ("seed model" if not model["parent"] else ""),
             "predicted": store.predicted_mine_count(model["version"], year, model["threshold"]),
-            "false_positives_found": store.false_positives_found(model["version"]),
+            "false_positives_found": store.false_positives_found(model["version"], year=year),
             "predicted_per_year": (cycle.get("predicted_mines") or {}) if cycle else {},
         })
     return rows
@@ -242,7 +242,7 @@ def to_csv(report: Report) -> str:
         writer.writerow(["trend", f"predicted_mines:{t['model_version']}", t["predicted"], "cells",
                          report.year, t["model_version"]])
         writer.writerow(["trend", f"false_positives_found:{t['model_version']}",
-                         t["false_positives_found"], "cells", "", t["model_version"]])
+                         t["false_positives_found"], "cells", report.year, t["model_version"]])
     if report.protected:
         for r in report.protected.rows:
             writer.writerow(["protected", f"points:{r['name']}", r["points"], "points",

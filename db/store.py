@@ -882,10 +882,15 @@ class Store:
         For imports and benchmarks: rows are dicts with cell_id, year, label, reviewer and
         optionally created_at, score_shown, model_version_shown, ms_spent, request_id, source.
         Rows are applied in order (a later row for the same cell-year wins). One transaction.
+        Rejected cells that the models shown (or the active model) predict become hard
+        negatives (``record_predicted_rejections``).
         """
         count = 0
+        shown: set[str] = set()
         with self.atomic():
             for row in rows:
+                if row.get("model_version_shown"):
+                    shown.add(row["model_version_shown"])
                 if row["label"] not in LABELS:
                     raise InvalidLabelError(f"unknown label {row['label']!r}")
                 created = row.get("created_at") or utc_now()
@@ -904,6 +909,9 @@ class Store:
                      row["reviewer"], created],
                 )
                 count += 1
+            active = self.active_model()
+            for version in sorted(shown | ({active["version"]} if active else set())):
+                self.record_predicted_rejections(version)
         return count
 
     # retrain cycles ----------------------------------------------------------------------------

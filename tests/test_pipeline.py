@@ -13,6 +13,7 @@ from imagery.scene import SceneError
 from imagery.vectors import VectorError
 from pipeline.cycle import run_cycle
 from pipeline.ingest import cells_of_year, ingest_files
+from pipeline.review import next_cards
 from pipeline.scoring import score_year
 from pipeline.seeds import seed_labels_from_polygons
 from pipeline.settings import load_settings
@@ -237,3 +238,25 @@ def test_thumbnails_of_a_13_band_l1c_scene(store, settings, tmp_path):
     cell_id = (record["row0"] + 1) * 100_000 + record["col0"] + 1
     path, _ = thumbnail_path(store, settings, cell_id, 2021, "false")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_uncertainty_queue_is_centred_on_the_model_threshold(store, settings, territory):
+    ingest_files(store, settings, [territory.scene], 2021)
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    train_model(store, settings)
+    bundle = load_model(store)
+    scores = []
+    for threshold in (0.5, 0.2):
+        bundle.threshold = threshold
+        store.db.execute("UPDATE models SET threshold = ?", [threshold])
+        score_year(store, settings, bundle, 2021)
+        rows = [r for r in store.db.query("SELECT score, uncertainty FROM scores"
+                                          " WHERE score IS NOT NULL")]
+        scores = np.array([r["score"] for r in rows])
+        np.testing.assert_allclose([r["uncertainty"] for r in rows],
+                                   1 - np.abs(scores - threshold) / max(threshold, 1 - threshold),
+                                   atol=1e-5)
+    cards = next_cards(store, reviewer="ann", strategy="uncertainty", n=3)
+    closest = np.sort(np.abs(scores - 0.2))[:10]
+    assert abs(cards[0]["score"] - 0.2) == pytest.approx(closest[0], abs=1e-6)
+    assert all(abs(c["score"] - 0.2) <= closest[-1] + 1e-6 for c in cards)  # de-dup may skip
