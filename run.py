@@ -269,8 +269,9 @@ def score(settings: Settings, years: tuple[int, ...], version: str | None) -> No
 @click.pass_obj
 @user_errors
 def cycle(settings: Settings, cycle_id: int | None) -> None:
-    """Retrain on the seed and every reviewed label, validate on held-out reviews, re-score all
-    years, and activate the new model only if everything succeeded."""
+    """Retrain on the seed and every reviewed label (every rejected prediction of any model as a
+    hard negative), validate on the reviews of the fixed validation blocks, re-score all years,
+    and activate the new model only if everything succeeded."""
     from pipeline.cycle import run_cycle
 
     with open_store(settings) as store:

@@ -260,3 +260,39 @@ def test_the_uncertainty_queue_is_centred_on_the_model_threshold(store, settings
     closest = np.sort(np.abs(scores - 0.2))[:10]
     assert abs(cards[0]["score"] - 0.2) == pytest.approx(closest[0], abs=1e-6)
     assert all(abs(c["score"] - 0.2) <= closest[-1] + 1e-6 for c in cards)  # de-dup may skip
+
+
+def test_cycles_validate_on_the_same_fixed_blocks_and_keep_every_lesson(tmp_path, territory):
+    settings = load_settings({"DATA_DIR": str(tmp_path / "fixed"), **FAST,
+                              "VALIDATION_BLOCK_SHARE": 0.99}, environ={})
+    with Store(settings.database_path) as store:
+        ingest_files(store, settings, [territory.scene], 2021)
+        seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+        train_model(store, settings)
+        score_year(store, settings, load_model(store), 2021)
+        threshold = store.active_model()["threshold"]
+        ranked = store.queue_candidates("m0001", 2021, "score", "ann", 12)
+        predicted = [r for r in ranked if r["score"] >= threshold]
+        for i, row in enumerate(ranked):
+            store.record_label(row["cell_id"], 2021, "background" if i % 2 else "mine", "ann",
+                               score_shown=row["score"], model_version_shown="m0001")
+        rejected = {r["cell_id"] for i, r in enumerate(ranked) if i % 2 and r in predicted}
+        first = run_cycle(store, settings)
+        assert first["status"] == "succeeded", first["message"]
+        assert first["metrics"]["fixed_blocks"] is True
+        assert "fixed validation blocks" in first["metrics"]["validated_on"]
+        assert first["validation_ap"] == pytest.approx(first["metrics"]["average_precision"])
+        assert first["false_positives_found"] == len(rejected)
+        assert {r["cell_id"] for r in store.hard_negatives()
+                if r["model_version"] == "m0001"} == rejected
+        n_val = first["metrics"]["n_val"]
+        # reviewed labels in the validation blocks are not trained on; the same cells (and the
+        # new reviews there) validate the next cycle
+        assert store.model("m0002")["training"]["review_mines"] == 0
+        more = store.queue_candidates("m0002", 2021, "random", "ann", 4)
+        for i, row in enumerate(more):
+            store.record_label(row["cell_id"], 2021, "mine" if i % 2 else "background", "ann")
+        second = run_cycle(store, settings)
+        assert second["status"] == "succeeded", second["message"]
+        assert second["metrics"]["n_val"] == n_val + len(more)
+        assert second["validation_ap"] is not None
