@@ -449,6 +449,14 @@ def _validate_inputs(source: PatchSource, labels, groups, bands, sample_weight, 
     return labels, groups, cp
 
 
+def _given_split(validation: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) sorted int64 indices from the caller's validation indices."""
+    val_idx = np.unique(np.asarray(validation, dtype=np.int64))
+    if len(val_idx) and (val_idx[0] < 0 or val_idx[-1] >= n):
+        raise ValueError(f"validation indices must lie in [0, {n}), got {val_idx[0]}..{val_idx[-1]}")
+    return np.setdiff1d(np.arange(n, dtype=np.int64), val_idx), val_idx
+
+
 def sample_weights(labels: np.ndarray, idx: np.ndarray, config: TrainConfig,
                    sample_weight: np.ndarray | None = None,
                    hard_negatives: np.ndarray | None = None) -> np.ndarray:
@@ -491,6 +499,7 @@ def train_bundle(
     parent: str | None = None,
     sample_weight: np.ndarray | None = None,
     hard_negatives: np.ndarray | None = None,
+    validation: np.ndarray | None = None,
     training_info: dict[str, Any] | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> TrainResult:
@@ -501,7 +510,9 @@ def train_bundle(
     reads them batch by batch (training then holds one batch, never all patches); ``labels``:
     (N,) 0/1; ``groups``: (N,) integer spatial group ids for the geographic split; ``bands``: names of the B bands.
     ``hard_negatives``: optional (N,) bool, background patches weighted by
-    ``config.hard_negative_weight``. ``training_info`` (label sources, years...) is stored in the
+    ``config.hard_negative_weight``. ``validation``: optional indices of the validation patches
+    (e.g. fixed validation blocks); without it a geographic split of ``groups`` chooses them.
+    ``training_info`` (label sources, years...) is stored in the
     sidecar. ``progress(epoch, epochs, logs)`` is called after every epoch.
     """
     config = config or TrainConfig()
@@ -512,9 +523,14 @@ def train_bundle(
                                           hard_negatives, config)
     started = time.perf_counter()
     patch_px = source.patch_px
-    train_idx, val_idx = geographic_split(groups, labels, config.val_fraction, config.seed)
-    if labels[train_idx].min() == labels[train_idx].max():
-        raise ValueError("the geographic split left a single class in training; give more groups")
+    if validation is None:
+        train_idx, val_idx = geographic_split(groups, labels, config.val_fraction, config.seed)
+        split = "geographic"
+    else:
+        train_idx, val_idx = _given_split(validation, len(labels))
+        split = "given"
+    if len(train_idx) == 0 or labels[train_idx].min() == labels[train_idx].max():
+        raise ValueError(f"the {split} split left a single class in training; give more groups")
     mean, std = band_statistics(source, train_idx, seed=config.seed)
 
     fcn = build_fcn(bands, mean, std, seed=config.seed, widths=config.widths,
@@ -561,7 +577,7 @@ def train_bundle(
     metrics.update({
         "threshold_strategy": config.threshold_strategy if fallback is None else "fallback",
         "threshold_note": fallback,
-        "split": "geographic",
+        "split": split,
         "n_train": int(len(train_idx)),
         "n_train_mine": int(labels[train_idx].sum()),
         "n_train_background": int(len(train_idx) - labels[train_idx].sum()),

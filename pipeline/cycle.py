@@ -3,7 +3,7 @@
 A cycle trains a new model version from the seed labels plus every reviewed label (every
 reviewed background that any model version predicted weighs as a hard negative, confirmed mines
 are positives), validates it on the reviewed labels of the installation's fixed validation blocks
-(``pipeline.training.split_validation``: the same blocks every cycle), re-scores every year of
+(``pipeline.training.fixed_validation``: the same blocks every cycle), re-scores every year of
 the territory with it, and makes it the active model only when all of that succeeded. A failure
 leaves the previous model active and records why. The web app never runs a cycle inside a
 request: ``launch_cycle`` starts ``run.py cycle --cycle-id N`` as a separate process that reports
@@ -22,24 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from db.store import Store
-from model.train import source_scores, validation_metrics
 from pipeline.scoring import scene_area_km2, score_year
 from pipeline.settings import ENV_PREFIX, Settings
 from pipeline.training import (
     collect_patches,
     default_bands,
+    fixed_validation,
     hard_negative_keys,
     label_summary,
     register_model,
-    split_validation,
     train_config,
     train_from_patches,
     training_info,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Fewest held-out reviewed labels of each class for a reviewed-label validation.
-MIN_HOLDOUT_PER_CLASS = 2
 #: Share of the cycle's progress bar given to training; scoring takes the rest.
 TRAINING_SHARE = 0.5
 
@@ -124,15 +121,12 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     rows = store.training_labels()
     if not rows:
         raise ValueError("no training labels yet: seed them from mine polygons or review cells")
-    train_rows, holdout_rows = split_validation(rows, settings.VALIDATION_BLOCK_SHARE)
     bands = tuple(parent["bands"]) if parent else default_bands(store, sorted({r["year"] for r in rows}))
-    hard = hard_negative_keys(store, parent)
-    min_valid = settings.MIN_VALID_FRACTION
-    patches = collect_patches(store, settings, train_rows, bands, min_valid_fraction=min_valid,
-                              hard_negatives=hard)
-    holdout = collect_patches(store, settings, holdout_rows, bands, min_valid_fraction=min_valid,
-                              hard_negatives=hard)
-    summary = label_summary(patches)
+    patches = collect_patches(store, settings, rows, bands,
+                              min_valid_fraction=settings.MIN_VALID_FRACTION,
+                              hard_negatives=hard_negative_keys(store, parent))
+    validation = fixed_validation(patches, settings.VALIDATION_BLOCK_SHARE)
+    summary = label_summary(patches, validation)
     store.update_cycle(cycle_id, n_seed=summary["seed_mines"] + summary["seed_background"],
                        n_mines=summary["review_mines"], n_hard_negatives=summary["hard_negatives"])
 
@@ -147,12 +141,13 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     report("training", 0.0, f"{version}: {summary['n']} labelled cells")
     result = train_from_patches(patches, bands, settings, version=version,
                                 parent=parent["version"] if parent else None,
-                                training_info=training_info(patches, settings, version),
-                                config=config, progress=on_epoch)
-    report("validating", TRAINING_SHARE,
-           f"{len(holdout.labels)} reviewed cells in the fixed validation blocks")
-    metrics = _holdout_metrics(result, holdout)
-    result.bundle.metrics = {**result.bundle.metrics, "reviewed_holdout": metrics}
+                                training_info=training_info(patches, settings, version, validation),
+                                config=config, progress=on_epoch, validation=validation)
+    metrics = {**result.metrics, "fixed_blocks": validation is not None,
+               "validated_on": f"{len(validation)} reviewed cells in the fixed validation blocks"
+               if validation is not None else "geographic split of all labels (the fixed "
+               "validation blocks hold too few reviewed cells of a class)"}
+    result.bundle.metrics = metrics
     register_model(store, settings, result.bundle, activate=False)
     store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history,
                        validation_ap=metrics.get("average_precision")
@@ -180,17 +175,3 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
                        if parent else 0,
                        message=f"{version} is active")
     return version
-
-
-def _holdout_metrics(result: Any, holdout: Any) -> dict[str, Any]:
-    """Precision, recall, AP on the reviewed cells of the fixed validation blocks
-    (``fixed_blocks``: True); the training split's when they hold too few of a class."""
-    labels = holdout.labels
-    enough = min(int((labels == 1).sum()), int((labels == 0).sum())) >= MIN_HOLDOUT_PER_CLASS
-    if not enough:
-        return {**result.metrics, "fixed_blocks": False,
-                "validated_on": "geographic split of all training labels (only "
-                f"{len(labels)} reviewed cells in the fixed validation blocks)"}
-    scores = source_scores(result.bundle, holdout.pixels)
-    return {**validation_metrics(labels, scores, result.bundle.threshold), "fixed_blocks": True,
-            "validated_on": f"{len(labels)} reviewed cells in the fixed validation blocks"}

@@ -7,8 +7,9 @@ kept: a reviewed background cell that *any* model version predicted as a mine (t
 of every later model, and every confirmed mine stays a positive. Patches stream from the mosaic of
 each label's year with the FCN's context margin (``StorePatches``: one batch in memory at a time),
 and are split for validation by geography (blocks of ``BLOCK_CELLS`` x ``BLOCK_CELLS`` cells),
-never at random. The fixed validation blocks of an installation (``validation_block``) hold the
-reviewed labels that measure each cycle, the same blocks every cycle.
+never at random: the reviewed labels in the installation's fixed validation blocks
+(``validation_block``, the same blocks every cycle) validate, every other label trains; while
+those blocks hold too few reviewed labels, a geographic split of all labels validates instead.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ EpochProgress = Callable[[int, int, dict], None]
 BLOCK_CELLS = 10
 #: Cells whose validity one pass of ``StorePatches.from_rows`` reads at a time (one band each).
 VALIDITY_CHUNK = 1024
+#: Fewest reviewed labels of each class in the fixed validation blocks for them to validate.
+MIN_VALIDATION_PER_CLASS = 2
 #: A model's label list is written next to it (``{version}.labels.csv``) up to this many labels;
 #: above, the sidecar keeps the counts and the content hash only.
 LABEL_LIST_MAX_ROWS = 200_000
@@ -124,19 +127,21 @@ def validation_block(groups: np.ndarray, share: float) -> np.ndarray:
     return out
 
 
-def split_validation(
-    rows: list[dict[str, Any]], share: float
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(training rows, validation rows) by the fixed validation blocks.
+def fixed_validation(patches: LabelledPatches, share: float,
+                     min_per_class: int = MIN_VALIDATION_PER_CLASS) -> np.ndarray | None:
+    """Indices of the reviewed patches in the fixed validation blocks, or None when they hold
+    fewer than ``min_per_class`` of either class (training then splits by geography).
 
-    Reviewed labels in a validation block validate; every other label trains, the seed labels of
-    validation blocks included (so a small territory inside one validation block still trains).
+    Those reviewed labels validate (early stopping, the threshold, the cycle's figures); every
+    other label trains, the seed labels of validation blocks included (so a small territory inside
+    one validation block still trains).
     """
-    groups = spatial_groups(np.array([r["cell_id"] for r in rows], dtype=np.int64))
-    held = validation_block(groups, share) & np.array([r["source"] == "review" for r in rows],
-                                                      dtype=bool)
-    return ([r for r, h in zip(rows, held, strict=True) if not h],
-            [r for r, h in zip(rows, held, strict=True) if h])
+    review = np.array([src == "review" for src in patches.sources], dtype=bool)
+    idx = np.flatnonzero(validation_block(patches.groups, share) & review)
+    labels = patches.labels[idx]
+    if min(int((labels == 1).sum()), int((labels == 0).sum())) < min_per_class:
+        return None
+    return idx
 
 
 def default_bands(store: Store, years: Sequence[int]) -> tuple[str, ...]:
@@ -213,12 +218,23 @@ def valid_fractions(mosaic: YearMosaic, cell_ids: np.ndarray, band: str) -> np.n
     return out
 
 
-def label_snapshot(patches: LabelledPatches) -> list[tuple[int, int, str, str]]:
-    """The labels a model trains on, sorted: (cell_id, year, 'mine'|'background', source)."""
+def trained(patches: LabelledPatches, validation: np.ndarray | None = None) -> np.ndarray:
+    """Bool (N,): the patches that are fitted (all but the ``validation`` indices)."""
+    mask = np.ones(len(patches.labels), dtype=bool)
+    if validation is not None:
+        mask[validation] = False
+    return mask
+
+
+def label_snapshot(patches: LabelledPatches,
+                   validation: np.ndarray | None = None) -> list[tuple[int, int, str, str]]:
+    """The labels a model is fitted on (all but ``validation``), sorted:
+    (cell_id, year, 'mine'|'background', source)."""
+    keep = trained(patches, validation)
     return sorted(
         (int(c), int(y), "mine" if lab else "background", str(src))
-        for c, y, lab, src in zip(patches.cell_ids, patches.years, patches.labels,
-                                  patches.sources, strict=True)
+        for c, y, lab, src, k in zip(patches.cell_ids, patches.years, patches.labels,
+                                     patches.sources, keep, strict=True) if k
     )
 
 
@@ -268,44 +284,52 @@ def train_from_patches(
     training_info: dict[str, Any],
     config: TrainConfig | None = None,
     progress: EpochProgress | None = None,
+    validation: np.ndarray | None = None,
 ) -> TrainResult:
-    """Fit a model version on labelled patches (both classes needed)."""
+    """Fit a model version on labelled patches (both classes needed), validated on the
+    ``validation`` indices (``fixed_validation``) or, when None, on a geographic split."""
     return train_bundle(
         patches.pixels, patches.labels, patches.groups, tuple(bands),
         config or train_config(settings),
         version=version, parent=parent, hard_negatives=patches.hard_negative,
-        training_info=training_info, progress=progress,
+        validation=validation, training_info=training_info, progress=progress,
     )
 
 
-def label_summary(patches: LabelledPatches) -> dict[str, Any]:
-    """Counts of the labels a model was trained on, by source, for the sidecar and cycles page."""
+def label_summary(patches: LabelledPatches,
+                  validation: np.ndarray | None = None) -> dict[str, Any]:
+    """Counts of the labels a model is fitted on (all but ``validation``), by source, for the
+    sidecar and cycles page; ``validation_reviews``: the reviewed labels that validate it."""
+    keep = trained(patches, validation)
     seed = np.array([s == "seed" for s in patches.sources], dtype=bool)
     mine = patches.labels == 1
     return {
-        "n": int(len(patches.labels)),
-        "seed_mines": int((seed & mine).sum()),
-        "seed_background": int((seed & ~mine).sum()),
-        "review_mines": int((~seed & mine).sum()),
-        "review_background": int((~seed & ~mine).sum()),
-        "hard_negatives": int(patches.hard_negative.sum()),
+        "n": int(keep.sum()),
+        "seed_mines": int((keep & seed & mine).sum()),
+        "seed_background": int((keep & seed & ~mine).sum()),
+        "review_mines": int((keep & ~seed & mine).sum()),
+        "review_background": int((keep & ~seed & ~mine).sum()),
+        "hard_negatives": int((keep & patches.hard_negative).sum()),
+        "validation_reviews": int((~keep).sum()),
         "skipped_no_imagery": int(patches.skipped),
         "years": sorted({int(y) for y in patches.years}),
     }
 
 
-def training_info(patches: LabelledPatches, settings: Settings, version: str) -> dict[str, Any]:
-    """``label_summary`` plus exactly which labels train ``version``, for its sidecar.
+def training_info(patches: LabelledPatches, settings: Settings, version: str,
+                  validation: np.ndarray | None = None) -> dict[str, Any]:
+    """``label_summary`` plus exactly which labels ``version`` is fitted on, for its sidecar.
 
     ``labels``: count per class, the sha256 of the sorted snapshot (``snapshot_hash``) and the
     name of the label list written next to the model (None above ``LABEL_LIST_MAX_ROWS``).
     """
-    snapshot = label_snapshot(patches)
+    snapshot = label_snapshot(patches, validation)
+    mines = sum(row[2] == "mine" for row in snapshot)
     return {
-        **label_summary(patches),
+        **label_summary(patches, validation),
         "labels": {
-            "mine": int(patches.labels.sum()),
-            "background": int(len(patches.labels) - patches.labels.sum()),
+            "mine": mines,
+            "background": len(snapshot) - mines,
             "sha256": snapshot_hash(snapshot),
             "list_file": write_label_list(settings.models_dir, version, snapshot),
         },
@@ -363,12 +387,13 @@ def train_model(
         store, settings, rows, bands, min_valid_fraction=settings.MIN_VALID_FRACTION,
         hard_negatives=hard_negative_keys(store, parent),
     )
+    validation = fixed_validation(patches, settings.VALIDATION_BLOCK_SHARE)
     version = store.next_model_version()
     result = train_from_patches(
         patches, bands, settings, version=version,
         parent=parent["version"] if parent else None,
-        training_info=training_info(patches, settings, version), config=config,
-        progress=progress,
+        training_info=training_info(patches, settings, version, validation), config=config,
+        progress=progress, validation=validation,
     )
     record = register_model(store, settings, result.bundle, activate=activate)
     return record, result

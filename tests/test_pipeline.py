@@ -18,9 +18,11 @@ from pipeline.scoring import score_year
 from pipeline.seeds import seed_labels_from_polygons
 from pipeline.settings import load_settings
 from pipeline.training import (
+    LabelledPatches,
+    fixed_validation,
+    label_summary,
     load_model,
     spatial_groups,
-    split_validation,
     train_model,
     validation_block,
 )
@@ -155,25 +157,37 @@ def test_cycle_folds_reviews_in_and_failure_keeps_the_old_model(store, settings,
     assert store.active_model()["version"] == "m0002"
 
 
+def labelled(rows: list[tuple[int, int, str]]) -> LabelledPatches:
+    """Patches without pixels (the split needs only cells, labels and sources)."""
+    cell_ids = np.array([c for c, _, _ in rows], dtype=np.int64)
+    return LabelledPatches(pixels=np.zeros((len(rows), 1, 1, 1), np.float32),
+                           labels=np.array([lab for _, lab, _ in rows], dtype=np.int8),
+                           groups=spatial_groups(cell_ids), cell_ids=cell_ids,
+                           years=np.full(len(rows), 2021), sources=[s for _, _, s in rows],
+                           hard_negative=np.zeros(len(rows), bool), skipped=0)
+
+
 def test_fixed_validation_blocks_stay_the_same_across_cycles():
-    rows = [{"cell_id": r * 100_000 + c, "year": 2021, "label": "mine", "source": "review"}
-            for r in range(0, 60, 3) for c in range(0, 60, 3)]
-    rows += [{"cell_id": r * 100_000 + 1, "year": 2021, "label": "mine", "source": "seed"}
-             for r in range(0, 60, 3)]
-    train, held = split_validation(rows, 0.2)
-    assert held and all(r["source"] == "review" for r in held)
-    held_blocks = set(spatial_groups(np.array([r["cell_id"] for r in held])).tolist())
-    reviews_trained = [r for r in train if r["source"] == "review"]
-    assert held_blocks.isdisjoint(spatial_groups(np.array([r["cell_id"]
-                                                           for r in reviews_trained])).tolist())
+    rows = [(r * 100_000 + c, (r + c) % 2, "review") for r in range(0, 60, 3)
+            for c in range(0, 60, 3)]
+    rows += [(r * 100_000 + 1, 1, "seed") for r in range(0, 60, 3)]
+    patches = labelled(rows)
+    held = fixed_validation(patches, 0.2)
+    assert held is not None and all(patches.sources[i] == "review" for i in held)
+    held_blocks = set(patches.groups[held].tolist())
+    fitted = np.setdiff1d(np.arange(len(rows)), held)
+    reviews_fitted = [i for i in fitted if patches.sources[i] == "review"]
+    assert held_blocks.isdisjoint(patches.groups[reviews_fitted].tolist())
     # every other label trains: reviews outside the validation blocks and every seed label
-    assert len(reviews_trained) + len(held) == 400 and len(train) == len(rows) - len(held)
+    assert len(reviews_fitted) + len(held) == 400 and len(fitted) == len(rows) - len(held)
+    summary = label_summary(patches, held)
+    assert summary["n"] == len(fitted) and summary["validation_reviews"] == len(held)
     # more reviews later (cycle n + 1): the blocks already chosen stay validation blocks
-    more = rows + [{"cell_id": r * 100_000 + c + 1, "year": 2021, "label": "background",
-                    "source": "review"} for r in range(0, 60, 3) for c in range(0, 60, 3)]
-    _, held_later = split_validation(more, 0.2)
-    assert set(spatial_groups(np.array([r["cell_id"] for r in held_later])).tolist()) == \
-        held_blocks
+    more = labelled(rows + [(r * 100_000 + c + 1, 0, "review") for r in range(0, 60, 3)
+                            for c in range(0, 60, 3)])
+    later = fixed_validation(more, 0.2)
+    assert set(more.groups[later].tolist()) == held_blocks
+    assert fixed_validation(labelled(rows[:3]), 0.2) is None  # too few: geographic split
     share = validation_block(np.arange(20_000), 0.2).mean()
     assert 0.18 < share < 0.22
     assert not validation_block(np.arange(100), 0.0).any()

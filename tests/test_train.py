@@ -216,3 +216,19 @@ def test_source_scores_match_patch_scores_in_order():
     np.testing.assert_allclose(source_scores(result.bundle, CountingPatches(x, locality), idx,
                                              batch_size=3),
                                patch_scores(result.bundle, x, idx), atol=1e-6)
+
+
+def test_a_given_validation_set_replaces_the_geographic_split():
+    x, y, groups = toy_patches(48)
+    val = np.arange(40, 48)
+    result = train_bundle(x, y, groups, BANDS3, TrainConfig(**{**FAST, "epochs": 1}),
+                          version="toy-v", validation=val)
+    m = result.metrics
+    assert m["split"] == "given" and m["n_val"] == 8 and m["n_train"] == 40
+    assert m["n_val_mine"] == 4
+    with pytest.raises(ValueError, match=r"validation indices must lie in \[0, 48\)"):
+        train_bundle(x, y, groups, BANDS3, TrainConfig(**FAST), version="bad",
+                     validation=np.array([3, 48]))
+    with pytest.raises(ValueError, match="given split left a single class"):
+        train_bundle(x, y, groups, BANDS3, TrainConfig(**FAST), version="bad",
+                     validation=np.flatnonzero(y == 1))
