@@ -4,13 +4,14 @@ Choices, so a reader need not infer them from the code:
 
 * **Split**: by geography. Whole spatial groups (e.g. 10 x 10 km blocks of cells, or any integer
   group ids chosen by the caller) go to validation; neighbouring cells never straddle the split.
-  Validation gets both classes whenever some group can provide them.
+  Validation gets both classes whenever some group can provide them. A caller may give the
+  validation indices instead (``validation``: e.g. the installation's fixed validation blocks).
 * **Memory**: patches come from a ``PatchSource`` (an in-memory array, or the imagery store read
   batch by batch: ``pipeline.training.StorePatches``); training holds one batch at a time.
 * **Normalisation**: per-band mean and standard deviation of the valid (non-NaN) pixels of the
   training split (a seeded sample of at most ``BAND_SAMPLE_PATCHES`` patches), stored inside the
-  model. NaN pixels are filled with the band mean (0 after the
-  normalisation), batch by batch, exactly as ``ModelBundle.mine_probability`` does when scoring.
+  model. NaN pixels are filled with the band mean (0 after the normalisation), batch by batch,
+  exactly as ``ModelBundle.mine_probability`` does when scoring.
 * **Balance**: class weights, not oversampling. Each class gets total weight N/2 (inverse class
   frequency), multiplied by the caller's ``sample_weight`` and by ``hard_negative_weight`` for
   hard negatives (background patches a reviewer corrected from a false alarm). Weights keep an
