@@ -302,8 +302,9 @@ def score(settings: Settings, years: tuple[int, ...], version: str | None, sched
 @click.pass_obj
 @user_errors
 def cycle(settings: Settings, cycle_id: int | None) -> None:
-    """Retrain on the seed and every reviewed label, validate on held-out reviews, re-score all
-    years, and activate the new model only if everything succeeded and its held-out AP is not
+    """Retrain on the seed and every reviewed label (every rejected prediction of any model as a
+    hard negative), validate on the reviews of the fixed validation blocks, re-score all years,
+    and activate the new model only if everything succeeded and its AP on those cells is not
     worse than the active model's by more than ACTIVATION_MARGIN. First cleans up after a cycle
     that died (its unfinished model, scores and files)."""
     from pipeline.cycle import run_cycle

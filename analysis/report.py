@@ -23,14 +23,16 @@ from pipeline.settings import Settings
 
 #: Table 1, in order: key, label, unit.
 TABLE1: tuple[tuple[str, str, str], ...] = (
-    ("predicted_bbox", "Cells predicted as mine in the bounding box", "cells"),
-    ("predicted_inside", "Cells predicted as mine inside the territory", "cells"),
+    ("predicted_bbox", "Cells the model predicts as mines in the imagery's bounding box", "cells"),
+    ("predicted_inside", "Cells the model predicts as mines inside the territory", "cells"),
     ("dropped", "Predicted cells dropped (centre outside the territory)", "cells"),
     ("confirmed", "Confirmed mines (reviewed as mine)", "cells"),
-    ("false_positives", "False positives (predicted, reviewed as background)", "cells"),
+    ("false_positives", "False positives found by review (cells any model version predicted as "
+                        "mines that a reviewer rejected)", "cells"),
     ("unreviewed", "Predicted mines not yet reviewed", "cells"),
     ("theoretical_cells", "Theoretical number of 1-km cells in the territory", "cells"),
-    ("misinterpreted_pct", "Share of the territory misinterpreted (false positives / cells)", "%"),
+    ("misinterpreted_pct", "Share of the territory misinterpreted (false positives found by "
+                           "review / cells)", "%"),
     ("mine_points", "Mine points (confirmed + predicted not rejected)", "points"),
     ("mining_area_km2", "Estimated mining area (dissolved buffers)", "km²"),
     ("protected_points", "Mine points inside protected areas", "points"),
@@ -89,7 +91,7 @@ def _year_figures(store: Store, settings: Settings, model: dict[str, Any], year:
         "predicted_inside": int((predicted & cells.inside).sum()),
         "dropped": int((predicted & ~cells.inside).sum()),
         "confirmed": inside.count("confirmed"),
-        "false_positives": inside.count("rejected"),
+        "false_positives": store.false_positives_found(year=year),
         "unreviewed": inside.count("predicted"),
         "mine_points": len(points),
         "mining_area_km2": area_km2(mining),
@@ -149,7 +151,9 @@ def build_report(store: Store, settings: Settings, *, year: int | None = None,
 
 
 def _trend(store: Store, year: int) -> list[dict[str, Any]]:
-    """Predicted mines in ``year`` by every model, oldest first, with the cycle that made it."""
+    """Per model version, oldest first, with the cycle that made it: the cells it predicts as
+    mines in ``year`` inside the territory, and the cells of ``year`` it predicted that review
+    rejected (inside the territory)."""
     cycles = {c["new_model"]: c for c in store.cycles() if c["new_model"]}
     rows = []
     for model in store.models():
@@ -163,7 +167,7 @@ def _trend(store: Store, year: int) -> list[dict[str, Any]]:
             "cycle": cycle["id"] if cycle else None,
             "status": cycle["status"] if cycle else ("seed model" if not model["parent"] else ""),
             "predicted": summary["predicted_mines"],
-            "false_positives_found": cycle.get("false_positives_found") if cycle else None,
+            "false_positives_found": store.false_positives_found(model["version"], year=year),
             "predicted_per_year": (cycle.get("predicted_mines") or {}) if cycle else {},
         })
     return rows
@@ -201,7 +205,8 @@ def to_markdown(report: Report) -> str:
             "", "## Table 1", "", "| | value |", "|---|---:|"]
     out += [f"| {label} | {_fmt(value, unit)} |" for _, label, value, unit in report.rows()]
     out += ["", "## Per year", "",
-            "| year | predicted (bbox) | inside | confirmed | false positives | not reviewed "
+            "| year | predicted (bbox) | inside | confirmed | false positives found by review "
+            "| not reviewed "
             "| mine points | mining area km² | in protected areas km² |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for f in report.per_year:
@@ -210,7 +215,8 @@ def to_markdown(report: Report) -> str:
                    f"{f['mine_points']:,} | {f['mining_area_km2']:,.1f} | "
                    f"{_fmt(f['protected_km2'], 'km²')} |")
     out += ["", f"## Trend over models and cycles ({report.year})", "",
-            "| model | cycle | predicted mines (bbox) | false positives found |", "|---|---:|---:|---:|"]
+            "| model | cycle | predicted mines inside the territory | its false positives found "
+            "by review |", "|---|---:|---:|---:|"]
     for t in report.trend:
         out.append(f"| {t['model_version']} | {t['cycle'] or t['status'] or '–'} | "
                    f"{t['predicted']:,} | {_fmt(t['false_positives_found'])} |")
@@ -257,6 +263,8 @@ def to_csv(report: Report) -> str:
     for t in report.trend:
         writer.writerow(["trend", f"predicted_mines:{t['model_version']}", t["predicted"], "cells",
                          report.year, t["model_version"]])
+        writer.writerow(["trend", f"false_positives_found:{t['model_version']}",
+                         t["false_positives_found"], "cells", report.year, t["model_version"]])
     if report.protected:
         for r in report.protected.rows:
             writer.writerow(["protected", f"points:{r['name']}", r["points"], "points",

@@ -236,7 +236,7 @@ def scoring_progress(db: Database) -> None:
             year INTEGER NOT NULL,
             scored INTEGER NOT NULL,          -- cells with a score
             not_scored INTEGER NOT NULL,      -- cells below MIN_VALID_FRACTION
-            predicted_mines INTEGER NOT NULL, -- scored cells at or above the threshold
+            predicted_mines INTEGER NOT NULL, -- scored cells >= threshold (not outside territory)
             threshold REAL NOT NULL,
             mean_score REAL,                  -- over scored cells
             summarised_at TEXT NOT NULL,
@@ -372,6 +372,53 @@ def jobs(db: Database) -> None:
         relative = _relative_to(path, folder)
         if relative is not None:
             db.execute("UPDATE models SET path = ? WHERE version = ?", [relative, version])
+
+
+@migrations(name="0009_learning_loop")
+def learning_loop(db: Database) -> None:
+    """Every lesson kept, each cycle's fixed-block AP, and the queue at the operating point.
+
+    ``hard_negatives``: one row per (cell-year, model version) for every reviewed background cell
+    that this model version predicted as a mine (score >= its threshold), with the rejecting
+    decision; rows are never deleted, so the lesson outlives the model that taught it. Filled
+    from the effective labels (see ``0007_second_review``) and scores already stored.
+    ``cycles.validation_ap``: average precision on the fixed validation blocks.
+    ``scores.uncertainty`` becomes closeness to the model's threshold,
+    1 - |score - threshold| / max(threshold, 1 - threshold) (model/reduce.py).
+    """
+    _execute_each(
+        db,
+        """
+        CREATE TABLE hard_negatives (
+            cell_id INTEGER NOT NULL,
+            year INTEGER NOT NULL,
+            model_version TEXT NOT NULL REFERENCES models(version),  -- predicted it a mine
+            score REAL NOT NULL,             -- that model's score (>= its threshold)
+            event_id INTEGER REFERENCES label_events(id),  -- the rejecting decision
+            added_at TEXT NOT NULL,
+            PRIMARY KEY (cell_id, year, model_version)
+        ) WITHOUT ROWID;
+        CREATE INDEX hard_negatives_model ON hard_negatives(model_version);
+        INSERT OR IGNORE INTO hard_negatives (cell_id, year, model_version, score, event_id,
+            added_at)
+            SELECT c.cell_id, c.year, s.model_version, s.score, c.event_id,
+                strftime('%Y-%m-%dT%H:%M:%f', 'now') || '+00:00'
+            FROM current_labels c
+            LEFT JOIN second_reviews r ON r.cell_id = c.cell_id AND r.year = c.year
+            JOIN scores s ON s.cell_id = c.cell_id AND s.year = c.year
+            JOIN models m ON m.version = s.model_version
+            WHERE s.score >= m.threshold
+            AND (CASE r.status WHEN 'adjudicated' THEN r.adjudicated_label
+                 WHEN 'agreed' THEN r.first_label WHEN 'disagreed' THEN NULL
+                 ELSE c.label END) = 'background';
+        ALTER TABLE cycles ADD COLUMN validation_ap REAL;
+        UPDATE scores SET uncertainty = (SELECT 1.0 - abs(scores.score - m.threshold)
+            / max(m.threshold, 1.0 - m.threshold) FROM models m
+            WHERE m.version = scores.model_version)
+            WHERE score IS NOT NULL
+            AND model_version IN (SELECT version FROM models)
+        """
+    )
 
 
 def _database_folder(db: Database) -> str | None:

@@ -42,9 +42,9 @@ _NOT_OUTSIDE = ("NOT EXISTS (SELECT 1 FROM territory_cells t WHERE t.cell_id = s
 #: (not yet adjudicated), else the current label (single-reviewed or awaiting its second review).
 _EFFECTIVE_LABEL = ("CASE r.status WHEN 'adjudicated' THEN r.adjudicated_label"
                     " WHEN 'agreed' THEN r.first_label WHEN 'disagreed' THEN NULL ELSE l.label END")
-#: SQL: current labels ``l`` joined with their second review ``r``.
-_LABELS_WITH_REVIEW = ("current_labels l LEFT JOIN second_reviews r ON r.cell_id = l.cell_id"
-                       " AND r.year = l.year")
+#: SQL: current label ``l``'s second review ``r`` (LEFT JOINed), and the two joined.
+_SECOND_REVIEW_JOIN = "LEFT JOIN second_reviews r ON r.cell_id = l.cell_id AND r.year = l.year"
+_LABELS_WITH_REVIEW = f"current_labels l {_SECOND_REVIEW_JOIN}"
 #: Review states of a current label, as ``Store.review_state_counts`` names them.
 REVIEW_STATES: tuple[str, ...] = ("single", "pending", "agreed", "disagreed", "adjudicated")
 _JSON_COLUMNS = frozenset(
@@ -502,6 +502,12 @@ class Store:
             [cell_id],
         )
 
+    def predicted_mine_count(self, model_version: str, year: int, threshold: float) -> int:
+        """Cells of a year scored >= ``threshold``, not counting cells outside the territory."""
+        return int(self._scalar(
+            "SELECT count(*) FROM scores s WHERE s.model_version = ? AND s.year = ?"
+            f" AND s.score >= ?{self._not_outside()}", [model_version, year, threshold]))
+
     # scoring progress and summaries ----------------------------------------------------------
     def write_scored_blocks(
         self, year: int, model_version: str, scene_id: int,
@@ -543,14 +549,16 @@ class Store:
                             [model_version, year])
 
     def summarise_scores(self, model_version: str, year: int, threshold: float) -> dict[str, Any]:
-        """Compute and keep the per-year summary of a model version's scores; returns it."""
+        """Compute and keep the per-year summary of a model version's scores; returns it.
+
+        Its ``predicted_mines`` leaves out cells classified outside the territory."""
         with self.atomic():
             self.db.execute(
                 "INSERT OR REPLACE INTO score_summaries (model_version, year, scored, not_scored,"
                 " predicted_mines, threshold, mean_score, summarised_at)"
-                " SELECT ?, ?, count(score), count(*) - count(score),"
-                " coalesce(sum(score >= ?), 0), ?, avg(score), ?"
-                " FROM scores WHERE model_version = ? AND year = ?",
+                " SELECT ?, ?, count(s.score), count(*) - count(s.score),"
+                f" coalesce(sum(s.score >= ? AND {_NOT_OUTSIDE}), 0), ?, avg(s.score), ?"
+                " FROM scores s WHERE s.model_version = ? AND s.year = ?",
                 [model_version, year, threshold, threshold, utc_now(), model_version, year])
         return self.year_summary(model_version, year)
 
@@ -563,7 +571,7 @@ class Store:
             row = self._row(
                 "SELECT s.model_version, s.year, count(s.score) AS scored,"
                 " count(*) - count(s.score) AS not_scored,"
-                " coalesce(sum(s.score >= m.threshold), 0) AS predicted_mines,"
+                f" coalesce(sum(s.score >= m.threshold AND {_NOT_OUTSIDE}), 0) AS predicted_mines,"
                 " m.threshold, avg(s.score) AS mean_score, NULL AS summarised_at"
                 " FROM scores s JOIN models m ON m.version = s.model_version"
                 " WHERE s.model_version = ? AND s.year = ?", [model_version, year])
@@ -653,7 +661,9 @@ class Store:
             self._refresh_current_label(cell_id, year)
             self._sync_second_review(cell_id, year)
             self._release_after_decision(cell_id, year, reviewer)
-            return self.label_event(int(cursor.lastrowid))
+            event = self.label_event(int(cursor.lastrowid))
+            self._keep_rejection(event)
+            return event
 
     def _release_after_decision(self, cell_id: int, year: int, reviewer: str) -> None:
         """Drop the leases of a cell-year just decided: the decider's, and everyone's unless its
@@ -720,6 +730,70 @@ class Store:
             " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
             [cell_id, year, latest["label"], latest["id"], latest["reviewer"], utc_now()],
         )
+
+    # hard negatives: every lesson kept ----------------------------------------------------------
+    def _keep_rejection(self, event: dict[str, Any]) -> None:
+        """Record a background decision on a cell the shown model (else the active one) predicted
+        as a mine as a hard negative of that model version."""
+        if event["label"] != "background":
+            return
+        version, score = event["model_version_shown"], event["score_shown"]
+        if version is None:
+            active = self.active_model()
+            row = self.score(event["cell_id"], event["year"], active["version"]) if active else None
+            version, score = (active["version"], row["score"]) if row else (None, None)
+        model = self.model(version) if version is not None else None
+        if model is None or score is None or score < model["threshold"]:
+            return
+        self.db.execute(
+            "INSERT OR IGNORE INTO hard_negatives (cell_id, year, model_version, score, event_id,"
+            " added_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [event["cell_id"], event["year"], version, score, event["id"], utc_now()])
+
+    def record_predicted_rejections(self, model_version: str) -> int:
+        """Add the cells ``model_version`` predicts as mines that are currently labelled
+        background to the hard negatives (with the rejecting decision); returns how many were new.
+        """
+        with self.atomic():
+            cursor = self.db.execute(
+                "INSERT OR IGNORE INTO hard_negatives (cell_id, year, model_version, score,"
+                " event_id, added_at) SELECT l.cell_id, l.year, s.model_version, s.score,"
+                f" l.event_id, ? FROM {_LABELS_WITH_REVIEW} JOIN scores s ON s.cell_id = l.cell_id"
+                " AND s.year = l.year AND s.model_version = ? JOIN models m"
+                f" ON m.version = s.model_version WHERE {_EFFECTIVE_LABEL} = 'background'"
+                " AND s.score >= m.threshold", [utc_now(), model_version])
+            return int(cursor.rowcount)
+
+    def hard_negatives(self) -> list[dict[str, Any]]:
+        """Hard-negative rows (one per cell-year and model version that predicted it) whose
+        cell-year's effective label is still background, oldest first."""
+        return self._rows(
+            "SELECT h.* FROM hard_negatives h JOIN current_labels l ON l.cell_id = h.cell_id"
+            f" AND l.year = h.year {_SECOND_REVIEW_JOIN} WHERE {_EFFECTIVE_LABEL} = 'background'"
+            " ORDER BY h.added_at, h.cell_id, h.year, h.model_version")
+
+    def false_positives_found(self, model_version: str | None = None, *, year: int | None = None,
+                              inside_territory: bool = True) -> int:
+        """Cell-years a model (``model_version``, or any) predicted as mines that review rejected.
+
+        Counted from the hard negatives whose effective label is still background (of ``year``,
+        or all years);
+        with ``inside_territory``, cells classified outside the territory are left out.
+        """
+        sql = ("SELECT count(DISTINCT h.cell_id || ':' || h.year) FROM hard_negatives h"
+               " JOIN current_labels l ON l.cell_id = h.cell_id AND l.year = h.year"
+               f" {_SECOND_REVIEW_JOIN} WHERE {_EFFECTIVE_LABEL} = 'background'")
+        params: list[Any] = []
+        if model_version is not None:
+            sql += " AND h.model_version = ?"
+            params.append(model_version)
+        if year is not None:
+            sql += " AND h.year = ?"
+            params.append(year)
+        if inside_territory:
+            sql += (" AND NOT EXISTS (SELECT 1 FROM territory_cells t WHERE t.cell_id = h.cell_id"
+                    " AND t.inside = 0)")
+        return int(self._scalar(sql, params))
 
     def label_event(self, event_id: int) -> dict[str, Any] | None:
         return self._row("SELECT * FROM label_events WHERE id = ?", [event_id])
@@ -1225,10 +1299,15 @@ class Store:
         For imports and benchmarks: rows are dicts with cell_id, year, label, reviewer and
         optionally created_at, score_shown, model_version_shown, ms_spent, request_id, source.
         Rows are applied in order (a later row for the same cell-year wins). One transaction.
+        Rejected cells that the models shown (or the active model) predict become hard
+        negatives (``record_predicted_rejections``).
         """
         count = 0
+        shown: set[str] = set()
         with self.atomic():
             for row in rows:
+                if row.get("model_version_shown"):
+                    shown.add(row["model_version_shown"])
                 if row["label"] not in LABELS:
                     raise InvalidLabelError(f"unknown label {row['label']!r}")
                 created = row.get("created_at") or utc_now()
@@ -1247,6 +1326,9 @@ class Store:
                      row["reviewer"], created],
                 )
                 count += 1
+            active = self.active_model()
+            for version in sorted(shown | ({active["version"]} if active else set())):
+                self.record_predicted_rejections(version)
         return count
 
     # retrain cycles ----------------------------------------------------------------------------

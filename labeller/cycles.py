@@ -29,22 +29,31 @@ def _status_context(store, message: str | None = None) -> dict[str, Any]:
 
 
 def _metric(cycle: dict[str, Any], name: str) -> float | None:
-    metrics = cycle.get("metrics") or {}
-    value = metrics.get(name)
-    if value is None and name == "average_precision":
-        value = metrics.get("ap")
-    return value
+    return (cycle.get("metrics") or {}).get(name)
+
+
+def _predicted_inside(store, cycle: dict[str, Any]) -> dict[str, int]:
+    """{year: cells the cycle's model predicts as mines inside the territory}, counted now from
+    its scores where they are kept, else the counts the cycle recorded."""
+    recorded = cycle.get("predicted_mines") or {}
+    model = store.ready_model(cycle["new_model"]) if cycle.get("new_model") else None
+    if model is None or cycle["status"] != "succeeded":
+        return recorded
+    return {**recorded, **{str(year): store.predicted_mine_count(model["version"], year,
+                                                                 model["threshold"])
+                           for year in store.scored_years(model["version"])}}
 
 
 @bp.get("/cycles")
 def page():
-    """One row per cycle, the training curves and the predicted-mine count per cycle.
+    """One row per cycle, the training curves, the predicted mines inside the territory per
+    cycle, and the AP on the fixed validation blocks per cycle.
 
     Loading it cleans up after a cycle whose worker died (``pipeline.jobs.recover_cycles``).
     """
     store = get_store()
     recover_cycles(store, current_app.config["SETTINGS"])
-    cycles = store.cycles()
+    cycles = [{**c, "predicted_mines": _predicted_inside(store, c)} for c in store.cycles()]
     active = store.active_model()
     ready = {m["version"] for m in store.models()}
     rows = []
@@ -56,7 +65,6 @@ def page():
             **cycle,
             "precision": _metric(cycle, "precision"),
             "recall": _metric(cycle, "recall"),
-            "ap": _metric(cycle, "average_precision"),
             "activatable": (cycle["status"] == "succeeded" and cycle["new_model"] in ready
                             and (active is None or active["version"] != cycle["new_model"])),
             "is_active": active is not None and active["version"] == cycle["new_model"],
@@ -67,16 +75,19 @@ def page():
     for cycle in cycles:
         for year, count in sorted((cycle.get("predicted_mines") or {}).items()):
             per_year.setdefault(str(year), []).append((cycle["id"], count))
-    quality = {name: [(c["id"], _metric(c, key)) for c in cycles if _metric(c, key) is not None]
-               for name, key in (("precision", "precision"), ("recall", "recall"),
-                                 ("AP", "average_precision"))}
+    fixed = [c for c in cycles if (c.get("metrics") or {}).get("fixed_blocks")]
+    quality = {name: [(c["id"], _metric(c, key)) for c in fixed if _metric(c, key) is not None]
+               for name, key in (("precision", "precision"), ("recall", "recall"))}
+    quality["AP"] = [(c["id"], c["validation_ap"]) for c in cycles
+                     if c.get("validation_ap") is not None]
     return render_template(
         "cycles.html", rows=rows, **_status_context(store),
         review_states=store.review_state_counts(),
         mines_chart=line_chart_svg(per_year, width=520, height=200, x_label="cycle",
                                    y_label="predicted mines", integer_x=True),
         quality_chart=line_chart_svg({k: v for k, v in quality.items() if v}, width=520,
-                                     height=200, x_label="cycle", y_label="validation",
+                                     height=200, x_label="cycle",
+                                     y_label="fixed validation blocks",
                                      integer_x=True),
     )
 

@@ -34,7 +34,7 @@ bp = Blueprint("review", __name__)
 
 #: How the queue orders are named in the UI (one per ``QUEUE_STRATEGIES`` entry).
 STRATEGY_NAMES: dict[str, str] = {
-    "uncertainty": "most uncertain first",
+    "uncertainty": "most uncertain first (closest to the threshold)",
     "score": "highest score first",
     "random": "random (unbiased sample)",
     "mixed": "mixed: uncertain, top and random",

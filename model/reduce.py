@@ -12,7 +12,11 @@ score must be defined from the patch, not from pixels:
   most 1/63. A plain mean would drown a small mine in its background; a plain max would let one
   noisy block flag a cell; top-q mean sits between them and has a gradient through every selected
   block.
-* **uncertainty** = the binary entropy of the score, in bits (0 for scores of 0 or 1, 1 at 0.5).
+* **uncertainty** = closeness of the score to the model's threshold (its operating point):
+  ``1 - |score - threshold| / max(threshold, 1 - threshold)``, 1 at the threshold and 0 at the
+  farther end of [0, 1]. Ordering by it (largest first) is ordering by ``|score - threshold|``
+  (smallest first), so "most uncertain" means "closest to being called the other way" whatever
+  threshold validation chose, not "closest to 0.5".
 
 Training uses the same reduction as a Keras layer (``TopFractionMean``) after the FCN and the
 margin crop, and the loss is binary cross-entropy of that reduced score against the patch label
@@ -34,7 +38,6 @@ import numpy as np
 TOP_FRACTION = 0.1
 #: The reduction, as recorded in model sidecars.
 REDUCTION = f"top-fraction-mean q={TOP_FRACTION}"
-_EPS = 1e-7
 
 
 def top_count(n: int, q: float = TOP_FRACTION) -> int:
@@ -46,24 +49,28 @@ def top_count(n: int, q: float = TOP_FRACTION) -> int:
     return max(1, math.ceil(q * n - 1e-9))
 
 
-def binary_entropy(p: np.ndarray) -> np.ndarray:
-    """Binary entropy in bits of probabilities ``p`` (NaN stays NaN)."""
-    p = np.asarray(p, dtype=np.float64)
-    pc = np.clip(p, _EPS, 1.0 - _EPS)
-    h = -(pc * np.log2(pc) + (1.0 - pc) * np.log2(1.0 - pc))
-    h = np.where((p <= 0.0) | (p >= 1.0), 0.0, h)
-    return np.where(np.isnan(p), np.nan, h)
+def threshold_closeness(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """``1 - |scores - threshold| / max(threshold, 1 - threshold)`` (NaN stays NaN), float64.
+
+    The uncertainty of a score at the model's operating point: 1 at the threshold, falling
+    linearly to 0 at whichever end of [0, 1] is farther from it.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    s = np.asarray(scores, dtype=np.float64)
+    return 1.0 - np.abs(s - threshold) / max(threshold, 1.0 - threshold)
 
 
 def cell_scores(
-    prob_map: np.ndarray, cells_shape: tuple[int, int], k: int, q: float = TOP_FRACTION
+    prob_map: np.ndarray, cells_shape: tuple[int, int], k: int, q: float = TOP_FRACTION,
+    threshold: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reduce a cropped mine-probability map to one score and one uncertainty per cell.
 
     ``prob_map`` has shape (..., n_rows * k, n_cols * k): the FCN's channel-1 output over a block
     of n_rows x n_cols cells with the margin already cropped (leading batch dimensions allowed).
     Returns float32 arrays (..., n_rows, n_cols): the mean of the top-``q`` fraction of each cell's
-    k x k probabilities, and its binary entropy in bits.
+    k x k probabilities, and its uncertainty at ``threshold`` (:func:`threshold_closeness`).
     """
     prob_map = np.asarray(prob_map, dtype=np.float32)
     n_rows, n_cols = (int(v) for v in cells_shape)
@@ -79,7 +86,7 @@ def cell_scores(
     top = np.partition(blocks, k * k - n_top, axis=-1)[..., k * k - n_top:]
     # Sum in float64 so that the order of the partition does not change the last digits.
     scores = top.astype(np.float64).mean(axis=-1)
-    return scores.astype(np.float32), binary_entropy(scores).astype(np.float32)
+    return scores.astype(np.float32), threshold_closeness(scores, threshold).astype(np.float32)
 
 
 @keras.saving.register_keras_serializable(package="minewatch")

@@ -84,7 +84,8 @@ def score_tile(
     if scored.any():
         prob = bundle.mine_probability(tile.pixels)
         prob = prob[crop:prob.shape[0] - crop, crop:prob.shape[1] - crop]
-        s, u = cell_scores(prob, (cells.n_rows, cells.n_cols), cp // STRIDE)
+        s, u = cell_scores(prob, (cells.n_rows, cells.n_cols), cp // STRIDE,
+                           threshold=bundle.threshold)
         scores[scored] = s.ravel()[scored]
         uncertainty[scored] = u.ravel()[scored]
     return CellScores(ids, scores, uncertainty, valid_fraction)

@@ -4,10 +4,14 @@ Choices, so a reader need not infer them from the code:
 
 * **Split**: by geography. Whole spatial groups (e.g. 10 x 10 km blocks of cells, or any integer
   group ids chosen by the caller) go to validation; neighbouring cells never straddle the split.
-  Validation gets both classes whenever some group can provide them.
+  Validation gets both classes whenever some group can provide them. A caller may give the
+  validation indices instead (``validation``: e.g. the installation's fixed validation blocks).
+* **Memory**: patches come from a ``PatchSource`` (an in-memory array, or the imagery store read
+  batch by batch: ``pipeline.training.StorePatches``); training holds one batch at a time.
 * **Normalisation**: per-band mean and standard deviation of the valid (non-NaN) pixels of the
-  training split, stored inside the model. NaN pixels are filled with the band mean (0 after the
-  normalisation), batch by batch, exactly as ``ModelBundle.mine_probability`` does when scoring.
+  training split (a seeded sample of at most ``BAND_SAMPLE_PATCHES`` patches), stored inside the
+  model. NaN pixels are filled with the band mean (0 after the normalisation), batch by batch,
+  exactly as ``ModelBundle.mine_probability`` does when scoring.
 * **Balance**: class weights, not oversampling. Each class gets total weight N/2 (inverse class
   frequency), multiplied by the caller's ``sample_weight`` and by ``hard_negative_weight`` for
   hard negatives (background patches a reviewer corrected from a false alarm). Weights keep an
@@ -31,7 +35,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import keras
 import numpy as np
@@ -45,6 +49,8 @@ from model.score import patch_scores
 THRESHOLD_STRATEGIES = ("max_f1", "fixed")
 #: Threshold used by the "fixed" strategy and whenever validation is too small.
 DEFAULT_THRESHOLD = 0.5
+#: Most training patches read to compute the per-band normalisation (a seeded random sample).
+BAND_SAMPLE_PATCHES = 1024
 
 
 @dataclass
@@ -66,6 +72,8 @@ class TrainConfig:
     widths: tuple[int, int, int] = WIDTHS
     dropout: float = DROPOUT
     kernel: int = KERNEL
+    #: At most this many batches per epoch, for training and validation (None: all of them).
+    steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -91,6 +99,9 @@ class TrainConfig:
               f"got {self.threshold_strategy!r}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.kernel in KERNELS, f"kernel must be one of {KERNELS}, got {self.kernel}")
+        check(self.steps_per_epoch is None or (int(self.steps_per_epoch) == self.steps_per_epoch
+                                               and self.steps_per_epoch >= 1),
+              f"steps_per_epoch must be None or >= 1, got {self.steps_per_epoch}")
         self.widths = tuple(int(w) for w in self.widths)
         check(len(self.widths) == 3 and min(self.widths) > 0,
               f"widths must be three positive integers, got {self.widths}")
@@ -100,11 +111,13 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """A trained bundle, the per-epoch history (loss, val_loss, auc, val_auc) and its metrics."""
+    """A trained bundle, the per-epoch history (loss, val_loss, auc, val_auc), its metrics and
+    the indices of the patches they were measured on (empty when nothing validated)."""
 
     bundle: ModelBundle
     history: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    validation_idx: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,16 +182,75 @@ def geographic_split(
 
 # --------------------------------------------------------------------------------------------
 # data
+@runtime_checkable
+class PatchSource(Protocol):
+    """Labelled patches read on demand, so that training never holds them all in memory.
+
+    ``read(indices)`` returns float32 (len(indices), patch_px, patch_px, n_bands) DN with NaN where
+    invalid, in the order of ``indices``. ``locality`` (N,) int64 orders patches so that
+    neighbours in that order are cheap to read together (e.g. same year and store block).
+    """
+
+    patch_px: int
+    n_bands: int
+    locality: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def read(self, indices: np.ndarray) -> np.ndarray: ...
+
+
+class ArrayPatches:
+    """A PatchSource over an in-memory (N, P, P, B) array (tests, simulations, benchmarks)."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        if not isinstance(pixels, np.ndarray) or pixels.ndim != 4:
+            raise ValueError(f"pixels must be a (N, P, P, B) array, got shape {np.shape(pixels)}")
+        if pixels.shape[1] != pixels.shape[2]:
+            raise ValueError(f"training patches must be square, got {pixels.shape[1]} x "
+                             f"{pixels.shape[2]}")
+        self.pixels = pixels
+        self.patch_px, self.n_bands = int(pixels.shape[1]), int(pixels.shape[3])
+        self.locality = np.arange(len(pixels), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return self.pixels[np.asarray(indices, dtype=np.int64)]
+
+
+def as_source(pixels: np.ndarray | PatchSource) -> PatchSource:
+    """``pixels`` itself when it is a PatchSource, else an ArrayPatches over the array."""
+    return pixels if isinstance(pixels, PatchSource) else ArrayPatches(pixels)
+
+
+def local_order(source: PatchSource, idx: np.ndarray) -> np.ndarray:
+    """``idx`` sorted by the source's locality (stable), so that chunks read few blocks."""
+    idx = np.asarray(idx, dtype=np.int64)
+    return idx[np.argsort(source.locality[idx], kind="stable")]
+
+
 def band_statistics(
-    pixels: np.ndarray, idx: np.ndarray, chunk: int = 256
+    source: np.ndarray | PatchSource, idx: np.ndarray, chunk: int = 32,
+    max_patches: int = BAND_SAMPLE_PATCHES, seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and std (float64) of the finite pixels of patches ``idx``, in chunks."""
-    n_bands = pixels.shape[-1]
+    """Per-band mean and std (float64) of the finite pixels of patches ``idx``.
+
+    At most ``max_patches`` of them (a seeded random sample when there are more) are read, in
+    chunks of ``chunk``, so the cost and memory are bounded whatever the number of labels.
+    """
+    source = as_source(source)
+    idx = np.asarray(idx, dtype=np.int64)
+    if len(idx) > max_patches:
+        idx = np.random.default_rng(seed).choice(idx, size=max_patches, replace=False)
+    idx = local_order(source, idx)
+    n_bands = source.n_bands
     total = np.zeros(n_bands)
     total_sq = np.zeros(n_bands)
     count = np.zeros(n_bands)
     for start in range(0, len(idx), chunk):
-        x = pixels[idx[start:start + chunk]].astype(np.float64).reshape(-1, n_bands)
+        x = source.read(idx[start:start + chunk]).astype(np.float64).reshape(-1, n_bands)
         ok = np.isfinite(x)
         x = np.where(ok, x, 0.0)
         total += x.sum(axis=0)
@@ -189,6 +261,22 @@ def band_statistics(
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
     return mean, std
+
+
+def source_scores(bundle: ModelBundle, source: np.ndarray | PatchSource,
+                  idx: np.ndarray | None = None, *, batch_size: int = 64) -> np.ndarray:
+    """Cell score of patches ``idx`` (default: all) of a source, read chunk by chunk, float32.
+
+    The same numpy path as scene scoring (``model.score.patch_scores``); memory is one chunk.
+    """
+    source = as_source(source)
+    idx = np.arange(len(source), dtype=np.int64) if idx is None else np.asarray(idx, np.int64)
+    order = np.argsort(source.locality[idx], kind="stable")
+    out = np.empty(len(idx), dtype=np.float32)
+    for start in range(0, len(idx), batch_size):
+        pos = order[start:start + batch_size]
+        out[pos] = patch_scores(bundle, source.read(idx[pos]), batch_size=batch_size)
+    return out
 
 
 def _fill(x: np.ndarray, fill: np.ndarray) -> np.ndarray:
@@ -210,24 +298,39 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class _PatchSequence(keras.utils.PyDataset):
-    """Batches of (filled, optionally augmented) patches, labels and weights."""
+    """Batches of (filled, optionally augmented) patches, labels and weights, read per batch.
 
-    def __init__(self, pixels, labels, weights, idx, fill, batch_size, *, augment, shuffle, seed):
+    Each epoch the indices are taken in the source's locality order from a random offset and cut
+    into batches, and the batches are shuffled: a batch reads few store blocks, yet batch
+    contents and their order change from epoch to epoch. Only one batch is in memory at a time.
+    """
+
+    def __init__(self, source: PatchSource, labels, weights, idx, fill, batch_size, *,
+                 augment: bool, shuffle: bool, seed: int) -> None:
         super().__init__()
-        self.pixels, self.labels, self.weights = pixels, labels, weights
-        self.idx = np.asarray(idx, dtype=np.int64)
+        self.source, self.labels, self.weights = source, labels, weights
+        self.idx = local_order(source, idx)
         self.fill = fill.astype(np.float32)
         self.batch_size = batch_size
         self.augment, self.shuffle = augment, shuffle
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(self.idx) if shuffle else self.idx
+        self.batches = self._cut()
+
+    def _cut(self) -> list[np.ndarray]:
+        n, size = len(self.idx), self.batch_size
+        if not self.shuffle or n <= size:
+            return [self.idx[i:i + size] for i in range(0, n, size)]
+        offset = int(self.rng.integers(0, size))
+        rolled = np.roll(self.idx, -offset)
+        batches = [rolled[i:i + size] for i in range(0, n, size)]
+        return [batches[i] for i in self.rng.permutation(len(batches))]
 
     def __len__(self) -> int:
         return math.ceil(len(self.idx) / self.batch_size)
 
     def __getitem__(self, i: int):
-        sel = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
-        x = _fill(self.pixels[sel], self.fill)
+        sel = self.batches[i]
+        x = _fill(self.source.read(sel), self.fill)
         if self.augment:
             x = augment_batch(x, self.rng)
         y = self.labels[sel].astype(np.float32).reshape(-1, 1)
@@ -237,7 +340,7 @@ class _PatchSequence(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self.order = self.rng.permutation(self.idx)
+            self.batches = self._cut()
 
 
 def training_model(fcn: keras.Model, patch_px: int, q: float = TOP_FRACTION) -> keras.Model:
@@ -310,12 +413,9 @@ def validation_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> d
 
 # --------------------------------------------------------------------------------------------
 # training
-def _validate_inputs(pixels, labels, groups, bands, sample_weight, hard_negatives, config):
-    if not isinstance(pixels, np.ndarray) or pixels.ndim != 4:
-        raise ValueError(f"pixels must be a (N, P, P, B) array, got shape {np.shape(pixels)}")
-    n, h, w, b = pixels.shape
-    if h != w:
-        raise ValueError(f"training patches must be square, got {h} x {w}")
+def _validate_inputs(source: PatchSource, labels, groups, bands, sample_weight, hard_negatives,
+                     config):
+    n, h, b = len(source), source.patch_px, source.n_bands
     cp = h - 2 * MARGIN_PX
     if cp <= 0 or cp % STRIDE:
         raise ValueError(
@@ -352,6 +452,14 @@ def _validate_inputs(pixels, labels, groups, bands, sample_weight, hard_negative
     return labels, groups, cp
 
 
+def _given_split(validation: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) sorted int64 indices from the caller's validation indices."""
+    val_idx = np.unique(np.asarray(validation, dtype=np.int64))
+    if len(val_idx) and (val_idx[0] < 0 or val_idx[-1] >= n):
+        raise ValueError(f"validation indices must lie in [0, {n}), got {val_idx[0]}..{val_idx[-1]}")
+    return np.setdiff1d(np.arange(n, dtype=np.int64), val_idx), val_idx
+
+
 def sample_weights(labels: np.ndarray, idx: np.ndarray, config: TrainConfig,
                    sample_weight: np.ndarray | None = None,
                    hard_negatives: np.ndarray | None = None) -> np.ndarray:
@@ -384,7 +492,7 @@ class _Progress(keras.callbacks.Callback):
 
 
 def train_bundle(
-    pixels: np.ndarray,
+    pixels: np.ndarray | PatchSource,
     labels: np.ndarray,
     groups: np.ndarray,
     bands: Sequence[str],
@@ -394,29 +502,39 @@ def train_bundle(
     parent: str | None = None,
     sample_weight: np.ndarray | None = None,
     hard_negatives: np.ndarray | None = None,
+    validation: np.ndarray | None = None,
     training_info: dict[str, Any] | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> TrainResult:
     """Train an FCN on labelled patches and return it as a bundle with validation metrics.
 
     ``pixels``: (N, cp + 2 MARGIN_PX, cp + 2 MARGIN_PX, B) float32 DN, NaN where invalid (as
-    imagery.store.YearMosaic.read_cells returns them); ``labels``: (N,) 0/1; ``groups``: (N,) integer
-    spatial group ids for the geographic split; ``bands``: names of the B bands.
+    imagery.store.YearMosaic.read_cells returns them), either in memory or as a PatchSource that
+    reads them batch by batch (training then holds one batch, never all patches); ``labels``:
+    (N,) 0/1; ``groups``: (N,) integer spatial group ids for the geographic split; ``bands``: names of the B bands.
     ``hard_negatives``: optional (N,) bool, background patches weighted by
-    ``config.hard_negative_weight``. ``training_info`` (label sources, years...) is stored in the
+    ``config.hard_negative_weight``. ``validation``: optional indices of the validation patches
+    (e.g. fixed validation blocks); without it a geographic split of ``groups`` chooses them.
+    ``training_info`` (label sources, years...) is stored in the
     sidecar. ``progress(epoch, epochs, logs)`` is called after every epoch.
     """
     config = config or TrainConfig()
     check_version(version)
     bands = parse_band_list(bands)
-    labels, groups, cp = _validate_inputs(pixels, labels, groups, bands, sample_weight,
+    source = as_source(pixels)
+    labels, groups, cp = _validate_inputs(source, labels, groups, bands, sample_weight,
                                           hard_negatives, config)
     started = time.perf_counter()
-    patch_px = pixels.shape[1]
-    train_idx, val_idx = geographic_split(groups, labels, config.val_fraction, config.seed)
-    if labels[train_idx].min() == labels[train_idx].max():
-        raise ValueError("the geographic split left a single class in training; give more groups")
-    mean, std = band_statistics(pixels, train_idx)
+    patch_px = source.patch_px
+    if validation is None:
+        train_idx, val_idx = geographic_split(groups, labels, config.val_fraction, config.seed)
+        split = "geographic"
+    else:
+        train_idx, val_idx = _given_split(validation, len(labels))
+        split = "given"
+    if len(train_idx) == 0 or labels[train_idx].min() == labels[train_idx].max():
+        raise ValueError(f"the {split} split left a single class in training; give more groups")
+    mean, std = band_statistics(source, train_idx, seed=config.seed)
 
     fcn = build_fcn(bands, mean, std, seed=config.seed, widths=config.widths,
                     dropout=config.dropout, kernel=config.kernel)
@@ -427,10 +545,10 @@ def train_bundle(
         metrics=[keras.metrics.AUC(name="auc")],
     )
     weights = sample_weights(labels, train_idx, config, sample_weight, hard_negatives)
-    train_data = _PatchSequence(pixels, labels, weights, train_idx, mean, config.batch_size,
+    train_data = _PatchSequence(source, labels, weights, train_idx, mean, config.batch_size,
                                 augment=config.augment, shuffle=True, seed=config.seed)
     has_val = len(val_idx) > 0
-    val_data = (_PatchSequence(pixels, labels, None, val_idx, mean, max(config.batch_size, 64),
+    val_data = (_PatchSequence(source, labels, None, val_idx, mean, max(config.batch_size, 64),
                                augment=False, shuffle=False, seed=config.seed) if has_val else None)
     monitor = "val_loss" if has_val else "loss"
     callbacks: list[keras.callbacks.Callback] = [
@@ -439,7 +557,10 @@ def train_bundle(
     ]
     if progress is not None:
         callbacks.append(_Progress(progress, config.epochs))
+    steps = config.steps_per_epoch
     fit = trainer.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                      steps_per_epoch=min(steps, len(train_data)) if steps else None,
+                      validation_steps=min(steps, len(val_data)) if steps and val_data else None,
                       callbacks=callbacks, verbose=2 if config.verbose else 0)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     train_seconds = time.perf_counter() - started
@@ -448,7 +569,7 @@ def train_bundle(
                          mean=mean.tolist(), std=std.tolist(), reduction=REDUCTION)
     if has_val:
         y_val = labels[val_idx]
-        s_val = patch_scores(bundle, pixels, val_idx)
+        s_val = source_scores(bundle, source, val_idx)
         threshold, fallback = choose_threshold(y_val, s_val, config)
         metrics = validation_metrics(y_val, s_val, threshold)
     else:
@@ -459,7 +580,7 @@ def train_bundle(
     metrics.update({
         "threshold_strategy": config.threshold_strategy if fallback is None else "fallback",
         "threshold_note": fallback,
-        "split": "geographic",
+        "split": split,
         "n_train": int(len(train_idx)),
         "n_train_mine": int(labels[train_idx].sum()),
         "n_train_background": int(len(train_idx) - labels[train_idx].sum()),
@@ -489,4 +610,5 @@ def train_bundle(
     bundle.threshold = threshold
     bundle.metrics = metrics
     bundle.training = training
-    return TrainResult(bundle=bundle, history=history, metrics=metrics)
+    return TrainResult(bundle=bundle, history=history, metrics=metrics,
+                       validation_idx=val_idx if has_val else np.empty(0, dtype=np.int64))

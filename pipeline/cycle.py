@@ -1,12 +1,14 @@
 """Retrain-and-repredict cycles.
 
-A cycle trains a new model version from the seed labels plus every reviewed label (corrected
-false positives weigh as hard negatives, confirmed mines are positives), validates it on reviewed
-labels held out by geography, re-scores every year of the territory with it, and makes it the
-active model only when all of that succeeded and its held-out AP is within ``ACTIVATION_MARGIN``
-of the active model's (``activation_decision``). Until then the model is *pending*: a failure,
-or a worker killed at any point, leaves the previous model active, and ``recover_cycles``
-(``pipeline.jobs``, run before every cycle) deletes the pending model's rows, scores and files.
+A cycle trains a new model version from the seed labels plus every reviewed label (every
+reviewed background that any model version predicted weighs as a hard negative, confirmed mines
+are positives), validates it on the reviewed labels of the installation's fixed validation blocks
+(``pipeline.training.fixed_validation``: the same blocks every cycle), re-scores every year of
+the territory with it, and makes it the active model only when all of that succeeded and its AP
+on those cells is within ``ACTIVATION_MARGIN`` of the active model's (``activation_decision``).
+Until then the model is *pending*: a failure, or a worker killed at any point, leaves the previous
+model active, and ``recover_cycles`` (``pipeline.jobs``, run before every cycle) deletes the
+pending model's rows, scores and files.
 The web app never runs a cycle inside a request: ``launch_cycle`` starts
 ``run.py cycle --cycle-id N`` as a separate process (``pipeline.jobs.spawn_worker``) that reports
 its stage and progress into the ``cycles`` table, which the status partial polls.
@@ -23,27 +25,24 @@ from typing import Any
 import numpy as np
 
 from db.store import Store
-from model.train import patch_scores, validation_metrics
+from model.train import source_scores, validation_metrics
 from pipeline.jobs import pause_point, recover_cycles, spawn_worker
 from pipeline.scoring import Runner, prune_old_scores, score_year, year_area_km2
 from pipeline.settings import Settings
 from pipeline.training import (
     collect_patches,
     default_bands,
+    fixed_validation,
     hard_negative_keys,
     label_summary,
     load_model,
     model_file,
     register_model,
-    spatial_groups,
     train_config,
     train_from_patches,
+    training_info,
 )
 
-#: Share of the spatial blocks holding reviewed labels that is held out for validation.
-HOLDOUT_FRACTION = 0.2
-#: Fewest held-out reviewed labels of each class for a reviewed-label validation.
-MIN_HOLDOUT_PER_CLASS = 2
 #: Share of the cycle's progress bar given to training; scoring takes the rest.
 TRAINING_SHARE = 0.5
 
@@ -68,38 +67,6 @@ def launch_cycle(settings: Settings) -> int:
     with Store(settings.database_path) as store:
         store.update_cycle(cycle_id, pid=worker.pid)
     return cycle_id
-
-
-def split_reviewed_holdout(
-    rows: list[dict[str, Any]], seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(training rows, held-out reviewed rows), split by whole spatial blocks.
-
-    A share of the blocks that hold reviewed labels is held out; its reviewed labels validate the
-    new model and none of its labels (seed ones included) is trained on, so no neighbour of a
-    validation cell leaks into training.
-    """
-    groups = spatial_groups(np.array([r["cell_id"] for r in rows], dtype=np.int64))
-    reviewed_blocks = np.unique(groups[[r["source"] == "review" for r in rows]])
-    if len(reviewed_blocks) < 2:
-        return rows, []
-    n_hold = max(1, round(len(reviewed_blocks) * HOLDOUT_FRACTION))
-    held = set(np.random.default_rng(seed).choice(reviewed_blocks, size=n_hold,
-                                                  replace=False).tolist())
-    in_held = [int(g) in held for g in groups]
-    return ([r for r, h in zip(rows, in_held, strict=True) if not h],
-            [r for r, h in zip(rows, in_held, strict=True) if h and r["source"] == "review"])
-
-
-def false_positives_found(store: Store, parent: dict[str, Any] | None, since: str | None) -> int:
-    """Reviewed background cells the parent model called mines, labelled since ``since``."""
-    if parent is None:
-        return 0
-    keys = hard_negative_keys(store, parent)
-    if since is None:
-        return len(keys)
-    recent = {(r["cell_id"], r["year"]) for r in store.reviewed_labels() if r["updated_at"] >= since}
-    return len(keys & recent)
 
 
 class CycleReporter:
@@ -161,21 +128,16 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     if settings.KEEP_SCORED_MODELS < 1:
         raise ValueError(f"KEEP_SCORED_MODELS must be at least 1, got {settings.KEEP_SCORED_MODELS}")
     parent = store.active_model()
-    previous = [c for c in store.cycles() if c["id"] < cycle_id and c["status"] == "succeeded"]
-    since = previous[-1]["started_at"] if previous else None
     report("collecting labels", 0.0)
     rows = store.training_labels()
     if not rows:
         raise ValueError("no training labels yet: seed them from mine polygons or review cells")
-    train_rows, holdout_rows = split_reviewed_holdout(rows, seed=cycle_id)
     bands = tuple(parent["bands"]) if parent else default_bands(store, sorted({r["year"] for r in rows}))
-    hard = hard_negative_keys(store, parent)
-    min_valid = settings.MIN_VALID_FRACTION
-    patches = collect_patches(store, settings, train_rows, bands, min_valid_fraction=min_valid,
-                              hard_negatives=hard)
-    holdout = collect_patches(store, settings, holdout_rows, bands, min_valid_fraction=min_valid,
-                              hard_negatives=hard)
-    summary = label_summary(patches)
+    patches = collect_patches(store, settings, rows, bands,
+                              min_valid_fraction=settings.MIN_VALID_FRACTION,
+                              hard_negatives=hard_negative_keys(store, parent))
+    validation = fixed_validation(patches, settings.VALIDATION_BLOCK_SHARE)
+    summary = label_summary(patches, validation)
     store.update_cycle(cycle_id, n_seed=summary["seed_mines"] + summary["seed_background"],
                        n_mines=summary["review_mines"], n_hard_negatives=summary["hard_negatives"])
 
@@ -191,16 +153,22 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     pause_point("training")
     result = train_from_patches(patches, bands, settings, version=version,
                                 parent=parent["version"] if parent else None,
-                                training_info=summary, config=config, progress=on_epoch)
-    report("validating", TRAINING_SHARE, f"{len(holdout.labels)} held-out reviewed cells")
-    metrics = _holdout_metrics(result, holdout)
-    result.bundle.metrics = {**result.bundle.metrics, "reviewed_holdout": metrics}
-    decision = activation_decision(metrics, _parent_holdout_metrics(store, settings, parent,
-                                                                    holdout, metrics),
-                                   parent, settings.ACTIVATION_MARGIN)
+                                training_info=training_info(patches, settings, version, validation),
+                                config=config, progress=on_epoch, validation=validation)
+    metrics = {**result.metrics, "fixed_blocks": validation is not None,
+               "validated_on": f"{len(validation)} reviewed cells in the fixed validation blocks"
+               if validation is not None else "geographic split of all labels (the fixed "
+               "validation blocks hold too few reviewed cells of a class)"}
+    result.bundle.metrics = metrics
+    report("validating", TRAINING_SHARE, metrics["validated_on"])
+    decision = activation_decision(
+        metrics, _parent_metrics(store, settings, parent, patches, result.validation_idx), parent,
+        settings.ACTIVATION_MARGIN)
     record = register_model(store, settings, result.bundle, activate=False, pending=True)
     runner = runner_for(str(model_file(store, record, settings).resolve())) if runner_for else None
-    store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history)
+    store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history,
+                       validation_ap=metrics.get("average_precision")
+                       if metrics.get("fixed_blocks") else None)
 
     years = store.years()
     total_km2 = max(year_area_km2(store, settings, years), 1e-9)
@@ -216,15 +184,17 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
 
     predicted = {}
     for i, year in enumerate(years):
-        predicted[str(year)] = score_year(store, settings, result.bundle, year,
-                                          progress=on_tile, runner=runner).predicted_mines
+        score_year(store, settings, result.bundle, year, progress=on_tile, runner=runner)
+        predicted[str(year)] = store.predicted_mine_count(version, year, result.bundle.threshold)
         if i == 0:
             pause_point("scoring")
+    store.record_predicted_rejections(version)
     report("activating", 1.0)
     store.finish_model(version, activate=decision.activate)
     store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
                        predicted_mines=predicted,
-                       false_positives_found=false_positives_found(store, parent, since),
+                       false_positives_found=store.false_positives_found(parent["version"])
+                       if parent else 0,
                        decision=decision.reason,
                        message=f"{version} is active" if decision.activate else
                        f"{version} kept inactive: {decision.reason}")
@@ -266,25 +236,13 @@ def activation_decision(new: dict[str, Any], active: dict[str, Any] | None,
     return Activation(True, f"{figures} (margin {margin:.3f})")
 
 
-def _parent_holdout_metrics(store: Store, settings: Settings, parent: dict[str, Any] | None,
-                            holdout: Any, new_metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """The active model's metrics on the cycle's held-out reviewed cells (None when the new
-    model was not validated on held-out reviewed cells, or there is no active model)."""
-    if parent is None or "average_precision" not in new_metrics or \
-            not new_metrics.get("validated_on", "").endswith("held-out reviewed cells"):
+def _parent_metrics(store: Store, settings: Settings, parent: dict[str, Any] | None,
+                    patches: Any, validation: np.ndarray) -> dict[str, Any] | None:
+    """The active model's metrics on the cells that validated the new model (the fixed blocks'
+    reviews, or the geographic split's cells), so both are compared on the same cells; None
+    without an active model or validation cells."""
+    if parent is None or not len(validation):
         return None
     bundle = load_model(store, parent["version"], settings=settings)
-    scores = patch_scores(bundle, holdout.pixels)
-    return validation_metrics(holdout.labels, scores, bundle.threshold)
-
-
-def _holdout_metrics(result: Any, holdout: Any) -> dict[str, Any]:
-    """Precision, recall, AP on held-out reviewed cells; the training split's when too few."""
-    labels = holdout.labels
-    enough = min(int((labels == 1).sum()), int((labels == 0).sum())) >= MIN_HOLDOUT_PER_CLASS
-    if not enough:
-        return {**result.metrics, "validated_on": "geographic split of all training labels "
-                f"(only {len(labels)} reviewed cells held out)"}
-    scores = patch_scores(result.bundle, holdout.pixels)
-    return {**validation_metrics(labels, scores, result.bundle.threshold),
-            "validated_on": f"{len(labels)} held-out reviewed cells"}
+    scores = source_scores(bundle, patches.pixels, validation)
+    return validation_metrics(patches.labels[validation], scores, bundle.threshold)

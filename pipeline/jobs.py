@@ -26,8 +26,9 @@ from db.store import Store, process_alive
 from pipeline.settings import ENV_PREFIX, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: A cycle's model file (``m0003.keras``) or a temporary one of ``save_bundle`` (``.m0003.x.json``).
-_MODEL_FILE = re.compile(r"^(?P<temp>\.)?(?P<version>m\d{4,})(\.[^.]+)?\.(keras|json)$")
+#: A cycle's model file (``m0003.keras``, its sidecar, its label list ``m0003.labels.csv``) or a
+#: temporary one of ``save_bundle`` (``.m0003.x.json``).
+_MODEL_FILE = re.compile(r"^(?P<temp>\.)?(?P<version>m\d{4,})(\.[^.]+)?\.(keras|json|csv)$")
 #: Test-only: a stage name at which a worker pauses (see ``pause_point``), so a test can kill it
 #: there deterministically. Never set in production.
 PAUSE_ENV = "MINEWATCH_TEST_PAUSE_AT"

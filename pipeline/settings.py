@@ -46,8 +46,13 @@ class Settings:
     FCN_WIDTHS: str = _setting("32,64,64", "Filters of the FCN's three convolution layers.")
     FCN_KERNEL: int = _setting(3, "Side of the FCN's convolution kernels: 3 (the seed's) or 5 "
                                "(a 320 m receptive field instead of 180 m).")
-    HARD_NEGATIVE_WEIGHT: float = _setting(2.0, "Loss weight of reviewed false positives "
-                                           "(background cells the parent model called mines).")
+    HARD_NEGATIVE_WEIGHT: float = _setting(2.0, "Loss weight of hard negatives: reviewed "
+                                           "background cells that any model version predicted "
+                                           "as mines (kept for every later model).")
+    VALIDATION_BLOCK_SHARE: float = _setting(0.2, "Share of the 10 x 10 km blocks that are the "
+                                             "installation's fixed validation blocks (chosen by "
+                                             "a hash of the block id, the same every cycle); "
+                                             "reviewed labels there validate, all others train.")
     HOST: str = _setting("127.0.0.1", "Address the web app listens on; set 0.0.0.0 to open it to "
                          "the team's network.")
     PORT: int = _setting(5000, "Port of the web app.")

@@ -30,7 +30,7 @@ Choices, so that a reader need not infer them from the code:
   training split are read once from the year's mosaic (``imagery.store.YearMosaic.read_cells``
   with the FCN's margin) and scored with ``model.score.patch_scores`` (the scene-scoring path:
   same fill, crop and top-fraction reduction) and written through ``Store.write_scores``; the queue reads those rows.
-* **Strategies** (``STRATEGIES``): ``random``; ``uncertainty`` (entropy of the mine probability,
+* **Strategies** (``STRATEGIES``): ``random``; ``uncertainty`` (closeness of the score to the model threshold,
   the store's ``uncertainty`` column, *without* spatial de-duplication: ``Store.queue_candidates``
   and ``Store.lease_cells`` directly); ``uncertainty-dedup`` (``next_cards``, which skips cells
   adjacent to one already in the batch); ``score`` (highest score first); ``mc-dropout`` (the
@@ -79,7 +79,7 @@ from imagery.grid import CellRange
 from imagery.masks import mask_cell_fractions
 from imagery.scene import SceneError, open_scene, scene_cells
 from model.fcn import MARGIN_PX
-from model.reduce import binary_entropy
+from model.reduce import threshold_closeness
 from model.train import TrainConfig, geographic_split, validation_metrics
 from pipeline.ingest import ingest_files, year_mosaic
 from pipeline.review import next_cards
@@ -124,8 +124,8 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("random", "random", True, help="uniform random order"),
-    Strategy("uncertainty", "uncertainty", False, help="entropy of the score, no de-dup"),
-    Strategy("uncertainty-dedup", "uncertainty", True, help="entropy, adjacent cells de-duplicated"),
+    Strategy("uncertainty", "uncertainty", False, help="closeness to the threshold, no de-dup"),
+    Strategy("uncertainty-dedup", "uncertainty", True, help="closeness to the threshold, adjacent cells de-duplicated"),
     Strategy("score", "score", True, help="highest score first"),
     Strategy("mc-dropout", "uncertainty", False, mc_dropout=True,
              help="std of the score over Monte-Carlo dropout passes, no de-dup"),
@@ -525,7 +525,7 @@ def score_pool(store: Store, territory: Territory, bundle: Any, pool: np.ndarray
                mc_samples: int | None = None, seed: int = 0) -> np.ndarray:
     """Score the pool's cached cells and write the rows through ``Store.write_scores``.
 
-    The uncertainty column is the entropy of the score, or with ``mc_samples`` the standard
+    The uncertainty column is the closeness of the score to the threshold, or with ``mc_samples`` the standard
     deviation of the score over Monte-Carlo dropout passes. Returns the scores.
     """
     from model.score import mc_dropout_scores, patch_scores
@@ -536,7 +536,7 @@ def score_pool(store: Store, territory: Territory, bundle: Any, pool: np.ndarray
             mc_dropout_scores(bundle, territory.pixels[pool[i:i + 256]], mc_samples, seed=seed,
                               batch_size=128)[1] for i in range(0, len(pool), 256)])
     else:
-        uncertainty = binary_entropy(scores)
+        uncertainty = threshold_closeness(scores, bundle.threshold)
     scene_ids = territory.scene_ids[pool]
     for scene_id in np.unique(scene_ids):
         sel = scene_ids == scene_id

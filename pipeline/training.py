@@ -3,15 +3,21 @@
 Labels come from ``Store.training_labels()``: the seed labels (from mine polygons) with every
 effective review label on top (a review overrides the seed label of the same cell-year; the
 effective label is a lead's adjudication, else the agreed or current label, and a cell-year whose
-two reviewers disagree without adjudication is left out). A reviewed
-background cell that the parent model scored above its threshold is a *hard negative* (a corrected
-false positive) and weighs ``HARD_NEGATIVE_WEIGHT`` in the loss. Patches are read from the mosaic
-of each label's year with the FCN's context margin, and split for validation by geography
-(blocks of ``BLOCK_CELLS`` x ``BLOCK_CELLS`` cells), never at random.
+two reviewers disagree without adjudication is left out). Every lesson is kept: a reviewed
+background cell that *any* model version predicted as a mine (the store's ``hard_negatives``
+table) stays a *hard negative* and weighs ``HARD_NEGATIVE_WEIGHT`` in the loss
+of every later model, and every confirmed mine stays a positive. Patches stream from the mosaic of
+each label's year with the FCN's context margin (``StorePatches``: one batch in memory at a time),
+and are split for validation by geography (blocks of ``BLOCK_CELLS`` x ``BLOCK_CELLS`` cells),
+never at random: the reviewed labels in the installation's fixed validation blocks
+(``validation_block``, the same blocks every cycle) validate, every other label trains; while
+those blocks hold too few reviewed labels, a geographic split of all labels validates instead.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +27,11 @@ import numpy as np
 
 from db.store import Store
 from imagery.grid import CellGrid
-from model.bundle import ModelBundle, load_bundle, save_bundle
+from imagery.store import BLOCK_CELLS as STORE_BLOCK_CELLS
+from imagery.store import YearMosaic
+from model.bundle import ModelBundle, bundle_paths, load_bundle, save_bundle
 from model.fcn import MARGIN_PX
-from model.train import TrainConfig, TrainResult, train_bundle
+from model.train import PatchSource, TrainConfig, TrainResult, train_bundle
 from pipeline.ingest import year_mosaic
 from pipeline.settings import Settings
 
@@ -31,13 +39,63 @@ from pipeline.settings import Settings
 EpochProgress = Callable[[int, int, dict], None]
 #: Side of the spatial blocks that go whole to training or validation, in cells (10 km).
 BLOCK_CELLS = 10
+#: Cells whose validity one pass of ``StorePatches.from_rows`` reads at a time (one band each).
+VALIDITY_CHUNK = 1024
+#: Fewest reviewed labels of each class in the fixed validation blocks for them to validate.
+MIN_VALIDATION_PER_CLASS = 2
+#: A model's label list is written next to it (``{version}.labels.csv``) up to this many labels;
+#: above, the sidecar keeps the counts and the content hash only.
+LABEL_LIST_MAX_ROWS = 200_000
+
+
+class StorePatches:
+    """A ``model.train.PatchSource`` over labelled cell-years, read from the imagery store.
+
+    ``read(indices)`` reads those cells of each year's mosaic with ``YearMosaic.read_cells``
+    (grouped by store block); ``locality`` orders cells by year, store block and cell id, so a
+    training batch of neighbours in that order reads one or two blocks.
+    """
+
+    def __init__(self, settings: Settings, cell_ids: np.ndarray, years: np.ndarray,
+                 bands: Sequence[str]) -> None:
+        self.cell_ids = np.asarray(cell_ids, dtype=np.int64)
+        self.years = np.asarray(years, dtype=np.int64)
+        self.bands = tuple(bands)
+        self.settings = settings
+        self.patch_px = settings.grid.cell_px + 2 * MARGIN_PX
+        self.n_bands = len(self.bands)
+        rows, cols = CellGrid.row_col(self.cell_ids)
+        order = np.lexsort((self.cell_ids, cols // STORE_BLOCK_CELLS, rows // STORE_BLOCK_CELLS,
+                            self.years))
+        self.locality = np.empty(len(order), dtype=np.int64)
+        self.locality[order] = np.arange(len(order))
+        self._mosaics: dict[int, YearMosaic] = {}
+
+    def __len__(self) -> int:
+        return len(self.cell_ids)
+
+    def mosaic(self, year: int) -> YearMosaic:
+        """The year's mosaic, opened once."""
+        if year not in self._mosaics:
+            self._mosaics[year] = year_mosaic(self.settings, year)
+        return self._mosaics[year]
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), self.patch_px, self.patch_px, self.n_bands), np.float32)
+        years = self.years[indices]
+        for year in np.unique(years):
+            at = np.flatnonzero(years == year)
+            out[at], _ = self.mosaic(int(year)).read_cells(
+                self.cell_ids[indices[at]], margin_px=MARGIN_PX, bands=self.bands)
+        return out
 
 
 @dataclass
 class LabelledPatches:
-    """Pixels of labelled cells with their labels, spatial groups and hard-negative flags."""
+    """Labelled cells with their pixels (in memory or streamed), spatial groups and flags."""
 
-    pixels: np.ndarray        # (N, cp + 2m, cp + 2m, B) float32 DN, NaN where invalid
+    pixels: np.ndarray | PatchSource  # (N, cp + 2m, cp + 2m, B) float32 DN, NaN where invalid
     labels: np.ndarray        # (N,) int8, 1 = mine
     groups: np.ndarray        # (N,) int64 spatial block ids
     cell_ids: np.ndarray      # (N,) int64
@@ -53,6 +111,43 @@ def spatial_groups(cell_ids: np.ndarray, block_cells: int = BLOCK_CELLS) -> np.n
     return (rows // block_cells) * 1_000_000 + cols // block_cells
 
 
+def validation_block(groups: np.ndarray, share: float) -> np.ndarray:
+    """Whether each spatial block (``spatial_groups`` id) is one of the fixed validation blocks.
+
+    A block validates when the first 8 bytes of sha256("minewatch-validation-block:<id>"), read as
+    a fraction of 2**64, fall below ``share``: the choice depends only on the block id and the
+    share, so it is the same in every cycle (and every installation with the same grid), and
+    about ``share`` of the blocks of any region validate.
+    """
+    if not 0 <= share < 1:
+        raise ValueError(f"the validation block share must be in [0, 1), got {share}")
+    out = np.zeros(len(groups), dtype=bool)
+    for g in np.unique(groups):
+        digest = hashlib.sha256(f"minewatch-validation-block:{int(g)}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2.0 ** 64 < share:
+            out[groups == g] = True
+    return out
+
+
+def fixed_validation(patches: LabelledPatches, share: float,
+                     min_per_class: int = MIN_VALIDATION_PER_CLASS) -> np.ndarray | None:
+    """Indices of the reviewed patches in the fixed validation blocks, or None when they hold
+    fewer than ``min_per_class`` of either class, or leave fewer than that of either class to
+    train on (training then splits by geography).
+
+    Those reviewed labels validate (early stopping, the threshold, the cycle's figures); every
+    other label trains, the seed labels of validation blocks included (so a small territory inside
+    one validation block still trains).
+    """
+    review = np.array([src == "review" for src in patches.sources], dtype=bool)
+    idx = np.flatnonzero(validation_block(patches.groups, share) & review)
+    rest = np.delete(patches.labels, idx)
+    for labels in (patches.labels[idx], rest):
+        if min(int((labels == 1).sum()), int((labels == 0).sum())) < min_per_class:
+            return None
+    return idx
+
+
 def default_bands(store: Store, years: Sequence[int]) -> tuple[str, ...]:
     """Bands shared by every scene of ``years``, in the first scene's order."""
     scenes = [s for year in years for s in store.scenes(year)]
@@ -64,18 +159,16 @@ def default_bands(store: Store, years: Sequence[int]) -> tuple[str, ...]:
     return tuple(shared)
 
 
-def hard_negative_keys(store: Store, parent: dict[str, Any] | None) -> set[tuple[int, int]]:
-    """(cell, year) of reviewed background cells that the parent model called mines."""
-    if parent is None:
-        return set()
-    keys = set()
-    for row in store.reviewed_labels():
-        if row["label"] != "background":
-            continue
-        score = store.score(row["cell_id"], row["year"], parent["version"])
-        if score and score["score"] is not None and score["score"] >= parent["threshold"]:
-            keys.add((row["cell_id"], row["year"]))
-    return keys
+def hard_negative_keys(store: Store, parent: dict[str, Any] | None = None) -> set[tuple[int, int]]:
+    """(cell, year) of every hard negative kept in the store, after recording the parent's.
+
+    The parent model's predictions of already-rejected cells are added to the store's
+    ``hard_negatives`` first (``Store.record_predicted_rejections``); rejections of the model a
+    reviewer was shown are recorded as they happen.
+    """
+    if parent is not None:
+        store.record_predicted_rejections(parent["version"])
+    return {(r["cell_id"], r["year"]) for r in store.hard_negatives()}
 
 
 def collect_patches(
@@ -87,44 +180,93 @@ def collect_patches(
     min_valid_fraction: float,
     hard_negatives: set[tuple[int, int]] = frozenset(),
 ) -> LabelledPatches:
-    """Read the pixels of every labelled cell from the mosaic of its year (no warp)."""
+    """Labelled cells whose mosaic holds enough valid pixels, streamed from the store.
+
+    Validity is read first, one band and ``VALIDITY_CHUNK`` cells at a time; the pixels
+    themselves are read later, batch by batch, by the returned ``StorePatches``.
+    """
     by_year: dict[int, list[dict[str, Any]]] = {}
     for row in label_rows:
         by_year.setdefault(int(row["year"]), []).append(row)
-    kept_pixels, kept_rows = [], []
+    kept_rows = []
     for year, rows in sorted(by_year.items()):
         if not store.scenes(year):
             continue
-        ids = np.array([int(r["cell_id"]) for r in rows], dtype=np.int64)
-        pixels, valid = year_mosaic(settings, year).read_cells(ids, margin_px=MARGIN_PX,
-                                                              bands=bands)
-        for i, row in enumerate(rows):
-            if valid[i] >= min_valid_fraction:
-                kept_pixels.append(pixels[i])
-                kept_rows.append(row)
-    return _as_patches(kept_pixels, kept_rows, len(label_rows), settings.grid, bands,
-                       hard_negatives)
-
-
-def _as_patches(
-    pixels: list[np.ndarray], rows: list[dict[str, Any]], n_asked: int, grid: CellGrid,
-    bands: Sequence[str], hard_negatives: set[tuple[int, int]],
-) -> LabelledPatches:
-    side = grid.cell_px + 2 * MARGIN_PX
-    cell_ids = np.array([r["cell_id"] for r in rows], dtype=np.int64)
-    years = np.array([r["year"] for r in rows], dtype=np.int64)
-    hard = np.array([(int(c), int(y)) in hard_negatives for c, y in zip(cell_ids, years,
-                                                                         strict=True)], dtype=bool)
+        fraction = valid_fractions(year_mosaic(settings, year),
+                                   np.array([int(r["cell_id"]) for r in rows], dtype=np.int64),
+                                   bands[0])
+        kept_rows.extend(row for row, f in zip(rows, fraction, strict=True)
+                         if f >= min_valid_fraction)
+    cell_ids = np.array([r["cell_id"] for r in kept_rows], dtype=np.int64)
+    years = np.array([r["year"] for r in kept_rows], dtype=np.int64)
     return LabelledPatches(
-        pixels=np.stack(pixels) if pixels else np.empty((0, side, side, len(bands)), np.float32),
-        labels=np.array([r["label"] == "mine" for r in rows], dtype=np.int8),
+        pixels=StorePatches(settings, cell_ids, years, bands),
+        labels=np.array([r["label"] == "mine" for r in kept_rows], dtype=np.int8),
         groups=spatial_groups(cell_ids),
         cell_ids=cell_ids,
         years=years,
-        sources=[r["source"] for r in rows],
-        hard_negative=hard,
-        skipped=n_asked - len(rows),
+        sources=[r["source"] for r in kept_rows],
+        hard_negative=np.array([(int(r["cell_id"]), int(r["year"])) in hard_negatives
+                                and r["label"] == "background" for r in kept_rows], dtype=bool),
+        skipped=len(label_rows) - len(kept_rows),
     )
+
+
+def valid_fractions(mosaic: YearMosaic, cell_ids: np.ndarray, band: str) -> np.ndarray:
+    """Share of valid pixels in each cell's interior (one band read, in chunks of cells)."""
+    out = np.zeros(len(cell_ids), dtype=np.float32)
+    order = np.argsort(cell_ids, kind="stable")
+    for start in range(0, len(order), VALIDITY_CHUNK):
+        at = order[start:start + VALIDITY_CHUNK]
+        _, out[at] = mosaic.read_cells(cell_ids[at], margin_px=0, bands=[band])
+    return out
+
+
+def trained(patches: LabelledPatches, validation: np.ndarray | None = None) -> np.ndarray:
+    """Bool (N,): the patches that are fitted (all but the ``validation`` indices)."""
+    mask = np.ones(len(patches.labels), dtype=bool)
+    if validation is not None:
+        mask[validation] = False
+    return mask
+
+
+def label_snapshot(patches: LabelledPatches,
+                   validation: np.ndarray | None = None) -> list[tuple[int, int, str, str]]:
+    """The labels a model is fitted on (all but ``validation``), sorted:
+    (cell_id, year, 'mine'|'background', source)."""
+    keep = trained(patches, validation)
+    return sorted(
+        (int(c), int(y), "mine" if lab else "background", str(src))
+        for c, y, lab, src, k in zip(patches.cell_ids, patches.years, patches.labels,
+                                     patches.sources, keep, strict=True) if k
+    )
+
+
+def snapshot_hash(snapshot: Sequence[tuple[int, int, str, str]]) -> str:
+    """sha256 of the snapshot's CSV lines ("cell_id,year,label,source\n" each, sorted)."""
+    digest = hashlib.sha256()
+    for row in snapshot:
+        digest.update((",".join(map(str, row)) + "\n").encode())
+    return digest.hexdigest()
+
+
+def write_label_list(models_dir: Path, version: str,
+                     snapshot: Sequence[tuple[int, int, str, str]]) -> str | None:
+    """Write ``{version}.labels.csv`` next to the model (up to ``LABEL_LIST_MAX_ROWS`` rows).
+
+    Returns the file name, or None when the snapshot is too large to list (its hash remains).
+    """
+    if len(snapshot) > LABEL_LIST_MAX_ROWS:
+        return None
+    path = bundle_paths(Path(models_dir), version)[0].with_suffix(".labels.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["cell_id", "year", "label", "source"])
+        writer.writerows(snapshot)
+    tmp.replace(path)
+    return path.name
 
 
 def train_config(settings: Settings, **overrides: Any) -> TrainConfig:
@@ -146,29 +288,55 @@ def train_from_patches(
     training_info: dict[str, Any],
     config: TrainConfig | None = None,
     progress: EpochProgress | None = None,
+    validation: np.ndarray | None = None,
 ) -> TrainResult:
-    """Fit a model version on labelled patches (both classes needed)."""
+    """Fit a model version on labelled patches (both classes needed), validated on the
+    ``validation`` indices (``fixed_validation``) or, when None, on a geographic split."""
     return train_bundle(
         patches.pixels, patches.labels, patches.groups, tuple(bands),
         config or train_config(settings),
         version=version, parent=parent, hard_negatives=patches.hard_negative,
-        training_info=training_info, progress=progress,
+        validation=validation, training_info=training_info, progress=progress,
     )
 
 
-def label_summary(patches: LabelledPatches) -> dict[str, Any]:
-    """Counts of the labels a model was trained on, by source, for the sidecar and cycles page."""
+def label_summary(patches: LabelledPatches,
+                  validation: np.ndarray | None = None) -> dict[str, Any]:
+    """Counts of the labels a model is fitted on (all but ``validation``), by source, for the
+    sidecar and cycles page; ``validation_reviews``: the reviewed labels that validate it."""
+    keep = trained(patches, validation)
     seed = np.array([s == "seed" for s in patches.sources], dtype=bool)
     mine = patches.labels == 1
     return {
-        "n": int(len(patches.labels)),
-        "seed_mines": int((seed & mine).sum()),
-        "seed_background": int((seed & ~mine).sum()),
-        "review_mines": int((~seed & mine).sum()),
-        "review_background": int((~seed & ~mine).sum()),
-        "hard_negatives": int(patches.hard_negative.sum()),
+        "n": int(keep.sum()),
+        "seed_mines": int((keep & seed & mine).sum()),
+        "seed_background": int((keep & seed & ~mine).sum()),
+        "review_mines": int((keep & ~seed & mine).sum()),
+        "review_background": int((keep & ~seed & ~mine).sum()),
+        "hard_negatives": int((keep & patches.hard_negative).sum()),
+        "validation_reviews": int((~keep).sum()),
         "skipped_no_imagery": int(patches.skipped),
         "years": sorted({int(y) for y in patches.years}),
+    }
+
+
+def training_info(patches: LabelledPatches, settings: Settings, version: str,
+                  validation: np.ndarray | None = None) -> dict[str, Any]:
+    """``label_summary`` plus exactly which labels ``version`` is fitted on, for its sidecar.
+
+    ``labels``: count per class, the sha256 of the sorted snapshot (``snapshot_hash``) and the
+    name of the label list written next to the model (None above ``LABEL_LIST_MAX_ROWS``).
+    """
+    snapshot = label_snapshot(patches, validation)
+    mines = sum(row[2] == "mine" for row in snapshot)
+    return {
+        **label_summary(patches, validation),
+        "labels": {
+            "mine": mines,
+            "background": len(snapshot) - mines,
+            "sha256": snapshot_hash(snapshot),
+            "list_file": write_label_list(settings.models_dir, version, snapshot),
+        },
     }
 
 
@@ -221,7 +389,8 @@ def train_model(
 ) -> tuple[dict[str, Any], TrainResult]:
     """Train a new version from every training label of ``years`` (default: all) and register it.
 
-    The parent is the active model, if any; its reviewed false positives become hard negatives.
+    The parent is the active model, if any; its predictions of rejected cells join the store's
+    hard negatives, all of which weigh as such.
     """
     rows = [r for r in store.training_labels() if years is None or r["year"] in years]
     if not rows:
@@ -235,11 +404,13 @@ def train_model(
         store, settings, rows, bands, min_valid_fraction=settings.MIN_VALID_FRACTION,
         hard_negatives=hard_negative_keys(store, parent),
     )
+    validation = fixed_validation(patches, settings.VALIDATION_BLOCK_SHARE)
     version = store.next_model_version()
     result = train_from_patches(
         patches, bands, settings, version=version,
         parent=parent["version"] if parent else None,
-        training_info=label_summary(patches), config=config, progress=progress,
+        training_info=training_info(patches, settings, version, validation), config=config,
+        progress=progress, validation=validation,
     )
     record = register_model(store, settings, result.bundle, activate=activate)
     return record, result

@@ -401,9 +401,10 @@ def test_cycles_page_plots_curves_and_counts(client, review_db) -> None:
             store.finish_cycle(
                 cycle_id, "succeeded", new_model=version, n_seed=40, n_mines=12 + index,
                 n_hard_negatives=30, history={"loss": [0.9, 0.5, 0.3], "val_loss": [1.0, 0.6, 0.5]},
-                metrics={"precision": 0.8 + index / 10, "recall": 0.7, "average_precision": 0.75},
+                metrics={"precision": 0.8 + index / 10, "recall": 0.7, "average_precision": 0.75,
+                         "fixed_blocks": True},
                 predicted_mines={"2020": 120 - index * 20, "2021": 140 - index * 30},
-                false_positives_found=17)
+                false_positives_found=17, validation_ap=0.61 + index / 10)
         failed = store.start_cycle("m0003")
         store.finish_cycle(failed, "failed", message="training failed: no labels")
     html = client.get("/cycles").get_data(as_text=True)
@@ -412,6 +413,25 @@ def test_cycles_page_plots_curves_and_counts(client, review_db) -> None:
     assert "m0001 → <strong>m0002</strong>" in html and "hard neg. 30" in html
     assert "2021: 110" in html and "17" in html
     assert "training failed: no labels" in html
+    assert "0.71" in html and "fixed validation blocks" in html  # the AP of cycle 2
+
+
+def test_cycles_page_counts_predicted_mines_inside_the_territory(client, review_db) -> None:
+    with Store(review_db.database) as store:
+        model = store.model("m0001")
+        year = store.years()[0]
+        predicted = [r["cell_id"] for r in store.db.query(
+            "SELECT cell_id FROM scores WHERE model_version = 'm0001' AND year = ?"
+            " AND score >= ?", [year, model["threshold"]])]
+        assert len(predicted) >= 2
+        store.classify_cells([(predicted[0], 0)] + [(c, 1) for c in predicted[1:]])
+        cycle_id = store.start_cycle(None)
+        store.finish_cycle(cycle_id, "succeeded", new_model="m0001",
+                           predicted_mines={str(year): 99_999})
+        inside = store.predicted_mine_count("m0001", year, model["threshold"])
+    assert inside == len(predicted) - 1  # the cell outside the territory is dropped
+    html = client.get("/cycles").get_data(as_text=True)
+    assert f"{year}: {inside:,}" in html and "99,999" not in html
 
 
 def test_empty_cycles_page(client) -> None:

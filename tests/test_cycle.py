@@ -89,7 +89,7 @@ def test_sigkill_during_rescoring_leaves_nothing_and_the_next_cycle_runs(store, 
     assert store.db.execute("SELECT count(*) FROM scores WHERE model_version = 'm0002'"
                             ).fetchone()[0] == 0
     assert store.model("m0002") is None
-    assert model_files(settings) == {"m0001.keras", "m0001.json"}
+    assert model_files(settings) == {"m0001.keras", "m0001.json", "m0001.labels.csv"}
     assert store.active_model()["version"] == "m0001"
 
     again = run_cycle(store, settings)
@@ -107,7 +107,7 @@ def test_sigkill_during_training_is_noticed_by_the_next_start(store, settings, m
     done = store.cycle(cycle_id)
     assert done["status"] == "succeeded", done["message"]
     assert model_files(settings) == {f"{v}.{x}" for v in ("m0001", "m0002")
-                                     for x in ("keras", "json")}
+                                     for x in ("keras", "json", "labels.csv")}
 
 
 def test_a_cycle_row_without_a_process_never_blocks(store, settings):
@@ -136,7 +136,7 @@ def test_a_worse_model_is_kept_inactive_and_the_lead_sees_why(store, settings):
     assert row["status"] == "succeeded", row["message"]
     assert store.active_model()["version"] == "m0001"
     assert store.model("m0002")["active"] == 0
-    assert "held-out reviewed cells" in row["decision"] and "ACTIVATION_MARGIN" in row["decision"]
+    assert "on the same" in row["decision"] and "ACTIVATION_MARGIN" in row["decision"]
     assert row["message"].startswith("m0002 kept inactive: AP ")
 
 

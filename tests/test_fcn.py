@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import keras
@@ -20,7 +19,13 @@ from model.fcn import (
     build_fcn,
     normalisation_of,
 )
-from model.reduce import REDUCTION, TopFractionMean, binary_entropy, cell_scores, top_count
+from model.reduce import (
+    REDUCTION,
+    TopFractionMean,
+    cell_scores,
+    threshold_closeness,
+    top_count,
+)
 
 TINY = (4, 8, 8)
 BANDS3 = ("B4", "B8", "B11")
@@ -95,8 +100,9 @@ def test_cell_scores_hand_computed():
     prob[:, k:] = 0.5  # cell (0, 1): uniform
     scores, unc = cell_scores(prob, (1, 2), k)
     np.testing.assert_allclose(scores, [[0.6, 0.5]], atol=1e-6)
-    expected_h = -(0.6 * math.log2(0.6) + 0.4 * math.log2(0.4))
-    np.testing.assert_allclose(unc, [[expected_h, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(unc, [[1 - 0.1 / 0.5, 1.0]], atol=1e-6)  # closeness to 0.5
+    _, unc_at_08 = cell_scores(prob, (1, 2), k, threshold=0.8)
+    np.testing.assert_allclose(unc_at_08, [[1 - 0.2 / 0.8, 1 - 0.3 / 0.8]], atol=1e-6)
     # one bright block among 25 moves the score by 1/3 only; a mine on 10 % scores fully
     one = np.zeros((k, k), np.float32)
     one[2, 2] = 1.0
@@ -106,9 +112,16 @@ def test_cell_scores_hand_computed():
     assert cell_scores(tenth, (1, 1), k)[0][0, 0] == pytest.approx(1.0)
 
 
-def test_binary_entropy_edges():
-    np.testing.assert_allclose(binary_entropy(np.array([0.0, 1.0, 0.5])), [0.0, 0.0, 1.0])
-    assert np.isnan(binary_entropy(np.array([np.nan])))[0]
+def test_threshold_closeness_orders_by_distance_to_the_threshold():
+    scores = np.array([0.0, 0.2, 0.25, 0.3, 1.0, np.nan])
+    close = threshold_closeness(scores, 0.25)
+    np.testing.assert_allclose(close[:5], [1 - 0.25 / 0.75, 1 - 0.05 / 0.75, 1.0,
+                                           1 - 0.05 / 0.75, 0.0])
+    assert np.isnan(close[5])
+    # most uncertain first = |score - threshold| smallest first, not |score - 0.5|
+    assert list(np.argsort(-close[:5], kind="stable")) == [2, 1, 3, 0, 4]
+    with pytest.raises(ValueError, match="threshold"):
+        threshold_closeness(scores, 1.5)
 
 
 @pytest.mark.parametrize("cp", [12, 20, 100])

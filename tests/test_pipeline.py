@@ -11,12 +11,21 @@ from db.store import Store
 from imagery.bands import BandMismatchError
 from imagery.scene import SceneError
 from imagery.vectors import VectorError
-from pipeline.cycle import run_cycle, split_reviewed_holdout
+from pipeline.cycle import run_cycle
 from pipeline.ingest import cells_of_year, ingest_files
+from pipeline.review import next_cards
 from pipeline.scoring import score_year
 from pipeline.seeds import seed_labels_from_polygons
 from pipeline.settings import load_settings
-from pipeline.training import load_model, spatial_groups, train_model
+from pipeline.training import (
+    LabelledPatches,
+    fixed_validation,
+    label_summary,
+    load_model,
+    spatial_groups,
+    train_model,
+    validation_block,
+)
 from tests.territory import write_territory
 
 #: A fast installation: 50 m pixels (20 px cells), a tiny FCN, few epochs.
@@ -167,20 +176,44 @@ def test_cycle_keeps_older_scores_as_summaries_only(store, settings, territory):
     assert (kept["scored"], kept["predicted_mines"]) == (first.scored, first.predicted_mines)
 
 
-def test_holdout_takes_whole_blocks_of_reviewed_labels():
-    rows = [{"cell_id": r * 100_000 + c, "year": 2021, "label": "mine", "source": "review"}
-            for r in range(0, 40, 3) for c in range(0, 40, 3)]
-    rows += [{"cell_id": r * 100_000 + 1, "year": 2021, "label": "mine", "source": "seed"}
-             for r in range(0, 40, 3)]
-    train, held = split_reviewed_holdout(rows, seed=1)
-    assert held and all(r["source"] == "review" for r in held)
-    held_blocks = set(spatial_groups(np.array([r["cell_id"] for r in held])).tolist())
-    train_blocks = set(spatial_groups(np.array([r["cell_id"] for r in train])).tolist())
-    assert held_blocks.isdisjoint(train_blocks)  # seed labels of held blocks are not trained on
-    assert len(train) + len(held) == len(rows) - sum(
-        r["source"] == "seed" and int(spatial_groups(np.array([r["cell_id"]]))[0]) in held_blocks
-        for r in rows)
-    assert split_reviewed_holdout(rows[-5:], seed=1) == (rows[-5:], [])  # seed labels only
+def labelled(rows: list[tuple[int, int, str]]) -> LabelledPatches:
+    """Patches without pixels (the split needs only cells, labels and sources)."""
+    cell_ids = np.array([c for c, _, _ in rows], dtype=np.int64)
+    return LabelledPatches(pixels=np.zeros((len(rows), 1, 1, 1), np.float32),
+                           labels=np.array([lab for _, lab, _ in rows], dtype=np.int8),
+                           groups=spatial_groups(cell_ids), cell_ids=cell_ids,
+                           years=np.full(len(rows), 2021), sources=[s for _, _, s in rows],
+                           hard_negative=np.zeros(len(rows), bool), skipped=0)
+
+
+def test_fixed_validation_blocks_stay_the_same_across_cycles():
+    rows = [(r * 100_000 + c, (r + c) % 2, "review") for r in range(0, 60, 3)
+            for c in range(0, 60, 3)]
+    rows += [(r * 100_000 + 1, 1, "seed") for r in range(0, 60, 3)]
+    patches = labelled(rows)
+    held = fixed_validation(patches, 0.2)
+    assert held is not None and all(patches.sources[i] == "review" for i in held)
+    held_blocks = set(patches.groups[held].tolist())
+    fitted = np.setdiff1d(np.arange(len(rows)), held)
+    reviews_fitted = [i for i in fitted if patches.sources[i] == "review"]
+    assert held_blocks.isdisjoint(patches.groups[reviews_fitted].tolist())
+    # every other label trains: reviews outside the validation blocks and every seed label
+    assert len(reviews_fitted) + len(held) == 400 and len(fitted) == len(rows) - len(held)
+    summary = label_summary(patches, held)
+    assert summary["n"] == len(fitted) and summary["validation_reviews"] == len(held)
+    # more reviews later (cycle n + 1): the blocks already chosen stay validation blocks
+    more = labelled(rows + [(r * 100_000 + c + 1, 0, "review") for r in range(0, 60, 3)
+                            for c in range(0, 60, 3)])
+    later = fixed_validation(more, 0.2)
+    assert set(more.groups[later].tolist()) == held_blocks
+    assert fixed_validation(labelled(rows[:3]), 0.2) is None  # too few: geographic split
+    # blocks holding (nearly) every review would leave one class to train on: geographic split
+    assert fixed_validation(patches, 0.999) is None
+    share = validation_block(np.arange(20_000), 0.2).mean()
+    assert 0.18 < share < 0.22
+    assert not validation_block(np.arange(100), 0.0).any()
+    with pytest.raises(ValueError, match="share"):
+        validation_block(np.arange(3), 1.0)
 
 
 def test_scoring_warns_when_a_scene_is_far_from_the_training_data(store, settings, territory,
@@ -240,3 +273,61 @@ def test_thumbnails_of_a_13_band_l1c_scene(store, settings, tmp_path):
     cell_id = (record["row0"] + 1) * 100_000 + record["col0"] + 1
     path, _ = thumbnail_path(store, settings, cell_id, 2021, "false")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_uncertainty_queue_is_centred_on_the_model_threshold(store, settings, territory):
+    ingest_files(store, settings, [territory.scene], 2021)
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    train_model(store, settings)
+    bundle = load_model(store)
+    scores = []
+    for threshold in (0.5, 0.2):
+        bundle.threshold = threshold
+        store.db.execute("UPDATE models SET threshold = ?", [threshold])
+        score_year(store, settings, bundle, 2021, restart=True)
+        rows = [r for r in store.db.query("SELECT score, uncertainty FROM scores"
+                                          " WHERE score IS NOT NULL")]
+        scores = np.array([r["score"] for r in rows])
+        np.testing.assert_allclose([r["uncertainty"] for r in rows],
+                                   1 - np.abs(scores - threshold) / max(threshold, 1 - threshold),
+                                   atol=1e-5)
+    cards = next_cards(store, reviewer="ann", strategy="uncertainty", n=3)
+    closest = np.sort(np.abs(scores - 0.2))[:10]
+    assert abs(cards[0]["score"] - 0.2) == pytest.approx(closest[0], abs=1e-6)
+    assert all(abs(c["score"] - 0.2) <= closest[-1] + 1e-6 for c in cards)  # de-dup may skip
+
+
+def test_cycles_validate_on_the_same_fixed_blocks_and_keep_every_lesson(tmp_path, territory):
+    settings = load_settings({"DATA_DIR": str(tmp_path / "fixed"), **FAST,
+                              "VALIDATION_BLOCK_SHARE": 0.99}, environ={})
+    with Store(settings.database_path) as store:
+        ingest_files(store, settings, [territory.scene], 2021)
+        seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+        train_model(store, settings)
+        score_year(store, settings, load_model(store), 2021)
+        threshold = store.active_model()["threshold"]
+        ranked = store.queue_candidates("m0001", 2021, "score", "ann", 12)
+        predicted = [r for r in ranked if r["score"] >= threshold]
+        for i, row in enumerate(ranked):
+            store.record_label(row["cell_id"], 2021, "background" if i % 2 else "mine", "ann",
+                               score_shown=row["score"], model_version_shown="m0001")
+        rejected = {r["cell_id"] for i, r in enumerate(ranked) if i % 2 and r in predicted}
+        first = run_cycle(store, settings)
+        assert first["status"] == "succeeded", first["message"]
+        assert first["metrics"]["fixed_blocks"] is True
+        assert "fixed validation blocks" in first["metrics"]["validated_on"]
+        assert first["validation_ap"] == pytest.approx(first["metrics"]["average_precision"])
+        assert first["false_positives_found"] == len(rejected)
+        assert {r["cell_id"] for r in store.hard_negatives()
+                if r["model_version"] == "m0001"} == rejected
+        n_val = first["metrics"]["n_val"]
+        # reviewed labels in the validation blocks are not trained on; the same cells (and the
+        # new reviews there) validate the next cycle
+        assert store.model("m0002")["training"]["review_mines"] == 0
+        more = store.queue_candidates("m0002", 2021, "random", "ann", 4)
+        for i, row in enumerate(more):
+            store.record_label(row["cell_id"], 2021, "mine" if i % 2 else "background", "ann")
+        second = run_cycle(store, settings)
+        assert second["status"] == "succeeded", second["message"]
+        assert second["metrics"]["n_val"] == n_val + len(more)
+        assert second["validation_ap"] is not None

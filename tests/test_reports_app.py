@@ -60,12 +60,44 @@ def test_table_one(data):
     assert t["mine_points"] == 3                                   # A, B (adjacent) and D
     assert 4.0 < t["mining_area_km2"] < 3 * 1.7672                 # A-B overlap, D alone
     assert [f["year"] for f in report.per_year] == [2018, 2019, 2020, 2021]
-    assert report.trend[0]["model_version"] == "m0001" and report.trend[0]["predicted"] == 4
+    assert report.trend[0]["model_version"] == "m0001" and report.trend[0]["predicted"] == 3
+    assert report.trend[0]["false_positives_found"] == 1               # inside the territory
     assert report.change.counts["persistent"] == 3                 # the same mines every year
     markdown = to_markdown(report)
-    assert "| Cells predicted as mine in the bounding box | 4 |" in markdown
+    assert "| Cells the model predicts as mines in the imagery's bounding box | 4 |" in markdown
+    assert "| False positives found by review (cells any model version predicted" in markdown
     assert "| Theoretical number of 1-km cells in the territory | 90 |" in markdown
     assert "table1,dropped,1,cells,2021,m0001" in to_csv(report)
+
+
+def test_false_positives_found_by_review_outlive_a_retrain(data):
+    """A retrained model that no longer predicts the rejected cell does not erase it from
+    Table 1 (the old definition, "reviewed background still predicted", fell to 0)."""
+    folder, territory = data
+    settings = load_settings({"DATA_DIR": str(folder)}, environ={})
+    from db.store import Store
+
+    with Store(settings.database_path) as store:
+        load_territory(store, settings.grid, territory)
+        before = build_report(store, settings, year=2021).table["false_positives"]
+        rows = store.db.query("SELECT * FROM scores WHERE model_version = 'm0001'")
+        rows = list(rows)
+        store.add_model({"version": "m0002", "parent": "m0001", "path": "/m/m0002.keras",
+                         "bands": ["B2"], "threshold": 0.99, "metrics": {}, "training": {}},
+                        activate=True)
+        for year in {r["year"] for r in rows}:
+            mine = [r for r in rows if r["year"] == year]
+            store.write_scores(year, "m0002", mine[0]["scene_id"], [r["cell_id"] for r in mine],
+                               [0.5 if r["score"] is not None else None for r in mine],
+                               [0.5] * len(mine), [r["valid_fraction"] for r in mine])
+        store.record_predicted_rejections("m0002")
+        report = build_report(store, settings, year=2021)
+    t = report.table
+    assert before == 1 and t["false_positives"] == 1 and t["predicted_inside"] == 0
+    assert t["misinterpreted_pct"] == pytest.approx(100 / 90)
+    assert [(r["model_version"], r["false_positives_found"]) for r in report.trend] == \
+        [("m0001", 1), ("m0002", 0)]
+    assert "trend,false_positives_found:m0001,1,cells,2021,m0001" in to_csv(report)
 
 
 def test_pages_and_downloads(data):

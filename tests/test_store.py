@@ -6,6 +6,7 @@ import os
 import sqlite3
 
 import pytest
+import sqlite_utils
 
 from db.schema import migrations
 from db.store import (
@@ -237,3 +238,82 @@ def test_scored_blocks_are_written_with_their_scores(store):
     assert store.year_summary("m0001", 2020) is None
     with pytest.raises(StoreError, match="unknown model"):
         store.prune_scores(["m0009"])
+
+
+# hard negatives: every lesson kept ----------------------------------------------------------------
+def test_a_rejected_prediction_stays_a_hard_negative_of_the_model_that_made_it(store):
+    scene_id = add_scene(store)
+    add_model(store, "m0001", threshold=0.4)
+    store.write_scores(2020, "m0001", scene_id, [1, 2, 3, 4], [0.9, 0.45, 0.2, 0.8],
+                       [0.1] * 4, [1.0] * 4)
+    shown = store.record_label(1, 2020, "background", "ann", score_shown=0.9,
+                               model_version_shown="m0001")
+    store.record_label(2, 2020, "background", "ann")  # no lease: the active model's score counts
+    store.record_label(3, 2020, "background", "ann", score_shown=0.2, model_version_shown="m0001")
+    store.record_label(4, 2020, "mine", "ann", score_shown=0.8, model_version_shown="m0001")
+    rows = store.hard_negatives()
+    assert [(r["cell_id"], r["model_version"]) for r in rows] == [(1, "m0001"), (2, "m0001")]
+    assert rows[0]["event_id"] == shown["id"] and rows[0]["score"] == pytest.approx(0.9)
+    assert store.false_positives_found("m0001") == 2
+
+    # a retrained model no longer predicts cell 1 but predicts the already-rejected cell 3
+    add_model(store, "m0002", threshold=0.5)
+    store.write_scores(2020, "m0002", scene_id, [1, 2, 3, 4], [0.1, 0.6, 0.7, 0.9],
+                       [0.1] * 4, [1.0] * 4)
+    assert store.record_predicted_rejections("m0002") == 2  # cells 2 and 3
+    assert store.record_predicted_rejections("m0002") == 0  # once only
+    keys = {(r["cell_id"], r["model_version"]) for r in store.hard_negatives()}
+    assert keys == {(1, "m0001"), (2, "m0001"), (2, "m0002"), (3, "m0002")}
+    assert store.false_positives_found() == 3  # distinct cell-years, any model
+    assert store.false_positives_found("m0002") == 2
+    assert store.false_positives_found(year=2021) == 0
+    assert next(r for r in store.hard_negatives() if r["cell_id"] == 3)["event_id"] == \
+        store.current_label(3, 2020)["event_id"]
+
+    store.classify_cells([(2, 0)] + [(c, 1) for c in (1, 3, 4)])  # cell 2 lies outside
+    assert store.false_positives_found() == 2
+    assert store.false_positives_found(inside_territory=False) == 3
+    # a cell relabelled as a mine is no longer a hard negative; the history row stays
+    store.record_label(1, 2020, "mine", "bob")
+    assert {r["cell_id"] for r in store.hard_negatives()} == {2, 3}
+    assert store.db.execute("SELECT count(*) FROM hard_negatives").fetchone()[0] == 4
+
+
+def test_predicted_mine_count_leaves_out_cells_outside_the_territory(store):
+    scene_id = add_scene(store)
+    add_model(store, "m0001", threshold=0.5)
+    store.write_scores(2020, "m0001", scene_id, [1, 2, 3], [0.9, 0.8, 0.1], [0.1] * 3, [1.0] * 3)
+    assert store.predicted_mine_count("m0001", 2020, 0.5) == 2
+    store.classify_cells([(1, 0), (2, 1), (3, 1)])
+    assert store.predicted_mine_count("m0001", 2020, 0.5) == 1
+
+
+def test_migration_0009_keeps_the_lessons_already_stored(tmp_path):
+    """An installation from before 0009: its rejected predictions become hard negatives and its
+    uncertainty column becomes closeness to each model's threshold."""
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before="0009_learning_loop")
+    db.execute("INSERT INTO cells (id, row, col, lon, lat) VALUES (1, 0, 1, 29.0, -25.9)")
+    db.execute("INSERT INTO cells (id, row, col, lon, lat) VALUES (2, 0, 2, 29.0, -25.9)")
+    db.execute("INSERT INTO scenes (year, name, paths, bands, crs, row0, row1, col0, col1,"
+               " stretch, synthetic, ingested_at) VALUES (2020, 's', '[\"a\"]', '[]', 'x',"
+               " 0, 1, 0, 3, '{}', 1, 'now')")
+    db.execute("INSERT INTO models (version, path, bands, threshold, metrics, training,"
+               " created_at, active) VALUES ('m0001', 'p', '[]', 0.3, '{}', '{}', 'now', 1)")
+    for cell, score in ((1, 0.35), (2, 0.9)):
+        db.execute("INSERT INTO scores (cell_id, year, model_version, score, uncertainty,"
+                   " valid_fraction, scene_id, rand) VALUES (?, 2020, 'm0001', ?, 0.5, 1, 1,"
+                   " 0.5)", [cell, score])
+    db.execute("INSERT INTO label_events (id, cell_id, year, kind, label, reviewer, created_at,"
+               " source) VALUES (7, 2, 2020, 'label', 'background', 'ann', 'now', 'review')")
+    db.execute("INSERT INTO current_labels (cell_id, year, label, event_id, reviewer,"
+               " updated_at) VALUES (2, 2020, 'background', 7, 'ann', 'now')")
+    db.conn.commit()
+    db.close()
+    with Store(path) as store:
+        [row] = store.hard_negatives()
+        assert (row["cell_id"], row["model_version"], row["event_id"]) == (2, "m0001", 7)
+        assert store.score(1, 2020, "m0001")["uncertainty"] == pytest.approx(1 - 0.05 / 0.7)
+        assert store.score(2, 2020, "m0001")["uncertainty"] == pytest.approx(1 - 0.6 / 0.7)
+        assert store.cycles() == [] and "validation_ap" in store.db["cycles"].columns_dict

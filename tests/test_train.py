@@ -9,11 +9,15 @@ from model.bundle import load_bundle, save_bundle
 from model.fcn import MARGIN_PX
 from model.score import patch_scores
 from model.train import (
+    ArrayPatches,
     TrainConfig,
+    _PatchSequence,
     augment_batch,
+    band_statistics,
     choose_threshold,
     geographic_split,
     sample_weights,
+    source_scores,
     train_bundle,
 )
 
@@ -142,3 +146,89 @@ def test_train_bundle_rejects_single_class_and_bad_shapes():
         train_bundle(x, y, groups, ("B2",) + BANDS3, TrainConfig(**FAST), version="bad")
     with pytest.raises(ValueError, match="margin"):
         train_bundle(x[:, :-2, :-2], y, groups, BANDS3, TrainConfig(**FAST), version="bad")
+
+
+# streaming ---------------------------------------------------------------------------------------
+class CountingPatches(ArrayPatches):
+    """An in-memory PatchSource that records how many patches each read asked for."""
+
+    def __init__(self, pixels: np.ndarray, locality: np.ndarray | None = None) -> None:
+        super().__init__(pixels)
+        if locality is not None:
+            self.locality = locality
+        self.reads: list[int] = []
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        self.reads.append(len(indices))
+        return super().read(indices)
+
+
+def test_training_reads_its_patch_source_one_batch_at_a_time():
+    x, y, groups = toy_patches(96)
+    source = CountingPatches(x)
+    result = train_bundle(source, y, groups, BANDS3,
+                          TrainConfig(**{**FAST, "epochs": 3, "patience": 3}), version="toy-s")
+    assert max(source.reads) <= 64  # a training batch (16), a validation batch or chunk (64)
+    n_val = result.metrics["n_val"]
+    # three epochs of every training patch, three of validation, band statistics, scoring (and
+    # whatever Keras peeks at to learn the batch shapes)
+    expected = 3 * (96 - n_val) + 3 * n_val + (96 - n_val) + n_val
+    assert expected <= sum(source.reads) <= expected + 64
+    assert result.metrics["average_precision"] > 0.8
+    limited = CountingPatches(x)
+    train_bundle(limited, y, groups, BANDS3,
+                 TrainConfig(**{**FAST, "epochs": 1, "steps_per_epoch": 2}), version="toy-l")
+    assert limited.reads.count(16) <= 2 + 6  # two training batches, then statistics chunks
+
+
+def test_band_statistics_read_a_bounded_sample():
+    rng = np.random.default_rng(1)
+    x = rng.normal(1000, 50, size=(200, SIDE, SIDE, 3)).astype(np.float32)
+    source = CountingPatches(x)
+    mean, std = band_statistics(source, np.arange(200), chunk=8, max_patches=24)
+    assert sum(source.reads) == 24 and max(source.reads) <= 8
+    np.testing.assert_allclose(mean, 1000, rtol=0.01)
+    np.testing.assert_allclose(std, 50, rtol=0.05)
+    full_mean, _ = band_statistics(x, np.arange(200))
+    np.testing.assert_allclose(mean, full_mean, rtol=0.01)
+
+
+def test_batches_keep_neighbours_together_and_change_every_epoch():
+    n, size = 64, 8
+    x = np.zeros((n, SIDE, SIDE, 3), np.float32)
+    locality = np.random.default_rng(0).permutation(n)  # e.g. store block order
+    seq = _PatchSequence(CountingPatches(x, locality), np.zeros(n), None, np.arange(n),
+                         np.zeros(3), size, augment=False, shuffle=True, seed=0)
+    first = [sorted(locality[b].tolist()) for b in seq.batches]
+    assert sorted(v for b in first for v in b) == list(range(n))  # every patch once per epoch
+    spans = [b[-1] - b[0] for b in first]
+    assert sum(span >= size for span in spans) <= 1  # only the batch that wraps around is wide
+    seq.on_epoch_end()
+    assert [sorted(locality[b].tolist()) for b in seq.batches] != first
+
+
+def test_source_scores_match_patch_scores_in_order():
+    x, y, groups = toy_patches(40)
+    result = train_bundle(x, y, groups, BANDS3, TrainConfig(**{**FAST, "epochs": 1}),
+                          version="toy-o")
+    locality = np.arange(40)[::-1].copy()
+    idx = np.array([5, 30, 2, 17])
+    np.testing.assert_allclose(source_scores(result.bundle, CountingPatches(x, locality), idx,
+                                             batch_size=3),
+                               patch_scores(result.bundle, x, idx), atol=1e-6)
+
+
+def test_a_given_validation_set_replaces_the_geographic_split():
+    x, y, groups = toy_patches(48)
+    val = np.arange(40, 48)
+    result = train_bundle(x, y, groups, BANDS3, TrainConfig(**{**FAST, "epochs": 1}),
+                          version="toy-v", validation=val)
+    m = result.metrics
+    assert m["split"] == "given" and m["n_val"] == 8 and m["n_train"] == 40
+    assert m["n_val_mine"] == 4
+    with pytest.raises(ValueError, match=r"validation indices must lie in \[0, 48\)"):
+        train_bundle(x, y, groups, BANDS3, TrainConfig(**FAST), version="bad",
+                     validation=np.array([3, 48]))
+    with pytest.raises(ValueError, match="given split left a single class"):
+        train_bundle(x, y, groups, BANDS3, TrainConfig(**FAST), version="bad",
+                     validation=np.flatnonzero(y == 1))
