@@ -54,6 +54,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(map_page.bp); app.register_blueprint(reports.bp)  # noqa: E702
     from labeller import team  # second review and agreement (issue 9)
     app.register_blueprint(team.bp)
+    from labeller import triage  # the triage grid (issue 11)
+    app.register_blueprint(triage.bp)
     app.register_error_handler(HTTPException, _http_error)
     return app
 
