@@ -62,7 +62,15 @@ def page():
     return render_template(
         "triage.html", tiles=_with_versions(store, tiles), ahead=_with_versions(store, ahead),
         cols=cols, rows=rows, choice=choice, model=store.active_model(), reopened=False,
-        outcomes=session.pop(OUTCOMES_KEY, None), action=url_for("triage.submit"))
+        outcomes=_outcomes(session.pop(OUTCOMES_KEY, None)), action=url_for("triage.submit"))
+
+
+def _outcomes(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last submit's outcomes as the page shows them (``tiles``: TileOutcome each)."""
+    if not stored:
+        return None
+    return {"recorded": stored["recorded"],
+            "tiles": [triage.TileOutcome(*row) for row in stored["tiles"]]}
 
 
 def _form_rows() -> list[tuple[int, int, str, str]]:
@@ -94,10 +102,11 @@ def submit():
         abort(400, str(error))
     except service.NotFoundError as error:
         abort(404, str(error))
+    # Compact (the session is a cookie): the messages are made again when the page shows them.
     session[OUTCOMES_KEY] = {
         "recorded": sum(o.status != "duplicate" and o.recorded for o in outcomes),
-        "tiles": [{"cell_id": o.cell_id, "year": o.year, "label": o.label, "status": o.status,
-                   "message": o.message} for o in outcomes if o.status != "recorded"],
+        "tiles": [[o.cell_id, o.year, o.label, o.status, o.who]
+                  for o in outcomes if o.status != "recorded"],
     }
     return redirect(url_for("triage.page"))
 

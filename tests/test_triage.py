@@ -149,6 +149,20 @@ def test_expired_leases_and_cells_decided_by_others_are_told_per_tile(review_db)
                     if e["reviewer"] == "ana"]) == 2
 
 
+def test_next_page_says_which_tiles_were_not_recorded(client, app) -> None:
+    token = login(client, "ana")
+    tiles = page_tiles(client.get("/triage").get_data(as_text=True))
+    with Store(app.config["SETTINGS"].database_path) as store:
+        service.decide(store, reviewer="bo", cell_id=int(tiles[0]["cell"]), year=2021,
+                       form=service.DecisionForm("mine", "bo-1"), policy=NONE)
+    client.post("/triage", data=form_of(tiles, token))
+    html = client.get("/triage").get_data(as_text=True)
+    assert re.search(r"data-recorded>5<", html)
+    assert re.search(rf'data-status="decided_by_other">cell {tiles[0]["cell"]} \(2021\), '
+                     r"background: not recorded: bo decided", html)
+    assert len(events_of(app, "ana")) == 5
+
+
 def test_second_review_tiles_appear_blind_and_count_as_second_reviews(review_db) -> None:
     everyone = SecondReviewPolicy(share=1.0)
     with Store(review_db.database) as store:
