@@ -30,7 +30,7 @@ from pipeline.second_review import SecondReviewPolicy
 #: What a tile's outcome says to the reviewer, by status.
 OUTCOMES: dict[str, str] = {
     "recorded": "recorded",
-    "recorded_late": "recorded; your lease had expired and nobody else had taken the cell",
+    "recorded_late": "recorded; your lease had expired but nobody else held the cell",
     "second_review": "recorded as a second review",
     "duplicate": "already recorded by an earlier submit of this page (counted once)",
     "decided_by_other": "not recorded: {who} decided this cell after the page was served",
