@@ -55,6 +55,11 @@ _JSON_COLUMNS = frozenset(
 WORKER_START_GRACE_S = 120.0
 
 
+def _prefix_end(prefix: str) -> str:
+    """The smallest string above every string that starts with ``prefix`` (a non-empty one)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 class StoreError(Exception):
     """A request the store cannot honour (the message says why)."""
 
@@ -818,6 +823,20 @@ class Store:
             " ORDER BY e.id DESC LIMIT ?",
             [reviewer, limit],
         )
+
+    def label_events_by_request_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        """Events whose idempotency key starts with ``prefix`` (e.g. one triage page's tiles),
+        oldest first, with whether each was undone. A range on the unique key's index."""
+        return self._rows(
+            f"SELECT e.*, NOT {_NOT_UNDONE} AS undone FROM label_events e"
+            " WHERE e.request_id >= ? AND e.request_id < ? ORDER BY e.id",
+            [prefix, _prefix_end(prefix)])
+
+    def latest_event_by_request_prefix(self, prefix: str) -> dict[str, Any] | None:
+        """The newest event whose idempotency key starts with ``prefix``, if any."""
+        return self._row(
+            "SELECT * FROM label_events WHERE request_id >= ? AND request_id < ?"
+            " ORDER BY id DESC LIMIT 1", [prefix, _prefix_end(prefix)])
 
     def count_decisions(self, reviewer: str | None = None, since: str | None = None) -> int:
         """Label decisions (not undone) by a reviewer (or everyone) since an ISO time."""

@@ -56,6 +56,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(team.bp)
     from labeller import jobs  # exports and reports as background jobs
     app.register_blueprint(jobs.bp)
+    from labeller import triage  # the triage grid (issue 11)
+    app.register_blueprint(triage.bp)
     app.register_error_handler(HTTPException, _http_error)
     return app
 

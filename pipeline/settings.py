@@ -8,6 +8,7 @@ every setting; ``tests/test_settings.py`` checks that it does.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -58,6 +59,7 @@ class Settings:
     PORT: int = _setting(5000, "Port of the web app.")
     LEASE_SECONDS: int = _setting(300, "How long a served card stays reserved for its reviewer.")
     PREFETCH: int = _setting(4, "How many next cards the review page loads ahead.")
+    TRIAGE_GRID: str = _setting("4x4", "Rows x columns of a triage grid page (1 to 10 each).")
     SECRET_KEY: str = _setting("", "Flask secret key (sessions, CSRF tokens); generated into "
                                "DATA_DIR/secret_key when empty.")
     BASEMAP_URL: str = _setting("", "Optional XYZ tile URL for the map background; empty means "
@@ -101,6 +103,7 @@ class Settings:
         if not 0.0 <= self.SECOND_REVIEW_SHARE <= 1.0:
             raise ValueError("setting SECOND_REVIEW_SHARE: a share from 0 to 1, got "
                              f"{self.SECOND_REVIEW_SHARE}")
+        self.triage_grid  # noqa: B018  (validates TRIAGE_GRID)
 
     @property
     def data_dir(self) -> Path:
@@ -142,6 +145,16 @@ class Settings:
         if len(widths) != 3 or min(widths) < 1:
             raise ValueError(f"FCN_WIDTHS must be three positive integers, got {self.FCN_WIDTHS!r}")
         return widths  # type: ignore[return-value]
+
+    @property
+    def triage_grid(self) -> tuple[int, int]:
+        """(rows, columns) of a triage page, from TRIAGE_GRID ("4x4")."""
+        match = re.fullmatch(r"\s*(\d{1,2})\s*[xX]\s*(\d{1,2})\s*", str(self.TRIAGE_GRID))
+        shape = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        if not all(1 <= side <= 10 for side in shape):
+            raise ValueError("setting TRIAGE_GRID: rows x columns from 1 to 10 each, like 4x4; "
+                             f"got {self.TRIAGE_GRID!r}")
+        return shape
 
     @property
     def grid(self) -> CellGrid:
