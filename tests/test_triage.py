@@ -53,6 +53,8 @@ def test_page_shows_the_grid_leased_to_me_and_preloads_the_next(client, app) -> 
     tiles = page_tiles(html)
     assert len(tiles) == 6 and len({t["cell"] for t in tiles}) == 6
     assert html.count("data-prefetch=") == 6
+    for tile in tiles:  # each tile links to the map centred on its cell
+        assert f'href="/map?year={tile["year"]}&amp;cell={tile["cell"]}"' in html
     ahead = set(re.findall(r'data-prefetch="(\d+)"', html))
     assert not ahead & {t["cell"] for t in tiles}
     with Store(app.config["SETTINGS"].database_path) as store:
