@@ -220,6 +220,27 @@ def wait_for_cycle(database: Path, until: float) -> str:
     return f"{last['status']}: {last['message']}"[:200]
 
 
+def serve_until(server: Any, stopped: threading.Event) -> None:
+    """Waitress's event loop, one poll (at most 0.1 s) at a time, until ``stopped`` is set.
+
+    ``server.run()`` loops until its sockets are gone; closing them from another thread while
+    its ``select`` waits on them ends that thread with "OSError: Bad file descriptor". Here the
+    loop ends first and the sockets are closed afterwards (``close_server``).
+    """
+    while not stopped.is_set():
+        server.asyncore.loop(timeout=0.1, map=server._map, use_poll=server.adj.asyncore_use_poll,
+                             count=1)
+
+
+def close_server(server: Any) -> None:
+    """Close the listening socket, the wake-up trigger and open connections; stop the workers."""
+    for channel in list(server._map.values()):
+        if channel not in (server, server.trigger):
+            channel.close()
+    server.close()  # the listening socket and the trigger
+    server.task_dispatcher.shutdown()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -284,7 +305,8 @@ def main() -> None:
             create_account(store, "bench-lead", "lead", PASSWORD)
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is 2"
         server = create_server(app, host="127.0.0.1", port=port, threads=8)
-        serving = threading.Thread(target=server.run, daemon=True)
+        stopped = threading.Event()
+        serving = threading.Thread(target=serve_until, args=(server, stopped), daemon=True)
         serving.start()
         tally = Tally()
         deadline = time.monotonic() + args.max_seconds
@@ -303,7 +325,9 @@ def main() -> None:
             thread.join()
         seconds = time.monotonic() - started
         cycle = wait_for_cycle(database, deadline + 300) if args.cycle else None
-        server.close()
+        stopped.set()
+        serving.join()
+        close_server(server)
         result = check(database, tally, names)
         trips = tally.round_trips_ms or [float("nan")]
         summary = {
