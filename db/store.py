@@ -638,6 +638,20 @@ class Store:
         return self._row("SELECT * FROM current_labels WHERE cell_id = ? AND year = ?",
                          [cell_id, year])
 
+    def current_labels_of(
+        self, cells: Iterable[tuple[int, int]]
+    ) -> dict[tuple[int, int], dict[str, Any]]:
+        """The current label rows of (cell_id, year) pairs that have one, in one query."""
+        pairs = [(int(cell_id), int(year)) for cell_id, year in cells]
+        if not pairs:
+            return {}
+        values = ", ".join("(?, ?)" for _ in pairs)
+        rows = self._rows(  # one primary-key lookup per pair (a row-value IN scans the table)
+            f"SELECT c.* FROM (VALUES {values}) v CROSS JOIN current_labels c"
+            " ON c.cell_id = v.column1 AND c.year = v.column2",
+            [value for pair in pairs for value in pair])
+        return {(row["cell_id"], row["year"]): row for row in rows}
+
     def label_history(self, cell_id: int) -> list[dict[str, Any]]:
         """Every event of a cell, oldest first, with whether it was undone later."""
         return self._rows(

@@ -480,10 +480,12 @@ def recent_decisions(store: Store, reviewer: str, limit: int = 10) -> list[dict[
         if key in seen:
             continue
         seen.add(key)
-        rows.append({**event, "current": store.current_label(*key)})
+        rows.append(event)
         if len(rows) >= limit:
             break
-    return rows
+    current = store.current_labels_of(seen)
+    return [{**event, "current": current.get((event["cell_id"], event["year"]))}
+            for event in rows]
 
 
 # cards and counters -----------------------------------------------------------------------------
@@ -574,6 +576,25 @@ def thumbnail_version(store: Store, cell_id: int, year: int) -> str | None:
     """
     scenes = store.scenes_covering(cell_id, year)
     return thumbnail_key(scenes[0]) if scenes else None
+
+
+def thumbnail_versions(
+    store: Store, cells: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], str | None]:
+    """:func:`thumbnail_version` of several (cell_id, year) pairs, reading each year's scenes once
+    (a card and its prefetched cards in one query per year, not one per card)."""
+    scenes = {year: sorted(store.scenes(year), key=lambda r: -r["id"])
+              for year in {int(year) for _, year in cells}}
+    keys: dict[int, str] = {}
+    versions: dict[tuple[int, int], str | None] = {}
+    for cell_id, year in cells:
+        row, col = divmod(int(cell_id), ID_STRIDE)
+        scene = next((r for r in scenes[int(year)] if r["row0"] <= row < r["row1"]
+                      and r["col0"] <= col < r["col1"]), None)
+        if scene is not None and scene["id"] not in keys:
+            keys[scene["id"]] = thumbnail_key(scene)
+        versions[(int(cell_id), int(year))] = keys[scene["id"]] if scene is not None else None
+    return versions
 
 
 def thumbnail_path(
