@@ -349,3 +349,11 @@ def test_undone_cell_returns_to_the_top_of_the_queue(store) -> None:
     service.undo_last(store, "ana")
     store.release_leases("ana")
     assert cards(store, "ben", n=1, strategy="uncertainty")[0]["cell_id"] == top
+
+
+def test_thumbnail_versions_match_one_at_a_time(store, review_db) -> None:
+    pairs = [(review_db.cell_ids[0], 2021), (review_db.cell_ids[5], 2021), (1, 2021),
+             (review_db.cell_ids[0], 1999)]
+    versions = service.thumbnail_versions(store, pairs)
+    assert versions == {pair: service.thumbnail_version(store, *pair) for pair in pairs}
+    assert versions[pairs[0]] is not None and versions[(1, 2021)] is None
