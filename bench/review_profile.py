@@ -4,9 +4,11 @@ Works on a copy of an installation (``--data-dir``, e.g. one built by ``run.py d
 real Flask app (test client, no network): one reviewer account logs in, picks a year's queue
 (highest score first) and makes ``--rounds`` decisions (POST of the label, whose answer is the next
 card). Optionally ``--labels N`` decisions by other reviewers are imported first, so the
-queue's top is a labelled prefix as after a day of reviewing. Prints per request kind the
-p50/p95 wall time, the number of SQL statements, the slowest statements (mean ms, calls) with
-their ``EXPLAIN QUERY PLAN``, and the card partial's size.
+queue's top is a labelled prefix as after a day of reviewing. Prints the decision's p50/p95
+wall time, SQL statements per decision and the answer's size, then the statements with the most
+time in all (mean and max ms, calls), each with its ``EXPLAIN QUERY PLAN`` (run on a database
+never ANALYZEd, as the app's: a plan that depends on statistics shows up here); with
+``--cprofile`` also the Python functions with the most cumulative time.
 
     .venv/bin/python bench/review_profile.py --data-dir instance --rounds 200 --labels 10000
 """
@@ -18,6 +20,7 @@ import cProfile
 import pstats
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -101,7 +104,7 @@ def plan(database: Path, sql: str, parameters: Any) -> str:
     with Store(database) as store:
         try:
             rows = store.db.execute(f"EXPLAIN QUERY PLAN {sql}", parameters or []).fetchall()
-        except Exception as error:  # noqa: BLE001 (a statement EXPLAIN cannot take)
+        except sqlite3.Error as error:  # a statement EXPLAIN cannot take
             return f"  ({type(error).__name__})"
     return "\n".join(f"    {row[-1]}" for row in rows)
 
