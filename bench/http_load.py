@@ -255,19 +255,33 @@ def check(database: Path, tally: Tally, names: list[str]) -> dict[str, Any]:
             " 'label:bench-%'").fetchall()}
         marks = ",".join("?" * len(names))
         # two reviewers on a cell-year is right only as a decision and its blind second review
-        double = store.db.execute(
-            "SELECT count(*) FROM (SELECT e.cell_id FROM label_events e LEFT JOIN second_reviews r"
+        doubles = store.db.execute(
+            "SELECT e.cell_id, e.year FROM label_events e LEFT JOIN second_reviews r"
             " ON r.cell_id = e.cell_id AND r.year = e.year WHERE e.kind = 'label'"
             f" AND e.reviewer IN ({marks}) GROUP BY e.cell_id, e.year"
             " HAVING count(DISTINCT e.reviewer) > 1 AND NOT (count(DISTINCT e.reviewer) = 2"
             " AND r.second_reviewer IS NOT NULL"
-            " AND sum(e.reviewer NOT IN (r.first_reviewer, r.second_reviewer)) = 0))",
-            names).fetchone()[0]
+            " AND sum(e.reviewer NOT IN (r.first_reviewer, r.second_reviewer)) = 0)",
+            names).fetchall()
+        for cell_id, year in doubles[:5]:  # what happened there, for the reader of the run
+            print(f"double-served {cell_id} ({year}):", second_review_story(store, cell_id, year))
+        double = len(doubles)
         second = store.db.execute("SELECT count(*) FROM second_reviews"
                                   " WHERE second_event_id IS NOT NULL").fetchone()[0]
     lost = [key for key in tally.acknowledged if key not in keys]
     return {"stored": len(keys), "lost": len(lost), "double_served": int(double),
             "second_reviewed": int(second)}
+
+
+def second_review_story(store: Store, cell_id: int, year: int) -> str:
+    """A cell-year's events (id, kind, reviewer, label, undone) and its second-review row."""
+    events = [f"{e['id']} {e['kind']} {e['reviewer']} {e['label'] or ''}"
+              f"{' (undone)' if e['undone'] else ''}".strip()
+              for e in store.label_history(cell_id) if e["year"] == year]
+    task = store.second_review(cell_id, year)
+    review = (f"second review {task['status']}: first {task['first_reviewer']}, second"
+              f" {task['second_reviewer']}" if task else "no second review")
+    return f"{'; '.join(events)}; {review}"
 
 
 def main() -> None:
