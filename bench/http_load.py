@@ -225,20 +225,28 @@ def serve_until(server: Any, stopped: threading.Event) -> None:
 
     ``server.run()`` loops until its sockets are gone; closing them from another thread while
     its ``select`` waits on them ends that thread with "OSError: Bad file descriptor". Here the
-    loop ends first and the sockets are closed afterwards (``close_server``).
+    loop ends first and the sockets are closed afterwards (``stop_server``).
     """
     while not stopped.is_set():
         server.asyncore.loop(timeout=0.1, map=server._map, use_poll=server.adj.asyncore_use_poll,
                              count=1)
 
 
-def close_server(server: Any) -> None:
-    """Close the listening socket, the wake-up trigger and open connections; stop the workers."""
+def stop_server(server: Any, stopped: threading.Event, serving: threading.Thread) -> None:
+    """Stop waitress without a traceback: first its worker threads (each finishes its task and
+    wakes the loop through the trigger one last time), then the loop, then the sockets.
+
+    Closing the trigger while a worker still finishes a request makes that worker's wake-up
+    fail with "OSError: Bad file descriptor"; closing sockets while the loop polls them makes
+    the loop's fail.
+    """
+    server.task_dispatcher.shutdown(timeout=30)
+    stopped.set()
+    serving.join()
     for channel in list(server._map.values()):
         if channel not in (server, server.trigger):
             channel.close()
     server.close()  # the listening socket and the trigger
-    server.task_dispatcher.shutdown()
 
 
 def free_port() -> int:
@@ -339,9 +347,7 @@ def main() -> None:
             thread.join()
         seconds = time.monotonic() - started
         cycle = wait_for_cycle(database, deadline + 300) if args.cycle else None
-        stopped.set()
-        serving.join()
-        close_server(server)
+        stop_server(server, stopped, serving)
         result = check(database, tally, names)
         trips = tally.round_trips_ms or [float("nan")]
         summary = {
