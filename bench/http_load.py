@@ -220,6 +220,35 @@ def wait_for_cycle(database: Path, until: float) -> str:
     return f"{last['status']}: {last['message']}"[:200]
 
 
+def serve_until(server: Any, stopped: threading.Event) -> None:
+    """Waitress's event loop, one poll (at most 0.1 s) at a time, until ``stopped`` is set.
+
+    ``server.run()`` loops until its sockets are gone; closing them from another thread while
+    its ``select`` waits on them ends that thread with "OSError: Bad file descriptor". Here the
+    loop ends first and the sockets are closed afterwards (``stop_server``).
+    """
+    while not stopped.is_set():
+        server.asyncore.loop(timeout=0.1, map=server._map, use_poll=server.adj.asyncore_use_poll,
+                             count=1)
+
+
+def stop_server(server: Any, stopped: threading.Event, serving: threading.Thread) -> None:
+    """Stop waitress without a traceback: first its worker threads (each finishes its task and
+    wakes the loop through the trigger one last time), then the loop, then the sockets.
+
+    Closing the trigger while a worker still finishes a request makes that worker's wake-up
+    fail with "OSError: Bad file descriptor"; closing sockets while the loop polls them makes
+    the loop's fail.
+    """
+    server.task_dispatcher.shutdown(timeout=30)
+    stopped.set()
+    serving.join()
+    for channel in list(server._map.values()):
+        if channel not in (server, server.trigger):
+            channel.close()
+    server.close()  # the listening socket and the trigger
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -234,19 +263,33 @@ def check(database: Path, tally: Tally, names: list[str]) -> dict[str, Any]:
             " 'label:bench-%'").fetchall()}
         marks = ",".join("?" * len(names))
         # two reviewers on a cell-year is right only as a decision and its blind second review
-        double = store.db.execute(
-            "SELECT count(*) FROM (SELECT e.cell_id FROM label_events e LEFT JOIN second_reviews r"
+        doubles = store.db.execute(
+            "SELECT e.cell_id, e.year FROM label_events e LEFT JOIN second_reviews r"
             " ON r.cell_id = e.cell_id AND r.year = e.year WHERE e.kind = 'label'"
             f" AND e.reviewer IN ({marks}) GROUP BY e.cell_id, e.year"
             " HAVING count(DISTINCT e.reviewer) > 1 AND NOT (count(DISTINCT e.reviewer) = 2"
             " AND r.second_reviewer IS NOT NULL"
-            " AND sum(e.reviewer NOT IN (r.first_reviewer, r.second_reviewer)) = 0))",
-            names).fetchone()[0]
+            " AND sum(e.reviewer NOT IN (r.first_reviewer, r.second_reviewer)) = 0)",
+            names).fetchall()
+        for cell_id, year in doubles[:5]:  # what happened there, for the reader of the run
+            print(f"double-served {cell_id} ({year}):", second_review_story(store, cell_id, year))
+        double = len(doubles)
         second = store.db.execute("SELECT count(*) FROM second_reviews"
                                   " WHERE second_event_id IS NOT NULL").fetchone()[0]
     lost = [key for key in tally.acknowledged if key not in keys]
     return {"stored": len(keys), "lost": len(lost), "double_served": int(double),
             "second_reviewed": int(second)}
+
+
+def second_review_story(store: Store, cell_id: int, year: int) -> str:
+    """A cell-year's events (id, kind, reviewer, label, undone) and its second-review row."""
+    events = [f"{e['id']} {e['kind']} {e['reviewer']} {e['label'] or ''}"
+              f"{' (undone)' if e['undone'] else ''}".strip()
+              for e in store.label_history(cell_id) if e["year"] == year]
+    task = store.second_review(cell_id, year)
+    review = (f"second review {task['status']}: first {task['first_reviewer']}, second"
+              f" {task['second_reviewer']}" if task else "no second review")
+    return f"{'; '.join(events)}; {review}"
 
 
 def main() -> None:
@@ -284,7 +327,8 @@ def main() -> None:
             create_account(store, "bench-lead", "lead", PASSWORD)
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is 2"
         server = create_server(app, host="127.0.0.1", port=port, threads=8)
-        serving = threading.Thread(target=server.run, daemon=True)
+        stopped = threading.Event()
+        serving = threading.Thread(target=serve_until, args=(server, stopped), daemon=True)
         serving.start()
         tally = Tally()
         deadline = time.monotonic() + args.max_seconds
@@ -303,7 +347,7 @@ def main() -> None:
             thread.join()
         seconds = time.monotonic() - started
         cycle = wait_for_cycle(database, deadline + 300) if args.cycle else None
-        server.close()
+        stop_server(server, stopped, serving)
         result = check(database, tally, names)
         trips = tally.round_trips_ms or [float("nan")]
         summary = {

@@ -23,8 +23,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: settings from ``pipeline.settings.load_settings(test_config)``.
 
     ``test_config`` may override any setting (DATA_DIR, DATABASE, LEASE_SECONDS, ...) and any
-    Flask config key (e.g. TESTING). ``app.config["SETTINGS"]`` holds the Settings; one Store per
-    request lives on ``g`` (``labeller.db.get_store``) and is closed at teardown.
+    Flask config key (e.g. TESTING). ``app.config["SETTINGS"]`` holds the Settings; each serving
+    thread reuses one Store (``labeller.db.get_store``), on ``g`` during a request.
     """
     settings = load_settings(test_config)
     app = Flask(__name__, template_folder=str(ROOT / "templates"),

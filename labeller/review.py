@@ -87,13 +87,16 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
         current = cell
         common["n"] = settings.PREFETCH
         prefetch = service.next_cards(store, exclude=[cell[0]], show_first=False, **common)
+    shown = ([current] if current is not None else []) + [
+        (item["cell_id"], item["year"]) for item in prefetch]
+    versions = service.thumbnail_versions(store, shown)
     card = None
     if current is not None:
         card = service.card_details(store, *current, reviewer=reviewer)
         card["request_id"] = uuid.uuid4().hex
-        card["thumb_version"] = service.thumbnail_version(store, *current)
+        card["thumb_version"] = versions[(int(current[0]), int(current[1]))]
     for item in prefetch:
-        item["thumb_version"] = service.thumbnail_version(store, item["cell_id"], item["year"])
+        item["thumb_version"] = versions[(int(item["cell_id"]), int(item["year"]))]
     stats = service.session_stats(
         store, reviewer, since=session.get("since", ""), started=session.get("started", 0.0),
         year=choice.year, predicted_only=choice.predicted_only)

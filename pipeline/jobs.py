@@ -45,7 +45,10 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 def spawn_worker(settings: Settings, args: list[str], log_path: Path) -> subprocess.Popen:
     """Start ``run.py *args`` in its own session, output appended to ``log_path``.
 
-    A thread reaps the worker when it exits, so a crashed one is not kept as a zombie.
+    The worker runs ``settings.WORKER_NICE`` steps nicer than this process (set right after the
+    start, before it imports TensorFlow and starts its threads, which inherit it), so that a
+    cycle's training or an export leaves the CPU to review requests first. A thread reaps the
+    worker when it exits, so a crashed one is not kept as a zombie.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -55,8 +58,19 @@ def spawn_worker(settings: Settings, args: list[str], log_path: Path) -> subproc
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    if settings.WORKER_NICE:
+        _renice(worker.pid, settings.WORKER_NICE)
     threading.Thread(target=worker.wait, daemon=True).start()
     return worker
+
+
+def _renice(pid: int, steps: int) -> None:
+    """Lower a process's priority by ``steps`` (capped at 19); an exited process is left alone."""
+    try:
+        priority = min(os.getpriority(os.PRIO_PROCESS, 0) + steps, 19)
+        os.setpriority(os.PRIO_PROCESS, pid, priority)
+    except ProcessLookupError:  # it already ended (its log says why)
+        pass
 
 
 def pause_point(stage: str) -> None:

@@ -98,8 +98,13 @@ class Settings:
                                           "by a hash of cell and year, so reruns agree.")
     SECOND_REVIEW_ALL_MINES: bool = _setting(False, "Send every first decision 'mine' to a "
                                              "second reviewer as well (true/false).")
+    WORKER_NICE: int = _setting(10, "Niceness added to background workers (retrain cycles, "
+                                "exports, reports), 0 to 19, so that review requests get the "
+                                "CPU first; 0 runs them at the app's priority.")
 
     def __post_init__(self) -> None:
+        if not 0 <= self.WORKER_NICE <= 19:
+            raise ValueError(f"setting WORKER_NICE: 0 to 19, got {self.WORKER_NICE}")
         if not 0.0 <= self.SECOND_REVIEW_SHARE <= 1.0:
             raise ValueError("setting SECOND_REVIEW_SHARE: a share from 0 to 1, got "
                              f"{self.SECOND_REVIEW_SHARE}")

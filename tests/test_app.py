@@ -491,3 +491,29 @@ def test_every_queue_order_is_offered_by_name(client) -> None:
     html = client.get("/review").get_data(as_text=True)
     for strategy, name in STRATEGY_NAMES.items():
         assert f'<option value="{strategy}"' in html and name in html
+
+
+def test_each_serving_thread_reuses_one_store(app, client) -> None:
+    """One connection per serving thread, kept between requests; a transaction a failed request
+    left open is rolled back at teardown."""
+    from labeller.db import get_store
+
+    with app.app_context():
+        first = get_store()
+        first.db.execute("BEGIN")
+    assert not first.db.conn.in_transaction
+    with app.app_context():
+        assert get_store() is first
+    assert client.get("/review").status_code == 200  # the test client serves in this thread too
+    with app.app_context():
+        assert get_store() is first
+    other: list[Store] = []
+
+    def serve() -> None:
+        with app.app_context():
+            other.append(get_store())
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    thread.join()
+    assert other and other[0] is not first and other[0].path == first.path

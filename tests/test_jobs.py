@@ -160,3 +160,26 @@ def test_migration_makes_absolute_model_paths_relative(tmp_path):
     with Store(tmp_path / "minewatch.db") as store:
         paths = {m["version"]: m["path"] for m in store.models()}
     assert paths == {"m0001": "models/m0001.keras", "m0002": "/elsewhere/m0002.keras"}
+
+
+@pytest.mark.parametrize("nice", [0, 7])
+def test_workers_run_nicer_than_the_app(tmp_path, monkeypatch, nice):
+    """WORKER_NICE lowers a worker's priority (a cycle or export leaves the CPU to requests)."""
+    build_db(tmp_path / "minewatch.db").close()
+    settings = load_settings({"DATA_DIR": str(tmp_path), "WORKER_NICE": nice}, environ={})
+    monkeypatch.setenv(PAUSE_ENV, "export")  # the worker waits there, so it can be looked at
+    job_id = launch_export(settings, JobRequest("export", "csv"), "lea")
+    monkeypatch.delenv(PAUSE_ENV)
+    with Store(settings.database_path) as store:
+        wait_for(lambda: store.job(job_id)["pid"] is not None, "the worker's pid")
+        pid = store.job(job_id)["pid"]
+        try:
+            expected = min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == expected
+        finally:
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_nice_outside_0_to_19_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="WORKER_NICE: 0 to 19, got 20"):
+        load_settings({"DATA_DIR": str(tmp_path), "WORKER_NICE": 20}, environ={})

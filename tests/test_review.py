@@ -349,3 +349,27 @@ def test_undone_cell_returns_to_the_top_of_the_queue(store) -> None:
     service.undo_last(store, "ana")
     store.release_leases("ana")
     assert cards(store, "ben", n=1, strategy="uncertainty")[0]["cell_id"] == top
+
+
+def test_thumbnail_versions_match_one_at_a_time(store, review_db) -> None:
+    pairs = [(review_db.cell_ids[0], 2021), (review_db.cell_ids[5], 2021), (1, 2021),
+             (review_db.cell_ids[0], 1999)]
+    versions = service.thumbnail_versions(store, pairs)
+    assert versions == {pair: service.thumbnail_version(store, *pair) for pair in pairs}
+    assert versions[pairs[0]] is not None and versions[(1, 2021)] is None
+
+
+def test_queue_count_is_reused_only_when_it_cost_cpu(store, monkeypatch) -> None:
+    service._queue_cache.clear()
+    before = service.queue_left(store, 2021)
+    card = cards(store, n=1)[0]
+    service.decide(store, reviewer="ana", cell_id=card["cell_id"], year=2021, form=form())
+    assert service.queue_left(store, 2021) == before - 1  # a cheap count is counted again
+    monkeypatch.setattr(service, "QUEUE_COUNT_SLOW", -1.0)  # every count "costly"
+    service._queue_cache.clear()
+    counted = service.queue_left(store, 2021)
+    card = cards(store, n=1)[0]
+    service.decide(store, reviewer="ana", cell_id=card["cell_id"], year=2021,
+                   form=form(request_id="r2"))
+    assert service.queue_left(store, 2021) == counted  # reused for QUEUE_COUNT_MAX_AGE seconds
+    service._queue_cache.clear()

@@ -317,3 +317,44 @@ def test_migration_0009_keeps_the_lessons_already_stored(tmp_path):
         assert store.score(1, 2020, "m0001")["uncertainty"] == pytest.approx(1 - 0.05 / 0.7)
         assert store.score(2, 2020, "m0001")["uncertainty"] == pytest.approx(1 - 0.6 / 0.7)
         assert store.cycles() == [] and "validation_ap" in store.db["cycles"].columns_dict
+
+
+def _plan(store: Store, sql: str, params: list) -> list[str]:
+    return [row[-1] for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()]
+
+
+def test_review_query_plans_do_not_depend_on_statistics(store):
+    """Never ANALYZEd (as the app's database): leased_to starts at the reviewer's leases, the
+    queue count at the year's labels, the territory check at one index entry."""
+    add_model(store)
+    scene_id = add_scene(store)
+    store.write_scores(2020, "m0001", scene_id, list(range(1, 11)), [c / 10 for c in range(1, 11)],
+                       [0.5] * 10, [1.0] * 10)
+    assert store.db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'"
+                            ).fetchone()[0] == 0
+    statements = []
+    store.db.conn.set_trace_callback(statements.append)
+    store.leased_to("m0001", 2020, "ann")
+    store.count_queue_fast("m0001", 2020)
+    store._not_outside()
+    store.db.conn.set_trace_callback(None)
+    leased, labelled, outside = (next(sql for sql in statements if part in sql) for part in (
+        "FROM leases l", "count(*) FROM current_labels c", "FROM territory_cells"))
+    assert _plan(store, leased, [])[:2] == [
+        "SEARCH l USING INDEX leases_reviewer (reviewer=?)",
+        "SEARCH s USING PRIMARY KEY (cell_id=? AND year=? AND model_version=?)"]
+    assert _plan(store, labelled, [])[0].startswith(
+        "SEARCH c USING COVERING INDEX current_labels_year (year=?)")
+    assert _plan(store, outside, []) == [
+        "SEARCH territory_cells USING COVERING INDEX territory_cells_outside (inside=?)"]
+
+
+def test_current_labels_of_several_cells(store):
+    store.record_label(1, 2020, "mine", "ann")
+    store.record_label(1, 2020, "background", "bob")
+    store.record_label(2, 2021, "skip", "ann")
+    found = store.current_labels_of([(1, 2020), (2, 2021), (3, 2020), (1, 2021)])
+    assert set(found) == {(1, 2020), (2, 2021)}
+    assert (found[(1, 2020)]["label"], found[(1, 2020)]["reviewer"]) == ("background", "bob")
+    assert found[(2, 2021)] == store.current_label(2, 2021)
+    assert store.current_labels_of([]) == {}
