@@ -374,6 +374,29 @@ def jobs(db: Database) -> None:
             db.execute("UPDATE models SET path = ? WHERE version = ?", [relative, version])
 
 
+@migrations(name="0013_embeddings")
+def embeddings(db: Database) -> None:
+    """One compact embedding per scored cell, per (model version, year).
+
+    ``vector``: the FCN's pooled last hidden layer quantised to uint8 (one byte per component,
+    64 for the seed's FCN); ``scale``: the float multiplying ``vector / 255`` back. Keyed by
+    ``model_version`` like the scores, so deleting or pruning a version's scores removes them.
+    """
+    _execute_each(
+        db,
+        """
+        CREATE TABLE embeddings (
+            model_version TEXT NOT NULL,
+            year INTEGER NOT NULL,
+            cell_id INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            scale REAL NOT NULL,
+            PRIMARY KEY (model_version, year, cell_id)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 def _database_folder(db: Database) -> str | None:
     """The folder of the main database file (None for an in-memory database)."""
     for _, name, file in db.execute("PRAGMA database_list").fetchall():
