@@ -6,7 +6,7 @@ cosine of the dequantised vectors (inner product of L2-normalised ones), so brig
 that scale every activation matter less than the pattern.
 
 Index: faiss (faiss-cpu wheels, Meta's library, maintained since 2017). Up to ``EXACT_MAX`` cells
-a flat inner-product index (exact); above, an inverted file of ``4 sqrt(N)`` lists with 8-bit
+a flat inner-product index (exact); above, an inverted file of ``sqrt(N)`` lists with 8-bit
 scalar quantisation (``IndexIVFScalarQuantizer``, 64 bytes a cell in memory), ``NPROBE`` lists
 searched per query. One index per (model version, year), built lazily on the first query, written
 under ``DATA_DIR/similarity/`` named by a fingerprint of the stored embeddings (count and last
@@ -33,6 +33,8 @@ from model.score import dequantise_embeddings
 EXACT_MAX = 20_000
 #: Inverted lists searched per query (IVF index).
 NPROBE = 16
+#: k-means iterations training the inverted lists (faiss' default is 25).
+KMEANS_ITERATIONS = 10
 #: Training points per inverted list (faiss wants at least 39).
 TRAIN_PER_LIST = 48
 #: Most neighbours one query asks for while looking for unreviewed cells.
@@ -61,10 +63,11 @@ def build_index(ids: np.ndarray, vectors: np.ndarray, *, exact_max: int = EXACT_
     if n <= exact_max:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     else:
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // TRAIN_PER_LIST))
+        nlist = max(1, min(int(math.sqrt(n)), n // TRAIN_PER_LIST))
         index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist,
                                               faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = KMEANS_ITERATIONS
         sample = np.random.default_rng(seed).choice(n, min(n, nlist * TRAIN_PER_LIST),
                                                     replace=False)
         index.train(vectors[np.sort(sample)])
