@@ -6,7 +6,11 @@ nearest cells of a demo mine are mines.
    and quantised exactly as scoring quantises them, so the index sees realistic non-negative,
    clustered vectors; the values are synthetic (no 1.3-million-cell scored territory exists here).
    Times ``pipeline.similar.build_index`` (the IVF + 8-bit path used above EXACT_MAX cells) and
-   ``--queries`` searches of the neighbours one review batch asks for (``k = 64``); p50 / p95 ms.
+   ``--queries`` searches of the neighbours one review batch asks for (``k = 64``); p50 / p95 ms;
+   recall@20 against brute force. Then the review path end to end on a SQLite database of as
+   many scored cells with such embeddings: the first query (index built from the database and
+   written to disk) and ``--queries`` calls of ``next_cards(strategy="similar", n=5)`` (anchor
+   lookup, index search, the SQL filter of labelled / leased / outside cells, the lease write).
 2. Demo territory (real embeddings): builds the synthetic demo (``imagery.demo``, known mines)
    for ``--demo-years`` at ``--demo-km``, trains the first model (``--epochs``) and scores it
    (storing the embeddings), then for every truth mine cell (at least 5 % active mine, the
@@ -90,6 +94,53 @@ def scale_run(n: int, clusters: int, queries: int) -> dict[str, float]:
     return result
 
 
+def store_run(root: Path, n: int, clusters: int, queries: int) -> dict[str, float]:
+    """The review path end to end on a database of ``n`` scored cells with embeddings: the
+    first "more like this" query (builds the index from SQLite), then ``queries`` batches of
+    5 look-alike cards (anchor lookup, index search, SQL filter, lease write)."""
+    from imagery.bands import SEED_BANDS
+    from model.score import CellScores
+    from pipeline.review import SIMILAR, next_cards
+
+    rng = np.random.default_rng(2)
+    side = int(np.ceil(np.sqrt(n)))
+    ids = (np.arange(n) // side + 10_000) * ID_STRIDE + (np.arange(n) % side + 10_000)
+    centres = rng.gamma(1.2, 1.0, size=(clusters, DIM)).astype(np.float32)
+    q, scale = quantise_embeddings(centres[rng.integers(0, clusters, n)]
+                                   * rng.gamma(4.0, 0.25, size=(n, DIM)).astype(np.float32))
+    score = rng.beta(0.4, 3.0, n).astype(np.float32)
+    t0 = time.perf_counter()
+    with Store(root / "bench.db") as store:
+        store.add_model({"version": "m0001", "path": "x", "bands": list(SEED_BANDS),
+                         "threshold": 0.5, "metrics": {}, "training": {}}, activate=True)
+        scene = store.add_scene({"year": 2021, "name": "t", "paths": ["x"],
+                                 "bands": list(SEED_BANDS), "crs": "EPSG:6933", "row0": 0,
+                                 "row1": 1, "col0": 0, "col1": 1, "stretch": {}})
+        cells = CellScores(ids, score, 1 - np.abs(2 * score - 1), np.ones(n, np.float32), q,
+                           scale)
+        store.write_scored_blocks(2021, "m0001", scene, [((0, 1, 0, 1), cells)])
+        print(f"store: {n:,} scored cells with embeddings written in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        folder = root / "similarity"
+        anchors = rng.choice(ids, queries + 1, replace=False).tolist()
+        t0 = time.perf_counter()
+        next_cards(store, reviewer="bench", strategy=SIMILAR, anchor=anchors[0], year=2021,
+                   n=5, similar_dir=folder)
+        first_s = time.perf_counter() - t0
+        times = []
+        for anchor in anchors[1:]:
+            t = time.perf_counter()
+            next_cards(store, reviewer="bench", strategy=SIMILAR, anchor=int(anchor),
+                       year=2021, n=5, similar_dir=folder)
+            times.append((time.perf_counter() - t) * 1000)
+    result = {"first_s": first_s, "p50_ms": float(np.percentile(times, 50)),
+              "p95_ms": float(np.percentile(times, 95))}
+    print(f"store: first query (index built from SQLite and written) {first_s:.1f} s; then "
+          f"next_cards(strategy='similar', n=5) p50 {result['p50_ms']:.1f} ms, p95 "
+          f"{result['p95_ms']:.1f} ms over {queries}", flush=True)
+    return result
+
+
 def demo_run(size_km: int, years: tuple[int, ...], epochs: int) -> dict[str, float]:
     """Precision@20 of the nearest cells of demo mines against the base rate."""
     with tempfile.TemporaryDirectory(prefix="similar-bench-") as tmp:
@@ -132,16 +183,23 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=1_300_000, help="synthetic index size")
     parser.add_argument("--clusters", type=int, default=500, help="synthetic mixture centres")
     parser.add_argument("--queries", type=int, default=300, help="timed queries")
+    parser.add_argument("--store-cells", type=int, default=0,
+                        help="cells of the end-to-end database (default: --cells)")
     parser.add_argument("--demo-km", type=int, default=40, help="demo territory side (km)")
     parser.add_argument("--demo-years", default="2018", help="comma-separated demo years")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of the model")
     args = parser.parse_args()
     scale = scale_run(args.cells, args.clusters, args.queries)
+    with tempfile.TemporaryDirectory(prefix="similar-store-") as tmp:
+        end_to_end = store_run(Path(tmp), args.store_cells or args.cells, args.clusters,
+                               args.queries)
     demo = demo_run(args.demo_km, tuple(int(y) for y in args.demo_years.split(",")), args.epochs)
     print(json.dumps({"similar_build_s": round(scale["build_s"], 2),
                       "similar_p95_ms": round(scale["p95_ms"], 3),
                       "similar_p50_ms": round(scale["p50_ms"], 3),
                       "similar_recall_at_20": round(scale["recall_at_20"], 3),
+                      "similar_first_query_s": round(end_to_end["first_s"], 2),
+                      "similar_next_cards_p95_ms": round(end_to_end["p95_ms"], 2),
                       "similar_cells": scale["cells"],
                       "similar_precision_at_20": round(demo["precision_at_20"], 3),
                       "similar_precision_at_20_not_adjacent":

@@ -572,15 +572,18 @@ class Store:
                 np.asarray(scales, dtype=np.float32))
 
     def embedding_fingerprint(self, model_version: str, year: int) -> str:
-        """Changes whenever the embeddings of (model_version, year) may have changed: their count
-        and the latest finished block ('' when there are none)."""
-        count = int(self._scalar("SELECT count(*) FROM embeddings WHERE model_version = ?"
-                                 " AND year = ?", [model_version, int(year)]))
-        if not count:
+        """Changes whenever the embeddings of (model_version, year) may have changed ('' when
+        there are none): the number of finished blocks, their cells and the latest finish time
+        (embeddings are written only with their block's row; reads the small block table, not
+        the embeddings)."""
+        params = [model_version, int(year)]
+        if self._scalar("SELECT 1 FROM embeddings WHERE model_version = ? AND year = ? LIMIT 1",
+                        params) is None:
             return ""
-        latest = self._scalar("SELECT max(finished_at) FROM scored_blocks WHERE"
-                              " model_version = ? AND year = ?", [model_version, int(year)])
-        return f"{count}-{latest or ''}"
+        row = self._row("SELECT count(*) AS blocks, total(n_cells) AS cells,"
+                        " max(finished_at) AS latest FROM scored_blocks WHERE model_version = ?"
+                        " AND year = ?", params)
+        return f"{row['blocks']}-{int(row['cells'])}-{row['latest'] or ''}"
 
     def embedded_versions(self) -> set[tuple[str, int]]:
         """Every (model_version, year) with stored embeddings."""
@@ -1132,8 +1135,10 @@ class Store:
         unlabelled, not outside the territory, not under another reviewer's live lease (in no
         particular order)."""
         now = time.time() if now is None else now
-        sql = ("SELECT s.* FROM scores s WHERE s.model_version = :model AND s.year = :year"
-               " AND s.cell_id IN (SELECT value FROM json_each(:ids)) AND s.score IS NOT NULL"
+        # CROSS JOIN: look each given cell up by the primary key (cell_id, year, model_version)
+        # instead of scanning the year's scores.
+        sql = ("SELECT s.* FROM json_each(:ids) j CROSS JOIN scores s ON s.cell_id = j.value"
+               " AND s.year = :year AND s.model_version = :model WHERE s.score IS NOT NULL"
                " AND NOT EXISTS (SELECT 1 FROM current_labels c WHERE c.cell_id = s.cell_id"
                " AND c.year = s.year)"
                " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.cell_id = s.cell_id"

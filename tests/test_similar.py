@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 pytest.register_assert_rewrite("fixtures_app")
-from fixtures_app import card_fields, login  # noqa: E402
+from fixtures_app import add_account, card_fields, csrf_from, login  # noqa: E402
 
 from db.store import Store  # noqa: E402
 from model.score import CellScores, dequantise_embeddings, quantise_embeddings  # noqa: E402
@@ -178,9 +178,12 @@ def test_more_like_this_through_the_web_app(client, review_db) -> None:
     assert "more like cell" not in client.get("/review").get_data(as_text=True)
 
 
-def test_more_like_this_needs_an_account(client, review_db) -> None:
-    login(client, "ana")
-    client.get("/logout")
+def test_more_like_this_needs_a_login(client, review_db) -> None:
+    add_embeddings(review_db.database, review_db.cell_ids)
+    add_account(client.application, "ana")  # an account exists: no open mode
+    token = csrf_from(client.get("/login").get_data(as_text=True))
     anchor = review_db.cell_ids[0]
-    response = client.post(f"/cells/{anchor}/2021/similar")
-    assert response.status_code in (302, 400, 401, 403)
+    response = client.post(f"/cells/{anchor}/2021/similar", data={"csrf_token": token})
+    assert response.status_code == 401
+    with Store(review_db.database) as store:
+        assert store.db.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
