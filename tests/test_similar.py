@@ -187,3 +187,17 @@ def test_more_like_this_needs_a_login(client, review_db) -> None:
     assert response.status_code == 401
     with Store(review_db.database) as store:
         assert store.db.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+
+
+def test_a_sweep_whose_anchor_lost_its_embedding_falls_back(client, review_db) -> None:
+    add_embeddings(review_db.database, review_db.cell_ids)
+    anchor = review_db.cell_ids[4]
+    token = login(client, "ana")
+    assert client.post(f"/cells/{anchor}/2021/similar", data={"csrf_token": token},
+                       headers={"HX-Request": "true"}).status_code == 200
+    with Store(review_db.database) as store, store.atomic():
+        store.db.execute("DELETE FROM embeddings")  # as after scoring without embeddings
+    html = client.get("/review/card", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "no embedding" in html and "Back to the usual queue" in html
+    assert card_fields(html)["cell_id"] in review_db.cell_ids
+    assert "more like cell" not in client.get("/review").get_data(as_text=True)
