@@ -47,11 +47,15 @@ class NoEmbeddingError(LookupError):
     """The cell has no stored embedding for the model and year (the message says why)."""
 
 
-def normalised(vectors: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Dequantised, L2-normalised float32 (N, D) rows (all-zero rows stay zero)."""
-    x = dequantise_embeddings(vectors, scale)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.where(norm > 0, norm, 1.0), dtype=np.float32)
+def normalised(vectors: np.ndarray, scale: np.ndarray, *, chunk: int = 100_000) -> np.ndarray:
+    """Dequantised, L2-normalised float32 (N, D) rows (all-zero rows stay zero), computed
+    ``chunk`` rows at a time (memory: the result plus one chunk)."""
+    out = np.empty(vectors.shape, dtype=np.float32)
+    for start in range(0, len(vectors), chunk):
+        x = dequantise_embeddings(vectors[start:start + chunk], scale[start:start + chunk])
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        out[start:start + chunk] = x / np.where(norm > 0, norm, 1.0)
+    return out
 
 
 def build_index(ids: np.ndarray, vectors: np.ndarray, *, exact_max: int = EXACT_MAX,
