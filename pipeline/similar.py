@@ -120,7 +120,8 @@ def similarity_index(store: Store, folder: Path, model_version: str, year: int
     fingerprint = store.embedding_fingerprint(model_version, year)
     if not fingerprint:
         raise NoEmbeddingError(f"model {model_version} stored no embeddings for {year}: "
-                               f"score {year} with it again (`run.py score --year {year}`)")
+                               f"score {year} with it again (`run.py score --year {year} --model "
+                               f"{model_version} --restart`)")
     key = (str(Path(folder).resolve()), model_version, int(year))
     with _lock:
         cached = _loaded.get(key)
@@ -152,7 +153,8 @@ def anchor_vector(store: Store, model_version: str, year: int, cell_id: int) -> 
         elif score["score"] is None:
             why = "it was not scored (too few valid pixels)"
         else:
-            why = "it was scored before scoring stored embeddings; score the year again"
+            why = ("it was scored before scoring stored embeddings; score the year again "
+                   f"(`run.py score --year {year} --model {model_version} --restart`)")
         raise NoEmbeddingError(f"cell {cell_id} has no embedding for model {model_version} in "
                                f"{year}: {why}")
     vector, scale = stored
