@@ -269,7 +269,9 @@ def score(settings: Settings, years: tuple[int, ...], version: str | None, sched
           retries: int, restart: bool) -> None:
     """Score every cell of the years' imagery and store one score per (cell, year, model).
 
-    Blocks are stored as they finish; an interrupted run resumes where it stopped."""
+    The same pass stores each scored cell's embedding (one byte per filter of the last
+    convolution, 64 by default) for "more like this" in the review app. Blocks are stored as
+    they finish; an interrupted run resumes where it stopped."""
     from pipeline.scoring import score_year, year_area_km2
     from pipeline.training import load_model, model_file
 

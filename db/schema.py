@@ -421,6 +421,47 @@ def learning_loop(db: Database) -> None:
     )
 
 
+@migrations(name="0012_perf")
+def perf(db: Database) -> None:
+    """Indexes for the review requests, whose plans must not depend on ANALYZE statistics.
+
+    - ``territory_cells_outside``: "is any cell outside the territory?" (asked by every queue
+      query) reads one index entry instead of scanning the table (one row per cell);
+    - ``current_labels_year``: the queue counter's count of a year's labelled cells walks that
+      year's labels instead of the year's scores (1.3 M at full size).
+    """
+    _execute_each(
+        db,
+        """
+        CREATE INDEX territory_cells_outside ON territory_cells(inside) WHERE inside = 0;
+        CREATE INDEX current_labels_year ON current_labels(year)
+        """
+    )
+
+
+@migrations(name="0013_embeddings")
+def embeddings(db: Database) -> None:
+    """One compact embedding per scored cell, per (model version, year).
+
+    ``vector``: the FCN's pooled last hidden layer quantised to uint8 (one byte per component,
+    64 for the seed's FCN); ``scale``: the float multiplying ``vector / 255`` back. Keyed by
+    ``model_version`` like the scores, so deleting or pruning a version's scores removes them.
+    """
+    _execute_each(
+        db,
+        """
+        CREATE TABLE embeddings (
+            model_version TEXT NOT NULL,
+            year INTEGER NOT NULL,
+            cell_id INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            scale REAL NOT NULL,
+            PRIMARY KEY (model_version, year, cell_id)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 def _database_folder(db: Database) -> str | None:
     """The folder of the main database file (None for an in-memory database)."""
     for _, name, file in db.execute("PRAGMA database_list").fetchall():
@@ -445,21 +486,3 @@ def _execute_each(db: Database, script: str) -> None:
     for statement in script.split(";\n"):
         if statement.strip():
             db.execute(statement)
-
-
-@migrations(name="0012_perf")
-def perf(db: Database) -> None:
-    """Indexes for the review requests, whose plans must not depend on ANALYZE statistics.
-
-    - ``territory_cells_outside``: "is any cell outside the territory?" (asked by every queue
-      query) reads one index entry instead of scanning the table (one row per cell);
-    - ``current_labels_year``: the queue counter's count of a year's labelled cells walks that
-      year's labels instead of the year's scores (1.3 M at full size).
-    """
-    _execute_each(
-        db,
-        """
-        CREATE INDEX territory_cells_outside ON territory_cells(inside) WHERE inside = 0;
-        CREATE INDEX current_labels_year ON current_labels(year)
-        """
-    )

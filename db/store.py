@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlite_utils import Database
 
 from db.schema import migrations
@@ -462,10 +463,10 @@ class Store:
             )
 
     def delete_model_scores(self, model_version: str) -> None:
-        """Drop every score, block progress and summary of a model version (a cycle that failed
-        half-way)."""
+        """Drop every score, embedding, block progress and summary of a model version (a cycle
+        that failed half-way)."""
         with self.atomic():
-            for table in ("scores", "scored_blocks", "score_summaries"):
+            for table in ("scores", "scored_blocks", "score_summaries", "embeddings"):
                 self.db.execute(f"DELETE FROM {table} WHERE model_version = ?", [model_version])
 
     def scored_years(self, model_version: str) -> list[int]:
@@ -538,8 +539,67 @@ class Store:
                                      f"scored by {model_version}") from error
                 self.write_scores(year, model_version, scene_id, cells.cell_ids, cells.scores,
                                   cells.uncertainty, cells.valid_fraction)
+                self._write_embeddings(year, model_version, cells)
                 written += len(cells)
         return written
+
+    def _write_embeddings(self, year: int, model_version: str, cells: CellScores) -> None:
+        """Store the embeddings of ``cells``' scored cells (none when they carry none)."""
+        if cells.embeddings is None:
+            return
+        scored = ~np.isnan(cells.scores)
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO embeddings (model_version, year, cell_id, vector, scale)"
+            " VALUES (?, ?, ?, ?, ?)",
+            ((model_version, int(year), int(c), np.ascontiguousarray(v, np.uint8).tobytes(),
+              float(s))
+             for c, v, s in zip(cells.cell_ids[scored], cells.embeddings[scored],
+                                cells.embedding_scale[scored], strict=True)))
+
+    def embedding(self, model_version: str, year: int, cell_id: int
+                  ) -> tuple[np.ndarray, float] | None:
+        """A cell's stored (uint8 vector, scale), or None when it has none."""
+        row = self._row("SELECT vector, scale FROM embeddings WHERE model_version = ?"
+                        " AND year = ? AND cell_id = ?", [model_version, int(year), int(cell_id)])
+        if row is None:
+            return None
+        return np.frombuffer(row["vector"], dtype=np.uint8), float(row["scale"])
+
+    def embeddings(self, model_version: str, year: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored embedding of (model_version, year): cell ids int64 (N,), uint8 vectors
+        (N, D) and float32 scales (N,), in cell id order."""
+        cursor = self.db.execute(
+            "SELECT cell_id, vector, scale FROM embeddings WHERE model_version = ? AND year = ?"
+            " ORDER BY cell_id", [model_version, int(year)])
+        ids, vectors, scales = [], [], []
+        for cell_id, vector, scale in cursor:
+            ids.append(cell_id)
+            vectors.append(vector)
+            scales.append(scale)
+        width = len(vectors[0]) if vectors else 0
+        return (np.asarray(ids, dtype=np.int64),
+                np.frombuffer(b"".join(vectors), dtype=np.uint8).reshape(len(ids), width),
+                np.asarray(scales, dtype=np.float32))
+
+    def embedding_fingerprint(self, model_version: str, year: int) -> str:
+        """Changes whenever the embeddings of (model_version, year) may have changed ('' when
+        there are none): the number of finished blocks, their cells and the latest finish time
+        (embeddings are written only with their block's row; reads the small block table, not
+        the embeddings)."""
+        params = [model_version, int(year)]
+        if self._scalar("SELECT 1 FROM embeddings WHERE model_version = ? AND year = ? LIMIT 1",
+                        params) is None:
+            return ""
+        row = self._row("SELECT count(*) AS blocks, total(n_cells) AS cells,"
+                        " max(finished_at) AS latest FROM scored_blocks WHERE model_version = ?"
+                        " AND year = ?", params)
+        return f"{row['blocks']}-{int(row['cells'])}-{row['latest'] or ''}"
+
+    def embedded_versions(self) -> set[tuple[str, int]]:
+        """Every (model_version, year) with stored embeddings."""
+        return {(r[0], int(r[1])) for r in self.db.execute(
+            "SELECT DISTINCT model_version, year FROM embeddings").fetchall()}
 
     def scored_blocks(self, model_version: str, year: int) -> set[tuple[int, int]]:
         """(row0, col0) of every block of ``year`` already scored by ``model_version``."""
@@ -589,8 +649,8 @@ class Store:
             [model_version])]
 
     def prune_scores(self, model_versions: Iterable[str]) -> int:
-        """Delete the score rows (and block progress) of ``model_versions``, keeping their
-        per-year summaries (written first where missing). Returns the rows deleted."""
+        """Delete the score rows (block progress and embeddings) of ``model_versions``, keeping
+        their per-year summaries (written first where missing). Returns the rows deleted."""
         deleted = 0
         for version in model_versions:
             model = self.model(version)
@@ -603,6 +663,7 @@ class Store:
                 deleted += self.db.execute(
                     "DELETE FROM scores WHERE model_version = ?", [version]).rowcount
                 self.db.execute("DELETE FROM scored_blocks WHERE model_version = ?", [version])
+                self.db.execute("DELETE FROM embeddings WHERE model_version = ?", [version])
         return deleted
 
     # seed labels (the initial training set) ---------------------------------------------------
@@ -1172,6 +1233,31 @@ class Store:
             rows += self._rows(
                 f"{select} WHERE {where} AND s.rand < :start ORDER BY s.rand LIMIT :limit", params)
         return rows
+
+    def unreviewed_scores(
+        self, model_version: str, year: int, cell_ids: Sequence[int], reviewer: str, *,
+        min_score: float | None = None, now: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The score rows of those ``cell_ids`` that ``queue_candidates`` could serve: scored,
+        unlabelled, not outside the territory, not under another reviewer's live lease (in no
+        particular order)."""
+        now = time.time() if now is None else now
+        # CROSS JOIN: look each given cell up by the primary key (cell_id, year, model_version)
+        # instead of scanning the year's scores.
+        sql = ("SELECT s.* FROM json_each(:ids) j CROSS JOIN scores s ON s.cell_id = j.value"
+               " AND s.year = :year AND s.model_version = :model WHERE s.score IS NOT NULL"
+               " AND NOT EXISTS (SELECT 1 FROM current_labels c WHERE c.cell_id = s.cell_id"
+               " AND c.year = s.year)"
+               " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.cell_id = s.cell_id"
+               " AND l.year = s.year AND l.expires_at > :now AND l.reviewer != :reviewer)"
+               f"{self._not_outside()}")
+        params: dict[str, Any] = {"model": model_version, "year": int(year), "now": now,
+                                  "reviewer": reviewer,
+                                  "ids": json.dumps([int(c) for c in cell_ids])}
+        if min_score is not None:
+            sql += " AND s.score >= :min_score"
+            params["min_score"] = min_score
+        return self._rows(sql, params)
 
     def lease_cells(
         self, cells: Iterable[tuple[int, int]], reviewer: str, seconds: float,

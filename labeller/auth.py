@@ -61,6 +61,7 @@ ENDPOINT_ROLES: dict[str, str] = {
     "review.card": "reviewer",
     "review.choose_queue": "reviewer",
     "review.label": "reviewer",
+    "review.similar": "reviewer",
     "review.undo": "reviewer",
     "review.change": "reviewer",
     "review.thumbnail": "reviewer",

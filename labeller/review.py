@@ -29,6 +29,7 @@ from labeller.db import get_store
 from labeller.safety import parse_int
 from pipeline import review as service
 from pipeline.second_review import current_policy
+from pipeline.similar import NoEmbeddingError, anchor_vector
 
 bp = Blueprint("review", __name__)
 
@@ -57,12 +58,14 @@ def is_htmx() -> bool:
 def queue_choice(store) -> service.QueueChoice:
     """The session's queue choice; the year defaults to the latest the active model scored."""
     strategy = session.get("strategy", service.DEFAULT_STRATEGY)
-    if strategy not in QUEUE_STRATEGIES:
+    anchor = session.get("anchor") if strategy == service.SIMILAR else None
+    if strategy not in QUEUE_STRATEGIES and anchor is None:
         strategy = service.DEFAULT_STRATEGY
     year = session.get("year")
     if year is None or (store.active_model() and year not in store.years()):
         year = service.default_year(store)
-    return service.QueueChoice(strategy, year, bool(session.get("predicted_only", False)))
+    return service.QueueChoice(strategy, year, bool(session.get("predicted_only", False)),
+                               anchor)
 
 
 def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | None = None,
@@ -70,23 +73,35 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
     """Template context of the card partial: the current card, prefetch cards, counters, recent.
 
     ``cell`` forces the current card (e.g. the cell an undo shows again); otherwise the queue
-    serves it. The next ``PREFETCH`` cards are leased too and their pictures preloaded.
+    serves it. The next ``PREFETCH`` cards are leased too and their pictures preloaded. A "more
+    like this" queue whose anchor lost its embedding falls back to the default order, saying so.
     """
     settings = current_app.config["SETTINGS"]
     reviewer = current_name()
     choice = queue_choice(store)
     common = dict(reviewer=reviewer, strategy=choice.strategy, year=choice.year,
                   predicted_only=choice.predicted_only, n=1 + settings.PREFETCH,
-                  lease_seconds=settings.LEASE_SECONDS)
+                  lease_seconds=settings.LEASE_SECONDS, anchor=choice.anchor,
+                  similar_dir=settings.similarity_dir)
     if cell is None:
-        cards = service.next_cards(store, **common)
+        try:
+            cards = service.next_cards(store, **common)
+        except NoEmbeddingError as error:  # e.g. the anchor's scores were pruned since
+            _leave_similar()
+            notice = f"{error}. Back to the usual queue."
+            choice = queue_choice(store)
+            common.update(strategy=choice.strategy, anchor=None)
+            cards = service.next_cards(store, **common)
         current = (cards[0]["cell_id"], cards[0]["year"]) if cards else None
         prefetch = cards[1:]
     else:
         service.lease_one(store, cell[0], cell[1], reviewer, settings.LEASE_SECONDS)
         current = cell
         common["n"] = settings.PREFETCH
-        prefetch = service.next_cards(store, exclude=[cell[0]], show_first=False, **common)
+        try:
+            prefetch = service.next_cards(store, exclude=[cell[0]], show_first=False, **common)
+        except NoEmbeddingError:
+            prefetch = []
     shown = ([current] if current is not None else []) + [
         (item["cell_id"], item["year"]) for item in prefetch]
     versions = service.thumbnail_versions(store, shown)
@@ -147,22 +162,58 @@ def card():
 
 @bp.post("/review/queue")
 def choose_queue():
-    """Set the queue's order, year and predicted-only filter; the reviewer's leases are released."""
+    """Set the queue's order, year and predicted-only filter; the reviewer's leases are released.
+    The "more like this" order stays only while it is chosen again (its anchor is kept)."""
     reviewer = current_name()
     store = get_store()
     strategy = request.form.get("strategy", service.DEFAULT_STRATEGY)
-    if strategy not in QUEUE_STRATEGIES:
+    similar = strategy == service.SIMILAR and session.get("anchor") is not None
+    if strategy not in QUEUE_STRATEGIES and not similar:
         abort(400, f"unknown queue order {strategy!r}; choose one of {', '.join(QUEUE_STRATEGIES)}")
     year = parse_int(request.form.get("year"), "year")
     if year is not None and year not in store.years():
         abort(400, f"no scene of year {year} in this installation")
     session["strategy"] = strategy
+    if not similar:
+        session.pop("anchor", None)
     session["year"] = year
     session["predicted_only"] = request.form.get("predicted_only") in ("1", "on", "true")
     store.release_leases(reviewer)
     if is_htmx():
         return render_card(store)
     return redirect(url_for("review.page"))
+
+
+@bp.post("/cells/<int:cell_id>/<int:year>/similar")
+def similar(cell_id: int, year: int):
+    """More like this: the queue becomes the unreviewed cells of ``year`` nearest to this cell
+    in the active model's embedding space (the reviewer's other leases are released); 404 for an
+    unknown cell, 409 with the reason when the cell has no embedding."""
+    store = get_store()
+    try:
+        service.require_cell_year(store, cell_id, year)
+    except service.NotFoundError as error:
+        abort(404, str(error))
+    model = store.active_model()
+    if model is None:
+        abort(409, "no active model: train and score one before asking for look-alikes")
+    try:
+        anchor_vector(store, model["version"], year, cell_id)
+    except NoEmbeddingError as error:
+        abort(409, str(error))
+    session.update(strategy=service.SIMILAR, anchor=cell_id, year=year)
+    store.release_leases(current_name())
+    notice = f"More like cell {cell_id}: its nearest unreviewed look-alikes of {year}."
+    if is_htmx():
+        return render_card(store, notice=notice)
+    flash(notice)
+    return redirect(url_for("review.page"))
+
+
+def _leave_similar() -> None:
+    """Back from "more like this" to the default order."""
+    session["strategy"] = service.DEFAULT_STRATEGY
+    session.pop("anchor", None)
 
 
 @bp.post("/cells/<int:cell_id>/<int:year>/label")

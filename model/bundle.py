@@ -64,6 +64,7 @@ class ModelBundle:
     created: str = field(default_factory=_utc_now)
     reduction: str = REDUCTION
     _forward: Any = field(default=None, init=False, repr=False, compare=False)
+    _forward_features: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_version(self.version)
@@ -84,6 +85,20 @@ class ModelBundle:
         self.threshold = float(self.threshold)
         self._fill = np.asarray(self.mean, dtype=np.float32)
 
+    def probability_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mine probability map and the last hidden layer's activations, from one forward pass.
+
+        ``pixels`` as for :meth:`mine_probability`. Returns float32 (N, H/STRIDE, W/STRIDE) (or
+        without N) probabilities and (..., C) features: the input of the 1 x 1 ``classes``
+        convolution (the last hidden convolution's ReLU output; dropout is the identity at
+        inference), C = its width (64 for the seed's FCN).
+        """
+        x, single = self._checked(pixels)
+        prob, features = (keras.ops.convert_to_numpy(t) for t in self._graph_features()(x))
+        prob = np.asarray(prob[..., MINE_CHANNEL], dtype=np.float32)
+        features = np.asarray(features, dtype=np.float32)
+        return (prob[0], features[0]) if single else (prob, features)
+
     def mine_probability(self, pixels: np.ndarray, *, training: bool = False) -> np.ndarray:
         """Mine probability map of DN ``pixels`` (N, H, W, B) or (H, W, B), NaN where invalid.
 
@@ -91,6 +106,17 @@ class ModelBundle:
         after normalisation). Returns float32 (N, H/STRIDE, W/STRIDE) or (H/STRIDE, W/STRIDE).
         ``training=True`` keeps dropout active (Monte-Carlo dropout).
         """
+        x, single = self._checked(pixels)
+        if training:
+            out = self.model(x, training=True)
+            out = keras.ops.convert_to_numpy(out)
+        else:
+            out = keras.ops.convert_to_numpy(self._graph_forward()(x))
+        prob = np.asarray(out[..., MINE_CHANNEL], dtype=np.float32)
+        return prob[0] if single else prob
+
+    def _checked(self, pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(N, H, W, B) float32 pixels with invalid ones filled, and whether one image was given."""
         x = np.asarray(pixels, dtype=np.float32)
         single = x.ndim == 3
         if single:
@@ -105,13 +131,20 @@ class ModelBundle:
         invalid = ~np.isfinite(x)
         if invalid.any():
             x = np.where(invalid, self._fill, x)
-        if training:
-            out = self.model(x, training=True)
-            out = keras.ops.convert_to_numpy(out)
-        else:
-            out = keras.ops.convert_to_numpy(self._graph_forward()(x))
-        prob = np.asarray(out[..., MINE_CHANNEL], dtype=np.float32)
-        return prob[0] if single else prob
+        return x, single
+
+    def _graph_features(self):
+        """Like :meth:`_graph_forward`, for a model with two outputs: the class map and the
+        input of the ``classes`` layer (one pass computes both)."""
+        if self._forward_features is None:
+            import tensorflow as tf
+
+            model = self.model
+            both = keras.Model(model.inputs, [model.outputs[0], model.get_layer("classes").input])
+            spec = tf.TensorSpec([None, None, None, len(self.bands)], tf.float32)
+            self._forward_features = tf.function(lambda x: both(x, training=False),
+                                                 input_signature=[spec])
+        return self._forward_features
 
     def _graph_forward(self):
         """The model's inference pass as one tf.function traced once for any N, H, W.

@@ -5,7 +5,10 @@ A year's mosaic is read in tiles of ``tile_cells`` x ``tile_cells`` cells
 each with MARGIN_PX pixels of real context on every side and only the model's bands, selected by
 name. The FCN runs once per tile; its output map is cropped by MARGIN_PX / STRIDE blocks per side,
 which leaves exactly (cp / STRIDE) x (cp / STRIDE) blocks per cell, and model.reduce.cell_scores
-turns those into one score per cell for the whole tile at once (no per-cell Python loop).
+turns those into one score per cell for the whole tile at once (no per-cell Python loop). The
+same pass also returns the last hidden layer's activations, cropped the same way; their mean
+over a cell's outputs, quantised to uint8 with one scale (:func:`quantise_embeddings`), is the
+cell's embedding (64 bytes + a 4-byte scale for the seed's FCN), used by "more like this".
 
 Seams: the FCN's receptive field reaches 7 px beyond an output's own block (model/fcn.py) and every
 tile starts on a cell boundary, minus MARGIN_PX (a multiple of STRIDE), so the pooling grid is the
@@ -28,28 +31,75 @@ from model.bundle import ModelBundle, check_bands
 from model.fcn import MARGIN_PX, STRIDE
 from model.reduce import cell_scores
 
+#: Quantisation levels of an embedding component (uint8: 0 .. 255).
+EMBEDDING_LEVELS = 255
+
 
 @dataclass
 class CellScores:
     """Scores of a set of cells: ids (int64), score and uncertainty (float32, NaN where not
-    scored), valid fraction of each cell's interior (float32)."""
+    scored), valid fraction of each cell's interior (float32), and optionally each cell's
+    embedding: ``embeddings`` uint8 (N, D) and ``embedding_scale`` float32 (N,) (see
+    :func:`quantise_embeddings`; rows of unscored cells are zero)."""
 
     cell_ids: np.ndarray
     scores: np.ndarray
     uncertainty: np.ndarray
     valid_fraction: np.ndarray
+    embeddings: np.ndarray | None = None
+    embedding_scale: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.cell_ids)
 
+    def subset(self, keep: np.ndarray) -> CellScores:
+        """The cells selected by the boolean or index array ``keep``."""
+        emb = self.embeddings is not None
+        return CellScores(self.cell_ids[keep], self.scores[keep], self.uncertainty[keep],
+                          self.valid_fraction[keep], self.embeddings[keep] if emb else None,
+                          self.embedding_scale[keep] if emb else None)
+
     @classmethod
     def concat(cls, parts: list[CellScores]) -> CellScores:
-        """Join several CellScores (e.g. all the tiles of a scene)."""
+        """Join several CellScores (e.g. all the tiles of a scene); embeddings are kept when
+        every part has them."""
         if not parts:
             empty = np.empty(0, dtype=np.float32)
             return cls(np.empty(0, dtype=np.int64), empty, empty.copy(), empty.copy())
-        return cls(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("cell_ids", "scores", "uncertainty", "valid_fraction")))
+        joined = [np.concatenate([getattr(p, f) for p in parts])
+                  for f in ("cell_ids", "scores", "uncertainty", "valid_fraction")]
+        if all(p.embeddings is not None for p in parts):
+            joined += [np.concatenate([p.embeddings for p in parts]),
+                       np.concatenate([p.embedding_scale for p in parts])]
+        return cls(*joined)
+
+
+def quantise_embeddings(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quantise non-negative (N, D) features to uint8 with one float32 scale per row.
+
+    Component j of row i is ``q[i, j] / EMBEDDING_LEVELS * scale[i]`` (scale = the row's largest
+    component; ReLU features are >= 0), so a row costs D bytes plus its scale. Rows of zeros get
+    scale 0.
+    """
+    x = np.maximum(np.asarray(features, dtype=np.float32), 0.0)
+    scale = x.max(axis=1) if x.size else np.zeros(len(x), dtype=np.float32)
+    safe = np.where(scale > 0, scale, 1.0)[:, None]
+    q = np.rint(x / safe * EMBEDDING_LEVELS).astype(np.uint8)
+    return q, scale.astype(np.float32)
+
+
+def dequantise_embeddings(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """float32 (N, D) features back from :func:`quantise_embeddings`' output."""
+    return (np.asarray(q, dtype=np.float32) / EMBEDDING_LEVELS
+            * np.asarray(scale, dtype=np.float32)[:, None])
+
+
+def pool_cell_features(features: np.ndarray, shape: tuple[int, int], per_cell: int) -> np.ndarray:
+    """Mean of (rows * per_cell, cols * per_cell, C) features over each cell's per_cell^2
+    outputs: float32 (rows * cols, C), cells in row-major order."""
+    rows, cols = shape
+    blocks = features.reshape(rows, per_cell, cols, per_cell, features.shape[-1])
+    return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32).reshape(rows * cols, -1)
 
 
 def _cell_geometry(grid: CellGrid, margin_px: int) -> tuple[int, int]:
@@ -81,14 +131,21 @@ def score_tile(
     scored = valid_fraction >= min_valid_fraction
     scores = np.full(len(ids), np.nan, dtype=np.float32)
     uncertainty = np.full(len(ids), np.nan, dtype=np.float32)
+    width = bundle.model.get_layer("classes").input.shape[-1]
+    embeddings = np.zeros((len(ids), width), dtype=np.uint8)
+    scale = np.zeros(len(ids), dtype=np.float32)
     if scored.any():
-        prob = bundle.mine_probability(tile.pixels)
+        prob, features = bundle.probability_and_features(tile.pixels)
         prob = prob[crop:prob.shape[0] - crop, crop:prob.shape[1] - crop]
+        features = features[crop:features.shape[0] - crop, crop:features.shape[1] - crop]
         s, u = cell_scores(prob, (cells.n_rows, cells.n_cols), cp // STRIDE,
                            threshold=bundle.threshold)
         scores[scored] = s.ravel()[scored]
         uncertainty[scored] = u.ravel()[scored]
-    return CellScores(ids, scores, uncertainty, valid_fraction)
+        q, sc = quantise_embeddings(
+            pool_cell_features(features, (cells.n_rows, cells.n_cols), cp // STRIDE))
+        embeddings[scored], scale[scored] = q[scored], sc[scored]
+    return CellScores(ids, scores, uncertainty, valid_fraction, embeddings, scale)
 
 
 def score_block(

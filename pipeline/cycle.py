@@ -29,6 +29,7 @@ from model.train import source_scores, validation_metrics
 from pipeline.jobs import pause_point, recover_cycles, spawn_worker
 from pipeline.scoring import Runner, prune_old_scores, score_year, year_area_km2
 from pipeline.settings import Settings
+from pipeline.similar import drop_stale_indexes
 from pipeline.training import (
     collect_patches,
     default_bands,
@@ -116,6 +117,7 @@ def run_cycle(
     # Only once the cycle is recorded (and its model active, or kept for a lead to judge): the
     # score rows of versions older than the active model's kept ancestors go.
     pruned = prune_old_scores(store, settings.KEEP_SCORED_MODELS)
+    drop_stale_indexes(store, settings.similarity_dir)
     if pruned:
         message = store.cycle(cycle_id)["message"]
         store.update_cycle(cycle_id, message=f"{message}; scores of {', '.join(pruned)} kept as "

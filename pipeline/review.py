@@ -34,6 +34,7 @@ from imagery.bands import BandMismatchError
 from imagery.grid import ID_STRIDE
 from pipeline.ingest import year_mosaic
 from pipeline.second_review import SecondReviewPolicy
+from pipeline.similar import MAX_K, anchor_vector, nearest_cells, similarity_index
 
 #: The strategy a new reviewer session starts with: highest score first. In the simulated-reviewer
 #: runs on the real Brazil patches (README "Active learning") it is in the leading group with mixed
@@ -66,18 +67,26 @@ class ForbiddenError(PermissionError):
     """The request acts on something that belongs to another reviewer (e.g. their decision)."""
 
 
+#: The "more like this" order: the unreviewed cells nearest to an anchor cell's embedding.
+SIMILAR = "similar"
+
+
 @dataclass(frozen=True)
 class QueueChoice:
-    """How a reviewer's queue is ordered and filtered."""
+    """How a reviewer's queue is ordered and filtered. ``strategy`` is one of QUEUE_STRATEGIES
+    or SIMILAR, which needs the ``anchor`` cell whose look-alikes are served."""
 
     strategy: str = DEFAULT_STRATEGY
     year: int | None = None
     predicted_only: bool = False
+    anchor: int | None = None
 
     def __post_init__(self) -> None:
-        if self.strategy not in QUEUE_STRATEGIES:
+        if self.strategy not in (*QUEUE_STRATEGIES, SIMILAR):
             raise ReviewError(f"unknown queue order {self.strategy!r}; choose one of "
-                              f"{', '.join(QUEUE_STRATEGIES)}")
+                              f"{', '.join(QUEUE_STRATEGIES)} or {SIMILAR} with an anchor cell")
+        if (self.strategy == SIMILAR) != (self.anchor is not None):
+            raise ReviewError(f"an anchor cell goes with the {SIMILAR!r} order, and only with it")
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,8 @@ def next_cards(
     exclude: Sequence[int] = (),
     now: float | None = None,
     show_first: bool = True,
+    anchor: int | None = None,
+    similar_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Lease and return up to ``n`` cards (score rows of the active model) for ``reviewer``.
 
@@ -181,17 +192,26 @@ def next_cards(
     :func:`default_year`; cells in ``exclude`` are left out. Cost: one query for the reviewer's
     leases, one for pending second reviews, one queue query (only when the leases do not fill
     the batch), one lease write.
+
+    ``strategy=SIMILAR`` serves the unreviewed cells nearest to ``anchor`` in embedding space,
+    nearest first (:func:`similar_candidates`; the index lives in ``similar_dir``), the
+    reviewer's own leases among them in their place; NoEmbeddingError when the anchor has none.
     """
     model = store.active_model()
     if model is None or n <= 0:
         return []
-    QueueChoice(strategy, year, predicted_only)
+    QueueChoice(strategy, year, predicted_only, anchor)
     year = default_year(store) if year is None else int(year)
     if year is None:
         return []
     now = time.time() if now is None else now
     min_score = float(model["threshold"]) if predicted_only else None
     version = model["version"]
+    if strategy == SIMILAR:
+        if similar_dir is None:
+            raise ReviewError(f"the {SIMILAR!r} order needs the folder of its index")
+        similarity_index(store, similar_dir, version, year)  # built (slow) outside the transaction
+        anchor_vector(store, version, year, anchor)
     skip = {int(c) for c in exclude}
     batch: list[dict[str, Any]] = []
 
@@ -210,9 +230,13 @@ def next_cards(
         seconds = store.second_review_candidates(
             reviewer, math.ceil(n * SECOND_REVIEW_BATCH_SHARE), now=now)
         take([_second_review_row(store, version, task) for task in seconds])
-        own = store.leased_to(version, year, reviewer, min_score=min_score, now=now)
-        take(sorted(own, key=_order_key(strategy)))
-        if len(batch) < n:
+        if strategy == SIMILAR:
+            take(similar_candidates(store, similar_dir, version, year, anchor, reviewer,
+                                    n * OVERFETCH + len(skip) + 8, min_score=min_score, now=now))
+        else:
+            own = store.leased_to(version, year, reviewer, min_score=min_score, now=now)
+            take(sorted(own, key=_order_key(strategy)))
+        if len(batch) < n and strategy != SIMILAR:
             limit = n * OVERFETCH + len(skip) + 8
             take(_candidates(store, version, year, strategy, reviewer, limit, min_score, now))
         if not batch:
@@ -222,6 +246,27 @@ def next_cards(
                                        lease_seconds, now=now, shown=first))
     return [{**row, "threshold": model["threshold"]} for row in batch
             if (int(row["cell_id"]), int(row["year"])) in leased]
+
+
+def similar_candidates(
+    store: Store, folder: Path, version: str, year: int, anchor: int, reviewer: str, limit: int,
+    *, min_score: float | None = None, now: float | None = None,
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` score rows of the cells nearest to ``anchor`` (itself excluded) that are
+    scored, unlabelled, inside the territory and not leased to another reviewer, nearest first,
+    each with its ``similarity`` (cosine). Asks the index for 4 x more neighbours until enough
+    pass (at most MAX_K)."""
+    k = max(limit, 1) * 2
+    while True:
+        near = nearest_cells(store, folder, version, year, anchor, k)
+        rows = store.unreviewed_scores(version, year, [c for c, _ in near], reviewer,
+                                       min_score=min_score, now=now)
+        if len(rows) >= limit or len(near) < k or k >= MAX_K:
+            break
+        k = min(k * 4, MAX_K)
+    similarity = dict(near)
+    by_id = {int(r["cell_id"]): r for r in rows}
+    return [{**by_id[c], "similarity": similarity[c]} for c, _ in near if c in by_id][:limit]
 
 
 def _second_review_row(store: Store, version: str, task: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from model.fcn import MARGIN_PX
 from model.score import CellScores, distribution_shift, score_block
 from pipeline.ingest import check_year
 from pipeline.settings import Settings
+from pipeline.similar import drop_stale_indexes
 
 #: Blocks read (decimated) for the distribution-shift check of a year.
 SHIFT_SAMPLE_BLOCKS = 4
@@ -195,7 +196,8 @@ def score_year(
     :func:`pipeline.distributed.dask_runner` for a cluster). ``restart`` forgets earlier progress
     and scores every block again. A model whose bands the imagery lacks fails before anything is
     written (BandMismatchError naming both lists); bands far from the model's training
-    distribution are scored but named in ``warnings``.
+    distribution are scored but named in ``warnings``. "More like this" index files of the
+    version's changed years (and of versions without embeddings) are deleted afterwards.
     """
     recipe = year_recipe(store, settings, year)
     source = recipe.open()
@@ -213,6 +215,7 @@ def score_year(
     write_blocks(store, recipe, bundle.version, results, write_every=options.write_every,
                  progress=progress)
     summary = store.summarise_scores(bundle.version, recipe.year, bundle.threshold)
+    drop_stale_indexes(store, settings.similarity_dir)
     return YearScores(year=recipe.year, model_version=bundle.version,
                       scored=int(summary["scored"]), not_scored=int(summary["not_scored"]),
                       predicted_mines=int(summary["predicted_mines"]), warnings=tuple(warnings),
@@ -222,8 +225,9 @@ def score_year(
 def write_blocks(store: Store, recipe: YearRecipe, version: str,
                  results: Iterable[tuple[CellRange, CellScores]], *, write_every: int = 4,
                  progress: Callable[[float], None] | None = None) -> int:
-    """The one writer: store blocks' scores ``write_every`` blocks per transaction, each with its
-    ``scored_blocks`` row; cells without any valid pixel get no row. Returns the rows written."""
+    """The one writer: store blocks' scores (and the embeddings of their scored cells)
+    ``write_every`` blocks per transaction, each with its ``scored_blocks`` row; cells without
+    any valid pixel get no row. Returns the score rows written."""
     batch: list[tuple[CellRange, CellScores]] = []
     written = 0
 
@@ -246,9 +250,7 @@ def write_blocks(store: Store, recipe: YearRecipe, version: str,
 
 def with_pixels(cells: CellScores) -> CellScores:
     """The cells that hold at least one valid pixel (a block's corner may lie off the imagery)."""
-    keep = cells.valid_fraction > 0
-    return CellScores(cells.cell_ids[keep], cells.scores[keep], cells.uncertainty[keep],
-                      cells.valid_fraction[keep])
+    return cells.subset(cells.valid_fraction > 0)
 
 
 def score_years(

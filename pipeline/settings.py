@@ -127,6 +127,11 @@ class Settings:
         return Path(self.THUMBNAIL_DIR) if self.THUMBNAIL_DIR else self.data_dir / "thumbnails"
 
     @property
+    def similarity_dir(self) -> Path:
+        """Where the "more like this" indexes are cached (pipeline.similar)."""
+        return self.data_dir / "similarity"
+
+    @property
     def demo_dir(self) -> Path:
         return Path(self.DEMO_DIR) if self.DEMO_DIR else self.data_dir / "demo"
 

@@ -50,6 +50,13 @@ def test_cluster_scores_equal_local_scores(tmp_path, scene, client):
     assert got.keys() == expected.keys()
     for cell, row in expected.items():
         assert got[cell] == pytest.approx(row, nan_ok=True, abs=1e-6)
+    # The embeddings come back through the cluster too, the same up to one quantisation level.
+    with Store(local.database_path) as a, Store(remote.database_path) as b:
+        ids_a, vec_a, scale_a = a.embeddings("m0001", 2021)
+        ids_b, vec_b, scale_b = b.embeddings("m0001", 2021)
+    assert len(ids_a) > 0 and np.array_equal(ids_a, ids_b)
+    assert np.abs(vec_a.astype(int) - vec_b.astype(int)).max() <= 1
+    assert scale_b == pytest.approx(scale_a, rel=1e-5)
     # Each worker loaded the model once, whatever the number of blocks it scored.
     loaded = client.run(lambda: len(__import__("pipeline.distributed").distributed._MODELS))
     assert set(loaded.values()) <= {0, 1} and sum(loaded.values()) >= 1
@@ -86,6 +93,13 @@ def test_cli_scores_on_a_local_cluster(tmp_path, scene):
     assert got.keys() == expected.keys()
     for cell, row in expected.items():
         assert got[cell] == pytest.approx(row, nan_ok=True, abs=1e-6)
+    # The embeddings come back through the cluster too, the same up to one quantisation level.
+    with Store(local.database_path) as a, Store(remote.database_path) as b:
+        ids_a, vec_a, scale_a = a.embeddings("m0001", 2021)
+        ids_b, vec_b, scale_b = b.embeddings("m0001", 2021)
+    assert len(ids_a) > 0 and np.array_equal(ids_a, ids_b)
+    assert np.abs(vec_a.astype(int) - vec_b.astype(int)).max() <= 1
+    assert scale_b == pytest.approx(scale_a, rel=1e-5)
 
 
 def test_scheduler_addresses():

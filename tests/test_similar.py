@@ -1,0 +1,203 @@
+"""More like this: embeddings stored by scoring, the faiss index against brute force, retention,
+the review queue of look-alikes and its web flow (Flask test client)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.register_assert_rewrite("fixtures_app")
+from fixtures_app import add_account, card_fields, csrf_from, login  # noqa: E402
+
+from db.store import Store  # noqa: E402
+from model.score import CellScores, dequantise_embeddings, quantise_embeddings  # noqa: E402
+from pipeline import review as service  # noqa: E402
+from pipeline.scoring import prune_old_scores, score_year  # noqa: E402
+from pipeline.similar import (  # noqa: E402
+    NoEmbeddingError,
+    build_index,
+    drop_stale_indexes,
+    nearest_cells,
+    normalised,
+    similarity_index,
+)
+from pipeline.training import register_model  # noqa: E402
+from tests.territory import write_territory  # noqa: E402
+from tests.test_scoring import installation, tiny_bundle  # noqa: E402
+
+pytest_plugins = ["fixtures_app"]
+
+WIDTH = 8  # the tiny bundle's last hidden layer
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_territory(tmp_path_factory.mktemp("scene"), size_km=8, n_mines=3).scene
+
+
+def test_quantisation_round_trip() -> None:
+    x = np.random.default_rng(0).gamma(2.0, 1.0, size=(50, 64)).astype(np.float32)
+    x[3] = 0.0
+    q, scale = quantise_embeddings(x)
+    assert q.dtype == np.uint8 and q.shape == (50, 64) and scale.dtype == np.float32
+    assert scale[3] == 0 and not q[3].any()
+    back = dequantise_embeddings(q, scale)
+    assert np.abs(back - x).max() <= scale.max() / 255 / 2 + 1e-6
+
+
+def test_scoring_stores_an_embedding_for_every_scored_cell(tmp_path, scene) -> None:
+    settings = installation(tmp_path, "a", scene)
+    with Store(settings.database_path) as store:
+        score_year(store, settings, tiny_bundle(), 2021)
+        scored = {r[0] for r in store.db.execute(
+            "SELECT cell_id FROM scores WHERE score IS NOT NULL").fetchall()}
+        ids, vectors, scale = store.embeddings("m0001", 2021)
+        sizes = {r[0] for r in store.db.execute("SELECT length(vector) FROM embeddings")}
+    assert set(ids.tolist()) == scored and len(scored) > 100
+    assert vectors.shape == (len(ids), WIDTH) and sizes == {WIDTH}
+    assert (scale > 0).all() and (vectors.max(axis=1) == 255).all()
+
+
+def test_index_returns_the_exact_nearest_neighbours(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    q, scale = quantise_embeddings(rng.gamma(1.5, 1.0, size=(3000, 16)))
+    vectors = normalised(q, scale)
+    ids = np.arange(3000, dtype=np.int64) * 7 + 5
+    exact = build_index(ids, vectors)
+    approximate = build_index(ids, vectors, exact_max=100)  # the IVF + 8-bit path
+    recalls = []
+    for row in rng.choice(3000, 20, replace=False):
+        truth = ids[np.argsort(-(vectors @ vectors[row]), kind="stable")[:10]]
+        sims, got = exact.search(vectors[row][None], 10)
+        assert np.allclose(sims[0], np.sort(vectors @ vectors[row])[::-1][:10], atol=1e-5)
+        assert set(got[0]) == set(truth) or np.isclose(sims[0][-1], sims[0][-2])
+        _, near = approximate.search(vectors[row][None], 10)
+        recalls.append(len(set(near[0]) & set(truth)) / 10)
+    assert np.mean(recalls) >= 0.8
+
+
+def test_retention_deletes_embeddings_and_index_files(tmp_path, scene) -> None:
+    settings = installation(tmp_path, "a", scene)
+    with Store(settings.database_path) as store:
+        score_year(store, settings, tiny_bundle(), 2021)
+        cell = int(store.embeddings("m0001", 2021)[0][0])
+        near = nearest_cells(store, settings.similarity_dir, "m0001", 2021, cell, 5)
+        assert len(near) == 5 and cell not in [c for c, _ in near]
+        assert len(list(settings.similarity_dir.glob("*.faiss"))) == 1
+        register_model(store, settings, tiny_bundle("m0002", parent="m0001", seed=1),
+                       activate=True)
+        score_year(store, settings, tiny_bundle("m0002", parent="m0001", seed=1), 2021)
+        nearest_cells(store, settings.similarity_dir, "m0002", 2021, cell, 5)
+        assert prune_old_scores(store, keep=1) == ["m0001"]
+        assert store.embeddings("m0001", 2021)[0].size == 0
+        deleted = drop_stale_indexes(store, settings.similarity_dir)
+        assert [p.name.split("__")[0] for p in deleted] == ["m0001"]
+        assert [p.name.split("__")[0] for p in settings.similarity_dir.glob("*.faiss")] == [
+            "m0002"]
+        with pytest.raises(NoEmbeddingError, match="m0001 stored no embeddings"):
+            similarity_index(store, settings.similarity_dir, "m0001", 2021)
+        with pytest.raises(NoEmbeddingError, match="pruned"):
+            nearest_cells(store, settings.similarity_dir, "m0001", 2021, cell, 5)
+        store.delete_model_scores("m0002")
+        assert store.embeddings("m0002", 2021)[0].size == 0
+
+
+def add_embeddings(database, cell_ids: list[int], year: int = 2021) -> dict[int, int]:
+    """Give the review database's cells embeddings in two tight clusters (even / odd index);
+    returns cell id -> cluster."""
+    rng = np.random.default_rng(3)
+    centres = rng.gamma(2.0, 1.0, size=(2, 16))
+    cluster = {c: i % 2 for i, c in enumerate(cell_ids)}
+    features = np.stack([centres[cluster[c]] + rng.normal(0, 0.05, 16) for c in cell_ids])
+    q, scale = quantise_embeddings(features)
+    ids = np.asarray(cell_ids, dtype=np.int64)
+    with Store(database) as store:
+        rows = {r["cell_id"]: r for r in store.db.query(
+            "SELECT * FROM scores WHERE model_version = 'm0001' AND year = ?", [year])}
+        cells = CellScores(ids, np.array([rows[c]["score"] for c in cell_ids], np.float32),
+                           np.array([rows[c]["uncertainty"] for c in cell_ids], np.float32),
+                           np.array([rows[c]["valid_fraction"] for c in cell_ids], np.float32),
+                           q, scale)
+        store.write_scored_blocks(year, "m0001", store.scenes(year)[-1]["id"],
+                                  [((0, 1, 0, 1), cells)])
+    return cluster
+
+
+def test_similar_queue_serves_unreviewed_look_alikes(review_db, tmp_path) -> None:
+    cluster = add_embeddings(review_db.database, review_db.cell_ids)
+    anchor = review_db.cell_ids[0]
+    same = [c for c in review_db.cell_ids if cluster[c] == 0 and c != anchor]
+    folder = tmp_path / "similarity"
+    with Store(review_db.database) as store:
+        labelled, held = same[0], same[1]
+        store.record_label(labelled, 2021, "background", "bo")
+        store.lease_cells([(held, 2021)], "bo", 600)
+        cards = service.next_cards(store, reviewer="ana", strategy=service.SIMILAR,
+                                   anchor=anchor, year=2021, n=5, similar_dir=folder)
+        served = [c["cell_id"] for c in cards]
+        assert len(served) == 5 and all(cluster[c] == 0 for c in served)
+        assert anchor not in served and labelled not in served and held not in served
+        sims = [c["similarity"] for c in cards]
+        assert all(s > 0.9 for s in sims)
+        with pytest.raises(service.ReviewError, match="anchor"):
+            service.next_cards(store, reviewer="ana", strategy=service.SIMILAR, year=2021,
+                               similar_dir=folder)
+        with pytest.raises(NoEmbeddingError, match="2020"):
+            service.next_cards(store, reviewer="ana", strategy=service.SIMILAR, anchor=anchor,
+                               year=2020, similar_dir=folder)
+
+
+def test_more_like_this_through_the_web_app(client, review_db) -> None:
+    cluster = add_embeddings(review_db.database, review_db.cell_ids)
+    anchor = review_db.cell_ids[2]
+    token = login(client, "ana")
+    page = client.get(f"/review?cell={anchor}&year=2021").get_data(as_text=True)
+    assert f"/cells/{anchor}/2021/similar" in page and 'data-key="l"' in page
+    response = client.post(f"/cells/{anchor}/2021/similar", data={"csrf_token": token},
+                           headers={"HX-Request": "true"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and f"More like cell {anchor}" in html
+    first = card_fields(html)["cell_id"]
+    assert cluster[first] == cluster[anchor] and first != anchor
+    # Deciding keeps the sweep going: the next card is another look-alike.
+    response = client.post(f"/cells/{first}/2021/label",
+                           data={"csrf_token": token, "label": "background",
+                                 "request_id": card_fields(html)["request_id"]},
+                           headers={"HX-Request": "true"})
+    second = card_fields(response.get_data(as_text=True))["cell_id"]
+    assert second not in (first, anchor) and cluster[second] == cluster[anchor]
+    page = client.get("/review").get_data(as_text=True)
+    assert f"more like cell {anchor}" in page
+    # Bad input: an unknown cell, a year the model stored no embeddings for.
+    assert client.post("/cells/1/2021/similar", data={"csrf_token": token}).status_code == 404
+    missing = client.post(f"/cells/{anchor}/2020/similar", data={"csrf_token": token})
+    assert missing.status_code == 409
+    assert "no embedding" in missing.get_data(as_text=True)
+    # Choosing another order leaves the sweep.
+    client.post("/review/queue", data={"csrf_token": token, "strategy": "score", "year": 2021})
+    assert "more like cell" not in client.get("/review").get_data(as_text=True)
+
+
+def test_more_like_this_needs_a_login(client, review_db) -> None:
+    add_embeddings(review_db.database, review_db.cell_ids)
+    add_account(client.application, "ana")  # an account exists: no open mode
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    anchor = review_db.cell_ids[0]
+    response = client.post(f"/cells/{anchor}/2021/similar", data={"csrf_token": token})
+    assert response.status_code == 401
+    with Store(review_db.database) as store:
+        assert store.db.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+
+
+def test_a_sweep_whose_anchor_lost_its_embedding_falls_back(client, review_db) -> None:
+    add_embeddings(review_db.database, review_db.cell_ids)
+    anchor = review_db.cell_ids[4]
+    token = login(client, "ana")
+    assert client.post(f"/cells/{anchor}/2021/similar", data={"csrf_token": token},
+                       headers={"HX-Request": "true"}).status_code == 200
+    with Store(review_db.database) as store, store.atomic():
+        store.db.execute("DELETE FROM embeddings")  # as after scoring without embeddings
+    html = client.get("/review/card", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "no embedding" in html and "Back to the usual queue" in html
+    assert card_fields(html)["cell_id"] in review_db.cell_ids
+    assert "more like cell" not in client.get("/review").get_data(as_text=True)
