@@ -11,6 +11,7 @@ filters (mine, background)". This module builds exactly that::
     Conv2D 64, k x k, relu, same
     MaxPool 2
     Conv2D 64, k x k, relu, same
+    [Conv2D 64, k x k, relu, same]    only with depth = 4 (DEPTH = 3, the seed's, by default)
     Dropout 0.5
     Conv2D 2, 1x1, softmax  channel 0 = background, channel 1 = mine
 
@@ -21,7 +22,8 @@ one pass.
 Receptive field: for k = 3, output position j covers the pooled block of input pixels 4j .. 4j+3
 and sees input pixels 4j-7 .. 4j+10, i.e. 18 px (conv 3 -> pool 2 -> conv 3 -> pool 2 -> conv 3:
 3, 4, 8, 10, 18 px), reaching 7 px before and after its block (RECEPTIVE_FIELD_BEFORE_PX,
-RECEPTIVE_FIELD_AFTER_PX); for k = 5 it is 32 px, reaching 14 px. So an output whose block lies
+RECEPTIVE_FIELD_AFTER_PX); for k = 5 it is 32 px, reaching 14 px; for k = 3 at depth 4 it is
+26 px, reaching 11 px (k = 5 at depth 4 would reach 22 px and is refused). So an output whose block lies
 at least that far inside a tile never sees the "same" zero padding at the tile edge: MARGIN_PX =
 16 (>= 14 and a multiple of STRIDE, so that the pooling grid of every tile lines up with the
 global pixel grid) of real context around a cell or tile makes per-cell scores independent of
@@ -45,19 +47,24 @@ POOL = 2
 STRIDE = POOL * POOL
 #: Side of the three convolution kernels: the seed's (and Balaniuk's) 3 by default; 5 is allowed.
 KERNEL = 3
+#: Number of convolution layers: the seed's three; a fourth (same stride, after the second pool)
+#: widens the receptive field without changing the output grid.
+DEPTH = 3
+DEPTHS: tuple[int, ...] = (3, 4)
 #: Context read around a cell or a tile; >= the receptive-field reach and a multiple of STRIDE.
 MARGIN_PX = 16
 
 
-def receptive_field_px(kernel: int = KERNEL) -> int:
+def receptive_field_px(kernel: int = KERNEL, depth: int = 3) -> int:
     """Receptive field of one output in input pixels: conv k, pool 2, conv k, pool 2, conv k
-    gives k, k + 1, 3k - 1, 3k + 1, 7k - 3 (18 px for k = 3, 32 px for k = 5)."""
-    return 7 * kernel - 3
+    gives k, k + 1, 3k - 1, 3k + 1, 7k - 3 (18 px for k = 3, 32 px for k = 5); each further conv
+    after the second pool (``depth`` > 3) adds STRIDE * (k - 1) (26 px for k = 3, depth 4)."""
+    return 7 * kernel - 3 + (depth - DEPTH) * STRIDE * (kernel - 1)
 
 
-def receptive_reach_px(kernel: int = KERNEL) -> int:
+def receptive_reach_px(kernel: int = KERNEL, depth: int = 3) -> int:
     """How far the receptive field reaches before (and after) the output's own STRIDE block."""
-    return (receptive_field_px(kernel) - STRIDE) // 2
+    return (receptive_field_px(kernel, depth) - STRIDE) // 2
 
 
 #: The default network's receptive field and its reach on each side of an output's block.
@@ -86,11 +93,13 @@ def build_fcn(
     widths: Sequence[int] = WIDTHS,
     dropout: float = DROPOUT,
     kernel: int = KERNEL,
+    depth: int = DEPTH,
 ) -> keras.Model:
     """Build the seed FCN for ``bands`` with per-band normalisation ``mean`` / ``std`` (DN).
 
     Input: (batch, H, W, len(bands)) float32 DN with no NaN; output: (batch, H/STRIDE, W/STRIDE, 2)
-    softmax, channel 1 = mine. The weights are initialised from ``seed``.
+    softmax, channel 1 = mine. The weights are initialised from ``seed``. ``depth`` 4 adds a conv
+    ``conv4`` (width ``widths[2]``) after ``conv3``; ``widths`` keeps its three values.
     """
     n_bands = len(bands)
     mean = np.asarray(mean, dtype=np.float64).reshape(-1)
@@ -111,6 +120,12 @@ def build_fcn(
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(map(str, KERNELS))} (its receptive "
                          f"field must fit the {MARGIN_PX} px context margin), got {kernel}")
+    if depth not in DEPTHS:
+        raise ValueError(f"depth must be one of {', '.join(map(str, DEPTHS))}, got {depth}")
+    if receptive_reach_px(kernel, depth) > MARGIN_PX:
+        raise ValueError(f"kernel {kernel} at depth {depth} reaches "
+                         f"{receptive_reach_px(kernel, depth)} px, beyond the {MARGIN_PX} px "
+                         "context margin")
     variance = np.maximum(std, MIN_STD) ** 2
 
     keras.utils.set_random_seed(seed)
@@ -124,6 +139,9 @@ def build_fcn(
     x = keras.layers.Conv2D(w2, kernel, padding="same", activation="relu", name="conv2")(x)
     x = keras.layers.MaxPooling2D(POOL, name="pool2")(x)
     x = keras.layers.Conv2D(w3, kernel, padding="same", activation="relu", name="conv3")(x)
+    for extra in range(DEPTH + 1, depth + 1):
+        x = keras.layers.Conv2D(w3, kernel, padding="same", activation="relu",
+                                name=f"conv{extra}")(x)
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     outputs = keras.layers.Conv2D(N_CLASSES, 1, activation="softmax", name="classes")(x)
     return keras.Model(inputs, outputs, name="minewatch_fcn")

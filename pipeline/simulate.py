@@ -20,7 +20,10 @@ Choices, so that a reader need not infer them from the code:
   demo generator's truth (``imagery.demo.truth_mine_fraction``, active mine components) with the
   same 5 % rule.
 * **Geographic test split.** Whole patches (the demo: 5 x 5 km blocks) are held out, the same
-  ones for every strategy and seed (``split_seed``). Their cells are never scored into the store,
+  ones for every strategy and seed (``split_seed``); a folder with ``groups.csv`` (``id,group``:
+  patches that overlap or lie < 1 km apart share a group) holds out whole groups instead. Cells
+  touching a test cell (one grid cell around the test split) are left out of the training split,
+  so at least 1 km lies between the two. Their cells are never scored into the store,
   so the queue can never serve them and the oracle never labels them; every round's model is
   evaluated on their unambiguous cells. Ambiguous cells are left out of the evaluation.
 * **Seed set.** ``seed_per_class`` mine and background cells drawn from the training split (per
@@ -75,13 +78,14 @@ import numpy as np
 
 from db.store import Store
 from imagery.bands import BandMismatchError, parse_band_list
-from imagery.grid import CellRange
+from imagery.grid import CellGrid, CellRange
 from imagery.masks import mask_cell_fractions
 from imagery.scene import SceneError, open_scene, scene_cells
 from model.fcn import MARGIN_PX
 from model.reduce import threshold_closeness
 from model.train import TrainConfig, geographic_split, validation_metrics
 from pipeline.ingest import ingest_files, year_mosaic
+from pipeline.patch_split import read_groups
 from pipeline.review import next_cards
 from pipeline.seeds import MIN_MASK_FRACTION
 from pipeline.settings import Settings, load_settings
@@ -296,6 +300,22 @@ def folder_pairs(data: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
+def _folder_units(data: Path, numbers: list[str]) -> list[int]:
+    """The held-out unit of each patch: its ``groups.csv`` group when the folder has one (patch
+    numbers missing there are an error), else the patch number (or its position)."""
+    if not (data / "groups.csv").is_file():
+        return [int(n) if n.isdigit() else i for i, n in enumerate(numbers)]
+    try:
+        groups = read_groups(data / "groups.csv")
+    except ValueError as error:
+        raise SimulationError(str(error)) from error
+    missing = [n for n in numbers if not n.isdigit() or int(n) not in groups]
+    if missing:
+        raise SimulationError(f"{data / 'groups.csv'}: no group for patch(es) "
+                              f"{', '.join(missing[:5])}")
+    return [groups[int(n)] for n in numbers]
+
+
 def _read_year_cells(store: Store, settings: Settings, year: int, bands: tuple[str, ...],
                      footprints: list[tuple[CellRange, int]]) -> dict[str, np.ndarray]:
     """Pixels of every cell of the year's mosaic with enough valid pixels; each cell's ``unit``
@@ -348,8 +368,9 @@ def load_folder(data: Path, work: Path, config: SimConfig, echo: Echo) -> Territ
         bands = _check_bands(config.bands, record["bands"], Path(data).name)
         echo(f"{Path(data).name}: {len(pairs)} patches ingested, bands {','.join(bands)}; "
              "reading cells once")
-        footprints = [(scene_cells(scene, settings.grid), int(n) if n.isdigit() else i)
-                      for i, (scene, (n, _, _)) in enumerate(zip(scenes, pairs, strict=True))]
+        units = _folder_units(Path(data), [n for n, _, _ in pairs])
+        footprints = [(scene_cells(scene, settings.grid), unit)
+                      for scene, unit in zip(scenes, units, strict=True)]
         cells = _read_year_cells(store, settings, year, bands, footprints)
     for _, _, mask in pairs:
         try:
@@ -394,9 +415,17 @@ class Split:
     test: np.ndarray
 
 
+def _ring(cell_ids: np.ndarray) -> np.ndarray:
+    """The cells that share an edge or a corner with ``cell_ids`` (and those cells)."""
+    rows, cols = CellGrid.row_col(np.asarray(cell_ids, dtype=np.int64))
+    return np.unique(np.concatenate([CellGrid.cell_id(rows + dr, cols + dc)
+                                     for dr in (-1, 0, 1) for dc in (-1, 0, 1)]))
+
+
 def test_split(territory: Territory, config: SimConfig) -> Split:
-    """Hold out whole units (patches or blocks) until ``test_fraction`` of the cells; both splits
-    must have both classes."""
+    """Hold out whole units (patches, groups or blocks) until ``test_fraction`` of the cells; the
+    training split (pool) leaves out the cells touching a test cell; both splits must have both
+    classes."""
     truth = territory.truth()
     units = np.unique(territory.unit)
     if len(units) < 2:
@@ -414,7 +443,8 @@ def test_split(territory: Territory, config: SimConfig) -> Split:
         chosen.append(int(unit))
         count += int((territory.unit == unit).sum())
     in_test = np.isin(territory.unit, chosen)
-    split = Split(pool=np.flatnonzero(~in_test), test=np.flatnonzero(in_test))
+    near = np.isin(territory.cell_ids, _ring(territory.cell_ids[in_test]))
+    split = Split(pool=np.flatnonzero(~in_test & ~near), test=np.flatnonzero(in_test))
     for name, idx in (("training", split.pool), ("test", split.test)):
         mines, background = int((truth[idx] == 1).sum()), int((truth[idx] == 0).sum())
         if mines == 0 or background == 0:

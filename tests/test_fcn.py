@@ -275,3 +275,27 @@ def test_kernel_five_fits_the_margin_and_seven_does_not():
         assert all(STRIDE * j - 14 <= p <= STRIDE * j + STRIDE - 1 + 14 for j in changed)
     with pytest.raises(ValueError, match="kernel"):
         build_fcn(("B4",), np.zeros(1), np.ones(1), kernel=7)
+
+
+def test_depth_four_adds_a_conv_within_the_margin():
+    from model.fcn import receptive_field_px, receptive_reach_px
+
+    assert receptive_field_px(3, 4) == 26 and receptive_reach_px(3, 4) == 11 <= MARGIN_PX
+    model = build_fcn(("B4",), np.zeros(1), np.ones(1), widths=TINY, seed=1, depth=4)
+    assert model.get_layer("conv4").kernel.shape == (3, 3, 8, 8)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 64, 64, 1)).astype(np.float32)
+    ref = model.predict_on_batch(base)[0, :, :, 1]
+    assert ref.shape == (16, 16)
+    reached = set()
+    for p in range(64):
+        bumped = base.copy()
+        bumped[0, :, p, 0] += 50.0
+        changed = np.flatnonzero(np.abs(model.predict_on_batch(bumped)[0, :, :, 1] - ref).max(0) > 0)
+        assert all(STRIDE * j - 11 <= p <= STRIDE * j + STRIDE - 1 + 11 for j in changed)
+        reached.update(p - STRIDE * j for j in changed)
+    assert min(reached) == -11  # the documented reach is met, not only bounded
+    with pytest.raises(ValueError, match="depth must be one of"):
+        build_fcn(("B4",), np.zeros(1), np.ones(1), depth=5)
+    with pytest.raises(ValueError, match="beyond the 16 px context margin"):
+        build_fcn(("B4",), np.zeros(1), np.ones(1), kernel=5, depth=4)

@@ -186,3 +186,42 @@ def test_a_folder_without_masks_is_refused(folder, tmp_path) -> None:
         run_simulation(broken, tmp_path / "work", tiny())
     with pytest.raises(SimulationError, match="unknown strategy"):
         tiny(strategies=("alphabetical",))
+
+
+def test_test_split_keeps_units_whole_and_a_cell_between_test_and_pool(tmp_path) -> None:
+    from imagery.grid import CellGrid
+    from pipeline.simulate import Territory, test_split
+
+    rows, cols = np.meshgrid(np.arange(10), np.arange(12), indexing="ij")
+    ids = CellGrid.cell_id(rows.ravel(), cols.ravel()).astype(np.int64)
+    unit = (cols.ravel() // 3).astype(np.int64)  # four 10 x 3 blocks side by side
+    fraction = np.where(rows.ravel() % 4 == 0, 0.5, 0.0)  # mines in every block
+    n = ids.size
+    territory = Territory(name="grid", year=2021, bands=("B2",), base_db=tmp_path / "x.db",
+                          cell_ids=ids, scene_ids=np.ones(n, np.int64),
+                          valid_fraction=np.ones(n, np.float32),
+                          pixels=np.zeros((n, 1, 1, 1), np.float32), fraction=fraction, unit=unit)
+    for split_seed in range(4):
+        split = test_split(territory, tiny(test_fraction=0.3, split_seed=split_seed))
+        assert not set(unit[split.pool]) & set(unit[split.test])
+        test_rc = np.stack(CellGrid.row_col(ids[split.test]), axis=1)
+        pool_rc = np.stack(CellGrid.row_col(ids[split.pool]), axis=1)
+        chebyshev = np.abs(test_rc[:, None, :] - pool_rc[None, :, :]).max(axis=2)
+        assert chebyshev.min() >= 2  # one whole cell (1 km) between test and training cells
+        left_out = np.setdiff1d(np.arange(n), np.concatenate([split.pool, split.test]))
+        out_rc = np.stack(CellGrid.row_col(ids[left_out]), axis=1)
+        near = np.abs(out_rc[:, None, :] - test_rc[None, :, :]).max(axis=2).min(axis=1)
+        assert len(left_out) >= 10 and (near == 1).all()  # only the ring around the test split
+
+
+def test_folder_units_are_groups_when_the_folder_has_groups_csv(tmp_path) -> None:
+    from pipeline.simulate import _folder_units
+
+    assert _folder_units(tmp_path, ["3", "7"]) == [3, 7]
+    (tmp_path / "groups.csv").write_text("id,group\n3,0\n7,0\n9,1\n")
+    assert _folder_units(tmp_path, ["3", "7", "9"]) == [0, 0, 1]
+    with pytest.raises(SimulationError, match="no group for patch"):
+        _folder_units(tmp_path, ["3", "8"])
+    (tmp_path / "groups.csv").write_text("id\n3\n")
+    with pytest.raises(SimulationError, match="missing column"):
+        _folder_units(tmp_path, ["3"])
