@@ -296,6 +296,10 @@ def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     app.config.update(
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.SESSION_HOURS),
+        # The cookie is sent only when a request changes the session. Refreshing it on every
+        # response let a thumbnail request that started before a POST overwrite what the POST
+        # stored (e.g. the triage grid's per-tile outcomes); expiry counts from ``login_at``.
+        SESSION_REFRESH_EACH_REQUEST=False,
         SESSION_COOKIE_SECURE=settings.BEHIND_HTTPS_PROXY,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,

@@ -110,6 +110,13 @@ def test_login_logout_and_wrong_password(app, client) -> None:
     assert client.get("/review").status_code == 302
 
 
+def test_a_request_that_does_not_change_the_session_sends_no_cookie(app, client) -> None:
+    # A thumbnail answered after a POST must not put back the session from before the POST.
+    login(client, "ana")
+    assert client.get("/static/app.css").headers.get("Set-Cookie") is None
+    assert client.get("/map").headers.get("Set-Cookie") is None
+
+
 def test_logout_releases_the_reviewers_leases(app, client, review_db) -> None:
     token = login(client, "ana")
     client.get("/review")
