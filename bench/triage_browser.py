@@ -177,7 +177,7 @@ def _p95(values: list[float]) -> float:
     return float(np.percentile(values, 95)) if values else float("nan")
 
 
-def run(size_km: int = 24, grid: str = "4x4", pages: int = 6, cards: int = 40,
+def run(size_km: int = 24, grid: str = "4x4", pages: int = 4, cards: int = 40,
         glance_ms: float = 0.0, chromium: str | None = None) -> dict[str, float]:
     """Build, serve, drive chromium; print the figures and return the JSON figures."""
     from playwright.sync_api import sync_playwright
@@ -236,7 +236,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-km", type=int, default=24, help="side of the demo territory")
     parser.add_argument("--grid", default="4x4", help="TRIAGE_GRID of the run")
-    parser.add_argument("--pages", type=int, default=6, help="grid pages per pass (cold, warm)")
+    parser.add_argument("--pages", type=int, default=4,
+                        help="grid pages per pass (cold, warm); the default 24 km demo's queue "
+                             "holds 2 x 4 pages of 4 x 4 and then 40 cards")
     parser.add_argument("--cards", type=int, default=40, help="single cards decided")
     parser.add_argument("--glance-ms", type=float, default=0.0,
                         help="simulated looking time per decision (per tile in the grid)")
