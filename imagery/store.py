@@ -408,11 +408,14 @@ def read_block(path: Path) -> np.ndarray:
         return np.moveaxis(ds.read(), 0, -1)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
+    reader sees the old file or the new one, never a part (the folder is created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -425,7 +428,7 @@ def write_manifest(root: Path, grid: CellGrid, bands: Sequence[str], cells: Cell
     facts = {"bands": list(bands), "block_cells": BLOCK_CELLS, "grid": _grid_facts(grid),
              "cells": [cells.row0, cells.row1, cells.col0, cells.col1],
              "dtype": "uint16", "nodata": NODATA}
-    _write_text(root / MANIFEST, json.dumps(facts, indent=1) + "\n")
+    write_atomic(root / MANIFEST, json.dumps(facts, indent=1) + "\n")
 
 
 def write_vrt(mosaic: YearMosaic) -> Path:
@@ -457,7 +460,7 @@ def write_vrt(mosaic: YearMosaic) -> Path:
         lines.append("  </VRTRasterBand>")
     lines.append("</VRTDataset>")
     path = mosaic.root / MOSAIC_VRT
-    _write_text(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

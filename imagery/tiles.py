@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -35,7 +33,7 @@ from rio_tiler.errors import NoOverviewWarning
 from rio_tiler.io import Reader
 
 from imagery.bands import select_bands
-from imagery.store import MOSAIC_VRT, MosaicError, YearMosaic
+from imagery.store import MOSAIC_VRT, MosaicError, YearMosaic, write_atomic
 from imagery.thumbnails import VIEWS, Stretch, render_view
 from imagery.validate import library_message, quiet_gdal
 
@@ -198,18 +196,6 @@ class TileCache:
         if tile_window(mosaic, z, x, y) is None:
             return None
         data = render_tile(mosaic, mode, z, x, y, stretch) or TRANSPARENT_PNG
-        _write_atomic(path, data)
+        write_atomic(path, data)
         return path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from db.store import Store
 from model.train import source_scores, validation_metrics
-from pipeline.jobs import pause_point, recover_cycles, spawn_worker
+from pipeline.jobs import pause_point, recover_cycles, start_recorded_worker
 from pipeline.scoring import Runner, prune_old_scores, score_year, year_area_km2
 from pipeline.settings import Settings
 from pipeline.similar import drop_stale_indexes
@@ -58,15 +58,11 @@ def launch_cycle(settings: Settings) -> int:
         recover_cycles(store, settings)
         parent = store.active_model()
         cycle_id = store.start_cycle(parent["version"] if parent else None)
-    try:
-        worker = spawn_worker(settings, ["cycle", "--cycle-id", str(cycle_id)],
-                              settings.data_dir / "cycles" / f"cycle_{cycle_id}.log")
-    except OSError as error:
-        with Store(settings.database_path) as store:
-            store.finish_cycle(cycle_id, "failed", message=f"the worker did not start: {error}")
-        raise
-    with Store(settings.database_path) as store:
-        store.update_cycle(cycle_id, pid=worker.pid)
+    start_recorded_worker(
+        settings, ["cycle", "--cycle-id", str(cycle_id)],
+        settings.data_dir / "cycles" / f"cycle_{cycle_id}.log",
+        finish=lambda store, message: store.finish_cycle(cycle_id, "failed", message=message),
+        record_pid=lambda store, pid: store.update_cycle(cycle_id, pid=pid))
     return cycle_id
 
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,16 +90,27 @@ def launch_job(settings: Settings, kind: str, params: dict[str, Any],
     with Store(settings.database_path) as store:
         cleanup_jobs(store, settings)
         job_id = store.start_job(kind, params, requested_by)
+    start_recorded_worker(settings, ["job", "--job-id", str(job_id)], job_log(settings, job_id),
+                          finish=lambda store, message: store.finish_job(job_id, "failed",
+                                                                         message=message),
+                          record_pid=lambda store, pid: store.update_job(job_id, pid=pid))
+    return job_id
+
+
+def start_recorded_worker(settings: Settings, args: list[str], log_path: Path, *,
+                          finish: Callable[[Store, str], None],
+                          record_pid: Callable[[Store, int], None]) -> None:
+    """``spawn_worker`` for a row already recorded as running (a job or a cycle): its pid is
+    recorded with ``record_pid``; a worker that cannot start fails the row (``finish``) and the
+    OSError is raised."""
     try:
-        worker = spawn_worker(settings, ["job", "--job-id", str(job_id)],
-                              job_log(settings, job_id))
+        worker = spawn_worker(settings, args, log_path)
     except OSError as error:
         with Store(settings.database_path) as store:
-            store.finish_job(job_id, "failed", message=f"the worker did not start: {error}")
+            finish(store, f"the worker did not start: {error}")
         raise
     with Store(settings.database_path) as store:
-        store.update_job(job_id, pid=worker.pid)
-    return job_id
+        record_pid(store, worker.pid)
 
 
 def job_log(settings: Settings, job_id: int) -> Path:
