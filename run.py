@@ -25,6 +25,7 @@ from imagery.bands import BandMismatchError, parse_band_list  # noqa: E402
 from imagery.earthengine import EarthEngineError  # noqa: E402
 from imagery.scene import SceneError  # noqa: E402
 from imagery.vectors import VectorError  # noqa: E402
+from pipeline.queues import default_queue_sentence  # noqa: E402
 from pipeline.settings import Settings, load_settings  # noqa: E402
 
 #: Errors that are the user's input, not a bug: shown as one line.
@@ -342,14 +343,13 @@ def job(settings: Settings, job_id: int) -> None:
     click.echo(f"Job {job_id}: {row['output']} ({row['message']})")
 
 
-@cli.command()
+@cli.command(help=f"Serve the review app (waitress). {default_queue_sentence()}")
 @click.option("--host", default=None, help="Address to listen on (default: the HOST setting, "
                                            "127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: the PORT setting, 5000).")
 @click.pass_obj
 @user_errors
 def serve(settings: Settings, host: str | None, port: int | None) -> None:
-    """Serve the review app (waitress)."""
     from dataclasses import replace
 
     from labeller import serve as serve_app

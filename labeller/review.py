@@ -28,18 +28,11 @@ from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.safety import parse_int
 from pipeline import review as service
+from pipeline.queues import DEFAULT_STRATEGY, QUEUE_NAMES, default_queue_sentence
 from pipeline.second_review import current_policy
 from pipeline.similar import NoEmbeddingError, anchor_vector
 
 bp = Blueprint("review", __name__)
-
-#: How the queue orders are named in the UI (one per ``QUEUE_STRATEGIES`` entry).
-STRATEGY_NAMES: dict[str, str] = {
-    "uncertainty": "most uncertain first (closest to the threshold)",
-    "score": "highest score first",
-    "random": "random (unbiased sample)",
-    "mixed": "mixed: uncertain, top and random",
-}
 
 #: Thumbnail URLs carry the cache key (``?v=``): a year in the browser cache is safe.
 THUMB_MAX_AGE = 365 * 24 * 3600
@@ -57,10 +50,10 @@ def is_htmx() -> bool:
 
 def queue_choice(store) -> service.QueueChoice:
     """The session's queue choice; the year defaults to the latest the active model scored."""
-    strategy = session.get("strategy", service.DEFAULT_STRATEGY)
+    strategy = session.get("strategy", DEFAULT_STRATEGY)
     anchor = session.get("anchor") if strategy == service.SIMILAR else None
     if strategy not in QUEUE_STRATEGIES and anchor is None:
-        strategy = service.DEFAULT_STRATEGY
+        strategy = DEFAULT_STRATEGY
     year = session.get("year")
     if year is None or (store.active_model() and year not in store.years()):
         year = service.default_year(store)
@@ -117,7 +110,9 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
         year=choice.year, predicted_only=choice.predicted_only)
     return dict(card=card, prefetch=prefetch, stats=stats, choice=choice, notice=notice,
                 recent=service.recent_decisions(store, reviewer), oob=oob,
-                model=store.active_model(), years=store.years(), strategies=STRATEGY_NAMES)
+                model=store.active_model(), years=store.years(), strategies=QUEUE_NAMES,
+                default_strategy=DEFAULT_STRATEGY,
+                default_queue=default_queue_sentence())
 
 
 def render_card(store, **kwargs: Any) -> str:
@@ -166,7 +161,7 @@ def choose_queue():
     The "more like this" order stays only while it is chosen again (its anchor is kept)."""
     reviewer = current_name()
     store = get_store()
-    strategy = request.form.get("strategy", service.DEFAULT_STRATEGY)
+    strategy = request.form.get("strategy", DEFAULT_STRATEGY)
     similar = strategy == service.SIMILAR and session.get("anchor") is not None
     if strategy not in QUEUE_STRATEGIES and not similar:
         abort(400, f"unknown queue order {strategy!r}; choose one of {', '.join(QUEUE_STRATEGIES)}")
@@ -212,7 +207,7 @@ def similar(cell_id: int, year: int):
 
 def _leave_similar() -> None:
     """Back from "more like this" to the default order."""
-    session["strategy"] = service.DEFAULT_STRATEGY
+    session["strategy"] = DEFAULT_STRATEGY
     session.pop("anchor", None)
 
 

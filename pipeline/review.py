@@ -33,14 +33,10 @@ from db.store import LABELS, QUEUE_STRATEGIES, Store, StoreError, UnknownCellErr
 from imagery.bands import BandMismatchError
 from imagery.grid import ID_STRIDE
 from pipeline.ingest import year_mosaic
+from pipeline.queues import DEFAULT_STRATEGY
 from pipeline.second_review import SecondReviewPolicy
 from pipeline.similar import MAX_K, anchor_vector, nearest_cells, similarity_index
 
-#: The strategy a new reviewer session starts with: highest score first. In the simulated-reviewer
-#: runs on the real Brazil patches (README "Active learning") it is in the leading group with mixed
-#: and uncertainty (all within the seed-to-seed spread) and leaves the fewest false positives
-#: unreviewed; it is also the triage case: every rejection becomes a hard negative.
-DEFAULT_STRATEGY = "score"
 #: Milliseconds per card are clamped to [0, MAX_MS] (a card left open over lunch says nothing).
 MAX_MS = 10 * 60 * 1000
 #: Candidates fetched per wanted card, so that spatial de-duplication still fills a batch.
