@@ -217,7 +217,7 @@ def train(settings: Settings, mines: Path | None, years: tuple[int, ...], bands:
     """Train a new model version. With --mines, first replace the seed labels of the year:
     cells touching a polygon are mines, as many random far-away cells are background; the
     polygons rasterised over those cells become the year's mask layer, which supervises the
-    FCN's map per 40 m block (DENSE_LOSS_WEIGHT, FCN_DEPTH auto = 4)."""
+    FCN's map per 40 m block when DENSE_LOSS_WEIGHT > 0 (FCN_DEPTH auto then builds 4)."""
     from pipeline.seeds import seed_labels_from_polygons
     from pipeline.training import train_config, train_model
 

@@ -7,9 +7,11 @@ mine, every year). This scores nothing: it reads the model's stored scores of th
 (every scored cell but the first year's, whose seed labels trained it) and reports the AP
 against the truth (a cell is a mine when >= 5 % of it is an active mine that year).
 
-Compare two training set-ups on the same territory, e.g. the defaults against the seed's way::
+Compare two training set-ups on the same territory, e.g. dense supervision from the polygons'
+mask layer (depth 4) against the seed's way (the defaults)::
 
-    MINEWATCH_DATA_DIR=/tmp/d_new MINEWATCH_TRAIN_EPOCHS=8 python run.py demo --size-km 12 --seed 0
+    MINEWATCH_DATA_DIR=/tmp/d_new MINEWATCH_TRAIN_EPOCHS=8 MINEWATCH_DENSE_LOSS_WEIGHT=1 \\
+        python run.py demo --size-km 12 --seed 0
     MINEWATCH_DATA_DIR=/tmp/d_old MINEWATCH_TRAIN_EPOCHS=8 MINEWATCH_FCN_DEPTH=3 \\
         MINEWATCH_DENSE_LOSS_WEIGHT=0 python run.py demo --size-km 12 --seed 0
     python bench/demo_truth.py /tmp/d_new /tmp/d_old

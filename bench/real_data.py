@@ -7,9 +7,9 @@
    overlap or lie < 1 km apart share a group; about a quarter of the patches, at least 1 km from
    every training patch, checked), train a 3-band model on the rest (its own validation split is
    geographic too), score the held-out patches and report precision, recall and average precision.
-   The training masks also become the year's mask layer, so the installation's defaults apply
-   (dense supervision, FCN_DEPTH auto = 4); ``--fcn-depth 3 --dense-weight 0`` trains the seed's
-   way. ``--seeds`` repeats the whole run on several group splits (training seeded the same);
+   The training masks also become the year's mask layer: ``--dense-weight 1`` trains with dense
+   supervision from it (FCN_DEPTH auto then builds 4), ``--fcn-depth 3 --dense-weight 0`` (the
+   defaults) the seed's way. ``--seeds`` repeats the whole run on several group splits (training seeded the same);
    the last line is one JSON object with the mean and std of the test figures over them.
 2. Virginia (``../shared/data/s2_scene_virginia``): a real 13-band L1C scene of fields, marsh,
    beaches, a lagoon and a town, and no mine. Score it with a model trained on the demo territory

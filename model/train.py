@@ -28,10 +28,11 @@ Choices, so a reader need not infer them from the code:
   per-block binary cross-entropy of the FCN's cropped map against those fractions
   (``BlockCrossEntropy``), class-weighted like the cell loss; a patch without targets has block
   weights 0 and only the cell loss. Early stopping then watches the validation *cell* loss, so
-  it means the same with and without masks. Measured on the Brazil tailings patches
-  (``bench/detector.py``): depth 4 plus this loss ranks held-out cells better than the seed's
-  cell loss alone; so ``depth`` None ("auto") builds 4 convolutions when some training patch has
-  targets (and the kernel's reach allows it), else the seed's 3.
+  it means the same with and without masks. ``depth`` None ("auto") builds 4 convolutions when
+  this loss is used (and the kernel's reach allows it), else the seed's 3: the combination
+  ranked held-out Brazil tailings cells better in ``bench/detector.py`` (in-memory cells), but
+  not through the installation's path (``bench/real_data.py``), so ``dense_weight`` is 0 unless
+  a caller asks for it.
 * **Threshold**: ``max_f1`` picks the score threshold that maximises F1 on validation (a cell is
   a mine when score >= threshold); with fewer than ``min_per_class`` of either class in
   validation it falls back to 0.5 and says so in the metrics. Validation scores are computed
@@ -102,8 +103,9 @@ class TrainConfig:
     #: patch has per-block mask targets and the kernel's reach at that depth fits the margin,
     #: else 3 (``fcn_depth``).
     depth: int | None = None
-    #: Weight of the per-block loss on patches with mask targets (0: the cell loss only).
-    dense_weight: float = 1.0
+    #: Weight of the per-block loss on patches with mask targets (0: the cell loss only, the
+    #: default, as the DENSE_LOSS_WEIGHT setting's).
+    dense_weight: float = 0.0
     #: At most this many batches per epoch, for training and validation (None: all of them).
     steps_per_epoch: int | None = None
 

@@ -6,8 +6,9 @@ a scene of the year are candidates, so every label can be read from imagery.
 
 Given the installation's ``data_dir``, both also store the year's per-pixel truth as its mask
 layer (``imagery.masks``: the mask rasters themselves, or the polygons rasterised over the seeded
-cells only, mine and background), which training uses for dense supervision
-(``pipeline.training.StorePatches``). Without it no mask layer is written or replaced.
+cells only, mine and background), which training uses for dense supervision when
+``DENSE_LOSS_WEIGHT`` > 0 (``pipeline.training.StorePatches``). Without it no mask layer is
+written or replaced.
 """
 
 from __future__ import annotations

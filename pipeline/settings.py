@@ -49,12 +49,15 @@ class Settings:
                                "(a 320 m receptive field instead of 180 m).")
     FCN_DEPTH: str = _setting("auto", "Hidden convolutions of the FCN: 3 (the seed's), 4 (one "
                               "more after the second pool: a 260 m receptive field), or auto: 4 "
-                              "when training uses dense supervision from a mask layer (seeds "
-                              "from mask rasters or polygons), else 3. Kernel 5 allows only 3.")
-    DENSE_LOSS_WEIGHT: float = _setting(1.0, "Weight of the per-block loss on cells with a mask "
+                              "when training uses dense supervision (DENSE_LOSS_WEIGHT > 0 and "
+                              "a mask layer, from seeds made from mask rasters or polygons), "
+                              "else 3. Kernel 5 allows only 3.")
+    DENSE_LOSS_WEIGHT: float = _setting(0.0, "Weight of the per-block loss on cells with a mask "
                                         "(mask fraction of each 40 m output block against the "
-                                        "FCN's map), added to the cell loss; 0 trains on the "
-                                        "cell loss only.")
+                                        "FCN's map), added to the cell loss; 0 (the default: "
+                                        "not better on the Brazil patches through this path, "
+                                        "see README) trains on the cell loss only; 1.0 is the "
+                                        "studied weight.")
     HARD_NEGATIVE_WEIGHT: float = _setting(2.0, "Loss weight of hard negatives: reviewed "
                                            "background cells that any model version predicted "
                                            "as mines (kept for every later model).")

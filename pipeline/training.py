@@ -13,12 +13,13 @@ never at random: the reviewed labels in the installation's fixed validation bloc
 (``validation_block``, the same blocks every cycle) validate, every other label trains; while
 those blocks hold too few reviewed labels, a geographic split of all labels validates instead.
 
-Where a label's year has a mask layer (``imagery.masks``, written when seeds come from mask
-rasters or polygons) that covers the cell (at least ``MIN_VALID_FRACTION`` of it) and agrees with
-the label (a mine cell has mask pixels, a background cell none), the cell also gets per-block
-targets: the mask fraction of each STRIDE x STRIDE block of its interior, the FCN's output grid
-(dense supervision, weighted by ``DENSE_LOSS_WEIGHT``; see model/train.py). Other cells (no mask
-there, or a reviewer overruled it) train on the cell loss only.
+With ``DENSE_LOSS_WEIGHT`` > 0 (0 by default: off), where a label's year has a mask layer
+(``imagery.masks``, written when seeds come from mask rasters or polygons) that covers the cell
+(at least ``MIN_VALID_FRACTION`` of it) and agrees with the label (a mine cell has mask pixels, a
+background cell none), the cell also gets per-block targets: the mask fraction of each
+STRIDE x STRIDE block of its interior, the FCN's output grid (dense supervision; see
+model/train.py). Other cells (no mask there, or a reviewer overruled it) train on the cell loss
+only.
 """
 
 from __future__ import annotations
@@ -228,7 +229,8 @@ def collect_patches(
     """Labelled cells whose mosaic holds enough valid pixels, streamed from the store.
 
     Validity is read first, one band and ``VALIDITY_CHUNK`` cells at a time; the pixels
-    themselves are read later, batch by batch, by the returned ``StorePatches``.
+    themselves are read later, batch by batch, by the returned ``StorePatches``. With
+    ``DENSE_LOSS_WEIGHT`` > 0 the cells with mask targets are found too (``mask_targets``).
     """
     by_year: dict[int, list[dict[str, Any]]] = {}
     for row in label_rows:
@@ -245,8 +247,8 @@ def collect_patches(
     cell_ids = np.array([r["cell_id"] for r in kept_rows], dtype=np.int64)
     years = np.array([r["year"] for r in kept_rows], dtype=np.int64)
     labels = np.array([r["label"] == "mine" for r in kept_rows], dtype=np.int8)
-    has_blocks = mask_targets(settings, cell_ids, years, labels,
-                              min_covered=min_valid_fraction)
+    has_blocks = (mask_targets(settings, cell_ids, years, labels, min_covered=min_valid_fraction)
+                  if settings.DENSE_LOSS_WEIGHT > 0 else None)
     return LabelledPatches(
         pixels=StorePatches(settings, cell_ids, years, bands, has_blocks),
         labels=labels,

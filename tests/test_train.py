@@ -296,7 +296,7 @@ def test_dense_batches_turn_targets_with_their_patches():
 def test_dense_training_adds_the_block_loss_and_builds_depth_four(tmp_path):
     x, y, groups = toy_patches(48)
     targets, weights = toy_blocks(x, y)
-    config = TrainConfig(**{**FAST, "epochs": 2})
+    config = TrainConfig(**{**FAST, "epochs": 2}, dense_weight=1.0)
     dense = train_bundle(ArrayPatches(x, (targets, weights)), y, groups, BANDS3, config,
                          version="toy-dense")
     plain = train_bundle(ArrayPatches(x), y, groups, BANDS3, config, version="toy-plain")
@@ -336,8 +336,10 @@ def test_depth_and_dense_weight_settle_the_network():
         TrainConfig(dense_weight=-1)
 
 
-def test_zero_dense_weight_trains_the_cell_loss_only():
+def test_zero_dense_weight_the_default_trains_the_cell_loss_only():
     x, y, groups = toy_patches(24)
+    assert TrainConfig().dense_weight == 0.0
     result = train_bundle(ArrayPatches(x, toy_blocks(x, y)), y, groups, BANDS3,
-                          TrainConfig(**{**FAST, "epochs": 1}, dense_weight=0.0), version="toy-0")
+                          TrainConfig(**{**FAST, "epochs": 1}), version="toy-0")
     assert result.bundle.training["depth"] == 3 and "blocks_loss" not in result.history
+    assert not result.bundle.training["dense_supervision"]["used"]

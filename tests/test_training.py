@@ -256,6 +256,11 @@ def test_cells_with_an_agreeing_mask_get_block_targets(masked, settings):
     mine = next(r for r in rows if r["label"] == "mine")
     store.record_label(mine["cell_id"], 2021, "background", "ann")  # a reviewer overrules it
     rows = store.training_labels()
+    off = collect_patches(store, settings, rows, ("B4", "B8", "B11"),
+                          min_valid_fraction=settings.MIN_VALID_FRACTION)
+    assert not off.pixels.has_blocks.any()  # DENSE_LOSS_WEIGHT 0 (default): no mask is read
+    settings = load_settings({"DATA_DIR": str(settings.data_dir), **FAST,
+                              "DENSE_LOSS_WEIGHT": 1.0}, environ={})
     patches = collect_patches(store, settings, rows, ("B4", "B8", "B11"),
                               min_valid_fraction=settings.MIN_VALID_FRACTION)
     source = patches.pixels
@@ -277,7 +282,9 @@ def test_cells_with_an_agreeing_mask_get_block_targets(masked, settings):
 
 def test_the_real_training_path_uses_the_masks(masked, settings):
     store, _, _ = masked
-    record, result = train_model(store, settings)
+    dense_settings = load_settings({"DATA_DIR": str(settings.data_dir), **FAST,
+                                    "DENSE_LOSS_WEIGHT": 1.0}, environ={})
+    record, result = train_model(store, dense_settings)
     training = record["training"]
     assert training["depth"] == 4 and training["dense_supervision"]["used"]
     dense = training["dense_supervision"]
@@ -288,8 +295,7 @@ def test_the_real_training_path_uses_the_masks(masked, settings):
     assert bundle.model.get_layer("conv4") is not None
     done = score_year(store, settings, bundle, 2021)
     assert done.scored > 0
-    # the seed's way: depth 3, no block loss, same labels
-    seed_way = load_settings({"DATA_DIR": str(settings.data_dir), **FAST, "FCN_DEPTH": "3",
-                              "DENSE_LOSS_WEIGHT": 0.0}, environ={})
-    record2, result2 = train_model(store, seed_way)
+    # the defaults train the seed's way: depth 3, no block loss, same labels
+    record2, result2 = train_model(store, settings)
     assert record2["training"]["depth"] == 3 and "blocks_loss" not in result2.history
+    assert not record2["training"]["dense_supervision"]["used"]
