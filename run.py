@@ -216,7 +216,9 @@ def ee_export(region_file: Path, years: tuple[int, ...], level: str, max_cloud: 
 def train(settings: Settings, mines: Path | None, years: tuple[int, ...], bands: str | None,
           epochs: int | None, repair: bool, activate: bool) -> None:
     """Train a new model version. With --mines, first replace the seed labels of the year:
-    cells touching a polygon are mines, as many random far-away cells are background."""
+    cells touching a polygon are mines, as many random far-away cells are background; the
+    polygons rasterised over those cells become the year's mask layer, which supervises the
+    FCN's map per 40 m block when DENSE_LOSS_WEIGHT > 0 (FCN_DEPTH auto then builds 4)."""
     from pipeline.seeds import seed_labels_from_polygons
     from pipeline.training import train_config, train_model
 
@@ -224,7 +226,8 @@ def train(settings: Settings, mines: Path | None, years: tuple[int, ...], bands:
         if mines is not None:
             if len(years) != 1:
                 raise click.UsageError("--mines needs exactly one --year")
-            seeded = seed_labels_from_polygons(store, settings.grid, mines, years[0], repair=repair)
+            seeded = seed_labels_from_polygons(store, settings.grid, mines, years[0],
+                                               repair=repair, data_dir=settings.data_dir)
             click.echo(f"Seed labels {seeded.year} from {seeded.source}: {seeded.mines} mine, "
                        f"{seeded.background} background cells")
         config = train_config(settings, **({"epochs": epochs} if epochs else {}))

@@ -7,6 +7,10 @@
    overlap or lie < 1 km apart share a group; about a quarter of the patches, at least 1 km from
    every training patch, checked), train a 3-band model on the rest (its own validation split is
    geographic too), score the held-out patches and report precision, recall and average precision.
+   The training masks also become the year's mask layer: ``--dense-weight 1`` trains with dense
+   supervision from it (FCN_DEPTH auto then builds 4), ``--fcn-depth 3 --dense-weight 0`` (the
+   defaults) the seed's way. ``--seeds`` repeats the whole run on several group splits (training seeded the same);
+   the last line is one JSON object with the mean and std of the test figures over them.
 2. Virginia (``../shared/data/s2_scene_virginia``): a real 13-band L1C scene of fields, marsh,
    beaches, a lagoon and a town, and no mine. Score it with a model trained on the demo territory
    (``--demo-data-dir``, default ``instance``) and report the share of its cells flagged as mines.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 import tempfile
@@ -29,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from sklearn.metrics import average_precision_score  # noqa: E402
+from sklearn.metrics import average_precision_score, precision_recall_curve  # noqa: E402
 
 from db.store import Store  # noqa: E402
 from pipeline.ingest import ingest_files  # noqa: E402
@@ -41,14 +46,17 @@ from pipeline.seeds import (  # noqa: E402
     seed_labels_from_masks,
 )
 from pipeline.settings import load_settings  # noqa: E402
-from pipeline.training import load_model, train_model  # noqa: E402
+from pipeline.training import load_model, train_config, train_model  # noqa: E402
 
 SHARED = ROOT / ".." / "shared" / "data"
 YEAR = 2021
 
 
-def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int) -> dict:
-    """Train on the Brazil patches outside the held-out groups, evaluate on those groups."""
+def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int,
+           overrides: dict[str, object]) -> dict:
+    """Train on the Brazil patches outside the held-out groups, evaluate on those groups.
+
+    ``overrides``: settings for the installation (e.g. FCN_DEPTH, DENSE_LOSS_WEIGHT)."""
     images = sorted((data / "img").glob("*.tif"), key=lambda p: int(p.stem.split("_")[-1]))
     masks = {p.stem.split("_")[-1]: p for p in (data / "mask").glob("*.tif")}
     with (data / "manifest.csv").open(newline="") as f:
@@ -56,7 +64,8 @@ def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int) ->
     train_ids, held = group_split(read_groups(data / "groups.csv"), holdout, seed, has_mine)
     gap_km = check_gap(read_bounds(data / "manifest.csv"), train_ids, held)
     test_ids = {str(i) for i in held}
-    settings = load_settings({"DATA_DIR": str(work), "TRAIN_EPOCHS": epochs}, environ={})
+    settings = load_settings({"DATA_DIR": str(work), "TRAIN_EPOCHS": epochs, **overrides},
+                             environ={})
     grid = settings.grid
     with Store(settings.database_path) as store:
         ingest_files(store, settings, images, YEAR)
@@ -65,12 +74,13 @@ def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int) ->
             (test_records if image.stem.split("_")[-1] in test_ids else train_records).append(
                 (image, masks[image.stem.split("_")[-1]]))
         seeded = seed_labels_from_masks(store, grid, [m for _, m in train_records], YEAR,
-                                        source="tailings masks (train)")
+                                        source="tailings masks (train)", data_dir=settings.data_dir)
         train_cells = {row["cell_id"] for row in store.seed_labels(YEAR)}
         test_labels = cell_labels_from_masks(grid, [m for _, m in test_records])
         test_labels = {c: v for c, v in test_labels.items() if c not in train_cells}
         started = time.perf_counter()
-        record, result = train_model(store, settings, bands=["B2", "B3", "B4"])
+        record, result = train_model(store, settings, bands=["B2", "B3", "B4"],
+                                     config=train_config(settings, seed=seed))
         train_s = time.perf_counter() - started
         bundle = load_model(store)
         score_year(store, settings, bundle, YEAR)
@@ -81,7 +91,12 @@ def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int) ->
     truth = np.array([t for _, t in scored])
     predicted = scores >= bundle.threshold
     tp = int((predicted & truth).sum())
+    precision, recall, _ = precision_recall_curve(truth, scores)
+    dense = result.bundle.training["dense_supervision"]
     return {
+        "FCN depth, dense loss weight (cells with mask targets)":
+            f"{result.bundle.training['depth']}, {dense['weight']} "
+            f"({dense['train_patches_with_mask']} train, {dense['val_patches_with_mask']} val)",
         "patches train/test": f"{len(train_records)}/{len(test_records)}",
         "groups.csv split: nearest train-test patches (km)": round(gap_km, 2),
         "train cells (mine/background)": f"{seeded.mines}/{seeded.background}",
@@ -91,6 +106,7 @@ def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int) ->
         "test precision": round(tp / max(int(predicted.sum()), 1), 3),
         "test recall": round(tp / max(int(truth.sum()), 1), 3),
         "test average precision": round(float(average_precision_score(truth, scores)), 3),
+        "test precision at recall 0.9": round(float(precision[recall >= 0.9].max()), 3),
         "test AP of a random ranking (= mine share)": round(float(truth.mean()), 3),
         "training seconds": round(train_s, 1),
         "epochs run": len(result.history.get("loss", [])),
@@ -142,21 +158,51 @@ def main() -> None:
     parser.add_argument("--holdout", type=float, default=0.25,
                         help="share of the Brazil patches held out, as whole groups.csv groups")
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="group splits (and training seeds) to run the Brazil part on")
+    parser.add_argument("--fcn-depth", choices=["auto", "3", "4"], default=None,
+                        help="FCN_DEPTH for the Brazil model (default: the setting's default)")
+    parser.add_argument("--dense-weight", type=float, default=None,
+                        help="DENSE_LOSS_WEIGHT for the Brazil model (0: cell loss only)")
+    parser.add_argument("--skip-virginia", action="store_true")
     args = parser.parse_args()
-    print(f"mask threshold for a mine cell: {MIN_MASK_FRACTION:.0%} of the cell")
+    overrides = {name: value for name, value in (("FCN_DEPTH", args.fcn_depth),
+                                                 ("DENSE_LOSS_WEIGHT", args.dense_weight))
+                 if value is not None}
+    print(f"mask threshold for a mine cell: {MIN_MASK_FRACTION:.0%} of the cell; settings "
+          f"{overrides or 'defaults'}")
     with tempfile.TemporaryDirectory() as work:
         if args.brazil.exists():
-            print_table("Brazil tailings, 3-band model, held-out patches",
-                        brazil(args.brazil, Path(work) / "brazil", holdout=args.holdout,
-                               seed=args.seed, epochs=args.epochs))
+            runs = []
+            for seed in args.seeds:
+                runs.append(brazil(args.brazil, Path(work) / f"brazil{seed}",
+                                   holdout=args.holdout, seed=seed, epochs=args.epochs,
+                                   overrides=overrides))
+                print_table(f"Brazil tailings, 3-band model, held-out patches (seed {seed})",
+                            runs[-1])
+            summary = summarise(runs)
         else:
             print(f"skipped Brazil: {args.brazil} is absent")
-        if args.virginia.exists():
+            summary = {}
+        if args.virginia.exists() and not args.skip_virginia:
             print_table("Virginia L1C scene (no mine), demo-trained model",
                         virginia(args.virginia, args.demo_data_dir, Path(work) / "virginia"))
         else:
-            print(f"skipped Virginia: {args.virginia} is absent")
+            print(f"skipped Virginia: {args.virginia} is absent or --skip-virginia")
+    print(json.dumps({"seeds": args.seeds, "epochs": args.epochs, "settings": overrides,
+                      **summary}))
+
+
+def summarise(runs: list[dict]) -> dict[str, float]:
+    """Mean and std over the runs of the Brazil test figures."""
+    out = {}
+    for key, name in (("test average precision", "ap"), ("test precision at recall 0.9", "p90"),
+                      ("test precision", "precision"), ("test recall", "recall")):
+        values = np.array([run[key] for run in runs], dtype=np.float64)
+        out[f"{name}_mean"] = round(float(values.mean()), 3)
+        out[f"{name}_std"] = round(float(values.std()), 3)
+    out["ap_per_seed"] = [run["test average precision"] for run in runs]
+    return out
 
 
 if __name__ == "__main__":

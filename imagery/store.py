@@ -116,7 +116,8 @@ def blocks_covering(cells: CellRange) -> list[CellRange]:
             for c in range(cells.col0 // b * b, cells.col1, b)]
 
 
-def _grid_facts(grid: CellGrid) -> dict[str, float | str]:
+def grid_facts(grid: CellGrid) -> dict[str, float | str]:
+    """The grid's CRS, cell and pixel size and origin, as manifests record them."""
     return {"crs": grid.crs, "cell_size_m": grid.cell_size_m, "pixel_size_m": grid.pixel_size_m,
             "origin_x": grid.origin_x, "origin_y": grid.origin_y}
 
@@ -315,7 +316,7 @@ def open_year(data_dir: Path, grid: CellGrid, year: int) -> YearMosaic:
                           f"`run.py ingest FILE... --year {year}`") from None
     except (OSError, ValueError) as exc:
         raise MosaicError(f"{year} mosaic: {root / MANIFEST} is unreadable ({exc})") from exc
-    if facts.get("grid") != _grid_facts(grid) or facts.get("block_cells") != BLOCK_CELLS:
+    if facts.get("grid") != grid_facts(grid) or facts.get("block_cells") != BLOCK_CELLS:
         raise MosaicError(f"{year} mosaic was built for grid {facts.get('grid')} with blocks of "
                           f"{facts.get('block_cells')} cells, not this installation's grid")
     return YearMosaic(root=root, grid=grid, year=int(year), bands=tuple(facts["bands"]),
@@ -377,25 +378,40 @@ def write_block(path: Path, grid: CellGrid, block: CellRange, data: np.ndarray,
     The file's :data:`VALID_CELLS_TAG` records which of its cells hold valid pixels.
     """
     cp = grid.cell_px
-    height, width, count = data.shape
-    if (height, width) != (block.n_rows * cp, block.n_cols * cp) or count != len(bands):
+    if data.shape[2] != len(bands):
         raise ValueError(f"block data {data.shape} does not match {block} in {len(bands)} bands")
     valid = (data != NODATA).all(axis=-1)
     has = valid.reshape(block.n_rows, cp, block.n_cols, cp).any(axis=(1, 3)).ravel()
+    write_grid_tiff(path, grid, block, data, nodata=NODATA, descriptions=bands,
+                    tags={VALID_CELLS_TAG: "".join("1" if v else "0" for v in has)})
+
+
+def write_grid_tiff(path: Path, grid: CellGrid, block: CellRange, data: np.ndarray, *,
+                    nodata: int, descriptions: Sequence[str],
+                    tags: dict[str, str] | None = None) -> None:
+    """Write (H, W, B) ``data`` covering ``block`` as a grid-aligned tiled GeoTIFF (the store's
+    compression and tiling, ``data``'s dtype) atomically: temporary file, then rename."""
+    cp = grid.cell_px
+    height, width, count = data.shape
+    if (height, width) != (block.n_rows * cp, block.n_cols * cp) or count != len(descriptions):
+        raise ValueError(f"block data {data.shape} does not match {block} in "
+                         f"{len(descriptions)} bands")
     path.parent.mkdir(parents=True, exist_ok=True)
     tile = _tile_px(grid)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tif")
     os.close(handle)
     try:
         with rasterio.open(
-            tmp, "w", driver="GTiff", width=width, height=height, count=count, dtype="uint16",
-            crs=grid.crs, transform=grid.pixel_transform(block.row0 * cp, block.col0 * cp),
-            nodata=NODATA, tiled=True, blockxsize=tile, blockysize=tile,
+            tmp, "w", driver="GTiff", width=width, height=height, count=count,
+            dtype=data.dtype.name, crs=grid.crs,
+            transform=grid.pixel_transform(block.row0 * cp, block.col0 * cp),
+            nodata=nodata, tiled=True, blockxsize=tile, blockysize=tile,
             compress=COMPRESSION, zstd_level=ZSTD_LEVEL, predictor=2, interleave="pixel",
         ) as ds:
             ds.write(np.moveaxis(data, -1, 0))
-            ds.descriptions = tuple(bands)
-            ds.update_tags(**{VALID_CELLS_TAG: "".join("1" if v else "0" for v in has)})
+            ds.descriptions = tuple(descriptions)
+            if tags:
+                ds.update_tags(**tags)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -425,7 +441,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 def write_manifest(root: Path, grid: CellGrid, bands: Sequence[str], cells: CellRange) -> None:
     """Write ``mosaic.json`` (bands, block size, grid, bounding cell range) atomically."""
     root.mkdir(parents=True, exist_ok=True)
-    facts = {"bands": list(bands), "block_cells": BLOCK_CELLS, "grid": _grid_facts(grid),
+    facts = {"bands": list(bands), "block_cells": BLOCK_CELLS, "grid": grid_facts(grid),
              "cells": [cells.row0, cells.row1, cells.col0, cells.col1],
              "dtype": "uint16", "nodata": NODATA}
     write_atomic(root / MANIFEST, json.dumps(facts, indent=1) + "\n")

@@ -2,6 +2,7 @@
 
 On disk a bundle is two files in the models directory: ``{version}.keras`` (the plain FCN, with
 its normalisation inside) and ``{version}.json``, the sidecar recording the bands, normalisation,
+the network's architecture (kernel, depth, widths: loading checks the .keras file against it),
 threshold, validation metrics, where the training labels came from, and the library versions.
 Both are written atomically (temporary file + ``os.replace``), the sidecar last.
 """
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 
 from imagery.bands import parse_band_list, select_bands
-from model.fcn import MARGIN_PX, MIN_STD, MINE_CHANNEL, STRIDE, normalisation_of
+from model.fcn import MARGIN_PX, MIN_STD, MINE_CHANNEL, STRIDE, architecture_of, normalisation_of
 from model.reduce import REDUCTION
 
 #: Sidecar format version.
@@ -172,6 +173,7 @@ class ModelBundle:
             "parent": self.parent,
             "bands": list(self.bands),
             "normalisation": {"mean": list(self.mean), "std": list(self.std)},
+            "architecture": architecture_of(self.model),
             "threshold": self.threshold,
             "metrics": _jsonable(self.metrics),
             "training": _jsonable(self.training),
@@ -278,6 +280,7 @@ def load_bundle(path: Path | str) -> ModelBundle:
             f"{json_path}: sidecar lists {len(bands)} bands ({', '.join(bands)}) but the model in "
             f"{keras_path.name} takes {n_in} bands"
         )
+    _check_architecture(sidecar, model, json_path, keras_path)
     try:
         model_mean, model_std = normalisation_of(model)
     except (ValueError, AttributeError) as exc:
@@ -306,6 +309,20 @@ def load_bundle(path: Path | str) -> ModelBundle:
         )
     except ModelError as exc:
         raise ModelError(f"{json_path}: {exc}") from exc
+
+
+def _check_architecture(sidecar: dict[str, Any], model: keras.Model, json_path: Path,
+                        keras_path: Path) -> None:
+    """ModelError when the sidecar's architecture (kernel, depth, widths; absent in sidecars
+    written before it was recorded) is not the loaded network's."""
+    try:
+        found = architecture_of(model)
+    except ValueError as exc:
+        raise ModelError(f"{keras_path}: {exc}") from exc
+    recorded = sidecar.get("architecture")
+    if recorded is not None and recorded != found:
+        raise ModelError(f"{json_path}: sidecar architecture {recorded} differs from the network "
+                         f"in {keras_path.name} ({found})")
 
 
 def check_bands(bundle: ModelBundle, scene_bands) -> list[int]:

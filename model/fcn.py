@@ -147,6 +147,21 @@ def build_fcn(
     return keras.Model(inputs, outputs, name="minewatch_fcn")
 
 
+def architecture_of(model: keras.Model) -> dict[str, int | list[int]]:
+    """The FCN's kernel side, depth (number of hidden convolutions) and conv widths, read from
+    its layers (``conv1`` .. ``conv<depth>``), as the model sidecar records them."""
+    convs = []
+    while True:
+        try:
+            convs.append(model.get_layer(f"conv{len(convs) + 1}"))
+        except ValueError:
+            break
+    if not convs:
+        raise ValueError(f"model {model.name} has no conv1 layer: not a MineWatch FCN")
+    return {"kernel": int(convs[0].kernel_size[0]), "depth": len(convs),
+            "widths": [int(layer.filters) for layer in convs]}
+
+
 def normalisation_of(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     """The (mean, std) stored in a model's normalisation layer."""
     layer = model.get_layer("normalise")

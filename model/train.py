@@ -22,6 +22,17 @@ Choices, so a reader need not infer them from the code:
 * **Loss**: the training model is FCN -> crop the margin (MARGIN_PX / STRIDE blocks per side) ->
   ``TopFractionMean`` -> binary cross-entropy against the patch label; see model/reduce.py.
   Adam, early stopping on validation loss with the best weights restored.
+* **Dense supervision** where masks exist: a source whose patches carry per-block targets
+  (``BlockSource``: the mask fraction of each STRIDE x STRIDE output block of the cell interior,
+  and a weight per block, the share of its pixels the mask covers) adds ``dense_weight`` x the
+  per-block binary cross-entropy of the FCN's cropped map against those fractions
+  (``BlockCrossEntropy``), class-weighted like the cell loss; a patch without targets has block
+  weights 0 and only the cell loss. Early stopping then watches the validation *cell* loss, so
+  it means the same with and without masks. ``depth`` None ("auto") builds 4 convolutions when
+  this loss is used (and the kernel's reach allows it), else the seed's 3: the combination
+  ranked held-out Brazil tailings cells better in ``bench/detector.py`` (in-memory cells), but
+  not through the installation's path (``bench/real_data.py``), so ``dense_weight`` is 0 unless
+  a caller asks for it.
 * **Threshold**: ``max_f1`` picks the score threshold that maximises F1 on validation (a cell is
   a mine when score >= threshold); with fewer than ``min_per_class`` of either class in
   validation it falls back to 0.5 and says so in the metrics. Validation scores are computed
@@ -42,7 +53,19 @@ import numpy as np
 
 from imagery.bands import parse_band_list
 from model.bundle import ModelBundle, check_version
-from model.fcn import DROPOUT, KERNEL, KERNELS, MARGIN_PX, MINE_CHANNEL, STRIDE, WIDTHS, build_fcn
+from model.fcn import (
+    DEPTH,
+    DEPTHS,
+    DROPOUT,
+    KERNEL,
+    KERNELS,
+    MARGIN_PX,
+    MINE_CHANNEL,
+    STRIDE,
+    WIDTHS,
+    build_fcn,
+    receptive_reach_px,
+)
 from model.reduce import REDUCTION, TOP_FRACTION, TopFractionMean
 from model.score import patch_scores
 
@@ -51,6 +74,10 @@ THRESHOLD_STRATEGIES = ("max_f1", "fixed")
 DEFAULT_THRESHOLD = 0.5
 #: Most training patches read to compute the per-band normalisation (a seeded random sample).
 BAND_SAMPLE_PATCHES = 1024
+#: The depth "auto" picks when training patches carry per-block mask targets.
+DENSE_DEPTH = 4
+#: Probabilities are clipped to [BCE_EPSILON, 1 - BCE_EPSILON] in the per-block loss.
+BCE_EPSILON = 1e-7
 
 
 @dataclass
@@ -72,6 +99,13 @@ class TrainConfig:
     widths: tuple[int, int, int] = WIDTHS
     dropout: float = DROPOUT
     kernel: int = KERNEL
+    #: Hidden convolutions, 3 (the seed's) or 4; None ("auto"): DENSE_DEPTH when some training
+    #: patch has per-block mask targets and the kernel's reach at that depth fits the margin,
+    #: else 3 (``fcn_depth``).
+    depth: int | None = None
+    #: Weight of the per-block loss on patches with mask targets (0: the cell loss only, the
+    #: default, as the DENSE_LOSS_WEIGHT setting's).
+    dense_weight: float = 0.0
     #: At most this many batches per epoch, for training and validation (None: all of them).
     steps_per_epoch: int | None = None
 
@@ -99,6 +133,13 @@ class TrainConfig:
               f"got {self.threshold_strategy!r}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.kernel in KERNELS, f"kernel must be one of {KERNELS}, got {self.kernel}")
+        check(self.depth is None or self.depth in DEPTHS,
+              f"depth must be None (auto) or one of {DEPTHS}, got {self.depth}")
+        check(self.depth is None or receptive_reach_px(self.kernel, self.depth) <= MARGIN_PX,
+              f"kernel {self.kernel} at depth {self.depth} reaches beyond the {MARGIN_PX} px "
+              "context margin")
+        check(math.isfinite(self.dense_weight) and self.dense_weight >= 0,
+              f"dense_weight must be finite and >= 0, got {self.dense_weight}")
         check(self.steps_per_epoch is None or (int(self.steps_per_epoch) == self.steps_per_epoch
                                                and self.steps_per_epoch >= 1),
               f"steps_per_epoch must be None or >= 1, got {self.steps_per_epoch}")
@@ -200,10 +241,42 @@ class PatchSource(Protocol):
     def read(self, indices: np.ndarray) -> np.ndarray: ...
 
 
-class ArrayPatches:
-    """A PatchSource over an in-memory (N, P, P, B) array (tests, simulations, benchmarks)."""
+@runtime_checkable
+class BlockSource(PatchSource, Protocol):
+    """A PatchSource whose patches may carry per-block targets (dense supervision from a mask).
 
-    def __init__(self, pixels: np.ndarray) -> None:
+    ``has_blocks`` (N,) bool marks the patches with targets. ``read_blocks(indices)`` returns
+    float32 (targets, weights), each (len(indices), k, k) with k = cell_px / STRIDE (the FCN's
+    output grid over the cell interior, the margin cropped): the mask fraction of each
+    STRIDE x STRIDE pixel block, and the block's weight in [0, 1] (the share of its pixels the
+    mask covers; 0 everywhere for a patch without targets).
+    """
+
+    has_blocks: np.ndarray
+
+    def read_blocks(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def block_side(patch_px: int) -> int:
+    """k: output blocks per side of a patch's cell interior (patch minus the margins)."""
+    return (patch_px - 2 * MARGIN_PX) // STRIDE
+
+
+def check_blocks(targets: np.ndarray, weights: np.ndarray, n: int, k: int) -> None:
+    """ValueError unless targets and weights are finite (n, k, k) arrays with values in [0, 1]."""
+    for name, arr in (("block targets", targets), ("block weights", weights)):
+        if np.shape(arr) != (n, k, k):
+            raise ValueError(f"{name} must have shape ({n}, {k}, {k}), got {np.shape(arr)}")
+        if not np.all((arr >= 0) & (arr <= 1)):
+            raise ValueError(f"{name} must lie in [0, 1] (NaN is not allowed)")
+
+
+class ArrayPatches:
+    """A BlockSource over an in-memory (N, P, P, B) array (tests, simulations, benchmarks), with
+    optional per-block ``blocks`` = (targets, weights), each (N, k, k) (see BlockSource)."""
+
+    def __init__(self, pixels: np.ndarray,
+                 blocks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if not isinstance(pixels, np.ndarray) or pixels.ndim != 4:
             raise ValueError(f"pixels must be a (N, P, P, B) array, got shape {np.shape(pixels)}")
         if pixels.shape[1] != pixels.shape[2]:
@@ -212,12 +285,36 @@ class ArrayPatches:
         self.pixels = pixels
         self.patch_px, self.n_bands = int(pixels.shape[1]), int(pixels.shape[3])
         self.locality = np.arange(len(pixels), dtype=np.int64)
+        k = block_side(self.patch_px)
+        if blocks is None:
+            self.blocks = None
+            self.has_blocks = np.zeros(len(pixels), dtype=bool)
+        else:
+            targets, weights = (np.asarray(b, dtype=np.float32) for b in blocks)
+            check_blocks(targets, weights, len(pixels), k)
+            self.blocks = (targets, weights)
+            self.has_blocks = weights.reshape(len(pixels), -1).any(axis=1)
 
     def __len__(self) -> int:
         return len(self.pixels)
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         return self.pixels[np.asarray(indices, dtype=np.int64)]
+
+    def read_blocks(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.blocks is None:
+            k = block_side(self.patch_px)
+            zeros = np.zeros((len(indices), k, k), dtype=np.float32)
+            return zeros, zeros.copy()
+        return self.blocks[0][indices], self.blocks[1][indices]
+
+
+def has_block_targets(source: PatchSource) -> np.ndarray:
+    """(N,) bool: the patches of ``source`` with per-block targets (none unless a BlockSource)."""
+    if isinstance(source, BlockSource):
+        return np.asarray(source.has_blocks, dtype=bool)
+    return np.zeros(len(source), dtype=bool)
 
 
 def as_source(pixels: np.ndarray | PatchSource) -> PatchSource:
@@ -286,15 +383,24 @@ def _fill(x: np.ndarray, fill: np.ndarray) -> np.ndarray:
     return np.where(bad, fill, x).astype(np.float32)
 
 
-def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Apply a random dihedral transform (rot90 k in 0..3, optional mirror) to each square patch."""
+def dihedral_draws(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(rot90 counts in 0..3, mirror flags) for ``n`` patches: one random dihedral transform each."""
+    return rng.integers(0, 4, size=n), rng.random(n) < 0.5
+
+
+def apply_dihedral(x: np.ndarray, ks: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """Rotate each square array ``x[i]`` (axes 1, 2 of x) by ``ks[i]`` quarter turns, then mirror
+    it left-right where ``flips[i]``; patches and their block targets get the same draws."""
     out = np.empty_like(x)
-    ks = rng.integers(0, 4, size=len(x))
-    flips = rng.random(len(x)) < 0.5
     for i in range(len(x)):
         patch = np.rot90(x[i], int(ks[i]), axes=(0, 1))
         out[i] = patch[:, ::-1] if flips[i] else patch
     return out
+
+
+def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Apply a random dihedral transform (rot90 k in 0..3, optional mirror) to each square patch."""
+    return apply_dihedral(x, *dihedral_draws(len(x), rng))
 
 
 class _PatchSequence(keras.utils.PyDataset):
@@ -303,12 +409,15 @@ class _PatchSequence(keras.utils.PyDataset):
     Each epoch the indices are taken in the source's locality order from a random offset and cut
     into batches, and the batches are shuffled: a batch reads few store blocks, yet batch
     contents and their order change from epoch to epoch. Only one batch is in memory at a time.
+    With ``dense`` the targets are a dict: ``cell_score`` labels and ``blocks``, the source's
+    (n, k, k, 2) block targets and weights (``read_blocks``), transformed with their patches;
+    the sample weights then weigh both outputs.
     """
 
     def __init__(self, source: PatchSource, labels, weights, idx, fill, batch_size, *,
-                 augment: bool, shuffle: bool, seed: int) -> None:
+                 augment: bool, shuffle: bool, seed: int, dense: bool = False) -> None:
         super().__init__()
-        self.source, self.labels, self.weights = source, labels, weights
+        self.source, self.labels, self.weights, self.dense = source, labels, weights, dense
         self.idx = local_order(source, idx)
         self.fill = fill.astype(np.float32)
         self.batch_size = batch_size
@@ -331,26 +440,72 @@ class _PatchSequence(keras.utils.PyDataset):
     def __getitem__(self, i: int):
         sel = self.batches[i]
         x = _fill(self.source.read(sel), self.fill)
-        if self.augment:
-            x = augment_batch(x, self.rng)
         y = self.labels[sel].astype(np.float32).reshape(-1, 1)
+        if not self.dense:
+            if self.augment:
+                x = augment_batch(x, self.rng)
+            if self.weights is None:
+                return x, y
+            return x, y, self.weights[sel].astype(np.float32)
+        blocks = np.stack(self.source.read_blocks(sel), axis=-1).astype(np.float32)
+        if self.augment:
+            ks, flips = dihedral_draws(len(x), self.rng)
+            x, blocks = apply_dihedral(x, ks, flips), apply_dihedral(blocks, ks, flips)
+        targets = {"cell_score": y, "blocks": blocks}
         if self.weights is None:
-            return x, y
-        return x, y, self.weights[sel].astype(np.float32)
+            return x, targets
+        w = self.weights[sel].astype(np.float32)
+        return x, targets, {"cell_score": w, "blocks": w}
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self.batches = self._cut()
 
 
-def training_model(fcn: keras.Model, patch_px: int, q: float = TOP_FRACTION) -> keras.Model:
-    """FCN -> crop the margin -> TopFractionMean: one mine score per (patch_px)^2 patch."""
+def training_model(fcn: keras.Model, patch_px: int, q: float = TOP_FRACTION, *,
+                   dense: bool = False) -> keras.Model:
+    """FCN -> crop the margin -> TopFractionMean: one mine score per (patch_px)^2 patch.
+
+    With ``dense`` the outputs are a dict: ``cell_score`` (N, 1) and ``blocks`` (N, k, k), the
+    cropped mine-probability map that ``BlockCrossEntropy`` compares with the mask targets.
+    """
     crop = MARGIN_PX // STRIDE
     inputs = keras.Input(shape=(patch_px, patch_px, fcn.input_shape[-1]), name="patch")
     prob = fcn(inputs)
     cropped = keras.layers.Cropping2D(crop, name="crop_margin")(prob)
     score = TopFractionMean(q, channel=MINE_CHANNEL, name="cell_score")(cropped)
-    return keras.Model(inputs, score, name="minewatch_trainer")
+    if not dense:
+        return keras.Model(inputs, score, name="minewatch_trainer")
+    blocks = keras.layers.Identity(name="blocks")(cropped[..., MINE_CHANNEL])
+    return keras.Model(inputs, {"cell_score": score, "blocks": blocks}, name="minewatch_trainer")
+
+
+class BlockCrossEntropy(keras.losses.Loss):
+    """Per-block binary cross-entropy of a (N, k, k) mine-probability map against mask targets.
+
+    ``y_true`` (N, k, k, 2): [..., 0] the mask fraction of each block, [..., 1] its weight. The
+    loss of one patch is sum(weight x BCE) / (k x k): the mean block BCE for a patch its mask
+    covers whole, 0 for a patch without targets. Keras then applies the sample (class) weight.
+    """
+
+    def __init__(self, name: str = "block_cross_entropy", **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        target, weight = y_true[..., 0], y_true[..., 1]
+        p = keras.ops.clip(keras.ops.cast(y_pred, "float32"), BCE_EPSILON, 1.0 - BCE_EPSILON)
+        bce = -(target * keras.ops.log(p) + (1.0 - target) * keras.ops.log(1.0 - p))
+        return keras.ops.mean(weight * bce, axis=(1, 2))
+
+
+def fcn_depth(config: TrainConfig, dense: bool) -> int:
+    """The depth to build: ``config.depth``, or for None ("auto") DENSE_DEPTH when the training
+    patches carry block targets and the kernel's reach at that depth fits the margin, else 3."""
+    if config.depth is not None:
+        return config.depth
+    if dense and receptive_reach_px(config.kernel, DENSE_DEPTH) <= MARGIN_PX:
+        return DENSE_DEPTH
+    return DEPTH
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,6 +637,26 @@ def sample_weights(labels: np.ndarray, idx: np.ndarray, config: TrainConfig,
     return (w / mean if mean > 0 else w).astype(np.float32)
 
 
+def _compiled_trainer(fcn: keras.Model, patch_px: int, config: TrainConfig,
+                      dense: bool) -> keras.Model:
+    """The training model, compiled: the cell loss alone, or with ``dense`` the cell loss plus
+    ``config.dense_weight`` x the block loss (Keras logs them as ``cell_score_loss`` and
+    ``blocks_loss``, their weighted sum as ``loss``)."""
+    trainer = training_model(fcn, patch_px, dense=dense)
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    if not dense:
+        trainer.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(),
+                        metrics=[keras.metrics.AUC(name="auc")])
+        return trainer
+    trainer.compile(
+        optimizer=optimizer,
+        loss={"cell_score": keras.losses.BinaryCrossentropy(), "blocks": BlockCrossEntropy()},
+        loss_weights={"cell_score": 1.0, "blocks": config.dense_weight},
+        metrics={"cell_score": [keras.metrics.AUC(name="auc")]},
+    )
+    return trainer
+
+
 class _Progress(keras.callbacks.Callback):
     def __init__(self, progress: Callable[[int, int, dict], None], epochs: int) -> None:
         super().__init__()
@@ -510,7 +685,9 @@ def train_bundle(
 
     ``pixels``: (N, cp + 2 MARGIN_PX, cp + 2 MARGIN_PX, B) float32 DN, NaN where invalid (as
     imagery.store.YearMosaic.read_cells returns them), either in memory or as a PatchSource that
-    reads them batch by batch (training then holds one batch, never all patches); ``labels``:
+    reads them batch by batch (training then holds one batch, never all patches); a
+    ``BlockSource`` with per-block mask targets adds the dense loss on the patches that have
+    them (``config.dense_weight``; ``config.depth`` None then builds DENSE_DEPTH); ``labels``:
     (N,) 0/1; ``groups``: (N,) integer spatial group ids for the geographic split; ``bands``: names of the B bands.
     ``hard_negatives``: optional (N,) bool, background patches weighted by
     ``config.hard_negative_weight``. ``validation``: optional indices of the validation patches
@@ -535,24 +712,24 @@ def train_bundle(
     if len(train_idx) == 0 or labels[train_idx].min() == labels[train_idx].max():
         raise ValueError(f"the {split} split left a single class in training; give more groups")
     mean, std = band_statistics(source, train_idx, seed=config.seed)
+    has_blocks = has_block_targets(source)
+    dense = config.dense_weight > 0 and bool(has_blocks[train_idx].any())
+    depth = fcn_depth(config, dense)
 
     fcn = build_fcn(bands, mean, std, seed=config.seed, widths=config.widths,
-                    dropout=config.dropout, kernel=config.kernel)
-    trainer = training_model(fcn, patch_px)
-    trainer.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
+                    dropout=config.dropout, kernel=config.kernel, depth=depth)
+    trainer = _compiled_trainer(fcn, patch_px, config, dense)
     weights = sample_weights(labels, train_idx, config, sample_weight, hard_negatives)
     train_data = _PatchSequence(source, labels, weights, train_idx, mean, config.batch_size,
-                                augment=config.augment, shuffle=True, seed=config.seed)
+                                augment=config.augment, shuffle=True, seed=config.seed,
+                                dense=dense)
     has_val = len(val_idx) > 0
     val_data = (_PatchSequence(source, labels, None, val_idx, mean, max(config.batch_size, 64),
-                               augment=False, shuffle=False, seed=config.seed) if has_val else None)
-    monitor = "val_loss" if has_val else "loss"
+                               augment=False, shuffle=False, seed=config.seed, dense=dense)
+                if has_val else None)
+    monitor = ("val_" if has_val else "") + ("cell_score_loss" if dense else "loss")
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=config.patience,
                                       restore_best_weights=True)
     ]
     if progress is not None:
@@ -605,6 +782,13 @@ def train_bundle(
         "patch_px": int(patch_px),
         "balance": "class weights (inverse class frequency)" if config.balance else "none",
         "augmentation": "random rot90 + mirror per patch per epoch" if config.augment else "none",
+        "depth": depth,
+        "dense_supervision": {
+            "used": dense,
+            "weight": config.dense_weight if dense else 0.0,
+            "train_patches_with_mask": int(has_blocks[train_idx].sum()),
+            "val_patches_with_mask": int(has_blocks[val_idx].sum()),
+        },
         "config": asdict(config),
     }
     bundle.threshold = threshold

@@ -49,7 +49,8 @@ def build_demo_installation(
     for year, path in sorted(territory.scenes.items()):
         ingest_files(store, settings, [path], year)
         echo(f"Ingested {path.name} into the {year} mosaic")
-    seed_labels = seed_labels_from_polygons(store, settings.grid, territory.mines_path, years[0])
+    seed_labels = seed_labels_from_polygons(store, settings.grid, territory.mines_path, years[0],
+                                            data_dir=settings.data_dir)
     echo(f"Seed labels for {years[0]}: {seed_labels.mines} mine and {seed_labels.background} "
          "background cells")
     record, result = train_model(store, settings, years=[years[0]], progress=on_epoch)

@@ -3,6 +3,12 @@
 Cells that intersect a mine polygon are mines; an equal number of random cells away from every
 polygon (at least ``min_gap_cells`` cells from any of them) are background. Only cells covered by
 a scene of the year are candidates, so every label can be read from imagery.
+
+Given the installation's ``data_dir``, both also store the year's per-pixel truth as its mask
+layer (``imagery.masks``: the mask rasters themselves, or the polygons rasterised over the seeded
+cells only, mine and background), which training uses for dense supervision when
+``DENSE_LOSS_WEIGHT`` > 0 (``pipeline.training.StorePatches``). Without it no mask layer is
+written or replaced.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ import shapely
 
 from db.store import Store
 from imagery.grid import CellGrid
-from imagery.masks import mask_cell_fractions
+from imagery.masks import (
+    mask_cell_fractions,
+    mask_raster_blocks,
+    polygon_blocks,
+    write_mask_layer,
+)
 from imagery.vectors import read_polygons
 from pipeline.ingest import cells_of_year, check_year
 
@@ -56,8 +67,10 @@ def seed_labels_from_polygons(
     min_gap_cells: int = 2,
     seed: int = 0,
     repair: bool = False,
+    data_dir: Path | None = None,
 ) -> SeedLabels:
-    """Label the year's cells from a mine-polygon file and replace that year's seed labels."""
+    """Label the year's cells from a mine-polygon file and replace that year's seed labels
+    (and, with ``data_dir``, the year's mask layer: the polygons over the seeded cells)."""
     year = check_year(year)
     layer = read_polygons(mines_file, to_crs=grid.crs, repair=repair)
     candidates = cells_of_year(store, grid, year)
@@ -74,6 +87,10 @@ def seed_labels_from_polygons(
     background = np.random.default_rng(seed).choice(far, size=min(wanted, far.size), replace=False)
     source = Path(mines_file).name
     labels = [(int(c), "mine") for c in mines] + [(int(c), "background") for c in background]
+    if data_dir is not None:
+        seeded = np.sort(np.concatenate([mines, background]).astype(np.int64))
+        write_mask_layer(data_dir, grid, year, polygon_blocks(grid, layer.geometries, seeded),
+                         source=f"polygons of {source}")
     store.replace_seed_labels(year, labels, source)
     return SeedLabels(year=year, source=source, polygons=len(layer), mines=int(mines.size),
                       background=int(background.size))
@@ -110,9 +127,10 @@ def cell_labels_from_masks(
 
 def seed_labels_from_masks(
     store: Store, grid: CellGrid, mask_paths: Sequence[str | Path], year: int, *,
-    min_fraction: float = MIN_MASK_FRACTION, source: str = "masks",
+    min_fraction: float = MIN_MASK_FRACTION, source: str = "masks", data_dir: Path | None = None,
 ) -> SeedLabels:
-    """Replace the year's seed labels with per-cell labels from mask rasters."""
+    """Replace the year's seed labels with per-cell labels from mask rasters (and, with
+    ``data_dir``, the year's mask layer with the rasters warped onto the grid)."""
     year = check_year(year)
     candidates = set(cells_of_year(store, grid, year).tolist())
     labels = {c: label for c, label in cell_labels_from_masks(
@@ -121,6 +139,9 @@ def seed_labels_from_masks(
     if mines == 0 or mines == len(labels):
         raise ValueError(f"the masks give {mines} mine and {len(labels) - mines} background cells "
                          f"in the {year} scenes: both classes are needed")
+    if data_dir is not None:
+        write_mask_layer(data_dir, grid, year, mask_raster_blocks(grid, mask_paths),
+                         source=f"{len(mask_paths)} mask rasters ({source})")
     store.replace_seed_labels(year, sorted(labels.items()), source)
     return SeedLabels(year=year, source=source, polygons=len(mask_paths), mines=mines,
                       background=len(labels) - mines)

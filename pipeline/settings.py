@@ -47,6 +47,17 @@ class Settings:
     FCN_WIDTHS: str = _setting("32,64,64", "Filters of the FCN's three convolution layers.")
     FCN_KERNEL: int = _setting(3, "Side of the FCN's convolution kernels: 3 (the seed's) or 5 "
                                "(a 320 m receptive field instead of 180 m).")
+    FCN_DEPTH: str = _setting("auto", "Hidden convolutions of the FCN: 3 (the seed's), 4 (one "
+                              "more after the second pool: a 260 m receptive field), or auto: 4 "
+                              "when training uses dense supervision (DENSE_LOSS_WEIGHT > 0 and "
+                              "a mask layer, from seeds made from mask rasters or polygons), "
+                              "else 3. Kernel 5 allows only 3.")
+    DENSE_LOSS_WEIGHT: float = _setting(0.0, "Weight of the per-block loss on cells with a mask "
+                                        "(mask fraction of each 40 m output block against the "
+                                        "FCN's map), added to the cell loss; 0 (the default: "
+                                        "not better on the Brazil patches through this path, "
+                                        "see README) trains on the cell loss only; 1.0 is the "
+                                        "studied weight.")
     HARD_NEGATIVE_WEIGHT: float = _setting(2.0, "Loss weight of hard negatives: reviewed "
                                            "background cells that any model version predicted "
                                            "as mines (kept for every later model).")
@@ -109,6 +120,10 @@ class Settings:
             raise ValueError("setting SECOND_REVIEW_SHARE: a share from 0 to 1, got "
                              f"{self.SECOND_REVIEW_SHARE}")
         self.triage_grid  # noqa: B018  (validates TRIAGE_GRID)
+        self.fcn_depth  # noqa: B018  (validates FCN_DEPTH)
+        if not 0.0 <= self.DENSE_LOSS_WEIGHT < float("inf"):
+            raise ValueError("setting DENSE_LOSS_WEIGHT: a finite weight >= 0, got "
+                             f"{self.DENSE_LOSS_WEIGHT}")
 
     @property
     def data_dir(self) -> Path:
@@ -155,6 +170,16 @@ class Settings:
         if len(widths) != 3 or min(widths) < 1:
             raise ValueError(f"FCN_WIDTHS must be three positive integers, got {self.FCN_WIDTHS!r}")
         return widths  # type: ignore[return-value]
+
+    @property
+    def fcn_depth(self) -> int | None:
+        """FCN_DEPTH as model.train.TrainConfig takes it: 3, 4, or None for auto."""
+        value = str(self.FCN_DEPTH).strip().lower()
+        if value == "auto":
+            return None
+        if value not in ("3", "4"):
+            raise ValueError(f"setting FCN_DEPTH: 3, 4 or auto, got {self.FCN_DEPTH!r}")
+        return int(value)
 
     @property
     def triage_grid(self) -> tuple[int, int]:

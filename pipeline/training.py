@@ -12,6 +12,14 @@ and are split for validation by geography (blocks of ``BLOCK_CELLS`` x ``BLOCK_C
 never at random: the reviewed labels in the installation's fixed validation blocks
 (``validation_block``, the same blocks every cycle) validate, every other label trains; while
 those blocks hold too few reviewed labels, a geographic split of all labels validates instead.
+
+With ``DENSE_LOSS_WEIGHT`` > 0 (0 by default: off), where a label's year has a mask layer
+(``imagery.masks``, written when seeds come from mask rasters or polygons) that covers the cell
+(at least ``MIN_VALID_FRACTION`` of it) and agrees with the label (a mine cell has mask pixels, a
+background cell none), the cell also gets per-block targets: the mask fraction of each
+STRIDE x STRIDE block of its interior, the FCN's output grid (dense supervision; see
+model/train.py). Other cells (no mask there, or a reviewer overruled it) train on the cell loss
+only.
 """
 
 from __future__ import annotations
@@ -27,11 +35,19 @@ import numpy as np
 
 from db.store import Store
 from imagery.grid import CellGrid
+from imagery.masks import MASK_NODATA, MaskLayer, block_fractions, open_mask_layer
 from imagery.store import BLOCK_CELLS as STORE_BLOCK_CELLS
 from imagery.store import YearMosaic
 from model.bundle import ModelBundle, bundle_paths, load_bundle, save_bundle
-from model.fcn import MARGIN_PX
-from model.train import PatchSource, TrainConfig, TrainResult, train_bundle
+from model.fcn import MARGIN_PX, STRIDE
+from model.train import (
+    PatchSource,
+    TrainConfig,
+    TrainResult,
+    block_side,
+    has_block_targets,
+    train_bundle,
+)
 from pipeline.ingest import year_mosaic
 from pipeline.settings import Settings
 
@@ -49,27 +65,35 @@ LABEL_LIST_MAX_ROWS = 200_000
 
 
 class StorePatches:
-    """A ``model.train.PatchSource`` over labelled cell-years, read from the imagery store.
+    """A ``model.train.BlockSource`` over labelled cell-years, read from the imagery store.
 
     ``read(indices)`` reads those cells of each year's mosaic with ``YearMosaic.read_cells``
     (grouped by store block); ``locality`` orders cells by year, store block and cell id, so a
-    training batch of neighbours in that order reads one or two blocks.
+    training batch of neighbours in that order reads one or two blocks. ``read_blocks(indices)``
+    reads the same cells of each year's mask layer and turns them into per-block targets for
+    the cells marked in ``has_blocks`` (see ``mask_targets``; zero weights for the others).
     """
 
     def __init__(self, settings: Settings, cell_ids: np.ndarray, years: np.ndarray,
-                 bands: Sequence[str]) -> None:
+                 bands: Sequence[str], has_blocks: np.ndarray | None = None) -> None:
         self.cell_ids = np.asarray(cell_ids, dtype=np.int64)
         self.years = np.asarray(years, dtype=np.int64)
         self.bands = tuple(bands)
         self.settings = settings
         self.patch_px = settings.grid.cell_px + 2 * MARGIN_PX
         self.n_bands = len(self.bands)
+        self.has_blocks = (np.zeros(len(self.cell_ids), dtype=bool) if has_blocks is None
+                           else np.asarray(has_blocks, dtype=bool))
+        if self.has_blocks.shape != self.cell_ids.shape:
+            raise ValueError(f"has_blocks must have shape {self.cell_ids.shape}, "
+                             f"got {self.has_blocks.shape}")
         rows, cols = CellGrid.row_col(self.cell_ids)
         order = np.lexsort((self.cell_ids, cols // STORE_BLOCK_CELLS, rows // STORE_BLOCK_CELLS,
                             self.years))
         self.locality = np.empty(len(order), dtype=np.int64)
         self.locality[order] = np.arange(len(order))
         self._mosaics: dict[int, YearMosaic] = {}
+        self._layers: dict[int, MaskLayer] = {}
 
     def __len__(self) -> int:
         return len(self.cell_ids)
@@ -80,6 +104,15 @@ class StorePatches:
             self._mosaics[year] = year_mosaic(self.settings, year)
         return self._mosaics[year]
 
+    def mask_layer(self, year: int) -> MaskLayer:
+        """The year's mask layer, opened once (ValueError when the year has none)."""
+        if year not in self._layers:
+            layer = open_mask_layer(self.settings.data_dir, self.settings.grid, year)
+            if layer is None:
+                raise ValueError(f"{year} has no mask layer (was it removed during training?)")
+            self._layers[year] = layer
+        return self._layers[year]
+
     def read(self, indices: np.ndarray) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         out = np.empty((len(indices), self.patch_px, self.patch_px, self.n_bands), np.float32)
@@ -89,6 +122,19 @@ class StorePatches:
             out[at], _ = self.mosaic(int(year)).read_cells(
                 self.cell_ids[indices[at]], margin_px=MARGIN_PX, bands=self.bands)
         return out
+
+    def read_blocks(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        indices = np.asarray(indices, dtype=np.int64)
+        k = block_side(self.patch_px)
+        targets = np.zeros((len(indices), k, k), dtype=np.float32)
+        weights = np.zeros((len(indices), k, k), dtype=np.float32)
+        wanted = self.has_blocks[indices]
+        years = self.years[indices]
+        for year in np.unique(years[wanted]):
+            at = np.flatnonzero(wanted & (years == year))
+            targets[at], weights[at] = block_fractions(
+                self.mask_layer(int(year)).read_cells(self.cell_ids[indices[at]]), STRIDE)
+        return targets, weights
 
 
 @dataclass
@@ -183,7 +229,8 @@ def collect_patches(
     """Labelled cells whose mosaic holds enough valid pixels, streamed from the store.
 
     Validity is read first, one band and ``VALIDITY_CHUNK`` cells at a time; the pixels
-    themselves are read later, batch by batch, by the returned ``StorePatches``.
+    themselves are read later, batch by batch, by the returned ``StorePatches``. With
+    ``DENSE_LOSS_WEIGHT`` > 0 the cells with mask targets are found too (``mask_targets``).
     """
     by_year: dict[int, list[dict[str, Any]]] = {}
     for row in label_rows:
@@ -199,9 +246,12 @@ def collect_patches(
                          if f >= min_valid_fraction)
     cell_ids = np.array([r["cell_id"] for r in kept_rows], dtype=np.int64)
     years = np.array([r["year"] for r in kept_rows], dtype=np.int64)
+    labels = np.array([r["label"] == "mine" for r in kept_rows], dtype=np.int8)
+    has_blocks = (mask_targets(settings, cell_ids, years, labels, min_covered=min_valid_fraction)
+                  if settings.DENSE_LOSS_WEIGHT > 0 else None)
     return LabelledPatches(
-        pixels=StorePatches(settings, cell_ids, years, bands),
-        labels=np.array([r["label"] == "mine" for r in kept_rows], dtype=np.int8),
+        pixels=StorePatches(settings, cell_ids, years, bands, has_blocks),
+        labels=labels,
         groups=spatial_groups(cell_ids),
         cell_ids=cell_ids,
         years=years,
@@ -210,6 +260,35 @@ def collect_patches(
                                 and r["label"] == "background" for r in kept_rows], dtype=bool),
         skipped=len(label_rows) - len(kept_rows),
     )
+
+
+def mask_targets(settings: Settings, cell_ids: np.ndarray, years: np.ndarray,
+                 labels: np.ndarray, *, min_covered: float) -> np.ndarray:
+    """(N,) bool: the labelled cells that get per-block mask targets.
+
+    A cell does when its year has a mask layer that covers at least ``min_covered`` of the cell
+    and agrees with its label: a mine cell has mask pixels, a background cell none (a reviewer
+    who overruled the mask, or a mine the mask misses, leaves the cell to the cell loss alone).
+    Read ``VALIDITY_CHUNK`` cells at a time.
+    """
+    out = np.zeros(len(cell_ids), dtype=bool)
+    for year in np.unique(years):
+        layer = open_mask_layer(settings.data_dir, settings.grid, int(year))
+        if layer is None:
+            continue
+        at = np.flatnonzero(years == year)
+        for start in range(0, len(at), VALIDITY_CHUNK):
+            part = at[start:start + VALIDITY_CHUNK]
+            out[part] = _agrees(layer, cell_ids[part], labels[part], min_covered)
+    return out
+
+
+def _agrees(layer: MaskLayer, cell_ids: np.ndarray, labels: np.ndarray,
+            min_covered: float) -> np.ndarray:
+    cells = layer.read_cells(cell_ids).reshape(len(cell_ids), -1)
+    covered = (cells != MASK_NODATA).mean(axis=1)
+    has_feature = (cells == 1).any(axis=1)
+    return (covered >= min_covered) & (has_feature == (np.asarray(labels) == 1))
 
 
 def valid_fractions(mosaic: YearMosaic, cell_ids: np.ndarray, band: str) -> np.ndarray:
@@ -272,7 +351,8 @@ def write_label_list(models_dir: Path, version: str,
 def train_config(settings: Settings, **overrides: Any) -> TrainConfig:
     """The training configuration an installation's settings ask for."""
     values: dict[str, Any] = {"epochs": settings.TRAIN_EPOCHS, "widths": settings.fcn_widths,
-                              "kernel": settings.FCN_KERNEL,
+                              "kernel": settings.FCN_KERNEL, "depth": settings.fcn_depth,
+                              "dense_weight": settings.DENSE_LOSS_WEIGHT,
                               "hard_negative_weight": settings.HARD_NEGATIVE_WEIGHT}
     values.update(overrides)
     return TrainConfig(**values)
@@ -314,6 +394,7 @@ def label_summary(patches: LabelledPatches,
         "review_mines": int((keep & ~seed & mine).sum()),
         "review_background": int((keep & ~seed & ~mine).sum()),
         "hard_negatives": int((keep & patches.hard_negative).sum()),
+        "mask_targets": int((keep & has_block_targets(patches.pixels)).sum()),
         "validation_reviews": int((~keep).sum()),
         "skipped_no_imagery": int(patches.skipped),
         "years": sorted({int(y) for y in patches.years}),

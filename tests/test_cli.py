@@ -40,6 +40,12 @@ def test_ingest_train_score_cycle(runner, tmp_path):
     result = invoke(runner, data, "train", "--mines", territory.mines, "--year", 2021)
     assert result.exit_code == 0, result.output
     assert "Seed labels 2021 from mines.geojson" in result.output and "m0001 (active)" in result.output
+    # the polygons became the year's mask layer; by default (DENSE_LOSS_WEIGHT 0) the model
+    # still trains the seed's way
+    assert (data / "masks" / "2021" / "layer.json").is_file()
+    with Store(data / "minewatch.db") as store:
+        training = store.model("m0001")["training"]
+    assert training["depth"] == 3 and not training["dense_supervision"]["used"]
     result = invoke(runner, data, "score")
     assert result.exit_code == 0, result.output
     assert "cells scored by m0001" in result.output

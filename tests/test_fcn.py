@@ -207,6 +207,7 @@ def test_sidecar_contents(tmp_path: Path):
     assert sidecar["training"]["counts"] == {"mine": 3, "background": 4}
     assert sidecar["reduction"] == REDUCTION == "top-fraction-mean q=0.1"
     assert sidecar["stride"] == STRIDE and sidecar["margin_px"] == MARGIN_PX
+    assert sidecar["architecture"] == {"kernel": 3, "depth": 3, "widths": list(TINY)}
     assert sidecar["keras_version"] == keras.__version__ and sidecar["tensorflow_version"]
     assert sidecar["created"].endswith("Z")
 
@@ -231,6 +232,8 @@ def test_model_errors(tmp_path: Path):
         ({"bands": ["B2", "B3"]}, "lists 2 bands .B2, B3. but the model"),
         ({"normalisation": {"mean": [0, 0, 0], "std": [1, 1, 1]}}, "does not match"),
         ({"version": "other"}, "is for version"),
+        ({"architecture": {"kernel": 3, "depth": 4, "widths": [4, 8, 8, 8]}},
+         "sidecar architecture .* differs from the network in m1.keras"),
     ):
         sidecar_path.write_text(json.dumps({**sidecar, **change}))
         with pytest.raises(ModelError, match=message):
@@ -299,3 +302,14 @@ def test_depth_four_adds_a_conv_within_the_margin():
         build_fcn(("B4",), np.zeros(1), np.ones(1), depth=5)
     with pytest.raises(ValueError, match="beyond the 16 px context margin"):
         build_fcn(("B4",), np.zeros(1), np.ones(1), kernel=5, depth=4)
+
+
+def test_a_depth_four_bundle_records_and_rebuilds_its_architecture(tmp_path: Path):
+    model = build_fcn(BANDS3, np.full(3, 1000.0), np.full(3, 300.0), widths=TINY, depth=4)
+    bundle = ModelBundle(model=model, version="d4", parent=None, bands=BANDS3,
+                         mean=[1000.0] * 3, std=[300.0] * 3)
+    loaded = load_bundle(save_bundle(bundle, tmp_path))
+    assert json.loads((tmp_path / "d4.json").read_text())["architecture"] == {
+        "kernel": 3, "depth": 4, "widths": [4, 8, 8, 8]}
+    x = random_pixels(np.random.default_rng(5), 2, 52, 52, 3)
+    np.testing.assert_array_equal(loaded.mine_probability(x), bundle.mine_probability(x))

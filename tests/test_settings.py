@@ -28,3 +28,15 @@ def test_environment_and_overrides(tmp_path):
         load_settings(environ={"MINEWATCH_PORT": "fifty"})
     with pytest.raises(ValueError, match="FCN_WIDTHS"):
         _ = load_settings({"FCN_WIDTHS": "8,8"}).fcn_widths
+
+
+def test_fcn_depth_and_dense_loss_weight():
+    assert load_settings(environ={}).fcn_depth is None  # auto
+    assert load_settings(environ={}).DENSE_LOSS_WEIGHT == 0.0  # the seed's way by default
+    assert load_settings({"FCN_DEPTH": "4"}, environ={}).fcn_depth == 4
+    assert load_settings(environ={"MINEWATCH_FCN_DEPTH": "3"}).fcn_depth == 3
+    with pytest.raises(ValueError, match="FCN_DEPTH: 3, 4 or auto, got '5'"):
+        load_settings({"FCN_DEPTH": "5"}, environ={})
+    assert load_settings({"DENSE_LOSS_WEIGHT": "0"}, environ={}).DENSE_LOSS_WEIGHT == 0.0
+    with pytest.raises(ValueError, match="DENSE_LOSS_WEIGHT"):
+        load_settings({"DENSE_LOSS_WEIGHT": "-1"}, environ={})

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 
 from model.bundle import load_bundle, save_bundle
-from model.fcn import MARGIN_PX
+from model.fcn import MARGIN_PX, STRIDE
 from model.score import patch_scores
 from model.train import (
     ArrayPatches,
+    BlockCrossEntropy,
     TrainConfig,
     _PatchSequence,
     augment_batch,
     band_statistics,
     choose_threshold,
+    fcn_depth,
     geographic_split,
     sample_weights,
     source_scores,
@@ -232,3 +234,112 @@ def test_a_given_validation_set_replaces_the_geographic_split():
     with pytest.raises(ValueError, match="given split left a single class"):
         train_bundle(x, y, groups, BANDS3, TrainConfig(**FAST), version="bad",
                      validation=np.flatnonzero(y == 1))
+
+
+# dense supervision -------------------------------------------------------------------------------
+K = CP // STRIDE  # output blocks per side of the toy cell
+
+
+def toy_blocks(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block targets of toy_patches: the bright pixels' share of each 4 x 4 px block of the
+    cell interior, every block covered (weight 1) on mine patches and on every third background
+    patch; the rest have no mask (weight 0)."""
+    inner = x[:, MARGIN_PX:MARGIN_PX + CP, MARGIN_PX:MARGIN_PX + CP, 0]
+    bright = (np.nan_to_num(inner) > 2500).astype(np.float32)
+    targets = bright.reshape(len(x), K, STRIDE, K, STRIDE).mean(axis=(2, 4))
+    has = (y == 1) | (np.arange(len(x)) % 3 == 0)
+    weights = np.repeat(has.astype(np.float32), K * K).reshape(len(x), K, K)
+    return targets, weights
+
+
+def test_block_cross_entropy_is_the_weighted_mean_block_bce():
+    p = np.full((2, 2, 2), 0.25, np.float32)
+    targets = np.array([[[1, 0], [0, 0.5]], [[1, 1], [1, 1]]], np.float32)
+    weights = np.array([[[1, 1], [1, 0]], [[0, 0], [0, 0]]], np.float32)
+    got = np.asarray(BlockCrossEntropy(reduction=None)(np.stack([targets, weights], -1), p))
+    want = (-np.log(0.25) - 2 * np.log(0.75)) / 4  # three covered blocks of four; 1 - 0.25 twice
+    np.testing.assert_allclose(got, [want, 0.0], rtol=1e-5)  # no mask, no block loss
+
+
+def test_array_patches_check_and_read_block_targets():
+    x, y, _ = toy_patches(6)
+    targets, weights = toy_blocks(x, y)
+    source = ArrayPatches(x, (targets, weights))
+    assert source.has_blocks.tolist() == [True, True, False, True, False, True]
+    got_t, got_w = source.read_blocks(np.array([3, 1]))
+    np.testing.assert_array_equal(got_t, targets[[3, 1]])
+    np.testing.assert_array_equal(got_w, weights[[3, 1]])
+    assert not ArrayPatches(x).has_blocks.any()
+    assert not ArrayPatches(x).read_blocks(np.arange(2))[1].any()
+    with pytest.raises(ValueError, match=r"block targets must have shape \(6, 5, 5\)"):
+        ArrayPatches(x, (targets[:, :4], weights))
+    with pytest.raises(ValueError, match=r"block weights must lie in \[0, 1\]"):
+        ArrayPatches(x, (targets, weights * 2))
+
+
+def test_dense_batches_turn_targets_with_their_patches():
+    x, y, _ = toy_patches(16)
+    targets, weights = toy_blocks(x, y)
+    seq = _PatchSequence(ArrayPatches(x, (targets, weights)), y, np.ones(16), np.arange(16),
+                         np.zeros(3), 16, augment=True, shuffle=False, seed=3, dense=True)
+    xb, yb, wb = seq[0]
+    assert set(yb) == set(wb) == {"cell_score", "blocks"}
+    blocks = yb["blocks"]
+    assert blocks.shape == (16, K, K, 2)
+    np.testing.assert_array_equal(wb["blocks"], wb["cell_score"])
+    # the bright square moved with its targets: recomputing them from the turned patch agrees
+    again, _ = toy_blocks(xb, y)
+    np.testing.assert_allclose(blocks[..., 0], again)
+    np.testing.assert_array_equal(blocks[..., 1], weights)  # all-equal weights per patch
+
+
+def test_dense_training_adds_the_block_loss_and_builds_depth_four(tmp_path):
+    x, y, groups = toy_patches(48)
+    targets, weights = toy_blocks(x, y)
+    config = TrainConfig(**{**FAST, "epochs": 2}, dense_weight=1.0)
+    dense = train_bundle(ArrayPatches(x, (targets, weights)), y, groups, BANDS3, config,
+                         version="toy-dense")
+    plain = train_bundle(ArrayPatches(x), y, groups, BANDS3, config, version="toy-plain")
+    info = dense.bundle.training
+    assert info["depth"] == 4 and info["dense_supervision"]["used"]
+    n_train = dense.metrics["n_train"]
+    has = weights.reshape(48, -1).any(axis=1)
+    assert (info["dense_supervision"]["train_patches_with_mask"]
+            + info["dense_supervision"]["val_patches_with_mask"]) == has.sum() < 48
+    assert 0 < info["dense_supervision"]["train_patches_with_mask"] <= n_train
+    h = dense.history
+    assert min(h["blocks_loss"]) > 0 and "val_cell_score_loss" in h
+    # the optimised loss is the cell loss plus weight x the block loss (Keras averages each over
+    # the epoch's batches on its own, so the sum matches to about a percent, not exactly)
+    np.testing.assert_allclose(h["loss"][0], h["cell_score_loss"][0] + h["blocks_loss"][0],
+                               rtol=2e-2)
+    assert plain.bundle.training["depth"] == 3 and "blocks_loss" not in plain.history
+    assert not plain.bundle.training["dense_supervision"]["used"]
+    # a depth-4 model saves, loads (its sidecar records the architecture) and scores
+    loaded = load_bundle(save_bundle(dense.bundle, tmp_path))
+    assert loaded.model.get_layer("conv4") is not None
+    np.testing.assert_allclose(patch_scores(loaded, x[:6]), patch_scores(dense.bundle, x[:6]),
+                               rtol=1e-5)
+
+
+def test_depth_and_dense_weight_settle_the_network():
+    assert fcn_depth(TrainConfig(), dense=True) == 4
+    assert fcn_depth(TrainConfig(), dense=False) == 3
+    assert fcn_depth(TrainConfig(kernel=5), dense=True) == 3  # 5 x 5 at depth 4 overreaches
+    assert fcn_depth(TrainConfig(depth=3), dense=True) == 3
+    assert fcn_depth(TrainConfig(depth=4), dense=False) == 4
+    with pytest.raises(ValueError, match="depth must be None"):
+        TrainConfig(depth=5)
+    with pytest.raises(ValueError, match="kernel 5 at depth 4"):
+        TrainConfig(kernel=5, depth=4)
+    with pytest.raises(ValueError, match="dense_weight"):
+        TrainConfig(dense_weight=-1)
+
+
+def test_zero_dense_weight_the_default_trains_the_cell_loss_only():
+    x, y, groups = toy_patches(24)
+    assert TrainConfig().dense_weight == 0.0
+    result = train_bundle(ArrayPatches(x, toy_blocks(x, y)), y, groups, BANDS3,
+                          TrainConfig(**{**FAST, "epochs": 1}), version="toy-0")
+    assert result.bundle.training["depth"] == 3 and "blocks_loss" not in result.history
+    assert not result.bundle.training["dense_supervision"]["used"]

@@ -8,13 +8,26 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
+import shapely
+from pyproj import Transformer
+from rasterio.features import rasterize
+from rasterio.transform import from_origin
 
 from db.store import Store
-from model.fcn import MARGIN_PX
+from imagery.masks import (
+    MASK_NODATA,
+    MaskLayerError,
+    block_fractions,
+    mask_cell_fractions,
+    mask_layer_dir,
+    open_mask_layer,
+)
+from model.fcn import MARGIN_PX, STRIDE
 from model.train import TrainConfig
 from pipeline.ingest import ingest_files, year_mosaic
 from pipeline.scoring import score_year
-from pipeline.seeds import seed_labels_from_polygons
+from pipeline.seeds import seed_labels_from_masks, seed_labels_from_polygons
 from pipeline.settings import load_settings
 from pipeline.training import (
     LABEL_LIST_MAX_ROWS,
@@ -27,7 +40,7 @@ from pipeline.training import (
     train_model,
     write_label_list,
 )
-from tests.territory import write_territory
+from tests.territory import CRS, ORIGIN, PIXEL_M, write_territory
 
 FAST = {"PIXEL_SIZE_M": 50.0, "FCN_WIDTHS": "4,8,8", "TRAIN_EPOCHS": 2}
 
@@ -135,3 +148,154 @@ def test_a_lesson_outlives_the_model_that_taught_it(seeded, settings):
     assert [(int(patches.cell_ids[i]), int(patches.years[i])) for i in flagged] == \
         [(top["cell_id"], 2021)]
     assert label_snapshot(patches)[0][0] <= label_snapshot(patches)[-1][0]
+
+
+# mask layers and dense supervision ---------------------------------------------------------------
+def write_mask(territory, path, size_km: int) -> None:
+    """A 10 m UTM mask GeoTIFF of the territory's mine boxes (1 inside, 0 outside)."""
+    n = int(size_km * 1000 / PIXEL_M)
+    transform = from_origin(*ORIGIN, PIXEL_M, PIXEL_M)
+    data = rasterize(((shapely.box(*b), 1) for b in territory.mine_boxes), out_shape=(n, n),
+                     transform=transform, fill=0, dtype="uint8")
+    with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=1, dtype="uint8",
+                       crs=CRS, transform=transform) as dst:
+        dst.write(data, 1)
+
+
+@pytest.fixture
+def masked(store, settings, tmp_path):
+    """One year seeded from a mask raster, with the mask layer written."""
+    territory = write_territory(tmp_path / "data", size_km=8, n_mines=8)
+    ingest_files(store, settings, [territory.scene], 2021)
+    mask = tmp_path / "data" / "mask.tif"
+    write_mask(territory, mask, 8)
+    seed_labels_from_masks(store, settings.grid, [mask], 2021, data_dir=settings.data_dir)
+    return store, mask, territory
+
+
+def test_seeding_from_masks_stores_a_grid_aligned_mask_layer(masked, settings):
+    store, mask, _ = masked
+    layer = open_mask_layer(settings.data_dir, settings.grid, 2021)
+    assert layer is not None and layer.source == "1 mask rasters (masks)"
+    cell_ids, fraction, covered = mask_cell_fractions(mask, settings.grid)
+    cells = layer.read_cells(cell_ids)
+    assert cells.shape == (len(cell_ids), settings.grid.cell_px, settings.grid.cell_px)
+    # GDAL's nearest-neighbour warp may pick another source pixel for a grid pixel on a mask
+    # edge when the destination window differs (the cell range here, the store block there):
+    # (measured: up to 4 pixels of a cell's 400); a layer one cell or one pixel row off would
+    # differ by far more along every mine's edge
+    stored_covered = (cells != MASK_NODATA).mean(axis=(1, 2))
+    np.testing.assert_allclose(stored_covered, covered, atol=0.02)
+    seen = covered > 0
+    stored_fraction = (cells[seen] == 1).sum(axis=(1, 2)) / (cells[seen] != MASK_NODATA).sum(
+        axis=(1, 2))
+    np.testing.assert_allclose(stored_fraction, fraction[seen], atol=0.02)
+    mines = {r["cell_id"] for r in store.seed_labels(2021) if r["label"] == "mine"}
+    assert mines and all(stored_fraction[list(cell_ids[seen]).index(c)] >= 0.05 for c in mines)
+    # a cell far outside the mask reads as no mask
+    assert (layer.read_cells([cell_ids.max() + 50]) == MASK_NODATA).all()
+
+
+def test_polygon_seeds_mask_exactly_the_seeded_cells(store, settings, tmp_path):
+    territory = write_territory(tmp_path / "data", size_km=8, n_mines=8)
+    ingest_files(store, settings, [territory.scene], 2021)
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021,
+                              data_dir=settings.data_dir)
+    layer = open_mask_layer(settings.data_dir, settings.grid, 2021)
+    seeds = store.seed_labels(2021)
+    cells = layer.read_cells([r["cell_id"] for r in seeds])
+    assert (cells != MASK_NODATA).all()  # every seeded cell is covered whole
+    for row, cell in zip(seeds, cells, strict=True):
+        assert (cell == 1).any() == (row["label"] == "mine")
+    # pixel by pixel: the stored 1s are the grid pixels whose centre lies in a mine box
+    grid, cp = settings.grid, settings.grid.cell_px
+    to_utm = Transformer.from_crs(grid.crs, CRS, always_xy=True)
+    agree = []
+    for row, cell in zip(seeds, cells, strict=True):
+        r0, c0 = grid.cell_pixel_origin(row["cell_id"])
+        rr, cc = np.mgrid[0:cp, 0:cp]
+        t = grid.pixel_transform(r0, c0)
+        x, y = t.c + (cc + 0.5) * t.a, t.f + (rr + 0.5) * t.e
+        ux, uy = to_utm.transform(x, y)
+        inside = np.zeros((cp, cp), dtype=bool)
+        for x0, y0, x1, y1 in territory.mine_boxes:
+            inside |= (ux >= x0) & (ux <= x1) & (uy >= y0) & (uy <= y1)
+        agree.append((inside == (cell == 1)).mean())
+    assert min(agree) > 0.97  # only pixels on a polygon's edge may differ
+    # unseeded cells hold no mask
+    seeded_ids = {r["cell_id"] for r in seeds}
+    other = next(c for c in range(min(seeded_ids), max(seeded_ids)) if c not in seeded_ids
+                 and grid.row_col(c)[0] == grid.row_col(min(seeded_ids))[0])
+    assert (layer.read_cells([other]) == MASK_NODATA).all()
+
+
+def test_reseeding_replaces_the_layer_and_a_broken_one_says_so(masked, settings, tmp_path):
+    store, mask, territory = masked
+    first = sorted(p.name for p in mask_layer_dir(settings.data_dir, 2021).iterdir())
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021,
+                              data_dir=settings.data_dir)
+    layer = open_mask_layer(settings.data_dir, settings.grid, 2021)
+    assert layer.source == "polygons of mines.geojson" and first
+    staging = mask_layer_dir(settings.data_dir, 2021).parent / ".staging"
+    assert not staging.exists() or not any(staging.iterdir())
+    assert open_mask_layer(settings.data_dir, settings.grid, 2020) is None
+    (mask_layer_dir(settings.data_dir, 2021) / "layer.json").write_text("{not json")
+    with pytest.raises(MaskLayerError, match="2021 mask layer: .*layer.json is unreadable"):
+        open_mask_layer(settings.data_dir, settings.grid, 2021)
+    other = load_settings({"DATA_DIR": str(settings.data_dir), "PIXEL_SIZE_M": 20.0},
+                          environ={})
+    (mask_layer_dir(settings.data_dir, 2021) / "layer.json").write_text(
+        json.dumps({"grid": {}, "block_cells": 16}))
+    with pytest.raises(MaskLayerError, match="not this installation's grid"):
+        open_mask_layer(other.data_dir, other.grid, 2021)
+
+
+def test_cells_with_an_agreeing_mask_get_block_targets(masked, settings):
+    store, _, _ = masked
+    rows = store.training_labels()
+    mine = next(r for r in rows if r["label"] == "mine")
+    store.record_label(mine["cell_id"], 2021, "background", "ann")  # a reviewer overrules it
+    rows = store.training_labels()
+    off = collect_patches(store, settings, rows, ("B4", "B8", "B11"),
+                          min_valid_fraction=settings.MIN_VALID_FRACTION)
+    assert not off.pixels.has_blocks.any()  # DENSE_LOSS_WEIGHT 0 (default): no mask is read
+    settings = load_settings({"DATA_DIR": str(settings.data_dir), **FAST,
+                              "DENSE_LOSS_WEIGHT": 1.0}, environ={})
+    patches = collect_patches(store, settings, rows, ("B4", "B8", "B11"),
+                              min_valid_fraction=settings.MIN_VALID_FRACTION)
+    source = patches.pixels
+    overruled = int(np.flatnonzero(patches.cell_ids == mine["cell_id"])[0])
+    assert not source.has_blocks[overruled]
+    assert source.has_blocks.sum() == len(patches.labels) - 1
+    k = settings.grid.cell_px // STRIDE
+    picks = np.array([overruled, *np.flatnonzero(source.has_blocks)[:5]])
+    targets, weights = source.read_blocks(picks)
+    assert targets.shape == weights.shape == (len(picks), k, k)
+    assert not weights[0].any() and not targets[0].any()  # no dense loss for it
+    layer = open_mask_layer(settings.data_dir, settings.grid, 2021)
+    want_t, want_w = block_fractions(layer.read_cells(patches.cell_ids[picks[1:]]), STRIDE)
+    np.testing.assert_array_equal(targets[1:], want_t)
+    np.testing.assert_array_equal(weights[1:], want_w)
+    for i, p in enumerate(picks[1:], start=1):
+        assert (targets[i].max() > 0) == bool(patches.labels[p])
+
+
+def test_the_real_training_path_uses_the_masks(masked, settings):
+    store, _, _ = masked
+    dense_settings = load_settings({"DATA_DIR": str(settings.data_dir), **FAST,
+                                    "DENSE_LOSS_WEIGHT": 1.0}, environ={})
+    record, result = train_model(store, dense_settings)
+    training = record["training"]
+    assert training["depth"] == 4 and training["dense_supervision"]["used"]
+    dense = training["dense_supervision"]
+    assert training["mask_targets"] == dense["train_patches_with_mask"] + \
+        dense["val_patches_with_mask"] and dense["train_patches_with_mask"] > 0
+    assert "blocks_loss" in result.history
+    bundle = load_model(store, settings=settings)
+    assert bundle.model.get_layer("conv4") is not None
+    done = score_year(store, settings, bundle, 2021)
+    assert done.scored > 0
+    # the defaults train the seed's way: depth 3, no block loss, same labels
+    record2, result2 = train_model(store, settings)
+    assert record2["training"]["depth"] == 3 and "blocks_loss" not in result2.history
+    assert not record2["training"]["dense_supervision"]["used"]
