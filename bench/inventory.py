@@ -7,7 +7,8 @@ queue, ``decide`` and ``run_cycle`` with re-scoring, a simulated reviewer answer
 truth) until the inventory (confirmed plus predicted-not-rejected cells) reaches precision
 >= ``--precision`` at recall >= ``--recall`` against the truth.
 
-Plans: each queue order in ``--queues`` with a retrain cycle every ``--retrain-every`` decisions,
+Plans: each queue order in ``--queues`` with a retrain cycle every ``--retrain-every`` decisions
+(several values: every queue with each; the first value decides the winner and the headline),
 and the seed's way: review the first model's predicted cells in random order, no retrain. The
 budget of every plan is ``--budget`` decisions (default: the first model's predicted cells, the
 seed's way's whole job, or ``--min-budget`` when that is larger).
@@ -190,9 +191,10 @@ def run_territory(base: Base, args: argparse.Namespace, work: Path) -> dict[str,
     budget = args.budget or max(predicted, args.min_budget)
     targets = {"target_precision": args.precision, "target_recall": args.recall}
     plans = {SEED_WAY: seed_way_plan(budget, batch=args.batch, **targets)}
-    for queue in args.queues:
-        plans[queue] = QueuePlan(queue, args.retrain_every, batch=args.batch, budget=budget,
-                                 **targets)
+    for every in args.retrain_every:
+        for queue in args.queues:
+            key = queue if every == args.retrain_every[0] else f"{queue}@{every}"
+            plans[key] = QueuePlan(queue, every, batch=args.batch, budget=budget, **targets)
     print(f"{base.name}: {base.note}; the first model predicts {predicted} cells; budget "
           f"{budget} decisions per plan", flush=True)
     return {name: run_plan(base, plan, work, args.epochs) for name, plan in plans.items()}
@@ -241,10 +243,10 @@ def summarise(runs: dict[str, dict[str, QueueRun]], notes: dict[str, str],
     territories = {}
     for territory, plans in runs.items():
         budget = plans[SEED_WAY].plan.budget
-        queues = {name: run.reached_at for name, run in plans.items() if name != SEED_WAY}
+        queues = {name: run.reached_at for name, run in plans.items() if name in args.queues}
         territories[territory] = {
             "note": notes[territory], "budget": budget,
-            "winner": winner(queues, budget) if queues else None,
+            "winner": winner(queues),
             "plans": {name: run.summary() for name, run in plans.items()}}
     primary = territories[args.territories[0]]
     seed_way = primary["plans"][SEED_WAY]
@@ -259,10 +261,27 @@ def summarise(runs: dict[str, dict[str, QueueRun]], notes: dict[str, str],
         "default_queue": DEFAULT_STRATEGY,
         "winner": primary["winner"],
         "target": {"precision": args.precision, "recall": args.recall},
-        "retrain_every": args.retrain_every,
-        "command": "python bench/inventory.py " + " ".join(sys.argv[1:]),
+        "retrain_every": args.retrain_every[0],
+        "command": command_line(sys.argv[1:]),
         "territories": territories,
     }
+
+
+#: Options that only say where files go: left out of the recorded command (no machine paths).
+LOCATION_OPTIONS = ("--work", "--out", "--brazil")
+
+
+def command_line(argv: list[str]) -> str:
+    """The command that reproduces a run, without the options that only locate files."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in LOCATION_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in LOCATION_OPTIONS)):
+            kept.append(arg)
+    return " ".join(["python bench/inventory.py", *kept])
 
 
 def parse_args() -> argparse.Namespace:
@@ -277,7 +296,7 @@ def parse_args() -> argparse.Namespace:
                         help="share of the Brazil patches whose masks train the first model")
     parser.add_argument("--queues", nargs="+", default=list(QUEUE_STRATEGIES),
                         choices=QUEUE_STRATEGIES)
-    parser.add_argument("--retrain-every", type=int, default=100)
+    parser.add_argument("--retrain-every", type=int, nargs="+", default=[100])
     parser.add_argument("--batch", type=int, default=5, help="cards per batch (the app's prefetch)")
     parser.add_argument("--budget", type=int, default=None)
     parser.add_argument("--min-budget", type=int, default=300)
@@ -326,7 +345,7 @@ def main() -> None:
                 f"not reached ({plan['stop']} at {plan['decisions']})"
             print(f"| {plan['plan']} | {reached} | {plan['final_precision']:.3f} | "
                   f"{plan['final_recall']:.3f} | {plan['cycles']} | {plan['seconds']:.0f} s |")
-        print(f"winner: {entry['winner']}")
+        print(f"winner: {entry['winner'] or 'no queue reached the target'}")
     if summary["winner"] != DEFAULT_STRATEGY:
         print(f"NOTE: the measured winner {summary['winner']!r} is not the default queue "
               f"{DEFAULT_STRATEGY!r} (pipeline/queues.py DEFAULT_STRATEGY)")

@@ -267,11 +267,11 @@ def _answer(store: Store, truth: Truth, cards: Iterable[dict[str, Any]],
     return done
 
 
-def winner(decisions_by_queue: dict[str, int | None], budget: int) -> str:
-    """The queue that reached the target with the fewest decisions (a queue that never did
-    counts as the budget plus one); ties go to the earlier queue in QUEUE_STRATEGIES."""
-    if not decisions_by_queue:
-        raise ValueError("no queue was run")
+def winner(decisions_by_queue: dict[str, int | None]) -> str | None:
+    """The queue that reached the target with the fewest decisions (ties go to the earlier
+    queue in QUEUE_STRATEGIES); None when no queue reached it."""
+    reached = {q: d for q, d in decisions_by_queue.items() if d is not None}
+    if not reached:
+        return None
     order = {name: i for i, name in enumerate(QUEUE_STRATEGIES)}
-    return min(decisions_by_queue, key=lambda q: (
-        budget + 1 if decisions_by_queue[q] is None else decisions_by_queue[q], order.get(q, 99)))
+    return min(reached, key=lambda q: (reached[q], order.get(q, len(order))))
