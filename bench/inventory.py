@@ -77,8 +77,9 @@ from pipeline.inventory import (  # noqa: E402
 from pipeline.patch_split import group_split, read_groups  # noqa: E402
 from pipeline.queues import DEFAULT_STRATEGY  # noqa: E402
 from pipeline.scoring import score_year  # noqa: E402
-from pipeline.seeds import MIN_MASK_FRACTION, cell_labels_from_masks, seed_labels_from_masks  # noqa: E402
+from pipeline.seeds import cell_labels_from_masks, fraction_label, seed_labels_from_masks  # noqa: E402
 from pipeline.settings import Settings, load_settings  # noqa: E402
+from pipeline.simulate import copy_database  # noqa: E402
 from pipeline.training import load_model, train_model  # noqa: E402
 
 BRAZIL = ROOT / ".." / "shared" / "data" / "tailings_rgb_brazil"
@@ -103,13 +104,9 @@ def territory_settings(data_dir: Path, epochs: int) -> Settings:
 
 def labels_from_fraction(cell_ids: np.ndarray, fraction: np.ndarray) -> dict[int, str]:
     """The 5 % rule: mine, background, or left out (ambiguous)."""
-    labels = {}
-    for cell_id, share in zip(cell_ids.tolist(), fraction.tolist(), strict=True):
-        if share >= MIN_MASK_FRACTION:
-            labels[cell_id] = "mine"
-        elif share == 0:
-            labels[cell_id] = "background"
-    return labels
+    labels = {c: fraction_label(share) for c, share in zip(cell_ids.tolist(), fraction.tolist(),
+                                                            strict=True)}
+    return {c: label for c, label in labels.items() if label is not None}
 
 
 def demo_base(work: Path, size_km: int, year: int, seed: int, epochs: int) -> Base:
@@ -158,8 +155,7 @@ def copy_installation(source: Path, target: Path) -> Path:
         shutil.rmtree(target)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("imagery", "minewatch.db*"))
     shutil.copytree(source / "imagery", target / "imagery", copy_function=os.link)
-    with Store(source / "minewatch.db") as src, Store(target / "minewatch.db") as dst:
-        src.db.conn.backup(dst.db.conn)
+    copy_database(source / "minewatch.db", target)
     return target
 
 

@@ -33,6 +33,7 @@ from pipeline.second_review import current_policy
 from pipeline.similar import NoEmbeddingError, anchor_vector
 
 bp = Blueprint("review", __name__)
+bp.add_app_template_global(default_queue_sentence)
 
 #: Thumbnail URLs carry the cache key (``?v=``): a year in the browser cache is safe.
 THUMB_MAX_AGE = 365 * 24 * 3600
@@ -111,8 +112,7 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
     return dict(card=card, prefetch=prefetch, stats=stats, choice=choice, notice=notice,
                 recent=service.recent_decisions(store, reviewer), oob=oob,
                 model=store.active_model(), years=store.years(), strategies=QUEUE_NAMES,
-                default_strategy=DEFAULT_STRATEGY,
-                default_queue=default_queue_sentence())
+                default_strategy=DEFAULT_STRATEGY)
 
 
 def render_card(store, **kwargs: Any) -> str:

@@ -102,6 +102,14 @@ def seed_labels_from_polygons(
 MIN_MASK_FRACTION = 0.05
 
 
+def fraction_label(share: float, min_fraction: float = MIN_MASK_FRACTION) -> str | None:
+    """A cell's label from the share of it that is mine: 'mine' from ``min_fraction`` up,
+    'background' at 0, None (ambiguous) in between."""
+    if share >= min_fraction:
+        return "mine"
+    return "background" if share == 0 else None
+
+
 def cell_labels_from_masks(
     grid: CellGrid, mask_paths: Sequence[str | Path], *, min_fraction: float = MIN_MASK_FRACTION,
     min_valid_fraction: float = 0.5,
@@ -118,10 +126,11 @@ def cell_labels_from_masks(
         for cell_id, share, covered in zip(cell_ids, fraction, valid, strict=True):
             if covered < min_valid_fraction or np.isnan(share):
                 continue
-            if share >= min_fraction:
-                labels[int(cell_id)] = "mine"
-            elif share == 0:
-                labels.setdefault(int(cell_id), "background")
+            label = fraction_label(share, min_fraction)
+            if label == "mine":
+                labels[int(cell_id)] = label
+            elif label == "background":
+                labels.setdefault(int(cell_id), label)
     return labels
 
 

@@ -509,7 +509,8 @@ def base_train_config(config: SimConfig) -> TrainConfig:
                        hard_negative_weight=config.hard_negative_weight)
 
 
-def _copy_store(source: Path, target_dir: Path) -> None:
+def copy_database(source: Path, target_dir: Path) -> None:
+    """Copy an installation's database into ``target_dir`` (as minewatch.db)."""
     target_dir.mkdir(parents=True, exist_ok=True)
     # sqlite's backup API copies a consistent snapshot, WAL included.
     with sqlite3.connect(source) as src, sqlite3.connect(target_dir / "minewatch.db") as dst:
@@ -774,7 +775,7 @@ def simulate_seed(territory: Territory, split: Split, config: SimConfig, train: 
     rows: list[dict[str, Any]] = []
     train = replace(train, seed=seed)
     seed_dir = work / f"seed{seed}"
-    _copy_store(territory.base_db, seed_dir)
+    copy_database(territory.base_db, seed_dir)
     settings = _settings(seed_dir, config)
     with Store(settings.database_path) as store:
         seeds = seed_set(territory, split, config, seed)
@@ -792,7 +793,7 @@ def simulate_seed(territory: Territory, split: Split, config: SimConfig, train: 
         strategy = STRATEGIES[name]
         random.seed(f"{seed}-{name}")  # the store's random queue order and score.rand
         run_dir = work / f"seed{seed}-{name}"
-        _copy_store(settings.database_path, run_dir)
+        copy_database(settings.database_path, run_dir)
         run_settings = _settings(run_dir, config)
         rows.append({**start, "strategy": name})
         with Store(run_settings.database_path) as store:
