@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test demo lint bench chromium static clean
+.PHONY: run test demo lint bench screenshots chromium static clean
 
 run: $(STAMP)
 	$(PY) run.py demo --if-empty
@@ -23,6 +23,10 @@ lint: $(DEV_STAMP)
 bench: $(STAMP)
 	$(PY) bench/score.py
 	$(PY) bench/review.py
+
+# The README's screenshots (docs/img/), from a fresh 12 km demo served on a free loopback port.
+screenshots: $(DEV_STAMP) chromium
+	$(PY) docs/screenshots.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
