@@ -1,6 +1,6 @@
 """One source for the default review queue: the code's DEFAULT_STRATEGY is the measured winner
-of the committed bench/inventory.py summary, and the README, `run.py serve --help` and the
-review page all say the same sentence."""
+of the committed bench/inventory.py summary, and the README, the user guide (docs/user-guide.md),
+`run.py serve --help` and the review page all say the same sentence."""
 
 from __future__ import annotations
 
@@ -41,11 +41,12 @@ def test_the_default_queue_is_the_measured_winner():
     assert summary["ratio"] == round(summary["decisions_seed_way"] / reached[DEFAULT_STRATEGY], 2)
 
 
-def test_the_readme_says_the_default_sentence():
-    readme = flat((ROOT / "README.md").read_text())
-    assert default_queue_sentence() in readme
+@pytest.mark.parametrize("page", ["README.md", "docs/user-guide.md"])
+def test_the_readme_and_user_guide_say_the_default_sentence(page):
+    text = flat((ROOT / page).read_text())
+    assert default_queue_sentence() in text
     others = [QUEUE_NAMES[s] for s in QUEUE_STRATEGIES if s != DEFAULT_STRATEGY]
-    assert not any(f"start on the {name!r}" in readme for name in others)
+    assert not any(f"start on the {name!r}" in text for name in others)
 
 
 def test_serve_help_says_the_default_sentence():
