@@ -462,6 +462,27 @@ def embeddings(db: Database) -> None:
     )
 
 
+@migrations(name="0014_account_names_ignore_case")
+def account_names_ignore_case(db: Database) -> None:
+    """Account names unique without regard to case (``accounts_name_nocase``).
+
+    A database that already holds names differing only in case keeps the oldest account of each
+    such group as it is; every later one is renamed ``<name>-renamed-<id>`` and disabled (its
+    sessions end and its leases are released). Its label history keeps the old name, so what it
+    decided stays attributed as it was; an admin may reset the renamed account's password and
+    enable it again under its new name.
+    """
+    later = db.execute(
+        "SELECT a.id, a.name FROM accounts a WHERE EXISTS (SELECT 1 FROM accounts b"
+        " WHERE b.name = a.name COLLATE NOCASE AND b.id < a.id) ORDER BY a.id").fetchall()
+    for account_id, name in later:
+        db.execute("DELETE FROM leases WHERE reviewer = ?", [name])
+        db.execute("UPDATE accounts SET name = ?, disabled = 1,"
+                   " session_version = session_version + 1 WHERE id = ?",
+                   [f"{name}-renamed-{account_id}", account_id])
+    db.execute("CREATE UNIQUE INDEX accounts_name_nocase ON accounts(name COLLATE NOCASE)")
+
+
 def _database_folder(db: Database) -> str | None:
     """The folder of the main database file (None for an in-memory database)."""
     for _, name, file in db.execute("PRAGMA database_list").fetchall():

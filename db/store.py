@@ -1126,18 +1126,26 @@ class Store:
 
     # accounts ----------------------------------------------------------------------------------
     def add_account(self, name: str, role: str, password_hash: str) -> dict[str, Any]:
-        """Create an account; StoreError when the name is taken (names are never reused)."""
+        """Create an account; StoreError when the name is taken in any case (names are never
+        reused)."""
         now = utc_now()
         with self.atomic():
-            if self.account(name) is not None:
-                raise StoreError(f"an account named {name!r} already exists")
+            taken = self.account_for_login(name)
+            if taken is not None:
+                raise StoreError(f"an account named {taken['name']!r} already exists (names "
+                                 "ignore case)")
             self.db.execute(
                 "INSERT INTO accounts (name, role, password_hash, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)", [name, role, password_hash, now, now])
             return self.account(name)
 
     def account(self, name: str) -> dict[str, Any] | None:
+        """The account of exactly this name (sessions and leases use the exact name)."""
         return self._row("SELECT * FROM accounts WHERE name = ?", [name])
+
+    def account_for_login(self, name: str) -> dict[str, Any] | None:
+        """The account whose name equals ``name`` without regard to (ASCII) case."""
+        return self._row("SELECT * FROM accounts WHERE name = ? COLLATE NOCASE", [name])
 
     def accounts(self) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM accounts ORDER BY name")

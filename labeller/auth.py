@@ -4,17 +4,28 @@ Every request loads ``g.user`` (``before_app_request``, as in flaskr's ``auth.py
 checked against :data:`ENDPOINT_ROLES`, the one table naming the least role each endpoint needs
 ("public", "reviewer", "lead" or "admin"). An endpoint missing from the table is refused (403),
 so a new route cannot be forgotten; ``tests/test_auth.py`` checks every route of the app is in it.
-Blueprints of other parts add their endpoints to the table; :func:`role_required` is there for
-code that wants a decorator, but the table is the source of truth.
+Every blueprint's endpoints are listed here and nowhere else (no blueprint adds to the table);
+:func:`role_required` is there for code that wants a decorator, but the table is the source of
+truth.
 
 Open mode: while the app listens only on loopback (HOST 127.0.0.1, ::1 or localhost) and no
-account exists, every request acts as the built-in account ``local`` (role admin), so a fresh
-``make run`` lets its user review at once; pages say so and offer to create the first account.
-As soon as an account exists, or HOST is anything else, every page but login needs a login.
+account exists, every request from a loopback client without forwarding headers
+(:data:`FORWARDING_HEADERS`: a reverse proxy on the same machine forwards others) acts as the
+built-in account ``local`` (role admin), so a fresh ``make run`` lets its user review at once;
+pages say so and offer to create the first account. As soon as an account exists, or HOST is
+anything else, every page but login needs a login (a forwarded request gets no open mode).
+
+Sessions end on the server: the signed session carries the account's ``session_version``, which
+grows on logout, disable and password reset, so a cookie saved before any of them is refused.
+
+Login attempts are limited (Flask-Limiter, failures only) per account name (any case, from any
+address: ``LOGIN_RATE_LIMIT``), so failures on one name never lock another, and per client
+address only by the higher ceiling ``LOGIN_ADDRESS_LIMIT``, which stops a spray over many names.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -79,9 +90,21 @@ ENDPOINT_ROLES: dict[str, str] = {
     "jobs.job_list": "lead",
     "jobs.start": "lead",
     "jobs.download": "lead",
+    "team.page": "lead",
+    "team.queue": "lead",
+    "team.decide": "lead",
+    "team.policy": "lead",
+    "triage.page": "reviewer",
+    "triage.submit": "reviewer",
+    "triage.reopen": "reviewer",
+    "triage.correct": "reviewer",
 }
 #: Loopback host names: open mode is possible only when HOST is one of them.
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+#: Headers a reverse proxy adds: a request carrying any of them never gets open mode.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+                      "X-Forwarded-Server", "X-Forwarded-Port", "X-Real-IP", "X-Client-IP",
+                      "True-Client-IP", "CF-Connecting-IP", "Via")
 #: What ``g.user`` is in open mode.
 LOCAL_USER: dict[str, Any] = {"name": LOCAL_NAME, "role": "admin", "local": True}
 
@@ -89,9 +112,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def open_mode() -> bool:
-    """Whether requests act as the built-in ``local`` admin (loopback HOST and no account)."""
+    """Whether this request acts as the built-in ``local`` admin: loopback HOST, no account,
+    and a direct loopback client (a proxy on this machine forwarding others is not one)."""
     settings = current_app.config["SETTINGS"]
-    return settings.HOST in LOOPBACK and not get_store().has_accounts()
+    return (settings.HOST in LOOPBACK and _direct_loopback_client()
+            and not get_store().has_accounts())
+
+
+def _direct_loopback_client() -> bool:
+    """Whether the client is this machine itself, with no forwarding header on the request."""
+    if any(header in request.headers for header in FORWARDING_HEADERS):
+        return False
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
 
 
 def current_user() -> dict[str, Any] | None:
@@ -185,7 +220,8 @@ def start_session(account: dict[str, Any]) -> None:
 
 
 def _login_name() -> str:
-    return "name:" + str(request.form.get("name", ""))[:100]
+    """The per-name bucket: names are one account whatever their case."""
+    return "name:" + str(request.form.get("name", "")).strip()[:100].lower()
 
 
 def _count_failures(response: Any) -> bool:
@@ -194,7 +230,7 @@ def _count_failures(response: Any) -> bool:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["SETTINGS"].LOGIN_RATE_LIMIT, methods=["POST"],
+@limiter.limit(lambda: current_app.config["SETTINGS"].LOGIN_ADDRESS_LIMIT, methods=["POST"],
                deduct_when=_count_failures)
 @limiter.limit(lambda: current_app.config["SETTINGS"].LOGIN_RATE_LIMIT, methods=["POST"],
                key_func=_login_name, deduct_when=_count_failures)
@@ -217,10 +253,11 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """End the session (the reviewer's leases are released) and show the login page."""
+    """End the session on the server too (a saved copy of its cookie is refused afterwards; the
+    account's other sessions end with it) and release the reviewer's leases; show the login."""
     user = current_user()
     if user is not None and not user["local"]:
-        get_store().release_leases(user["name"])
+        accounts.log_out(get_store(), user["name"])
     session.clear()
     return redirect(url_for("auth.login"))
 

@@ -236,7 +236,8 @@ def label(cell_id: int, year: int):
 
 @bp.post("/undo")
 def undo():
-    """Undo the reviewer's latest decision and show that cell again (leased in the same step)."""
+    """Undo the reviewer's latest decision and show that cell again (leased in the same step),
+    unless another reviewer holds its card: then the queue's next card."""
     reviewer = current_name()
     store = get_store()
     try:
@@ -250,6 +251,9 @@ def undo():
     else:
         notice = f"Undone: {target['label']} on cell {target['cell_id']} ({target['year']})."
         cell = (target["cell_id"], target["year"])
+        if target["held_by"] is not None:  # another reviewer has its card: never show it twice
+            notice += " Another reviewer has its card now; here is your next one."
+            cell = None
     if is_htmx():
         return render_card(store, cell=cell, notice=notice)
     flash(notice)

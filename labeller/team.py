@@ -1,7 +1,7 @@
 """The Team page (agreement per reviewer and pair, pace, review states) and the lead's
 adjudication queue.
 
-Both are for leads (``ENDPOINT_ROLES``: lead; the blind second-review cards themselves are served
+Both are for leads (``labeller.auth.ENDPOINT_ROLES``: lead; the blind second-review cards themselves are served
 by the review page to any reviewer). The adjudication card (``templates/_adjudication.html``) has one source: the
 page includes it and an htmx decision gets only it back. Unlike a second-review card it is not
 blind: it shows both reviewers' labels. Each adjudication is one transaction
@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from analysis.report import REVIEW_STATE_NAMES
-from labeller.auth import ENDPOINT_ROLES, current_name
+from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.review import is_htmx
 from pipeline import review as service
@@ -23,8 +23,6 @@ from pipeline import second_review as sr
 from pipeline.agreement import MIN_ACTIVE_S, SESSION_GAP_S
 
 bp = Blueprint("team", __name__)
-ENDPOINT_ROLES.update({"team.page": "lead", "team.queue": "lead", "team.decide": "lead",
-                       "team.policy": "lead"})
 
 
 @bp.app_template_global()

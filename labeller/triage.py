@@ -26,7 +26,7 @@ from flask import (
     url_for,
 )
 
-from labeller.auth import ENDPOINT_ROLES, current_name
+from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.review import queue_choice
 from labeller.safety import parse_int
@@ -35,8 +35,6 @@ from pipeline import triage
 from pipeline.second_review import current_policy
 
 bp = Blueprint("triage", __name__)
-ENDPOINT_ROLES.update({"triage.page": "reviewer", "triage.submit": "reviewer",
-                       "triage.reopen": "reviewer", "triage.correct": "reviewer"})
 #: Session key of the last submit's per-tile outcomes (shown once on the next page).
 OUTCOMES_KEY = "triage_outcomes"
 

@@ -3,7 +3,8 @@
 Passwords are hashed with argon2id (``argon2-cffi``'s ``PasswordHasher`` and its defaults); only
 the hash is stored. An account's name is its identity everywhere (the reviewer columns of label
 events, leases and current labels), so names are unique, never renamed and never reused. Roles
-are ordered: a ``lead`` may do all a ``reviewer`` may, an ``admin`` all a ``lead`` may.
+are ordered: a ``lead`` may do all a ``reviewer`` may, an ``admin`` all a ``lead`` may. Names are
+unique without regard to case ("Ana" and "ana" cannot both exist) and a login may type any case.
 ``run.py users ...`` and the web app's accounts page call these functions.
 """
 
@@ -102,13 +103,21 @@ def reset_password(store: Store, name: str, password: str) -> dict[str, Any]:
         raise AccountError(str(error)) from None
 
 
+def log_out(store: Store, name: str) -> None:
+    """End every open session of the account (a saved cookie is refused afterwards) and release
+    its leases, in one transaction."""
+    with store.atomic():
+        store.release_leases(name)
+        store.update_account(name)
+
+
 def authenticate(store: Store, name: str, password: str) -> dict[str, Any] | None:
-    """The account if ``name`` and ``password`` match an enabled account, else None.
+    """The account if ``name`` (in any case) and ``password`` match an enabled account, else None.
 
     An unknown name costs one hash verification too. A hash made with older argon2 parameters
     is replaced by a fresh one on a successful login.
     """
-    account = store.account(name) if len(name) <= 100 else None
+    account = store.account_for_login(name) if len(name) <= 100 else None
     if len(password) > MAX_PASSWORD:
         return None
     try:
@@ -118,5 +127,6 @@ def authenticate(store: Store, name: str, password: str) -> dict[str, Any] | Non
     if account is None or account["disabled"]:
         return None
     if _hasher.check_needs_rehash(account["password_hash"]):
-        store.update_account(name, password_hash=_hasher.hash(password), end_sessions=False)
+        store.update_account(account["name"], password_hash=_hasher.hash(password),
+                             end_sessions=False)
     return account

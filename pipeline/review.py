@@ -466,6 +466,9 @@ def undo_last(
 
     With ``lease_seconds`` the undone cell is leased back to the reviewer, as the card shown
     now, in the same transaction as the undo: no other reviewer can be served it in between.
+    When another reviewer holds its card already (e.g. the first reviewer took it back with
+    their own undo, or a second reviewer is looking at it) it is not leased back and the
+    returned event's ``held_by`` names that reviewer: the caller must not show the card then.
     None when there is nothing left to undo. A repeated ``request_id`` (the reviewer's token)
     undoes nothing more and returns the event that the first request undid.
     """
@@ -474,7 +477,8 @@ def undo_last(
         if key:
             existing = store.label_event_by_request(key)
             if existing is not None and existing["kind"] == "undo":
-                return store.label_event(existing["undoes"])
+                target = store.label_event(existing["undoes"])
+                return {**target, "held_by": _held_by_other(store, target, reviewer, now)}
         target = store.last_undoable_event(reviewer)
         if target is None:
             return None
@@ -482,8 +486,16 @@ def undo_last(
         if lease_seconds is not None:
             cell = (target["cell_id"], target["year"])
             store.lease_cells([cell], reviewer, lease_seconds, now=now, shown=cell)
+        held_by = _held_by_other(store, target, reviewer, now)
     forget_frontier(store)
-    return target
+    return {**target, "held_by": held_by}
+
+
+def _held_by_other(store: Store, event: dict[str, Any], reviewer: str,
+                   now: float | None) -> str | None:
+    """Who else holds a live lease on the event's cell-year, if anyone."""
+    holder = store.lease_holder(event["cell_id"], event["year"], now=now)
+    return holder if holder not in (None, reviewer) else None
 
 
 def change_decision(
@@ -536,7 +548,9 @@ def card_details(store: Store, cell_id: int, year: int,
 
     For a blind second review (:func:`is_blind` for ``reviewer``) ``blind`` is True and the
     card carries no label history and no current label: the reviewer sees what a first
-    reviewer saw (the pictures, the score, the scores of other years).
+    reviewer saw (the pictures, the score, the scores of other years). On a card of another
+    year, the events of every year blind to ``reviewer`` are left out of the history too
+    (``hidden_years``), so no view of the cell shows a label its blind second review must not.
     """
     cell = store.cell(cell_id)
     if cell is None:
@@ -544,16 +558,28 @@ def card_details(store: Store, cell_id: int, year: int,
     model = store.active_model()
     score = store.score(cell_id, year, model["version"]) if model else None
     blind = is_blind(store, cell_id, year, reviewer)
+    history, hidden = visible_history(store, cell_id, reviewer)
     return {
         "cell": cell,
         "year": int(year),
         "model": model,
         "score": score,
         "blind": blind,
-        "history": [] if blind else store.label_history(cell_id),
+        "history": [] if blind else history,
+        "hidden_years": hidden,
         "scores": store.cell_scores(cell_id),
         "current": None if blind else store.current_label(cell_id, year),
     }
+
+
+def visible_history(store: Store, cell_id: int,
+                    reviewer: str | None) -> tuple[list[dict[str, Any]], list[int]]:
+    """A cell's label history as ``reviewer`` may see it, and the years left out because their
+    blind second review may still come to ``reviewer`` (:func:`is_blind`)."""
+    history = store.label_history(cell_id)
+    hidden = sorted(y for y in {int(e["year"]) for e in history}
+                    if is_blind(store, cell_id, y, reviewer))
+    return [e for e in history if int(e["year"]) not in hidden], hidden
 
 
 _queue_cache: dict[tuple[Any, ...], tuple[float, float, int]] = {}

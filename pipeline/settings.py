@@ -100,8 +100,10 @@ class Settings:
     ALLOWED_HOSTS: str = _setting("", "Comma-separated host names the app answers to (the Host "
                                   "header; '*' for any). Empty: localhost, 127.0.0.1, ::1 and "
                                   "HOST. Others get 400 (stops DNS rebinding).")
-    LOGIN_RATE_LIMIT: str = _setting("10 per minute", "Most login attempts per client address, "
-                                     "and per account name, in Flask-Limiter's notation.")
+    LOGIN_RATE_LIMIT: str = _setting("10 per minute", "Most failed login attempts per account "
+                                     "name (any case, any address), in Flask-Limiter's notation.")
+    LOGIN_ADDRESS_LIMIT: str = _setting("100 per hour", "Most failed login attempts per client "
+                                        "address over all names (stops a password spray).")
     MAX_REQUEST_KB: int = _setting(64, "Largest accepted request body in KiB; a larger one is "
                                    "refused with 413 before it is read.")
     SECOND_REVIEW_SHARE: float = _setting(0.10, "Share of first decisions (mine or background) "

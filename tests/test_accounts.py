@@ -126,3 +126,43 @@ def test_users_help() -> None:
     for command in ("add", "list", "disable", "reset-password"):
         result = CliRunner().invoke(cli, ["users", command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_names_are_unique_whatever_their_case(store) -> None:
+    accounts.create_account(store, "Ana", "reviewer", PASSWORD)
+    with pytest.raises(accounts.AccountError, match="'Ana' already exists"):
+        accounts.create_account(store, "ana", "admin", PASSWORD)
+    assert accounts.authenticate(store, "ANA", PASSWORD)["name"] == "Ana"
+    assert store.account("ana") is None  # sessions and leases keep the exact name
+    import sqlite3
+
+    with pytest.raises(sqlite3.IntegrityError):  # the index holds even below the Store
+        store.db.execute("INSERT INTO accounts (name, role, password_hash, created_at,"
+                         " updated_at) VALUES ('aNa', 'admin', 'x', '', '')")
+
+
+def test_migration_renames_and_disables_later_case_twins(tmp_path) -> None:
+    """A database made before names ignored case, holding 'ana' and then 'Ana': the older
+    keeps its name; the later one is renamed '<name>-renamed-<id>', disabled, its sessions
+    ended and its leases released; its decisions keep the name they were made under."""
+    from sqlite_utils import Database
+
+    from db.schema import migrations
+
+    path = tmp_path / "old.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="0014_account_names_ignore_case")
+    for name in ("ana", "Ana", "ben"):
+        old.execute("INSERT INTO accounts (name, role, password_hash, created_at, updated_at)"
+                    " VALUES (?, 'reviewer', 'x', '', '')", [name])
+    old.execute("INSERT INTO leases (cell_id, year, reviewer, expires_at) VALUES (1, 2021,"
+                " 'Ana', 9e99)")
+    old.conn.commit()
+    old.close()
+    with Store(path) as store:
+        rows = {r["name"]: r for r in store.accounts()}
+        assert set(rows) == {"ana", "Ana-renamed-2", "ben"}
+        assert rows["ana"]["disabled"] == 0 and rows["ben"]["disabled"] == 0
+        renamed = rows["Ana-renamed-2"]
+        assert renamed["disabled"] == 1 and renamed["session_version"] == 1
+        assert store.lease(1, 2021) is None

@@ -329,3 +329,109 @@ def test_settings_page_shows_values_but_not_secrets(app, client) -> None:
     html = client.get("/settings").get_data(as_text=True)
     assert "<code>LEASE_SECONDS</code></td><td>300</td>" in html
     assert "test-secret" not in html and "(hidden)" in html
+
+
+def _replay(app, cookie: str):
+    """A new browser holding a copy of a session cookie saved earlier."""
+    replayed = app.test_client()
+    replayed.set_cookie("session", cookie)
+    return replayed
+
+
+def _refused(app, cookie: str, token: str) -> None:
+    """The saved cookie opens no page and starts no export (a redirect to login / 401)."""
+    page = _replay(app, cookie).get("/review")
+    assert page.status_code == 302 and page.location.startswith("/login")
+    export = _replay(app, cookie).post("/exports", data={"csrf_token": token, "format": "nonsense"},
+                           headers={"X-CSRFToken": token})
+    assert export.status_code == 401
+
+
+def test_a_saved_cookie_is_refused_after_logout(app, client, review_db) -> None:
+    token = login(client, "lea", "lead")
+    saved = client.get_cookie("session").value
+    assert _replay(app, saved).get("/review").status_code == 200  # the copy works before
+    client.post("/logout", headers={"X-CSRFToken": token})
+    _refused(app, saved, token)
+    login(client, "lea", "lead")  # logging in again works
+    assert client.get("/review").status_code == 200
+
+
+@pytest.mark.parametrize("how", ["disable", "password"])
+def test_a_saved_cookie_is_refused_after_disable_or_reset(app, client, review_db, how) -> None:
+    admin = app.test_client()
+    admin_token = login(admin, "root", "admin")
+    token = login(client, "lea", "lead")
+    saved = client.get_cookie("session").value
+    if how == "disable":
+        answer = admin.post("/accounts/lea/disabled", data={"disabled": "1",
+                                                            "csrf_token": admin_token})
+    else:
+        answer = admin.post("/accounts/lea/password", data={"password": "a brand new password",
+                                                            "csrf_token": admin_token})
+    assert answer.status_code == 200
+    _refused(app, saved, token)
+    assert client.get("/review").status_code == 302
+
+
+def test_login_names_ignore_case(app, client) -> None:
+    add_account(app, "Ana")
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    ok = client.post("/login", data={"name": "aNA", "password": PASSWORD, "csrf_token": token})
+    assert ok.status_code == 302
+    page = client.get("/review").get_data(as_text=True)
+    assert ">Ana</span>" in page  # the session is the account's own name
+
+
+def test_failures_on_one_name_do_not_lock_another_from_the_same_address(app_config) -> None:
+    app = create_app({**app_config, "LOGIN_RATE_LIMIT": "3 per minute"})
+    add_account(app, "ana")
+    add_account(app, "ben")
+    client = app.test_client()  # one office address for everybody
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    codes = [client.post("/login", data={"name": name, "password": "wrong password",
+                                         "csrf_token": token}).status_code
+             for name in ("ben", "BEN", "ben", "ben")]
+    assert codes == [401, 401, 401, 429]  # ben's bucket, whatever the case
+    right = client.post("/login", data={"name": "ana", "password": PASSWORD, "csrf_token": token})
+    assert right.status_code == 302
+
+
+def test_a_spray_over_many_names_hits_the_address_ceiling(app_config) -> None:
+    app = create_app({**app_config, "LOGIN_RATE_LIMIT": "3 per minute",
+                      "LOGIN_ADDRESS_LIMIT": "5 per minute"})
+    add_account(app, "ana")
+    client = app.test_client()
+    token = csrf_from(client.get("/login").get_data(as_text=True))
+    codes = [client.post("/login", data={"name": f"user{i}", "password": "wrong password",
+                                         "csrf_token": token}).status_code for i in range(6)]
+    assert codes == [401] * 5 + [429]
+    other = app.test_client()  # another address is not affected
+    token = csrf_from(other.get("/login").get_data(as_text=True))
+    assert other.post("/login", data={"name": "ana", "password": PASSWORD, "csrf_token": token},
+                      environ_base={"REMOTE_ADDR": "10.0.0.7"}).status_code == 302
+
+
+@pytest.mark.parametrize("header", ["Forwarded", "X-Forwarded-For", "X-Forwarded-Host",
+                                    "X-Real-IP"])
+def test_no_open_mode_for_a_forwarded_request(app_config, header) -> None:
+    client = create_app(app_config).test_client()
+    assert client.get("/").status_code == 200  # direct from loopback: open mode
+    response = client.get("/", headers={header: "203.0.113.9"})
+    assert response.status_code == 302 and "/login" in response.location
+    assert client.get("/", environ_base={"REMOTE_ADDR": "192.0.2.4"}).status_code == 302
+
+
+def test_blueprints_add_no_roles_at_import() -> None:
+    """The table in labeller/auth.py is the whole table: importing every blueprint changes it
+    not (a fresh interpreter, so nothing was imported before)."""
+    import subprocess
+
+    script = ("import labeller.auth as a; before = dict(a.ENDPOINT_ROLES)\n"
+              "import labeller.team, labeller.triage, labeller.review, labeller.jobs, "
+              "labeller.map, labeller.reports, labeller.cycles, labeller.overview\n"
+              "assert a.ENDPOINT_ROLES == before, set(a.ENDPOINT_ROLES.items()) ^ "
+              "set(before.items())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

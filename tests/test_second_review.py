@@ -306,3 +306,119 @@ def test_a_leads_policy_overrides_the_settings(store) -> None:
     assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.35, True)
     store.clear_second_review_policy()
     assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.2, False)
+
+
+# no card shown to two reviewers through undos --------------------------------------------------
+def test_two_undos_on_a_second_reviewed_cell_over_http(app) -> None:
+    """The lead sets the share to 100 %; ana labels, ben second-reviews, ana undoes, ben undoes:
+    ana has the card back, ben is shown another one, and the cell is leased to ana alone."""
+    from fixtures_app import card_fields, login
+
+    htmx = {"HX-Request": "true"}
+    lead, ana, ben = app.test_client(), app.test_client(), app.test_client()
+    tokens = {"lea": login(lead, "lea", "lead"), "ana": login(ana, "ana"),
+              "ben": login(ben, "ben")}
+    assert lead.post("/team/policy", data={"percent": "100", "csrf_token": tokens["lea"]}
+                     ).status_code == 302
+
+    def label(client, who, fields):
+        return client.post(f"/cells/{fields['cell_id']}/{fields['year']}/label",
+                           data={"label": "mine", "request_id": fields["request_id"]},
+                           headers={**htmx, "X-CSRFToken": tokens[who]})
+
+    def undo(client, who):
+        return card_fields(client.post("/undo", headers={**htmx, "X-CSRFToken": tokens[who]},
+                                       data={"request_id": f"undo-{who}"}).get_data(as_text=True))
+
+    first = card_fields(ana.get("/review").get_data(as_text=True))
+    cell = (first["cell_id"], first["year"])
+    label(ana, "ana", first)
+    second = card_fields(ben.get("/review").get_data(as_text=True))
+    assert (second["cell_id"], second["year"]) == cell  # ben's blind second review
+    label(ben, "ben", second)
+    again = undo(ana, "ana")
+    assert (again["cell_id"], again["year"]) == cell
+    shown_to_ben = undo(ben, "ben")
+    assert (shown_to_ben["cell_id"], shown_to_ben["year"]) != cell
+    with Store(app.config["SETTINGS"].database_path) as store:
+        assert store.lease_holder(*cell) == "ana"
+    page = ben.get("/review").get_data(as_text=True)
+    assert (card_fields(page)["cell_id"], card_fields(page)["year"]) != cell
+
+
+def test_undo_while_another_reviewer_holds_the_card_does_not_show_it(store) -> None:
+    cell = first_card(store)
+    decide(store, "ana", cell, "mine")
+    assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
+    undone = service.undo_last(store, "ana", lease_seconds=60)
+    assert undone["cell_id"] == cell and undone["held_by"] == "ben"
+    assert store.lease_holder(cell, 2021) == "ben"
+
+
+def test_random_label_second_review_undo_sequences_never_show_a_card_twice(store) -> None:
+    """Three reviewers label (second reviews included, share 100 %) and undo at random, as the
+    web app does (after a decision, or an undo whose card another reviewer holds, the queue's
+    next card): after every step no cell-year is shown to two reviewers, and each shown card
+    is leased to the reviewer looking at it."""
+    import random
+
+    rng = random.Random(7)
+    showing: dict[str, tuple[int, int]] = {}
+
+    def serve(reviewer: str) -> None:
+        cards = service.next_cards(store, reviewer=reviewer, n=2, lease_seconds=600)
+        if cards:
+            showing[reviewer] = (int(cards[0]["cell_id"]), int(cards[0]["year"]))
+
+    undone_twice_held = 0
+    for step in range(160):
+        reviewer = rng.choice(["ana", "ben", "cy"])
+        if reviewer not in showing:
+            serve(reviewer)
+        if rng.random() < 0.6 and reviewer in showing:
+            cell, year = showing.pop(reviewer)
+            decide(store, reviewer, cell, rng.choice(["mine", "background"]), token=f"s{step}",
+                   year=year)
+            serve(reviewer)
+        else:
+            target = service.undo_last(store, reviewer, request_id=f"u{step}",
+                                       lease_seconds=600)
+            if target is not None and target["held_by"] is None:
+                showing[reviewer] = (int(target["cell_id"]), int(target["year"]))
+            elif target is not None:
+                undone_twice_held += 1
+                showing.pop(reviewer, None)
+                serve(reviewer)
+        shown = list(showing.values())
+        assert len(shown) == len(set(shown)), (step, showing)
+        for who, (cell, year) in showing.items():
+            assert store.lease_holder(cell, year) == who, (step, who, cell)
+    assert store.second_reviews() and undone_twice_held > 0  # the sequences did meet
+
+
+def test_blind_in_the_history_of_every_year_of_the_cell(app) -> None:
+    """While ben may still give a cell-year its blind second review, no card of that cell, of
+    any year, shows ana's label; once ben decided, the history shows it."""
+    from fixtures_app import card_fields, login
+
+    lead, ana, ben = app.test_client(), app.test_client(), app.test_client()
+    lead_token, ana_token, ben_token = login(lead, "lea", "lead"), login(ana), login(ben, "ben")
+    lead.post("/team/policy", data={"percent": "100", "csrf_token": lead_token})
+    first = card_fields(ana.get("/review").get_data(as_text=True))
+    cell, year = first["cell_id"], first["year"]
+    other_year = 2020 if year == 2021 else 2021
+    ana.post(f"/cells/{cell}/{year}/label", data={"label": "mine",
+             "request_id": first["request_id"]}, headers={"X-CSRFToken": ana_token})
+    for shown_year in (other_year, year):
+        page = ben.get(f"/review?cell={cell}&year={shown_year}").get_data(as_text=True)
+        assert card_fields(page)["year"] == shown_year
+        assert "<td>ana</td>" not in page and "history-hidden" in page, shown_year
+    own = ana.get(f"/review?cell={cell}&year={other_year}").get_data(as_text=True)
+    assert "<td>ana</td>" in own  # the first reviewer sees their own label
+    with Store(app.config["SETTINGS"].database_path) as store:
+        details = service.card_details(store, cell, other_year, reviewer="ben")
+        assert details["history"] == [] and details["hidden_years"] == [year]
+    ben.post(f"/cells/{cell}/{year}/label", data={"label": "mine", "request_id": "ben-1"},
+             headers={"X-CSRFToken": ben_token})
+    after = ben.get(f"/review?cell={cell}&year={other_year}").get_data(as_text=True)
+    assert "<td>ana</td>" in after and "history-hidden" not in after
