@@ -22,6 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 from db.store import Store, StoreError  # noqa: E402
 from imagery.bands import BandMismatchError, parse_band_list  # noqa: E402
+from imagery.demo import MIN_INSTALLATION_KM  # noqa: E402
 from imagery.earthengine import EarthEngineError  # noqa: E402
 from imagery.scene import SceneError  # noqa: E402
 from imagery.vectors import VectorError  # noqa: E402
@@ -102,8 +103,8 @@ layer_option = click.option(
 
 @cli.command()
 @click.option("--if-empty", is_flag=True, help="Do nothing when the database already has scenes.")
-@click.option("--size-km", type=click.IntRange(2, 200), default=40, show_default=True,
-              help="Side of the square territory.")
+@click.option("--size-km", type=click.IntRange(MIN_INSTALLATION_KM, 200), default=40,
+              show_default=True, help="Side of the square territory.")
 @click.option("--seed", type=int, default=2021, show_default=True, help="Random seed.")
 @click.pass_obj
 @user_errors
