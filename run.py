@@ -22,6 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 from db.store import Store, StoreError  # noqa: E402
 from imagery.bands import BandMismatchError, parse_band_list  # noqa: E402
+from imagery.demo import MIN_INSTALLATION_KM  # noqa: E402
 from imagery.earthengine import EarthEngineError  # noqa: E402
 from imagery.scene import SceneError  # noqa: E402
 from imagery.vectors import VectorError  # noqa: E402
@@ -90,10 +91,20 @@ def open_store(settings: Settings) -> Store:
     return Store(settings.database_path)
 
 
+#: --repair's help, the same for every command that reads polygons.
+REPAIR_HELP = ("Mend invalid polygons (keeping their polygonal parts) instead of refusing them; a "
+               "polygon that mends to a line or nothing is still refused.")
+
+layer_option = click.option(
+    "--layer", default=None,
+    help="Layer to read from a file with several (GeoPackage, KML, zipped shapefiles); a file "
+         "with more than one is refused without it, listing them.")
+
+
 @cli.command()
 @click.option("--if-empty", is_flag=True, help="Do nothing when the database already has scenes.")
-@click.option("--size-km", type=click.IntRange(2, 200), default=40, show_default=True,
-              help="Side of the square territory.")
+@click.option("--size-km", type=click.IntRange(MIN_INSTALLATION_KM, 200), default=40,
+              show_default=True, help="Side of the square territory.")
 @click.option("--seed", type=int, default=2021, show_default=True, help="Random seed.")
 @click.pass_obj
 @user_errors
@@ -181,9 +192,10 @@ def ingest(settings: Settings, paths: tuple[Path, ...], year: int, bands: str | 
 @click.option("--prefix", default="minewatch", show_default=True, help="Export file name prefix.")
 @click.option("--folder", default="minewatch", show_default=True, help="Google Drive folder.")
 @click.option("--project", default=None, help="Google Cloud project registered for Earth Engine.")
+@layer_option
 @user_errors
 def ee_export(region_file: Path, years: tuple[int, ...], level: str, max_cloud: float,
-              prefix: str, folder: str, project: str | None) -> None:
+              prefix: str, folder: str, project: str | None, layer: str | None) -> None:
     """Start Earth Engine exports of yearly 12-band median composites (scenes with less than
     --max-cloud % cloud), as the seed study made them. Needs an Earth Engine account and a
     network; ingest the downloaded GeoTIFFs with `ingest FILE... --year YEAR`."""
@@ -192,7 +204,7 @@ def ee_export(region_file: Path, years: tuple[int, ...], level: str, max_cloud: 
     from imagery.earthengine import requests_for_years, start_export
     from imagery.vectors import read_polygons
 
-    region = shapely.union_all(read_polygons(region_file, to_crs="EPSG:4326").geometries)
+    region = shapely.union_all(read_polygons(region_file, to_crs="EPSG:4326", layer=layer).geometries)
     for request in requests_for_years(region, years, prefix=prefix, level=level,
                                       max_cloud_percent=max_cloud):
         task = start_export(request, folder=folder, project=project)
@@ -208,35 +220,39 @@ def ee_export(region_file: Path, years: tuple[int, ...], level: str, max_cloud: 
 @click.option("--bands", default=None, help="Bands to train on (default: the scenes' shared bands).")
 @click.option("--epochs", type=click.IntRange(1, 1000), default=None,
               help="Most epochs (default: the TRAIN_EPOCHS setting).")
-@click.option("--repair", is_flag=True, help="Mend invalid polygons instead of refusing them.")
+@click.option("--repair", is_flag=True, help=REPAIR_HELP)
+@layer_option
 @click.option("--activate/--no-activate", default=True, show_default=True,
               help="Make the new model the active one.")
 @click.pass_obj
 @user_errors
 def train(settings: Settings, mines: Path | None, years: tuple[int, ...], bands: str | None,
-          epochs: int | None, repair: bool, activate: bool) -> None:
-    """Train a new model version. With --mines, first replace the seed labels of the year:
+          epochs: int | None, repair: bool, layer: str | None, activate: bool) -> None:
+    """Train a new model version. With --mines, the year's seed labels come from the polygons:
     cells touching a polygon are mines, as many random far-away cells are background; the
     polygons rasterised over those cells become the year's mask layer, which supervises the
-    FCN's map per 40 m block when DENSE_LOSS_WEIGHT > 0 (FCN_DEPTH auto then builds 4)."""
-    from pipeline.seeds import seed_labels_from_polygons
+    FCN's map per 40 m block when DENSE_LOSS_WEIGHT > 0 (FCN_DEPTH auto then builds 4). They
+    replace the year's seed labels and mask layer only once the model has trained: a failure
+    changes nothing."""
+    from pipeline.seeds import plan_seed_labels, train_on_polygons
     from pipeline.training import train_config, train_model
 
+    if mines is not None and len(years) != 1:
+        raise click.UsageError("--mines needs exactly one --year")
     with open_store(settings) as store:
-        if mines is not None:
-            if len(years) != 1:
-                raise click.UsageError("--mines needs exactly one --year")
-            seeded = seed_labels_from_polygons(store, settings.grid, mines, years[0],
-                                               repair=repair, data_dir=settings.data_dir)
-            click.echo(f"Seed labels {seeded.year} from {seeded.source}: {seeded.mines} mine, "
-                       f"{seeded.background} background cells")
+        plan = (plan_seed_labels(store, settings.grid, mines, years[0], repair=repair, layer=layer)
+                if mines is not None else None)
         config = train_config(settings, **({"epochs": epochs} if epochs else {}))
         bar = tqdm(total=config.epochs, desc="Training", unit="epoch", delay=0.5)
+        options = {"bands": parse_band_list(bands) if bands else None, "activate": activate,
+                   "config": config, "progress": lambda epoch, total, logs: bar.update(epoch - bar.n)}
         with bar:
-            record, result = train_model(
-                store, settings, years=list(years) or None,
-                bands=parse_band_list(bands) if bands else None, activate=activate, config=config,
-                progress=lambda epoch, total, logs: bar.update(epoch - bar.n))
+            record, result = (train_on_polygons(store, settings, plan, **options) if plan is not None else
+                              train_model(store, settings, years=list(years) or None, **options))
+    if plan is not None:
+        seeded = plan.summary
+        click.echo(f"Seed labels {seeded.year} from {seeded.source}: {seeded.mines} mine, "
+                   f"{seeded.background} background cells")
     m = result.metrics
     click.echo(f"{record['version']}{' (active)' if activate else ''}: threshold "
                f"{record['threshold']:.3f}, validation precision {m.get('precision', 0):.3f}, "
@@ -447,17 +463,20 @@ def users_reset_password(settings: Settings, name: str, password_stdin: bool) ->
               help="Keep only features whose attribute matches, e.g. iso3=ZAF,LSO or "
                    "name='South Africa' (default: every feature).")
 @click.option("--name", default=None, help="Name of the territory (default: the features' names).")
-@click.option("--repair", is_flag=True, help="Mend invalid polygons instead of refusing them.")
+@click.option("--repair", is_flag=True, help=REPAIR_HELP)
+@layer_option
 @click.pass_obj
 @user_errors
 def territory(settings: Settings, file: Path, where: str | None, name: str | None,
-              repair: bool) -> None:
-    """Load the territory polygon FILE (GeoJSON, GeoPackage, shapefile; any CRS). Cells whose
-    centre lies outside are dropped from review queues, reports, maps and exports."""
+              repair: bool, layer: str | None) -> None:
+    """Load the territory polygon FILE (GeoJSON, GeoPackage, shapefile, KML, zip; any CRS). Cells
+    whose centre lies outside are dropped from review queues, reports, maps and exports. A
+    territory with no ingested cell inside is refused (the error says where each lies)."""
     from analysis.territory import load_territory
 
     with open_store(settings) as store:
-        done = load_territory(store, settings.grid, file, where=where, name=name, repair=repair)
+        done = load_territory(store, settings.grid, file, where=where, name=name, repair=repair,
+                              layer=layer)
     click.echo(f"Territory {done.name}: {done.n_features} features, {done.area_km2:,.0f} km²; "
                f"{done.cells_inside:,} cells inside, {done.cells_outside:,} outside (dropped)")
 
@@ -468,17 +487,20 @@ def territory(settings: Settings, file: Path, where: str | None, name: str | Non
                                                   "name, ...).")
 @click.option("--designation-field", default=None,
               help="Attribute holding the designation (default: DESIG_ENG, designation, ...).")
-@click.option("--repair", is_flag=True, help="Mend invalid polygons instead of refusing them.")
+@click.option("--repair", is_flag=True, help=REPAIR_HELP)
+@layer_option
 @click.pass_obj
 @user_errors
 def protected_areas(settings: Settings, file: Path, name_field: str | None,
-                    designation_field: str | None, repair: bool) -> None:
-    """Load protected-area polygons from FILE (replacing those loaded before)."""
+                    designation_field: str | None, repair: bool, layer: str | None) -> None:
+    """Load protected-area polygons from FILE (replacing those loaded before, all at once: a
+    bad file changes nothing)."""
     from analysis.protected import load_protected_areas
 
     with open_store(settings) as store:
         done = load_protected_areas(store, settings.grid, file, name_field=name_field,
-                                    designation_field=designation_field, repair=repair)
+                                    designation_field=designation_field, repair=repair,
+                                    layer=layer)
     click.echo(f"{done.count} protected areas loaded ({done.area_km2:,.0f} km²)")
     for note in done.notes:
         click.echo(f"Note: {note}")

@@ -17,10 +17,10 @@ from shapely.geometry.base import BaseGeometry
 
 from analysis.area import area_km2
 from analysis.status import MinePoints
-from analysis.territory import find_field
+from analysis.territory import dissolved, find_field
 from db.store import Store
 from imagery.grid import CellGrid
-from imagery.vectors import read_polygons
+from imagery.vectors import VectorError, read_polygons
 
 NAME_FIELDS: tuple[str, ...] = ("name", "name_eng", "orig_name", "wdpa_name", "nom", "nombre")
 DESIGNATION_FIELDS: tuple[str, ...] = ("desig_eng", "designation", "desig", "desig_type",
@@ -59,11 +59,12 @@ def _text(value: Any) -> str:
 
 def load_protected_areas(store: Store, grid: CellGrid, path: str | Path, *,
                          name_field: str | None = None, designation_field: str | None = None,
-                         repair: bool = False) -> ProtectedLoad:
+                         repair: bool = False, layer: str | None = None) -> ProtectedLoad:
     """Read protected-area polygons (any CRS; reprojected to the grid's) and replace the stored
-    ones. Errors name the file and change nothing."""
+    ones in one transaction, once every area and the total are computed. Errors name the file
+    and change nothing."""
     path = Path(path)
-    layer = read_polygons(path, to_crs=grid.crs, repair=repair)
+    layer = read_polygons(path, to_crs=grid.crs, repair=repair, layer=layer)
     name_col = _pick(layer, name_field, NAME_FIELDS)
     desig_col = _pick(layer, designation_field, DESIGNATION_FIELDS)
     names = [_text(v) for v in layer.column(name_col, None)]
@@ -74,8 +75,12 @@ def load_protected_areas(store: Store, grid: CellGrid, path: str | Path, *,
         if not name:
             unnamed += 1
             name = f"unnamed area {index}"
+        area = area_km2(geometry)
+        if not np.isfinite(area) or area <= 0:
+            raise VectorError(f"{path.name}: feature {index - 1} has no measurable area ({area})")
         rows.append({"name": name, "designation": designation, "source": str(path),
-                     "geometry": shapely.to_wkb(geometry), "area_km2": area_km2(geometry)})
+                     "geometry": shapely.to_wkb(geometry), "area_km2": area})
+    total = area_km2(dissolved(path.name, layer.geometries))
     store.replace_protected_areas(rows)
     notes = []
     if name_col is None:
@@ -86,7 +91,6 @@ def load_protected_areas(store: Store, grid: CellGrid, path: str | Path, *,
                      "(N = their position in the file)")
     if desig_col is None:
         notes.append(f"{path.name} has no designation attribute: designations left empty")
-    total = area_km2(shapely.union_all(layer.geometries))
     return ProtectedLoad(len(rows), name_col, desig_col, unnamed, total, notes)
 
 

@@ -19,7 +19,7 @@ from analysis import AnalysisError
 from analysis.area import area_km2
 from db.store import Store
 from imagery.grid import CellGrid
-from imagery.vectors import VectorError, VectorLayer, read_polygons
+from imagery.vectors import VectorError, VectorLayer, polygonal_part, read_polygons, where_text
 
 
 @dataclass(frozen=True)
@@ -89,30 +89,43 @@ def cells_inside(grid: CellGrid, geometry: BaseGeometry, cell_ids: np.ndarray) -
 
 
 def load_territory(store: Store, grid: CellGrid, path: str | Path, *, where: str | None = None,
-                   name: str | None = None, repair: bool = False) -> TerritoryLoad:
+                   name: str | None = None, repair: bool = False,
+                   layer: str | None = None) -> TerritoryLoad:
     """Read a territory file (any CRS; reprojected to the grid's), keep the features selected by
     ``where`` (``FIELD=V1,V2``), dissolve them, store the territory and classify every cell.
 
-    Replaces the territory loaded before. Errors (missing, empty or invalid file, no matching
-    feature) name the file and change nothing.
+    Replaces the territory loaded before, in one transaction. Errors (missing, empty or invalid
+    file, no matching feature, no ingested cell inside while there is imagery) name the file and
+    change nothing.
     """
     path = Path(path)
-    layer = read_polygons(path, to_crs=grid.crs, repair=repair)
-    keep, labels = select_features(layer, where)
-    geometry = shapely.union_all(layer.geometries[keep])
-    if not shapely.is_valid(geometry):
-        geometry = shapely.make_valid(geometry)
+    polygons = read_polygons(path, to_crs=grid.crs, repair=repair, layer=layer)
+    keep, labels = select_features(polygons, where)
+    geometry = dissolved(path.name, polygons.geometries[keep])
     area = area_km2(geometry)
-    if geometry.is_empty or area <= 0:
+    if geometry.is_empty or not np.isfinite(area) or area <= 0:
         raise VectorError(f"{path.name}: the territory has no area")
     ids = np.asarray(store.cell_ids(), dtype=np.int64)
     inside = cells_inside(grid, geometry, ids)
+    if ids.size and not inside.any():
+        raise VectorError(f"{path.name}: no ingested cell lies inside the territory "
+                          f"({where_text(grid, polygons.geometries[keep], ids)})")
     label = name or (" + ".join(dict.fromkeys(labels)) if labels and len(labels) <= 6 else path.stem)
     record = {"name": label, "source": str(path), "selection": where or "", "crs": grid.crs,
               "geometry": shapely.to_wkb(geometry), "area_km2": area, "n_features": int(len(keep))}
     store.replace_territory(record, zip(ids.tolist(), inside.tolist(), strict=True))
     return TerritoryLoad(label, str(path), where or "", int(len(keep)), area,
                          int(inside.sum()), int(ids.size - inside.sum()))
+
+
+def dissolved(name: str, geometries: np.ndarray) -> BaseGeometry:
+    """The union of valid polygons, made valid (polygonal parts only) when the union is not;
+    VectorError naming the file when GEOS cannot dissolve them."""
+    try:
+        geometry = shapely.union_all(geometries)
+        return geometry if shapely.is_valid(geometry) else polygonal_part(shapely.make_valid(geometry))
+    except shapely.errors.GEOSException as error:
+        raise VectorError(f"{name}: the polygons cannot be dissolved ({error})") from error
 
 
 def territory_geometry(store: Store) -> BaseGeometry | None:

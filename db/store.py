@@ -684,6 +684,20 @@ class Store:
             )
         return len(rows)
 
+    def training_labels_with_seeds(
+        self, year: int, labels: Iterable[tuple[int, str]], source: str
+    ) -> list[dict[str, Any]]:
+        """``training_labels()`` as they would be with the seed labels of ``year`` replaced by
+        ``labels`` (``replace_seed_labels``), changing nothing: the replacement is rolled back."""
+        conn = self.db.conn
+        conn.execute("SAVEPOINT seed_preview")
+        try:
+            self.replace_seed_labels(year, labels, source)
+            return self.training_labels()
+        finally:
+            conn.execute("ROLLBACK TO seed_preview")
+            conn.execute("RELEASE seed_preview")
+
     def seed_labels(self, year: int | None = None) -> list[dict[str, Any]]:
         if year is None:
             return self._rows("SELECT * FROM seed_labels ORDER BY year, cell_id")

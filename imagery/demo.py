@@ -67,6 +67,9 @@ DEMO_CRS = "EPSG:32735"
 #: Centre of the territory (lon, lat): the Mpumalanga coalfields near eMalahleni, South Africa.
 DEMO_CENTRE_LONLAT: tuple[float, float] = (29.2, -25.9)
 DEFAULT_SIZE_KM = 40
+#: Smallest territory a demo installation (``pipeline.demo``) is built for: below 8 km the first
+#: year's mine polygons give too few seed cells, in too few blocks, to train and validate a model.
+MIN_INSTALLATION_KM = 8
 DEFAULT_YEARS: tuple[int, ...] = (2018, 2019, 2020, 2021)
 DEFAULT_SEED = 2021
 PIXEL_M = 10

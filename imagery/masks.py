@@ -15,6 +15,7 @@ Paths derive from DATA_DIR, so the installation folder can move.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
@@ -146,16 +147,28 @@ def open_mask_layer(data_dir: Path, grid: CellGrid, year: int) -> MaskLayer | No
 
 def write_mask_layer(data_dir: Path, grid: CellGrid, year: int,
                      blocks: Iterable[tuple[CellRange, np.ndarray]], source: str) -> MaskLayer:
-    """Store a year's mask layer from (block, uint8 (H, W) array) pairs, replacing the old one.
+    """Store a year's mask layer from (block, uint8 (H, W) array) pairs, replacing the old one
+    (``stage_mask_layer`` then ``commit_mask_layer``): a failure leaves the old layer intact."""
+    return commit_mask_layer(data_dir, stage_mask_layer(data_dir, grid, year, blocks, source))
 
-    Blocks are written one at a time into ``DATA_DIR/masks/.staging/<year>``; a block with no
-    mask pixel is not written. Only when all are written does the staged folder take the
-    year's place (the old layer is removed after), so a failure leaves the old layer intact.
+
+def _staging_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / MASK_DIR / ".staging"
+
+
+def stage_mask_layer(data_dir: Path, grid: CellGrid, year: int,
+                     blocks: Iterable[tuple[CellRange, np.ndarray]], source: str) -> MaskLayer:
+    """Write a year's mask layer aside, into ``DATA_DIR/masks/.staging/<year>``, without
+    touching the year's current layer; a block with no mask pixel is not written.
+
+    The staged layer reads like a stored one (training can use it) until
+    ``commit_mask_layer`` moves it into place or ``discard_mask_layer`` removes it; a failure
+    while writing leaves nothing staged.
     """
-    final = mask_layer_dir(data_dir, year)
-    staged = final.parent / ".staging" / final.name
+    staged = _staging_dir(data_dir) / str(int(year))
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
+    layer = MaskLayer(root=staged, grid=grid, year=int(year), source=source)
     try:
         for block, data in blocks:
             if (data != MASK_NODATA).any():
@@ -164,15 +177,31 @@ def write_mask_layer(data_dir: Path, grid: CellGrid, year: int,
         write_atomic(staged / LAYER_MANIFEST, json.dumps(
             {"grid": grid_facts(grid), "block_cells": BLOCK_CELLS, "source": source,
              "values": {"feature": 1, "background": 0, "nodata": MASK_NODATA}}, indent=1) + "\n")
-        old = final.parent / ".staging" / f"{final.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        staged.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    return MaskLayer(root=final, grid=grid, year=int(year), source=source)
+    except BaseException:
+        discard_mask_layer(data_dir, layer)
+        raise
+    return layer
+
+
+def commit_mask_layer(data_dir: Path, staged: MaskLayer) -> MaskLayer:
+    """Move a staged layer into the year's place by rename (the old layer is removed after)."""
+    final = mask_layer_dir(data_dir, staged.year)
+    old = _staging_dir(data_dir) / f"{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staged.root.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    discard_mask_layer(data_dir, None)
+    return MaskLayer(root=final, grid=staged.grid, year=staged.year, source=staged.source)
+
+
+def discard_mask_layer(data_dir: Path, staged: MaskLayer | None) -> None:
+    """Remove a staged layer (None: none), and the staging folder once it is empty."""
+    if staged is not None:
+        shutil.rmtree(staged.root, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        _staging_dir(data_dir).rmdir()
 
 
 def mask_raster_blocks(grid: CellGrid, mask_paths: Sequence[str | Path]

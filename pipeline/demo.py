@@ -6,16 +6,21 @@ generated (``imagery.demo``) and marked synthetic in its files, the database and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from db.store import Store
-from imagery.demo import DemoTerritory, build_demo
+from imagery.demo import MIN_INSTALLATION_KM, DemoTerritory, build_demo
 from pipeline.ingest import ingest_files
 from pipeline.scoring import YearScores, score_years
-from pipeline.seeds import SeedLabels, seed_labels_from_polygons
+from pipeline.seeds import SeedLabels, plan_seed_labels, train_on_polygons
 from pipeline.settings import Settings
-from pipeline.training import EpochProgress, train_model
+from pipeline.training import EpochProgress
 
 DEMO_YEARS: tuple[int, ...] = (2018, 2019, 2020, 2021)
 
@@ -42,20 +47,66 @@ def build_demo_installation(
     on_epoch: EpochProgress | None = None,
 ) -> DemoInstallation:
     """Generate the territory, ingest its scenes, seed labels from its mine polygons (first
-    year), train the first model and score every year."""
+    year), train the first model and score every year.
+
+    All or nothing: a failure at any step puts the database back as it was and removes every
+    file the build added under DATA_DIR, so a later ``demo --if-empty`` builds it again.
+    """
+    if not MIN_INSTALLATION_KM <= size_km:
+        raise ValueError(f"the demo installation needs a territory of at least "
+                         f"{MIN_INSTALLATION_KM} km, got {size_km} km")
+    with undone_on_failure(store, settings.data_dir):
+        return _build(store, settings, size_km=size_km, years=years, seed=seed, echo=echo,
+                      on_tile=on_tile, on_epoch=on_epoch)
+
+
+def _build(store: Store, settings: Settings, *, size_km: int, years: Sequence[int], seed: int,
+           echo: Callable[[str], None], on_tile: Callable[[float], None] | None,
+           on_epoch: EpochProgress | None) -> DemoInstallation:
     echo(f"Generating a synthetic {size_km} x {size_km} km territory for {', '.join(map(str, years))}")
     territory = build_demo(settings.demo_dir, size_km=size_km, years=tuple(years), seed=seed,
                            progress=echo)
     for year, path in sorted(territory.scenes.items()):
         ingest_files(store, settings, [path], year)
         echo(f"Ingested {path.name} into the {year} mosaic")
-    seed_labels = seed_labels_from_polygons(store, settings.grid, territory.mines_path, years[0],
-                                            data_dir=settings.data_dir)
+    plan = plan_seed_labels(store, settings.grid, territory.mines_path, years[0])
+    record, result = train_on_polygons(store, settings, plan, progress=on_epoch)
+    seed_labels = plan.summary
     echo(f"Seed labels for {years[0]}: {seed_labels.mines} mine and {seed_labels.background} "
          "background cells")
-    record, result = train_model(store, settings, years=[years[0]], progress=on_epoch)
     metrics = result.metrics
     echo(f"Trained {record['version']}: precision {metrics.get('precision', 0):.2f}, recall "
          f"{metrics.get('recall', 0):.2f}, AP {metrics.get('average_precision') or 0:.2f}")
     scores = score_years(store, settings, result.bundle, years, progress=on_tile)
     return DemoInstallation(territory=territory, seed=seed_labels, model=record, scores=scores)
+
+
+def _files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+@contextmanager
+def undone_on_failure(store: Store, data_dir: Path) -> Iterator[None]:
+    """Run a block; if it fails, restore the store's database from a copy taken before (sqlite's
+    backup API) and remove the files and folders it added under ``data_dir``."""
+    data_dir = Path(data_dir)
+    before = _files(data_dir)
+    folders = {p for p in data_dir.rglob("*") if p.is_dir()} if data_dir.exists() else set()
+    with tempfile.TemporaryDirectory(prefix="minewatch-undo-") as tmp:
+        copy = sqlite3.connect(Path(tmp) / "before.db")
+        try:
+            store.db.conn.backup(copy)
+            try:
+                yield
+            except BaseException:
+                copy.backup(store.db.conn)
+                database = {store.path, *(store.path.with_name(store.path.name + s)
+                                          for s in ("-wal", "-shm", "-journal"))}
+                for path in _files(data_dir) - before - database:
+                    path.unlink(missing_ok=True)
+                added = {p for p in data_dir.rglob("*") if p.is_dir()} - folders
+                for folder in sorted(added, key=lambda p: len(p.parts), reverse=True):
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
+        finally:
+            copy.close()

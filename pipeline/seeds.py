@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -23,13 +24,20 @@ import shapely
 from db.store import Store
 from imagery.grid import CellGrid
 from imagery.masks import (
+    MaskLayer,
+    commit_mask_layer,
+    discard_mask_layer,
     mask_cell_fractions,
     mask_raster_blocks,
     polygon_blocks,
+    stage_mask_layer,
     write_mask_layer,
 )
-from imagery.vectors import read_polygons
+from imagery.vectors import read_polygons, where_text
+from model.train import TrainResult
 from pipeline.ingest import cells_of_year, check_year
+from pipeline.settings import Settings
+from pipeline.training import train_model
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,37 @@ def _cell_boxes(grid: CellGrid, cell_ids: np.ndarray) -> np.ndarray:
     return shapely.box(x - half, y - half, x + half, y + half)
 
 
-def seed_labels_from_polygons(
+@dataclass(frozen=True)
+class SeedPlan:
+    """Seed labels drawn from mine polygons, checked but not stored yet."""
+
+    year: int
+    source: str
+    polygons: np.ndarray     # the mine polygons, grid CRS
+    mines: np.ndarray        # cell ids
+    background: np.ndarray   # cell ids
+
+    @property
+    def labels(self) -> list[tuple[int, str]]:
+        """(cell_id, label) pairs, as ``Store.replace_seed_labels`` takes them."""
+        return ([(int(c), "mine") for c in self.mines]
+                + [(int(c), "background") for c in self.background])
+
+    @property
+    def summary(self) -> SeedLabels:
+        """What storing the plan stores."""
+        return SeedLabels(year=self.year, source=self.source, polygons=len(self.polygons),
+                          mines=int(self.mines.size), background=int(self.background.size))
+
+    def stage_masks(self, grid: CellGrid, data_dir: Path) -> MaskLayer:
+        """The polygons over the seeded cells, staged as the year's mask layer."""
+        seeded = np.sort(np.concatenate([self.mines, self.background]).astype(np.int64))
+        return stage_mask_layer(data_dir, grid, self.year,
+                                polygon_blocks(grid, self.polygons, seeded),
+                                source=f"polygons of {self.source}")
+
+
+def plan_seed_labels(
     store: Store,
     grid: CellGrid,
     mines_file: str | Path,
@@ -67,33 +105,75 @@ def seed_labels_from_polygons(
     min_gap_cells: int = 2,
     seed: int = 0,
     repair: bool = False,
-    data_dir: Path | None = None,
-) -> SeedLabels:
-    """Label the year's cells from a mine-polygon file and replace that year's seed labels
-    (and, with ``data_dir``, the year's mask layer: the polygons over the seeded cells)."""
+    layer: str | None = None,
+) -> SeedPlan:
+    """Read a mine-polygon file and draw the year's seed labels from it (nothing is stored).
+
+    Errors (an unusable file, no polygon over the year's cells, no background cell far enough
+    from every polygon) name the file and where it and the imagery lie.
+    """
     year = check_year(year)
-    layer = read_polygons(mines_file, to_crs=grid.crs, repair=repair)
+    polygons = read_polygons(mines_file, to_crs=grid.crs, repair=repair, layer=layer).geometries
+    source = Path(mines_file).name
     candidates = cells_of_year(store, grid, year)
-    mines = mine_cells(grid, candidates, layer.geometries)
+    mines = mine_cells(grid, candidates, polygons)
     if mines.size == 0:
-        raise ValueError(f"{Path(mines_file).name}: no polygon touches a cell of the {year} scenes")
-    near = mine_cells(grid, candidates, shapely.buffer(layer.geometries,
-                                                       min_gap_cells * grid.cell_size_m))
+        raise ValueError(f"{source}: no polygon touches a cell of the {year} scenes "
+                         f"({where_text(grid, polygons, candidates)})")
+    near = mine_cells(grid, candidates, shapely.buffer(polygons, min_gap_cells * grid.cell_size_m))
     far = np.setdiff1d(candidates, near, assume_unique=True)
-    wanted = round(mines.size * background_per_mine)
     if far.size == 0:
         raise ValueError(f"no background cell lies {min_gap_cells} cells away from every mine "
-                         f"polygon in the {year} scenes")
+                         f"polygon of {source} in the {year} scenes")
+    wanted = round(mines.size * background_per_mine)
     background = np.random.default_rng(seed).choice(far, size=min(wanted, far.size), replace=False)
-    source = Path(mines_file).name
-    labels = [(int(c), "mine") for c in mines] + [(int(c), "background") for c in background]
-    if data_dir is not None:
-        seeded = np.sort(np.concatenate([mines, background]).astype(np.int64))
-        write_mask_layer(data_dir, grid, year, polygon_blocks(grid, layer.geometries, seeded),
-                         source=f"polygons of {source}")
-    store.replace_seed_labels(year, labels, source)
-    return SeedLabels(year=year, source=source, polygons=len(layer), mines=int(mines.size),
-                      background=int(background.size))
+    return SeedPlan(year=year, source=source, polygons=polygons, mines=mines,
+                    background=background)
+
+
+def seed_labels_from_polygons(
+    store: Store, grid: CellGrid, mines_file: str | Path, year: int, *,
+    data_dir: Path | None = None, **options: Any,
+) -> SeedLabels:
+    """Label the year's cells from a mine-polygon file (``plan_seed_labels`` with ``options``)
+    and replace that year's seed labels (and, with ``data_dir``, the year's mask layer: the
+    polygons over the seeded cells, staged first and moved into place once the labels are
+    stored)."""
+    plan = plan_seed_labels(store, grid, mines_file, year, **options)
+    staged = plan.stage_masks(grid, data_dir) if data_dir is not None else None
+    try:
+        store.replace_seed_labels(plan.year, plan.labels, plan.source)
+    except BaseException:
+        if staged is not None:
+            discard_mask_layer(data_dir, staged)
+        raise
+    if staged is not None:
+        commit_mask_layer(data_dir, staged)
+    return plan.summary
+
+
+def train_on_polygons(
+    store: Store, settings: Settings, plan: SeedPlan, **train: Any,
+) -> tuple[dict[str, Any], TrainResult]:
+    """Train a model (``train_model``, keyword arguments ``train``) on the store's labels with
+    ``plan``'s seed labels in place of the year's, and its polygons as the year's mask layer.
+
+    All or nothing: the mask layer is staged, the model trains on the staged labels and layer,
+    and only once it succeeded are the seed labels replaced, in the transaction that registers
+    the model, and the staged layer moved into place; a failure leaves both as they were.
+    """
+    staged = plan.stage_masks(settings.grid, settings.data_dir)
+    try:
+        rows = store.training_labels_with_seeds(plan.year, plan.labels, plan.source)
+        record, result = train_model(
+            store, settings, years=[plan.year], labels=rows, mask_layers={plan.year: staged},
+            commit=lambda: store.replace_seed_labels(plan.year, plan.labels, plan.source),
+            **train)
+    except BaseException:
+        discard_mask_layer(settings.data_dir, staged)
+        raise
+    commit_mask_layer(settings.data_dir, staged)
+    return record, result
 
 
 #: Share of a cell that must be mask (e.g. tailings) for the cell to count as a mine: 5 % of a

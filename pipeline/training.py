@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from model.train import (
     TrainConfig,
     TrainResult,
     block_side,
+    geographic_split,
     has_block_targets,
     train_bundle,
 )
@@ -75,7 +76,8 @@ class StorePatches:
     """
 
     def __init__(self, settings: Settings, cell_ids: np.ndarray, years: np.ndarray,
-                 bands: Sequence[str], has_blocks: np.ndarray | None = None) -> None:
+                 bands: Sequence[str], has_blocks: np.ndarray | None = None,
+                 mask_layers: Mapping[int, MaskLayer] | None = None) -> None:
         self.cell_ids = np.asarray(cell_ids, dtype=np.int64)
         self.years = np.asarray(years, dtype=np.int64)
         self.bands = tuple(bands)
@@ -93,7 +95,7 @@ class StorePatches:
         self.locality = np.empty(len(order), dtype=np.int64)
         self.locality[order] = np.arange(len(order))
         self._mosaics: dict[int, YearMosaic] = {}
-        self._layers: dict[int, MaskLayer] = {}
+        self._layers: dict[int, MaskLayer] = dict(mask_layers or {})
 
     def __len__(self) -> int:
         return len(self.cell_ids)
@@ -107,7 +109,7 @@ class StorePatches:
     def mask_layer(self, year: int) -> MaskLayer:
         """The year's mask layer, opened once (ValueError when the year has none)."""
         if year not in self._layers:
-            layer = open_mask_layer(self.settings.data_dir, self.settings.grid, year)
+            layer = year_mask_layer(self.settings, year)
             if layer is None:
                 raise ValueError(f"{year} has no mask layer (was it removed during training?)")
             self._layers[year] = layer
@@ -225,12 +227,15 @@ def collect_patches(
     *,
     min_valid_fraction: float,
     hard_negatives: set[tuple[int, int]] = frozenset(),
+    mask_layers: Mapping[int, MaskLayer] | None = None,
 ) -> LabelledPatches:
     """Labelled cells whose mosaic holds enough valid pixels, streamed from the store.
 
     Validity is read first, one band and ``VALIDITY_CHUNK`` cells at a time; the pixels
     themselves are read later, batch by batch, by the returned ``StorePatches``. With
     ``DENSE_LOSS_WEIGHT`` > 0 the cells with mask targets are found too (``mask_targets``).
+    ``mask_layers`` (year -> layer, e.g. one staged but not yet stored) stand in for the years'
+    stored mask layers.
     """
     by_year: dict[int, list[dict[str, Any]]] = {}
     for row in label_rows:
@@ -247,10 +252,11 @@ def collect_patches(
     cell_ids = np.array([r["cell_id"] for r in kept_rows], dtype=np.int64)
     years = np.array([r["year"] for r in kept_rows], dtype=np.int64)
     labels = np.array([r["label"] == "mine" for r in kept_rows], dtype=np.int8)
-    has_blocks = (mask_targets(settings, cell_ids, years, labels, min_covered=min_valid_fraction)
+    has_blocks = (mask_targets(settings, cell_ids, years, labels, min_covered=min_valid_fraction,
+                               mask_layers=mask_layers)
                   if settings.DENSE_LOSS_WEIGHT > 0 else None)
     return LabelledPatches(
-        pixels=StorePatches(settings, cell_ids, years, bands, has_blocks),
+        pixels=StorePatches(settings, cell_ids, years, bands, has_blocks, mask_layers),
         labels=labels,
         groups=spatial_groups(cell_ids),
         cell_ids=cell_ids,
@@ -262,8 +268,17 @@ def collect_patches(
     )
 
 
+def year_mask_layer(settings: Settings, year: int,
+                    mask_layers: Mapping[int, MaskLayer] | None = None) -> MaskLayer | None:
+    """The year's layer in ``mask_layers``, else its stored mask layer (None: it has none)."""
+    if mask_layers and int(year) in mask_layers:
+        return mask_layers[int(year)]
+    return open_mask_layer(settings.data_dir, settings.grid, int(year))
+
+
 def mask_targets(settings: Settings, cell_ids: np.ndarray, years: np.ndarray,
-                 labels: np.ndarray, *, min_covered: float) -> np.ndarray:
+                 labels: np.ndarray, *, min_covered: float,
+                 mask_layers: Mapping[int, MaskLayer] | None = None) -> np.ndarray:
     """(N,) bool: the labelled cells that get per-block mask targets.
 
     A cell does when its year has a mask layer that covers at least ``min_covered`` of the cell
@@ -273,7 +288,7 @@ def mask_targets(settings: Settings, cell_ids: np.ndarray, years: np.ndarray,
     """
     out = np.zeros(len(cell_ids), dtype=bool)
     for year in np.unique(years):
-        layer = open_mask_layer(settings.data_dir, settings.grid, int(year))
+        layer = year_mask_layer(settings, int(year), mask_layers)
         if layer is None:
             continue
         at = np.flatnonzero(years == year)
@@ -467,13 +482,22 @@ def train_model(
     activate: bool = True,
     config: TrainConfig | None = None,
     progress: EpochProgress | None = None,
+    labels: Sequence[dict[str, Any]] | None = None,
+    mask_layers: Mapping[int, MaskLayer] | None = None,
+    commit: Callable[[], Any] | None = None,
 ) -> tuple[dict[str, Any], TrainResult]:
     """Train a new version from every training label of ``years`` (default: all) and register it.
 
     The parent is the active model, if any; its predictions of rejected cells join the store's
-    hard negatives, all of which weigh as such.
+    hard negatives, all of which weigh as such. ``labels`` (rows like
+    ``Store.training_labels()``'s) and ``mask_layers`` (see ``collect_patches``) stand in for
+    the stored ones, e.g. seed labels not stored yet; ``commit`` runs in the transaction that
+    registers the model, only once training succeeded (e.g. to store those seed labels).
+    What training needs is checked before it starts (``check_trainable``).
     """
-    rows = [r for r in store.training_labels() if years is None or r["year"] in years]
+    config = config or train_config(settings)
+    rows = [r for r in (store.training_labels() if labels is None else labels)
+            if years is None or r["year"] in years]
     if not rows:
         raise ValueError("no training labels: run `run.py train --mines FILE --year YEAR` to seed "
                          "them from mine polygons, or review cells first")
@@ -483,9 +507,10 @@ def train_model(
                                         else default_bands(store, label_years))
     patches = collect_patches(
         store, settings, rows, bands, min_valid_fraction=settings.MIN_VALID_FRACTION,
-        hard_negatives=hard_negative_keys(store, parent),
+        hard_negatives=hard_negative_keys(store, parent), mask_layers=mask_layers,
     )
     validation = fixed_validation(patches, settings.VALIDATION_BLOCK_SHARE)
+    check_trainable(patches, config, validation)
     version = store.next_model_version()
     result = train_from_patches(
         patches, bands, settings, version=version,
@@ -493,5 +518,32 @@ def train_model(
         training_info=training_info(patches, settings, version, validation), config=config,
         progress=progress, validation=validation,
     )
-    record = register_model(store, settings, result.bundle, activate=activate)
+    with store.atomic():
+        if commit is not None:
+            commit()
+        record = register_model(store, settings, result.bundle, activate=activate)
     return record, result
+
+
+def check_trainable(patches: LabelledPatches, config: TrainConfig,
+                    validation: np.ndarray | None) -> None:
+    """ValueError, before anything is trained or written, when the labelled cells with imagery
+    cannot train and validate a model: too few of a class, or (without fixed validation) a
+    geographic split that leaves nothing to validate on, or one class only to train on."""
+    mines = int(patches.labels.sum())
+    background = len(patches.labels) - mines
+    skipped = f" ({patches.skipped} labels lack imagery)" if patches.skipped else ""
+    if min(mines, background) < config.min_per_class:
+        raise ValueError(f"training needs at least {config.min_per_class} mine and "
+                         f"{config.min_per_class} background cells with imagery, got {mines} mine "
+                         f"and {background} background{skipped}")
+    if validation is not None:
+        return
+    train_idx, val_idx = geographic_split(patches.groups, patches.labels, config.val_fraction,
+                                          config.seed)
+    if len(val_idx) == 0 or len(np.unique(patches.labels[train_idx])) < 2:
+        blocks = len(np.unique(patches.groups))
+        raise ValueError(f"the {mines} mine and {background} background cells lie in {blocks} "
+                         f"block(s) of {BLOCK_CELLS} x {BLOCK_CELLS} cells, too few to train on "
+                         "some and validate on others: label a larger area (more mine polygons "
+                         "or scenes)")

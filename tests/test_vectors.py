@@ -85,3 +85,105 @@ def test_real_mine_polygons_and_boundaries():
     borders = read_polygons(SHARED_DATA / "boundaries" / "zaf_lso_swz_ne10m_mainland.geojson",
                             to_crs="EPSG:6933")
     assert 1.1e12 < shapely.area(borders.geometries).sum() < 1.4e12  # ~1.27 M km²
+
+
+def write_layer(path, geometries, *, crs="EPSG:4326", driver="GPKG", layer=None, append=False):
+    import pyogrio
+
+    pyogrio.raw.write(path, geometry=shapely.to_wkb(geometries), field_data=[], fields=[],
+                      crs=crs, geometry_type="Polygon", driver=driver, layer=layer, append=append)
+    return path
+
+
+def write_zipped_shapefile(folder, zip_name):
+    import zipfile
+
+    write_layer(folder / "m.shp", [shapely.Polygon(SQUARE["coordinates"][0])],
+                driver="ESRI Shapefile")
+    with zipfile.ZipFile(folder / zip_name, "w") as archive:
+        for part in folder.glob("m.*"):
+            archive.write(part, part.name)
+    return folder / zip_name
+
+
+def renamed_shapefile(folder, stem):
+    """A shapefile whose files are called ``stem``.* (pyogrio cannot write every legal name)."""
+    write_layer(folder / "m.shp", [shapely.Polygon(SQUARE["coordinates"][0])],
+                driver="ESRI Shapefile")
+    for part in folder.glob("m.*"):
+        part.rename(folder / f"{stem}{part.suffix}")
+    return folder / f"{stem}.shp"
+
+
+KML = ('<?xml version="1.0"?><kml xmlns="http://www.opengis.net/kml/2.2"><Document><Placemark>'
+       '<name>pit</name><Polygon><outerBoundaryIs><LinearRing><coordinates>29,-26 29.01,-26 '
+       '29.01,-25.99 29,-25.99 29,-26</coordinates></LinearRing></outerBoundaryIs></Polygon>'
+       '</Placemark></Document></kml>')
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: write_bytes(p / "pits.kml", KML.encode()),
+    lambda p: write_zipped_shapefile(p, "mines.zip"),
+    lambda p: write_zipped_shapefile(p, "mines!2021.zip"),
+    lambda p: write_geojson(p / "mines!v2.geojson", [SQUARE]),
+    lambda p: renamed_shapefile(p, "mines!v2"),
+])
+def test_kml_zips_and_any_file_name_read(tmp_path, make, recwarn):
+    layer = read_polygons(make(tmp_path), to_crs="EPSG:6933")
+    assert len(layer) == 1 and 1.0e6 < shapely.area(layer.geometries[0]) < 1.2e6
+    assert not [w for w in recwarn if "pyogrio" in str(w.filename) or str(tmp_path) in str(w.message)]
+
+
+def test_a_file_of_several_layers_needs_one_named(tmp_path, recwarn):
+    path = write_layer(tmp_path / "two.gpkg", [shapely.Polygon(SQUARE["coordinates"][0])],
+                       layer="mines")
+    write_layer(path, [shapely.box(29, -26, 29.1, -25.9)], layer="plants", append=True)
+    with pytest.raises(VectorError, match=r"two.gpkg has 2 layers \(mines, plants\).*--layer"):
+        read_polygons(path, to_crs="EPSG:6933")
+    assert 1.0e8 < shapely.area(read_polygons(path, to_crs="EPSG:6933", layer="plants")
+                                .geometries[0]) < 1.2e8
+    with pytest.raises(VectorError, match="no layer 'roads'"):
+        read_polygons(path, to_crs="EPSG:6933", layer="roads")
+    assert not [w for w in recwarn if str(tmp_path) in str(w.message)]
+
+
+UNCLOSED = ('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, '
+            '"geometry": {"type": "Polygon", "coordinates": [[[29, -26], [29.01, -26], '
+            '[29.01, -25.99], [29, -25.99]]]}}]}')
+#: Valid in EPSG:4326; in EPSG:6933 (y = sin(latitude)) its spike's tip crosses the long edge.
+SPIKE = {"type": "Polygon", "coordinates": [[[0, 0], [10, 40], [10, 0], [5.1, 0], [5, 19.5],
+                                             [4.9, 0], [0, 0]]]}
+FLAT = {"type": "Polygon", "coordinates": [[[29, -26], [29.01, -26], [29.02, -26], [29, -26]]]}
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: write_bytes(p / "unclosed.geojson", UNCLOSED.encode()),
+     "feature 0: .*closed linestring.*--repair"),
+    (lambda p: write_bytes(p / "nan.geojson", json.dumps({"type": "Polygon", "coordinates": [
+        [[29, -26], [float("nan"), -26], [29.01, -25.99], [29, -26]]]}).encode()),
+     "non-finite coordinates in the file .*feature 0"),
+    (lambda p: write_geojson(p / "range.geojson", [{"type": "Polygon", "coordinates": [
+        [[290, -26], [291, -26], [291, -25], [290, -26]]]}]), "outside longitude -180..180"),
+    (lambda p: write_geojson(p / "spike.geojson", [SQUARE, SPIKE]),
+     "invalid geometries after projection to EPSG:6933 .feature 1: Self-intersection"),
+])
+def test_geometry_checked_in_the_file_and_after_projection(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(VectorError, match=message) as error:
+        read_polygons(path, to_crs="EPSG:6933")
+    assert str(error.value).startswith(path.name)
+
+
+def test_repair_keeps_polygons_and_never_changes_dimension(tmp_path):
+    spike = read_polygons(write_geojson(tmp_path / "spike.geojson", [SPIKE]), to_crs="EPSG:6933",
+                          repair=True).geometries
+    unclosed = read_polygons(write_bytes(tmp_path / "u.geojson", UNCLOSED.encode()),
+                             to_crs="EPSG:6933", repair=True).geometries
+    for geometries in (spike, unclosed):
+        assert shapely.is_valid(geometries).all()
+        assert set(shapely.get_type_id(geometries).tolist()) <= {3, 6}
+        assert (shapely.area(geometries) > 0).all()
+    with pytest.raises(VectorError, match="flat.geojson: 1 geometries have no area left once "
+                                          "repaired .feature 0"):
+        read_polygons(write_geojson(tmp_path / "flat.geojson", [FLAT]), to_crs="EPSG:6933",
+                      repair=True)
