@@ -97,6 +97,9 @@ class Settings:
                                                  "share is more than this many times the active "
                                                  "model's on the same years (not applied when "
                                                  "the active model predicts no mine).")
+    TILE_CACHE_MB: int = _setting(1024, "Largest size of the map tile cache (DATA_DIR/tiles) in "
+                                  "MiB; when a new tile takes it over, the least recently used "
+                                  "tiles are deleted until it is back under 90 % of this.")
     EXPORT_RETENTION_DAYS: float = _setting(7.0, "Finished exports and reports (files and their "
                                             "rows in the download list) older than this are "
                                             "deleted by the job runner's cleanup.")
@@ -129,6 +132,8 @@ class Settings:
         if not 1.0 <= self.ACTIVATION_MAX_SHARE_RATIO < float("inf"):
             raise ValueError("setting ACTIVATION_MAX_SHARE_RATIO: a finite ratio >= 1, got "
                              f"{self.ACTIVATION_MAX_SHARE_RATIO}")
+        if self.TILE_CACHE_MB < 1:
+            raise ValueError(f"setting TILE_CACHE_MB: at least 1, got {self.TILE_CACHE_MB}")
         if not 0 <= self.WORKER_NICE <= 19:
             raise ValueError(f"setting WORKER_NICE: 0 to 19, got {self.WORKER_NICE}")
         if not 0.0 <= self.SECOND_REVIEW_SHARE <= 1.0:
