@@ -35,7 +35,7 @@ from analysis.territory import refresh_territory_cells
 from imagery.store import MosaicError
 from imagery.tiles import TRANSPARENT_PNG
 from labeller.db import get_store
-from labeller.safety import int_arg
+from labeller.safety import int_arg, parse_float
 from pipeline.tiles import TileNotFound, map_tile, max_tile_zoom, year_modes
 
 bp = Blueprint("map", __name__)
@@ -184,10 +184,10 @@ def cells():
     statuses = _statuses(request.args.get("status", "all"))
     bounds = None
     if request.args.get("bbox"):
-        try:
-            west, south, east, north = (float(v) for v in request.args["bbox"].split(","))
-        except ValueError:
+        values = [parse_float(v, "bbox") for v in request.args["bbox"].split(",")]
+        if len(values) != 4 or None in values:
             abort(400, "bbox must be west,south,east,north in degrees")
+        west, south, east, north = values
         pad = 0.01  # cell centres just outside the view still show their edge
         bounds = (west - pad, south - pad, east + pad, north + pad)
     rows = store.cell_statuses(model["version"], year, float(model["threshold"]), statuses=statuses,

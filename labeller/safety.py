@@ -8,7 +8,8 @@ validated ids and years, and safe redirect targets.
   app's own scripts, styles and pictures (no inline script, no eval), nosniff and a
   Referrer-Policy.
 - ``<int:...>`` in routes accepts ASCII digits within SQLite's int64 range only (else 404), and
-  :func:`int_arg` does the same for query and form values (else 400).
+  :func:`int_arg` / :func:`parse_int` do the same for query and form values (else 400);
+  :func:`parse_float` reads decimal numbers in ASCII digits (``pipeline.numbers``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, request
 from werkzeug.routing import IntegerConverter, ValidationError
+
+from pipeline.numbers import parse_decimal, parse_whole
 
 #: SQLite's largest integer.
 INT64_MAX = 2**63 - 1
@@ -42,13 +45,31 @@ class Int64Converter(IntegerConverter):
 
 
 def parse_int(raw: str | None, name: str) -> int | None:
-    """``raw`` as a non-negative int64, None when empty; 400 for anything else (e.g. "²", "-1")."""
+    """``raw`` as a non-negative int64 in ASCII digits (``pipeline.numbers.parse_whole``), None
+    when empty; 400 for anything else (e.g. "²", "١٠", "-1")."""
     text = (raw or "").strip()
     if not text:
         return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > INT64_MAX:
-        abort(400, f"{name} must be a whole number from 0 to {INT64_MAX}, got {text[:20]!r}")
-    return int(text)
+    try:
+        number = parse_whole(text) if len(text) <= 19 else None
+    except ValueError:
+        number = None
+    if number is None or number > INT64_MAX:
+        abort(400, f"{name} must be a whole number from 0 to {INT64_MAX} in digits 0-9, "
+                   f"got {text[:20]!r}")
+    return number
+
+
+def parse_float(raw: str | None, name: str) -> float | None:
+    """``raw`` as a decimal number in ASCII digits (``pipeline.numbers.parse_decimal``), None
+    when empty; 400 for anything else (e.g. "١٠", "nan", "1e3")."""
+    text = (raw or "").strip()
+    if not text:
+        return None
+    try:
+        return parse_decimal(text)
+    except ValueError:
+        abort(400, f"{name} must be a number in digits 0-9 (like -47.25), got {text[:20]!r}")
 
 
 def int_arg(name: str, default: int | None = None) -> int | None:

@@ -106,7 +106,10 @@ def test_bad_ids_in_query_strings_are_400(client, query) -> None:
 
 
 @pytest.mark.parametrize("path", ["/map?year=²", "/map/cells.geojson?year=" + "9" * 25,
-                                  "/report?year=²", "/report?k=-1", "/map?year=-2021"])
+                                  "/report?year=²", "/report?k=-1", "/map?year=-2021",
+                                  "/map/cells.geojson?bbox=%D9%A1,0,1,1",   # Arabic-Indic 1
+                                  "/map/cells.geojson?bbox=nan,0,1,1",
+                                  "/map/cells.geojson?bbox=0,0,1"])
 def test_bad_numbers_on_map_and_report_are_400(client, path) -> None:
     login(client, "lea", "lead")
     assert client.get(path).status_code == 400
@@ -145,3 +148,10 @@ def test_login_redirect_stays_on_the_site(app, client, query) -> None:
     response = client.post(f"/login?{query}", data={"name": "ana", "password": PASSWORD,
                                                     "csrf_token": token})
     assert response.status_code == 302 and response.location == "/review"
+
+
+def test_a_bbox_in_ascii_digits_is_read(client) -> None:
+    login(client, "lea", "lead")
+    response = client.get("/map/cells.geojson?bbox=-180,-85.5,180,85.5")
+    assert response.status_code == 200 and response.get_json()["count"] > 0
+
