@@ -9,17 +9,25 @@ partly or wholly outside the year's blocks shows what lies under it.
 Modes: ``natural`` (B4, B3, B2) and ``false`` colour (B12, B8A, B4); a year lacking a band of a
 mode cannot show that mode (:func:`mode_problem`).
 
+Zooms are served up to :func:`native_zoom` of the imagery's pixel size (15 for 10 m pixels: a
+tile pixel is then at most half an imagery pixel); a deeper tile would only upscale the same
+pixels, so it is refused and the map (Leaflet's ``maxNativeZoom``) upscales zoom 15 itself.
+
 :class:`TileCache` keeps rendered tiles at ``root/<year>/<mode>/<key>/<z>/<x>/<y>.png``; the
 caller's ``key`` names the mosaic version and stretch, so a re-ingested year gets new tiles and
 never a stale one. A tile outside the mosaic's bounds is answered with :data:`TRANSPARENT_PNG`
-without reading anything or writing a file.
+without reading anything or writing a file. With ``max_bytes`` the cache stays bounded: a write
+that takes it over the cap deletes the least recently used tiles (a hit touches its file's
+modification time) until it holds at most :data:`EVICT_TO` of the cap.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
 import re
+import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -41,8 +49,13 @@ from imagery.validate import library_message, quiet_gdal
 MODES: dict[str, str] = {"natural": "rgb", "false": "false"}
 #: Side of a map tile in pixels (Leaflet's default).
 TILE_SIZE = 256
-#: Zoom levels served: 0 (the world in one tile) to 22 (about 4 cm per pixel at the equator).
+#: The tile matrix: zoom 0 (the world in one tile) to 22 (about 4 cm per pixel at the equator);
+#: :func:`native_zoom` caps the zooms actually served.
 MAX_ZOOM = 22
+#: Web-mercator metres per tile pixel at zoom 0 (the equator's length / TILE_SIZE).
+ZOOM0_PIXEL_M = 2 * math.pi * 6378137.0 / TILE_SIZE
+#: Share of its cap that a full cache is brought back to by eviction.
+EVICT_TO = 0.9
 #: How rio-tiler resamples: nearest when decimating (fast, keeps DN as stored) and when warping.
 RESAMPLING = "nearest"
 
@@ -64,9 +77,16 @@ MERCATOR = "EPSG:3857"
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def tile_in_range(z: int, x: int, y: int) -> bool:
-    """Whether (z, x, y) names a tile of the served matrix (0 <= z <= MAX_ZOOM, x, y < 2**z)."""
-    return 0 <= z <= MAX_ZOOM and 0 <= x < 2 ** z and 0 <= y < 2 ** z
+def tile_in_range(z: int, x: int, y: int, max_zoom: int = MAX_ZOOM) -> bool:
+    """Whether (z, x, y) names a tile of the matrix (0 <= z <= max_zoom, x, y < 2**z)."""
+    return 0 <= z <= min(max_zoom, MAX_ZOOM) and 0 <= x < 2 ** z and 0 <= y < 2 ** z
+
+
+def native_zoom(pixel_size_m: float) -> int:
+    """The deepest zoom worth rendering for imagery of ``pixel_size_m`` pixels: the first whose
+    tile pixels are at most half an imagery pixel at the equator (15 for 10 m pixels), within
+    0 to MAX_ZOOM. Deeper tiles would only upscale the same pixels."""
+    return min(max(math.ceil(math.log2(ZOOM0_PIXEL_M / (pixel_size_m / 2))), 0), MAX_ZOOM)
 
 
 def mode_problem(bands: tuple[str, ...] | list[str], mode: str) -> str | None:
@@ -164,12 +184,16 @@ class TileCache:
     """Rendered map tiles on disk: ``root/<year>/<mode>/<key>/<z>/<x>/<y>.png``.
 
     ``key`` names what the tiles depend on (the mosaic's version and stretch); a new key means
-    new tiles. Old keys' folders are left for whoever clears the cache (any folder can be
-    deleted at any time).
+    new tiles. Old keys' tiles go first when the cache is over ``max_bytes`` (they are no longer
+    hit); any folder can be deleted at any time. One object per cache folder and process keeps
+    the running size (counted by a scan at its first write), so share it between threads.
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, max_bytes: int | None = None) -> None:
         self.root = Path(root)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._used: int | None = None
 
     def path_for(self, year: int, mode: str, key: str, z: int, x: int, y: int) -> Path:
         """Where one tile lives (whether or not it exists yet)."""
@@ -184,18 +208,70 @@ class TileCache:
         """Path of the tile's PNG, rendering it first on a miss; None for a tile outside the
         mosaic's bounds (answer :data:`TRANSPARENT_PNG`).
 
-        A hit touches neither rio-tiler nor the store. A miss inside the bounds renders
-        (:func:`render_tile`; a tile with no valid pixel is stored as TRANSPARENT_PNG) and writes
-        atomically (temporary file in the same folder, then ``os.replace``).
+        A hit touches neither rio-tiler nor the store (only its file's time, see :meth:`hit`). A
+        miss inside the bounds renders (:func:`render_tile`; a tile with no valid pixel is stored
+        as TRANSPARENT_PNG), writes atomically (temporary file in the same folder, then
+        ``os.replace``) and evicts when that took the cache over ``max_bytes``. ValueError for a
+        zoom deeper than :func:`native_zoom` of the mosaic's pixels.
         """
-        if not tile_in_range(z, x, y):
-            raise ValueError(f"tile {z}/{x}/{y} is outside the tile matrix (zoom 0-{MAX_ZOOM})")
+        deepest = native_zoom(mosaic.grid.pixel_size_m)
+        if not tile_in_range(z, x, y, deepest):
+            raise ValueError(f"tile {z}/{x}/{y} is outside the tile matrix (zoom 0-{deepest})")
         path = self.path_for(mosaic.year, mode, key, z, x, y)
-        if path.exists():
+        if self.hit(path):
             return path
         if tile_window(mosaic, z, x, y) is None:
             return None
         data = render_tile(mosaic, mode, z, x, y, stretch) or TRANSPARENT_PNG
         write_atomic(path, data)
+        self._added(len(data))
         return path
+
+    def hit(self, path: Path) -> bool:
+        """Whether the tile at ``path`` is cached; a hit marks it as just used (its modification
+        time, which eviction orders by)."""
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _tiles(self) -> list[tuple[float, int, str]]:
+        """(modification time, bytes, path) of every cached tile (not the temporary files)."""
+        found = []
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                if name.endswith(".png") and not name.startswith("."):
+                    path = os.path.join(folder, name)
+                    try:
+                        facts = os.stat(path)
+                    except FileNotFoundError:  # evicted or replaced meanwhile
+                        continue
+                    found.append((facts.st_mtime, facts.st_size, path))
+        return found
+
+    def size(self) -> int:
+        """Bytes of the cached tiles now on disk."""
+        return sum(size for _, size, _ in self._tiles())
+
+    def evict(self, target_bytes: int) -> int:
+        """Delete the least recently used tiles until the cache holds at most ``target_bytes``;
+        returns the bytes left. Folders stay (a writer may be about to use them)."""
+        tiles = sorted(self._tiles())
+        left = sum(size for _, size, _ in tiles)
+        for _, size, path in tiles:
+            if left <= target_bytes:
+                break
+            Path(path).unlink(missing_ok=True)
+            left -= size
+        return left
+
+    def _added(self, n_bytes: int) -> None:
+        """Count a written tile; evict down to EVICT_TO of the cap when over ``max_bytes``."""
+        if self.max_bytes is None:
+            return
+        with self._lock:
+            self._used = self.size() if self._used is None else self._used + n_bytes
+            if self._used > self.max_bytes:
+                self._used = self.evict(int(self.max_bytes * EVICT_TO))
 

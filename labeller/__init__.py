@@ -80,12 +80,17 @@ def serve(settings: Settings | None = None, *, preload: bool = True) -> None:
 
     HOST is 127.0.0.1 by default: only this machine can reach the app until the HOST setting
     (``MINEWATCH_HOST=0.0.0.0``) opens it to the team's network. ``run.py serve`` calls this.
+    Waitress's own error answers carry the app's security headers too
+    (``labeller.safety.guard_server_errors``).
     With ``preload`` a background thread imports ``pipeline.cycle`` (and TensorFlow with it)
     so that the first press of Retrain does not wait for that import.
     """
+    import logging
     import threading
 
     import waitress
+
+    from labeller.safety import SERVER_BODY_FACTOR, guard_server_errors, response_headers
 
     settings = settings or load_settings()
     if preload:
@@ -99,8 +104,14 @@ def serve(settings: Settings | None = None, *, preload: bool = True) -> None:
     if settings.HOST not in LOOPBACK and not settings.ALLOWED_HOSTS:
         print(f"Only requests naming localhost or {settings.HOST} in their Host header are "
               "answered: set ALLOWED_HOSTS to the name or address your team types.", flush=True)
-    waitress.serve(app, host=settings.HOST, port=settings.PORT, threads=8,
-                   max_request_body_size=settings.MAX_REQUEST_KB * 1024)
+    logging.basicConfig()  # as waitress.serve does: its own warnings (task queue depth) show
+    listeners: dict = {}
+    server = waitress.create_server(
+        app, map=listeners, host=settings.HOST, port=settings.PORT, threads=8,
+        max_request_body_size=SERVER_BODY_FACTOR * app.config["MAX_CONTENT_LENGTH"])
+    guard_server_errors(listeners.values(), response_headers(app.config))
+    server.print_listen("Serving on http://{}:{}")
+    server.run()
 
 
 def _access_note(settings: Settings) -> str:

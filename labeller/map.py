@@ -9,7 +9,9 @@ capped at ``MAX_FEATURES`` (the response says when it was cut).
 
 ``/tiles/<year>/<mode>/<z>/<x>/<y>.png`` serves the year's imagery as web-mercator map tiles
 (mode ``natural`` or ``false`` colour; :mod:`pipeline.tiles`), cached on disk under
-``DATA_DIR/tiles``; a tile outside the imagery is transparent.
+``DATA_DIR/tiles`` (at most ``TILE_CACHE_MB``); a tile outside the imagery is transparent, a zoom
+deeper than the imagery's pixels (``pipeline.tiles.max_tile_zoom``: 15 for 10 m) is a 404 and the
+map upscales that zoom instead (Leaflet's ``maxNativeZoom``, from the page's configuration).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from analysis.territory import refresh_territory_cells
 from imagery.store import MosaicError
 from imagery.tiles import TRANSPARENT_PNG
 from labeller.db import get_store
-from labeller.safety import int_arg
-from pipeline.tiles import TileNotFound, map_tile, year_modes
+from labeller.safety import int_arg, parse_float
+from pipeline.tiles import TileNotFound, map_tile, max_tile_zoom, year_modes
 
 bp = Blueprint("map", __name__)
 
@@ -100,6 +102,7 @@ def page():
         "colours": COLOURS, "bounds": scenes_bounds_lonlat(store, settings.grid), "year": year,
         "status": status, "focus": focus,
         "tiles": {f"{y}/{m}": url for y, m, url, problem in layers if not problem},
+        "maxNativeZoom": max_tile_zoom(settings),
     }
     synthetic = any(s["synthetic"] for s in store.scenes())
     return render_template("map.html", config=json.dumps(config), years=years, year=year,
@@ -153,7 +156,7 @@ def tile(year: int, mode: str, z: int, x: int, y: int):
     """One web-mercator map tile of a year's imagery (mode natural or false), cached on disk.
 
     Outside the year's imagery: a transparent PNG. Unknown year or mode, a mode the year cannot
-    show, or z/x/y outside the tile matrix: 404.
+    show, z/x/y outside the tile matrix, or a zoom deeper than ``max_tile_zoom``: 404.
     """
     settings = current_app.config["SETTINGS"]
     try:
@@ -181,10 +184,10 @@ def cells():
     statuses = _statuses(request.args.get("status", "all"))
     bounds = None
     if request.args.get("bbox"):
-        try:
-            west, south, east, north = (float(v) for v in request.args["bbox"].split(","))
-        except ValueError:
+        values = [parse_float(v, "bbox") for v in request.args["bbox"].split(",")]
+        if len(values) != 4 or None in values:
             abort(400, "bbox must be west,south,east,north in degrees")
+        west, south, east, north = values
         pad = 0.01  # cell centres just outside the view still show their edge
         bounds = (west - pad, south - pad, east + pad, north + pad)
     rows = store.cell_statuses(model["version"], year, float(model["threshold"]), statuses=statuses,

@@ -6,17 +6,24 @@ validated ids and years, and safe redirect targets.
 - A body larger than ``MAX_REQUEST_KB`` is refused with 413 before a byte of it is read.
 - Every response carries X-Frame-Options DENY, a Content-Security-Policy that allows only the
   app's own scripts, styles and pictures (no inline script, no eval), nosniff and a
-  Referrer-Policy.
+  Referrer-Policy; so do the answers waitress gives itself, without asking the app (a request
+  it cannot parse, headers or a body too large: :func:`guard_server_errors`). Waitress takes
+  bodies up to :data:`SERVER_BODY_FACTOR` times the cap, so that a body a little over it gets
+  the app's own 413 page.
 - ``<int:...>`` in routes accepts ASCII digits within SQLite's int64 range only (else 404), and
-  :func:`int_arg` does the same for query and form values (else 400).
+  :func:`int_arg` / :func:`parse_int` do the same for query and form values (else 400);
+  :func:`parse_float` reads decimal numbers in ASCII digits (``pipeline.numbers``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, request
 from werkzeug.routing import IntegerConverter, ValidationError
+
+from pipeline.numbers import parse_decimal, parse_whole
 
 #: SQLite's largest integer.
 INT64_MAX = 2**63 - 1
@@ -27,6 +34,9 @@ SECURITY_HEADERS: dict[str, str] = {
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+#: Waitress accepts bodies up to this many times MAX_REQUEST_KB: one a little over the cap reaches
+#: the app (which refuses it with its 413 page before reading it); a larger one waitress refuses.
+SERVER_BODY_FACTOR = 2
 
 
 class Int64Converter(IntegerConverter):
@@ -42,13 +52,31 @@ class Int64Converter(IntegerConverter):
 
 
 def parse_int(raw: str | None, name: str) -> int | None:
-    """``raw`` as a non-negative int64, None when empty; 400 for anything else (e.g. "²", "-1")."""
+    """``raw`` as a non-negative int64 in ASCII digits (``pipeline.numbers.parse_whole``), None
+    when empty; 400 for anything else (e.g. "²", "١٠", "-1")."""
     text = (raw or "").strip()
     if not text:
         return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > INT64_MAX:
-        abort(400, f"{name} must be a whole number from 0 to {INT64_MAX}, got {text[:20]!r}")
-    return int(text)
+    try:
+        number = parse_whole(text) if len(text) <= 19 else None
+    except ValueError:
+        number = None
+    if number is None or number > INT64_MAX:
+        abort(400, f"{name} must be a whole number from 0 to {INT64_MAX} in digits 0-9, "
+                   f"got {text[:20]!r}")
+    return number
+
+
+def parse_float(raw: str | None, name: str) -> float | None:
+    """``raw`` as a decimal number in ASCII digits (``pipeline.numbers.parse_decimal``), None
+    when empty; 400 for anything else (e.g. "١٠", "nan", "1e3")."""
+    text = (raw or "").strip()
+    if not text:
+        return None
+    try:
+        return parse_decimal(text)
+    except ValueError:
+        abort(400, f"{name} must be a number in digits 0-9 (like -47.25), got {text[:20]!r}")
 
 
 def int_arg(name: str, default: int | None = None) -> int | None:
@@ -114,9 +142,8 @@ def content_security_policy(basemap_url: str) -> str:
 
 def add_headers(response):
     """The security headers, on every response."""
-    for name, value in SECURITY_HEADERS.items():
+    for name, value in response_headers(current_app.config):
         response.headers.setdefault(name, value)
-    response.headers.setdefault("Content-Security-Policy", current_app.config["CSP"])
     return response
 
 
@@ -129,3 +156,33 @@ def init_app(app: Flask) -> None:
     app.config["CSP"] = content_security_policy(settings.BASEMAP_URL)
     app.before_request(check_request)
     app.after_request(add_headers)
+
+
+def response_headers(config: dict) -> list[tuple[str, str]]:
+    """The security headers of every answer (:func:`add_headers`), as (name, value) pairs."""
+    return [*SECURITY_HEADERS.items(), ("Content-Security-Policy", config["CSP"])]
+
+
+def guard_server_errors(listeners: Iterable[object], headers: list[tuple[str, str]]) -> None:
+    """Give the answers waitress makes itself (400 for a request it cannot parse, 431 headers
+    too large, 413 body too large, 500, 501: they never reach the app) ``headers`` too.
+
+    ``listeners``: the dispatchers of ``waitress.create_server``'s map; each listening server
+    gets a channel class whose error task adds the headers (waitress's ``ErrorTask`` builds its
+    answer from ``response_headers``, so they go out with its status line).
+    """
+    from waitress.channel import HTTPChannel
+    from waitress.server import BaseWSGIServer
+    from waitress.task import ErrorTask
+
+    class GuardedErrorTask(ErrorTask):
+        def execute(self) -> None:
+            self.response_headers.extend(headers)
+            super().execute()
+
+    class GuardedChannel(HTTPChannel):
+        error_task_class = GuardedErrorTask
+
+    for listener in listeners:
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = GuardedChannel

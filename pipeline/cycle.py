@@ -5,7 +5,10 @@ reviewed background that any model version predicted weighs as a hard negative, 
 are positives), validates it on the reviewed labels of the installation's fixed validation blocks
 (``pipeline.training.fixed_validation``: the same blocks every cycle), re-scores every year of
 the territory with it, and makes it the active model only when all of that succeeded and its AP
-on those cells is within ``ACTIVATION_MARGIN`` of the active model's (``activation_decision``).
+on those cells is within ``ACTIVATION_MARGIN`` of the active model's (``activation_decision``)
+and its predicted-mine share passes the sanity floor (``share_problem``: at most
+``ACTIVATION_MAX_MINE_SHARE`` of the scored cells, at most ``ACTIVATION_MAX_SHARE_RATIO`` times
+the active model's share on the same years).
 Until then the model is *pending*: a failure, or a worker killed at any point, leaves the previous
 model active, and ``recover_cycles`` (``pipeline.jobs``, run before every cycle) deletes the
 pending model's rows, scores and files.
@@ -188,6 +191,11 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
             pause_point("scoring")
     store.record_predicted_rejections(version)
     report("activating", 1.0)
+    decision = with_floor(decision, share_problem(
+        mine_share(store, version, years),
+        _parent_share(store, parent, years), parent["version"] if parent else None,
+        max_share=settings.ACTIVATION_MAX_MINE_SHARE,
+        max_ratio=settings.ACTIVATION_MAX_SHARE_RATIO))
     store.finish_model(version, activate=decision.activate)
     store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
                        predicted_mines=predicted,
@@ -232,6 +240,62 @@ def activation_decision(new: dict[str, Any], active: dict[str, Any] | None,
         return Activation(False, f"{figures}: {drop:.3f} worse, more than the margin "
                           f"{margin:.3f} (ACTIVATION_MARGIN); a lead may activate it by hand")
     return Activation(True, f"{figures} (margin {margin:.3f})")
+
+
+@dataclass(frozen=True)
+class MineShare:
+    """Cells a model predicts as mines (score at or above its threshold) among those it scored."""
+
+    predicted: int
+    scored: int
+
+    @property
+    def share(self) -> float:
+        """predicted / scored (0 when nothing was scored)."""
+        return self.predicted / self.scored if self.scored else 0.0
+
+
+def mine_share(store: Store, version: str, years: list[int]) -> MineShare:
+    """A model's predicted mines and scored cells summed over ``years``, from the per-year
+    summaries (``Store.year_summary``: kept after its score rows are pruned; mines outside the
+    territory are not counted); years it never scored add nothing."""
+    summaries = [s for s in (store.year_summary(version, year) for year in years) if s]
+    return MineShare(sum(int(s["predicted_mines"]) for s in summaries),
+                     sum(int(s["scored"]) for s in summaries))
+
+
+def share_problem(new: MineShare, parent: MineShare | None, parent_version: str | None, *,
+                  max_share: float, max_ratio: float) -> str | None:
+    """Why a new model's predicted-mine share is not believable, or None when it is.
+
+    The floor under the AP comparison: a model trained on wrong labels can rank a few held-out
+    cells well and still call nearly every cell a mine. Its share may be at most ``max_share``,
+    and at most ``max_ratio`` times the parent's share (the ratio is not applied when the parent
+    predicted no mine or scored nothing on those years).
+    """
+    figures = (f"it predicts {new.share:.1%} of the scored cells as mines ({new.predicted:,} "
+               f"of {new.scored:,})")
+    if new.share > max_share:
+        return f"{figures}, more than ACTIVATION_MAX_MINE_SHARE {max_share:.1%}"
+    if parent is not None and parent.predicted and new.share > max_ratio * parent.share:
+        return (f"{figures}, {new.share / parent.share:.1f} times {parent_version}'s "
+                f"{parent.share:.1%}, more than ACTIVATION_MAX_SHARE_RATIO {max_ratio:g}")
+    return None
+
+
+def with_floor(decision: Activation, problem: str | None) -> Activation:
+    """``decision`` kept inactive by the share floor's ``problem`` (both reasons when it was
+    already kept inactive by its AP)."""
+    if problem is None:
+        return decision
+    if decision.activate:
+        return Activation(False, f"{problem}; a lead may activate it by hand")
+    return Activation(False, f"{decision.reason}; also {problem}")
+
+
+def _parent_share(store: Store, parent: dict[str, Any] | None,
+                  years: list[int]) -> MineShare | None:
+    return mine_share(store, parent["version"], years) if parent else None
 
 
 def _parent_metrics(store: Store, settings: Settings, parent: dict[str, Any] | None,

@@ -19,6 +19,7 @@ from typing import Any
 
 from db.store import TRAINING_LABELS, Store
 from pipeline import agreement
+from pipeline.numbers import parse_decimal
 from pipeline.settings import Settings
 
 #: The ``source`` of a lead's adjudication in ``label_events``.
@@ -68,14 +69,15 @@ def current_policy(store: Store, settings: Settings) -> SecondReviewPolicy:
 
 def set_policy(store: Store, *, lead: str, percent: str, all_mines: bool) -> SecondReviewPolicy:
     """Store a lead's choice: ``percent`` of first decisions (text as typed, 0 to 100) and
-    whether every mine goes too. SecondReviewError for anything but a number from 0 to 100."""
+    whether every mine goes too. SecondReviewError for anything but a number from 0 to 100 in
+    ASCII digits (``pipeline.numbers.parse_decimal``: "١٠" is refused, not read as 10)."""
+    problem = f"the share is a percentage from 0 to 100 in digits 0-9, got {percent[:20]!r}"
     try:
-        share = float(percent.strip()) / 100.0
+        share = parse_decimal(percent) / 100.0
     except ValueError:
-        raise SecondReviewError(f"the share is a percentage from 0 to 100, got {percent[:20]!r}"
-                                ) from None
-    if not 0.0 <= share <= 1.0:  # also refuses NaN
-        raise SecondReviewError(f"the share is a percentage from 0 to 100, got {percent[:20]!r}")
+        raise SecondReviewError(problem) from None
+    if not 0.0 <= share <= 1.0:
+        raise SecondReviewError(problem)
     store.set_second_review_policy(share, all_mines, lead)
     return SecondReviewPolicy(share, all_mines)
 

@@ -88,6 +88,18 @@ class Settings:
                                         "average precision on the held-out reviewed cells is at "
                                         "most this much below the active model's on the same "
                                         "cells; otherwise it stays inactive for a lead to judge.")
+    ACTIVATION_MAX_MINE_SHARE: float = _setting(0.5, "A cycle's new model stays inactive (for a "
+                                                "lead to judge) when it predicts more than this "
+                                                "share of the scored cells as mines (cells at "
+                                                "or above its threshold / cells scored), 0 to 1.")
+    ACTIVATION_MAX_SHARE_RATIO: float = _setting(10.0, "A cycle's new model stays inactive (for "
+                                                 "a lead to judge) when its predicted-mine "
+                                                 "share is more than this many times the active "
+                                                 "model's on the same years (not applied when "
+                                                 "the active model predicts no mine).")
+    TILE_CACHE_MB: int = _setting(1024, "Largest size of the map tile cache (DATA_DIR/tiles) in "
+                                  "MiB; when a new tile takes it over, the least recently used "
+                                  "tiles are deleted until it is back under 90 % of this.")
     EXPORT_RETENTION_DAYS: float = _setting(7.0, "Finished exports and reports (files and their "
                                             "rows in the download list) older than this are "
                                             "deleted by the job runner's cleanup.")
@@ -116,6 +128,14 @@ class Settings:
                                 "CPU first; 0 runs them at the app's priority.")
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ACTIVATION_MAX_MINE_SHARE <= 1.0:
+            raise ValueError("setting ACTIVATION_MAX_MINE_SHARE: a share from 0 to 1, got "
+                             f"{self.ACTIVATION_MAX_MINE_SHARE}")
+        if not 1.0 <= self.ACTIVATION_MAX_SHARE_RATIO < float("inf"):
+            raise ValueError("setting ACTIVATION_MAX_SHARE_RATIO: a finite ratio >= 1, got "
+                             f"{self.ACTIVATION_MAX_SHARE_RATIO}")
+        if self.TILE_CACHE_MB < 1:
+            raise ValueError(f"setting TILE_CACHE_MB: at least 1, got {self.TILE_CACHE_MB}")
         if not 0 <= self.WORKER_NICE <= 19:
             raise ValueError(f"setting WORKER_NICE: 0 to 19, got {self.WORKER_NICE}")
         if not 0.0 <= self.SECOND_REVIEW_SHARE <= 1.0:

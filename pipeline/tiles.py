@@ -5,6 +5,10 @@ its tiles, and the tile itself (rendered by :mod:`imagery.tiles`, cached under
 The key of a year's tiles digests what they depend on: the year's mosaic row (id, paths, bands,
 stretch, ingest time) and the modification time of its ``mosaic.vrt``, which ingest rewrites. A
 re-ingested year or a new stretch therefore gets a new cache folder, and no stale tile is served.
+
+Zooms deeper than ``imagery.tiles.native_zoom(PIXEL_SIZE_M)`` (15 for 10 m pixels) are refused
+(the map upscales the deepest zoom itself), and the cache holds at most ``TILE_CACHE_MB`` MiB: one
+:class:`imagery.tiles.TileCache` per folder and process evicts the least recently used tiles.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,7 @@ from db.store import Store
 from imagery.bands import BandMismatchError
 from imagery.store import MOSAIC_VRT, year_dir
 from imagery.thumbnails import VIEWS
-from imagery.tiles import MODES, TileCache, mode_problem, tile_in_range
+from imagery.tiles import MODES, TileCache, mode_problem, native_zoom, tile_in_range
 from pipeline.ingest import year_mosaic
 
 
@@ -30,6 +35,26 @@ class TileNotFound(LookupError):
 def tile_dir(settings: Any) -> Path:
     """The tile cache folder of an installation (``DATA_DIR/tiles``)."""
     return Path(settings.data_dir) / "tiles"
+
+
+#: Bytes in a MiB (TILE_CACHE_MB).
+MIB = 1024 * 1024
+
+
+def max_tile_zoom(settings: Any) -> int:
+    """The deepest zoom served for the installation's imagery (``native_zoom(PIXEL_SIZE_M)``)."""
+    return native_zoom(float(settings.PIXEL_SIZE_M))
+
+
+@lru_cache(maxsize=8)
+def _tile_cache(root: str, max_bytes: int) -> TileCache:
+    """The one TileCache of a folder in this process (it keeps the cache's running size)."""
+    return TileCache(root, max_bytes=max_bytes)
+
+
+def tile_cache(settings: Any) -> TileCache:
+    """The installation's tile cache: ``DATA_DIR/tiles``, at most ``TILE_CACHE_MB`` MiB."""
+    return _tile_cache(str(tile_dir(settings)), int(settings.TILE_CACHE_MB) * MIB)
 
 
 def tile_key(settings: Any, scene: Mapping[str, Any]) -> str:
@@ -78,22 +103,24 @@ def map_tile(store: Store, settings: Any, year: int, mode: str, z: int, x: int,
     """(PNG path or None for a tile outside the year's imagery, cache key) of one map tile.
 
     A cached tile is returned without opening the mosaic. Raises TileNotFound for an unknown
-    mode, z/x/y outside the tile matrix, a year without imagery, or a mode the year cannot show
-    (a band or its stretch missing); MosaicError when the year's store cannot be read (a missing
-    or corrupt block: one line, nothing cached).
+    mode, z/x/y outside the tile matrix or deeper than :func:`max_tile_zoom`, a year without
+    imagery, or a mode the year cannot show (a band or its stretch missing); MosaicError when
+    the year's store cannot be read (a missing or corrupt block: one line, nothing cached).
     """
     if mode not in MODES:
         raise TileNotFound(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    if not tile_in_range(z, x, y):
-        raise TileNotFound(f"no tile {z}/{x}/{y}")
+    deepest = max_tile_zoom(settings)
+    if not tile_in_range(z, x, y, deepest):
+        raise TileNotFound(f"no tile {z}/{x}/{y}: zooms 0-{deepest} are served for imagery of "
+                           f"{settings.PIXEL_SIZE_M:g} m pixels (the map upscales beyond)")
     scene = _year_scene(store, year)
     problem = mode_problem(scene["bands"], mode) or _stretch_problem(scene["stretch"], mode)
     if problem:
         raise TileNotFound(f"{year} has no {mode}-colour imagery: {problem}")
     key = tile_key(settings, scene)
-    cache = TileCache(tile_dir(settings))
+    cache = tile_cache(settings)
     path = cache.path_for(year, mode, key, z, x, y)
-    if path.exists():
+    if cache.hit(path):
         return path, key
     try:
         return cache.get(year_mosaic(settings, year), mode, z, x, y, key=key,

@@ -46,8 +46,10 @@
       el.dataset.imagery = url ? layerSel.value : "none";
       el.dataset.tiles = "0";
       if (!url) { return; }
-      // tiles sit in Leaflet's tile pane, under the cells of the overlay pane
-      imagery = L.tileLayer(url, { tileSize: 256, maxZoom: 18, attribution: "imagery " + layerSel.value });
+      // tiles sit in Leaflet's tile pane, under the cells of the overlay pane; beyond the
+      // imagery's own resolution (maxNativeZoom) Leaflet upscales the deepest served tiles
+      imagery = L.tileLayer(url, { tileSize: 256, maxNativeZoom: cfg.maxNativeZoom, maxZoom: 18,
+                                   attribution: "imagery " + layerSel.value });
       imagery.on("tileload", function () { el.dataset.tiles = String(Number(el.dataset.tiles) + 1); });
       imagery.addTo(map);
     }

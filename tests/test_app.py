@@ -477,9 +477,22 @@ def test_serve_listens_on_the_host_setting(monkeypatch, tmp_path) -> None:
     from pipeline.settings import load_settings
 
     seen = {}
-    monkeypatch.setattr(waitress, "serve", lambda app, **kw: seen.update(kw, app=app))
+
+    class Listening:
+        def print_listen(self, line: str) -> None:
+            seen["line"] = line
+
+        def run(self) -> None:
+            seen["ran"] = True
+
+    def create_server(app, **kw):
+        seen.update(kw, app=app)
+        return Listening()
+
+    monkeypatch.setattr(waitress, "create_server", create_server)
     serve(load_settings({"DATA_DIR": str(tmp_path), "PORT": 5099}), preload=False)
     assert seen["host"] == "127.0.0.1" and seen["port"] == 5099 and seen["threads"] == 8
+    assert seen["max_request_body_size"] == 2 * 64 * 1024 and seen["ran"]
 
 
 def test_every_queue_order_is_offered_by_name(client) -> None:

@@ -1,6 +1,7 @@
 """Cycles a lead can trust: real SIGKILLs of a cycle's worker during training and re-scoring
 leave no model row, file or score behind, the previous model stays active and the next cycle
-runs; a new model is activated only within ACTIVATION_MARGIN of the active one's AP."""
+runs; a new model is activated only within ACTIVATION_MARGIN of the active one's AP and when its
+predicted-mine share passes the floor (ACTIVATION_MAX_MINE_SHARE, ACTIVATION_MAX_SHARE_RATIO)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from db.store import Store
-from pipeline.cycle import Activation, activation_decision, launch_cycle, run_cycle
+from pipeline.cycle import (
+    Activation,
+    MineShare,
+    activation_decision,
+    launch_cycle,
+    mine_share,
+    run_cycle,
+    share_problem,
+    with_floor,
+)
 from pipeline.ingest import cells_of_year, ingest_files
 from pipeline.jobs import PAUSE_ENV, recover_cycles
 from pipeline.scoring import score_year
@@ -149,6 +159,51 @@ def test_activation_decision_compares_ap_within_the_margin():
     assert activation_decision(new, None, None, 0.05) == Activation(True, "the first model")
     unvalidated = activation_decision({"validated_on": "training split"}, None, parent, 0.05)
     assert unvalidated.activate and "not compared" in unvalidated.reason
+
+
+def test_share_floor_keeps_a_model_that_calls_too_many_cells_mines():
+    parent = MineShare(predicted=40, scored=1598)
+    limits = {"max_share": 0.5, "max_ratio": 10.0}
+    assert share_problem(MineShare(120, 1598), parent, "m0001", **limits) is None
+    flagged = share_problem(MineShare(1593, 1598), parent, "m0001", **limits)
+    assert "99.7% of the scored cells as mines (1,593 of 1,598)" in flagged
+    assert "ACTIVATION_MAX_MINE_SHARE 50.0%" in flagged
+    jumped = share_problem(MineShare(500, 1598), parent, "m0001", **limits)
+    assert "12.5 times m0001's 2.5%" in jumped and "ACTIVATION_MAX_SHARE_RATIO 10" in jumped
+    assert share_problem(MineShare(500, 1598), MineShare(0, 1598), "m0001", **limits) is None
+    assert share_problem(MineShare(900, 1598), None, None, **limits) is not None
+    assert share_problem(MineShare(0, 0), parent, "m0001", **limits) is None
+    ok = Activation(True, "AP 0.8 vs 0.7")
+    assert with_floor(ok, None) == ok
+    assert with_floor(ok, flagged) == Activation(
+        False, f"{flagged}; a lead may activate it by hand")
+    worse = Activation(False, "AP 0.5: 0.3 worse")
+    assert with_floor(worse, flagged).reason == f"AP 0.5: 0.3 worse; also {flagged}"
+
+
+def test_a_model_trained_on_wrong_labels_is_kept_inactive_and_the_page_says_why(
+        store, settings, tmp_path):
+    import random
+
+    from labeller import create_app
+
+    rng = random.Random(0)            # a reviewer who calls nine cells in ten a mine
+    for cell_id in cells_of_year(store, settings.grid, 2021):
+        store.record_label(int(cell_id), 2021, "mine" if rng.random() < 0.9 else "background",
+                           "ann")
+    lenient = load_settings({**{k: getattr(settings, k) for k in ("DATA_DIR", *FAST)},
+                             "ACTIVATION_MARGIN": 1.0}, environ={})  # any AP passes
+    row = run_cycle(store, lenient)
+    assert row["status"] == "succeeded", row["message"]
+    before, after = mine_share(store, "m0001", [2021]), mine_share(store, "m0002", [2021])
+    assert after.share > 0.5 > before.share, (before, after)   # the share jumped
+    assert store.active_model()["version"] == "m0001" and store.model("m0002")["active"] == 0
+    assert row["decision"].startswith("it predicts ") and "ACTIVATION_MAX_MINE_SHARE" in row["decision"]
+    assert row["message"] == f"m0002 kept inactive: {row['decision']}"
+    app = create_app({"DATA_DIR": settings.DATA_DIR, "TESTING": True, "SECRET_KEY": "x", **FAST})
+    html = app.test_client().get("/cycles").get_data(as_text=True)
+    assert f"{after.share:.1%} of the scored cells as mines" in html
+    assert "Activate m0002" in html
 
 
 def test_cycles_page_cleans_up_shows_the_decision_and_lets_a_lead_activate(tmp_path):

@@ -3,7 +3,13 @@ cap, security headers, validated ids and years, safe redirect targets."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -106,7 +112,10 @@ def test_bad_ids_in_query_strings_are_400(client, query) -> None:
 
 
 @pytest.mark.parametrize("path", ["/map?year=²", "/map/cells.geojson?year=" + "9" * 25,
-                                  "/report?year=²", "/report?k=-1", "/map?year=-2021"])
+                                  "/report?year=²", "/report?k=-1", "/map?year=-2021",
+                                  "/map/cells.geojson?bbox=%D9%A1,0,1,1",   # Arabic-Indic 1
+                                  "/map/cells.geojson?bbox=nan,0,1,1",
+                                  "/map/cells.geojson?bbox=0,0,1"])
 def test_bad_numbers_on_map_and_report_are_400(client, path) -> None:
     login(client, "lea", "lead")
     assert client.get(path).status_code == 400
@@ -145,3 +154,89 @@ def test_login_redirect_stays_on_the_site(app, client, query) -> None:
     response = client.post(f"/login?{query}", data={"name": "ana", "password": PASSWORD,
                                                     "csrf_token": token})
     assert response.status_code == 302 and response.location == "/review"
+
+
+def test_a_bbox_in_ascii_digits_is_read(client) -> None:
+    login(client, "lea", "lead")
+    response = client.get("/map/cells.geojson?bbox=-180,-85.5,180,85.5")
+    assert response.status_code == 200 and response.get_json()["count"] > 0
+
+
+# the real server: waitress's own answers -------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`run.py serve` (waitress) on a free loopback port, until the module's tests are done."""
+    port = free_port()
+    env = {**os.environ, "MINEWATCH_DATA_DIR": str(tmp_path_factory.mktemp("served")),
+           "MINEWATCH_MAX_REQUEST_KB": "8"}
+    server = subprocess.Popen([sys.executable, "run.py", "serve", "--port", str(port)], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "run.py serve died"
+            time.sleep(0.2)
+    yield port
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def raw_request(port: int, request: bytes) -> tuple[int, dict[str, str]]:
+    """Send raw bytes to the server; (status, headers) of its answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+    return int(head[0].split()[1]), {k.lower(): v for k, v in headers.items()}
+
+
+def assert_secured(headers: dict[str, str]) -> None:
+    assert headers.get("x-frame-options") == "DENY"
+    assert headers.get("x-content-type-options") == "nosniff"
+    assert headers.get("referrer-policy") == "same-origin"
+    assert "frame-ancestors 'none'" in headers.get("content-security-policy", "")
+
+
+def test_the_real_server_answers_with_the_security_headers(served) -> None:
+    status, headers = raw_request(served, b"GET /login HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert status == 200
+    assert_secured(headers)
+
+
+@pytest.mark.parametrize("request_bytes, code, page", [
+    # a little over MAX_REQUEST_KB (8 KiB here): the app's own 413 page
+    (b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 9000\r\n"
+     b"Content-Type: application/x-www-form-urlencoded\r\n\r\n" + b"a" * 9000, 413, "text/html"),
+    # far over: waitress refuses it before reading the body
+    (b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999999\r\n\r\n", 413,
+     "text/plain"),
+    (b"POST /login HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + b"4000\r\n" + b"a" * 0x4000 + b"\r\n0\r\n\r\n", 413, "text/plain"),  # over 2x the cap
+    (b"GET /login HTTP/1.1\r\nHost: localhost\r\nNo colon here\r\n\r\n", 400,  # malformed
+     "text/plain"),
+    (b"GET /login HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 300_000 + b"\r\n\r\n", 431,
+     "text/plain"),
+])
+def test_waitress_own_error_answers_carry_the_security_headers(served, request_bytes, code,
+                                                                page) -> None:
+    status, headers = raw_request(served, request_bytes)
+    assert status == code and headers["content-type"].startswith(page)   # text/plain: waitress
+    assert_secured(headers)

@@ -300,7 +300,7 @@ def test_a_leads_policy_overrides_the_settings(store) -> None:
         sr.SecondReviewPolicy(0.35, True)
     assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.35, True)
     assert store.second_review_policy()["set_by"] == "lea"
-    for bad in ("-1", "100.5", "inf", "nan", "ten"):
+    for bad in ("-1", "100.5", "inf", "nan", "ten", "\u0661\u0660", "\uff11\uff10", "1_0", "1e1"):
         with pytest.raises(sr.SecondReviewError, match="percentage"):
             sr.set_policy(store, lead="lea", percent=bad, all_mines=False)
     assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.35, True)

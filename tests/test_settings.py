@@ -40,3 +40,13 @@ def test_fcn_depth_and_dense_loss_weight():
     assert load_settings({"DENSE_LOSS_WEIGHT": "0"}, environ={}).DENSE_LOSS_WEIGHT == 0.0
     with pytest.raises(ValueError, match="DENSE_LOSS_WEIGHT"):
         load_settings({"DENSE_LOSS_WEIGHT": "-1"}, environ={})
+
+
+def test_activation_floor_and_tile_cache_settings_are_validated():
+    settings = load_settings(environ={})
+    assert (settings.ACTIVATION_MAX_MINE_SHARE, settings.ACTIVATION_MAX_SHARE_RATIO) == (0.5, 10.0)
+    assert settings.TILE_CACHE_MB == 1024
+    for name, bad in (("ACTIVATION_MAX_MINE_SHARE", "1.5"), ("ACTIVATION_MAX_SHARE_RATIO", "0.5"),
+                      ("ACTIVATION_MAX_SHARE_RATIO", "inf"), ("TILE_CACHE_MB", "0")):
+        with pytest.raises(ValueError, match=f"setting {name}"):
+            load_settings({name: bad}, environ={})

@@ -216,11 +216,12 @@ def test_a_lead_sets_the_second_review_policy(app, review_db, team) -> None:
     lead, token = new_client(app, "lea")
     html = lead.get("/team").get_data(as_text=True)
     assert "100 % of first decisions go blind" in html and "from the settings" in html
-    for bad in ("abc", "150", "nan", ""):
+    for bad in ("abc", "150", "nan", "", "\u0661\u0660", "1_0"):  # \u0661\u0660: Arabic-Indic 10
         response = lead.post("/team/policy", data={"percent": bad},
                              headers={"X-CSRFToken": token})
         assert response.status_code == 400, bad
-        assert "a percentage from 0 to 100" in response.get_data(as_text=True)
+        assert "a percentage from 0 to 100 in digits 0-9" in response.get_data(as_text=True)
+    assert "100 % of first decisions go blind" in lead.get("/team").get_data(as_text=True)
     response = lead.post("/team/policy", data={"percent": "0", "all_mines": "1"},
                          headers={"X-CSRFToken": token})
     assert response.status_code == 302

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import time
 from html import unescape
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from imagery.tiles import (  # noqa: E402
     TRANSPARENT_PNG,
     TileCache,
     mode_problem,
+    native_zoom,
     tile_in_range,
 )
 from labeller import create_app  # noqa: E402
@@ -93,6 +95,7 @@ def test_tile_range_and_mode_problems() -> None:
     assert tile_in_range(0, 0, 0) and tile_in_range(MAX_ZOOM, 2 ** MAX_ZOOM - 1, 0)
     assert not tile_in_range(2, 4, 0) and not tile_in_range(MAX_ZOOM + 1, 0, 0)
     assert not tile_in_range(-1, 0, 0)
+    assert not tile_in_range(16, 0, 0, max_zoom=15) and tile_in_range(15, 0, 0, max_zoom=15)
     assert mode_problem(("B2", "B3", "B4"), "natural") is None
     assert "B12" in mode_problem(("B2", "B3", "B4"), "false")
     with pytest.raises(ValueError, match="unknown mode"):
@@ -217,6 +220,43 @@ def test_false_colour_unavailable_for_an_rgb_only_year(own_data: Path, tmp_path:
     page = client.get("/map?year=2019").get_data(as_text=True)
     assert 'value="2019/false" disabled' in page and "unavailable: no B12" in page
     assert 'value="2019/natural"  selected' in page
+
+
+def test_zoom_is_capped_at_the_imagery_resolution() -> None:
+    # 10 m pixels: zoom 15 has 4.8 m tile pixels (under half a pixel), zoom 14 9.6 m
+    assert native_zoom(10.0) == 15 and native_zoom(20.0) == 14 and native_zoom(50.0) == 13
+    assert native_zoom(1e-6) == MAX_ZOOM and native_zoom(1e9) == 0
+
+
+def test_a_tile_deeper_than_the_imagery_is_refused(app, client) -> None:
+    settings = app.config["SETTINGS"]
+    assert client.get(url(2021, "natural", centre_tile(settings.grid, 15))).status_code == 200
+    deeper = client.get(url(2021, "natural", centre_tile(settings.grid, 16)))
+    assert deeper.status_code == 404 and "zooms 0-15" in deeper.get_data(as_text=True)
+    assert not list((settings.data_dir / "tiles").glob("2021/natural/*/16"))
+    assert map_config(client.get("/map").get_data(as_text=True))["maxNativeZoom"] == 15
+
+
+def test_a_full_cache_evicts_the_least_recently_used_tiles(app, review_db, tmp_path) -> None:
+    settings = app.config["SETTINGS"]
+    with Store(review_db.database) as store:
+        stretch = store.scenes(2021)[0]["stretch"]
+    mosaic = open_year(settings.data_dir, settings.grid, 2021)
+    centre = centre_tile(settings.grid, 15)
+    tiles = [(15, centre.x + dx, centre.y) for dx in (-1, 0, 1)]
+    sizes = [TileCache(tmp_path / "free").get(mosaic, "natural", *t, key="k", stretch=stretch)
+             .stat().st_size for t in tiles]
+    cache = TileCache(tmp_path / "capped", max_bytes=sum(sizes) - 1)
+    get = lambda t: cache.get(mosaic, "natural", *t, key="k", stretch=stretch)  # noqa: E731
+    first, second = get(tiles[0]), get(tiles[1])
+    time.sleep(0.05)                          # file times tick in a few ms
+    assert get(tiles[0]) == first             # a hit: the first tile is now the most recent
+    time.sleep(0.05)
+    third = get(tiles[2])                     # over the cap: the least recently used goes
+    assert first.exists() and third.exists() and not second.exists()
+    assert cache.size() == sizes[0] + sizes[2] <= 0.9 * cache.max_bytes
+    assert get(tiles[1]).exists()             # rendered again on its next request
+    assert cache.size() <= cache.max_bytes
 
 
 def test_tile_cache_rejects_unsafe_keys(tmp_path: Path) -> None:
