@@ -34,8 +34,10 @@ from analysis.status import (
 from analysis.territory import refresh_territory_cells
 from imagery.store import MosaicError
 from imagery.tiles import TRANSPARENT_PNG
+from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.safety import int_arg, parse_float
+from pipeline import review
 from pipeline.tiles import TileNotFound, map_tile, max_tile_zoom, year_modes
 
 bp = Blueprint("map", __name__)
@@ -190,8 +192,7 @@ def cells():
         west, south, east, north = values
         pad = 0.01  # cell centres just outside the view still show their edge
         bounds = (west - pad, south - pad, east + pad, north + pad)
-    rows = store.cell_statuses(model["version"], year, float(model["threshold"]), statuses=statuses,
-                               bounds=bounds, inside_only=True, limit=MAX_FEATURES + 1)
+    rows = _visible_statuses(store, model, year, statuses, bounds)
     truncated = len(rows) > MAX_FEATURES
     rows = rows[:MAX_FEATURES]
     shapes = cell_footprints_lonlat(grid, np.asarray([r["cell_id"] for r in rows], dtype=np.int64))
@@ -208,6 +209,23 @@ def cells():
         })
     return {"type": "FeatureCollection", "features": features, "truncated": truncated,
             "count": len(features), "year": year, "model_version": model["version"]}
+
+
+def _visible_statuses(store, model: dict, year: int, statuses: tuple[str, ...] | None,
+                      bounds: tuple[float, float, float, float] | None) -> list[dict]:
+    """Cell statuses as the current user may see them: a cell whose blind second review may come
+    to them shows no label, only what the score says (``review.unreviewed_view``)."""
+    threshold = float(model["threshold"])
+    blind = review.blind_cells(store, current_name())
+    wanted = statuses
+    if blind and statuses is not None:  # a hidden confirmed/rejected cell may now match
+        wanted = tuple({*statuses, "confirmed", "rejected"})
+    rows = store.cell_statuses(model["version"], year, threshold, statuses=wanted,
+                               bounds=bounds, inside_only=True, limit=MAX_FEATURES + 1)
+    if not blind:
+        return rows
+    rows = [review.unreviewed_view(r, threshold) if r["cell_id"] in blind else r for r in rows]
+    return rows if statuses is None else [r for r in rows if r["status"] in statuses]
 
 
 def _polygons_geojson(items: list[tuple[bytes, dict]]) -> dict:

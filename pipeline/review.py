@@ -572,6 +572,22 @@ def card_details(store: Store, cell_id: int, year: int,
     }
 
 
+def blind_cells(store: Store, reviewer: str | None) -> set[int]:
+    """Cells with a cell-year whose blind second review may still come to ``reviewer``
+    (:func:`is_blind`): every view of such a cell (card, history, map) hides its labels."""
+    if reviewer is None:
+        return set()
+    return {int(task["cell_id"]) for task in store.second_reviews(status="pending")
+            if task["first_reviewer"] != reviewer and task["second_reviewer"] is None}
+
+
+def unreviewed_view(row: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """A cell-status row (``Store.cell_statuses``) as a reviewer who may not see its label sees
+    it: no label, and the status the model's score alone gives."""
+    predicted = row["score"] is not None and float(row["score"]) >= threshold
+    return {**row, "label": None, "status": "predicted" if predicted else "background"}
+
+
 def visible_history(store: Store, cell_id: int,
                     reviewer: str | None) -> tuple[list[dict[str, Any]], list[int]]:
     """A cell's label history as ``reviewer`` may see it, and the years left out because their

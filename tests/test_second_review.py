@@ -422,3 +422,31 @@ def test_blind_in_the_history_of_every_year_of_the_cell(app) -> None:
              headers={"X-CSRFToken": ben_token})
     after = ben.get(f"/review?cell={cell}&year={other_year}").get_data(as_text=True)
     assert "<td>ana</td>" in after and "history-hidden" not in after
+
+
+def test_blind_on_the_map(app) -> None:
+    """While ben may still give a cell-year its blind second review, the map's cells show him no
+    label of that cell (nor a status that only a label gives, nor its absence from a filter)."""
+    from fixtures_app import card_fields, login
+
+    lead, ana, ben = app.test_client(), app.test_client(), app.test_client()
+    lead_token, ana_token, ben_token = login(lead, "lea", "lead"), login(ana), login(ben, "ben")
+    lead.post("/team/policy", data={"percent": "100", "csrf_token": lead_token})
+    first = card_fields(ana.get("/review").get_data(as_text=True))
+    cell, year = first["cell_id"], first["year"]
+    ana.post(f"/cells/{cell}/{year}/label", data={"label": "background",
+             "request_id": first["request_id"]}, headers={"X-CSRFToken": ana_token})
+
+    def shown(client, status: str = "all") -> dict | None:
+        features = client.get(f"/map/cells.geojson?year={year}&status={status}").get_json()["features"]
+        return next((f["properties"] for f in features if f["properties"]["cell_id"] == cell), None)
+
+    assert shown(ana)["label"] == "background"
+    blind = shown(ben)
+    assert blind is not None and blind["label"] is None
+    assert blind["status"] in ("predicted", "background")
+    assert shown(ben, blind["status"]) is not None
+    assert shown(ben, "rejected") is None and shown(ben, "confirmed") is None
+    ben.post(f"/cells/{cell}/{year}/label", data={"label": "background", "request_id": "ben-1"},
+             headers={"X-CSRFToken": ben_token})
+    assert shown(ben)["label"] == "background"
