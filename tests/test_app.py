@@ -517,3 +517,33 @@ def test_each_serving_thread_reuses_one_store(app, client) -> None:
     thread.start()
     thread.join()
     assert other and other[0] is not first and other[0].path == first.path
+
+
+def test_a_relative_data_folder_serves_pictures_and_downloads(monkeypatch, tmp_path,
+                                                               review_db) -> None:
+    """`make run`'s default: DATA_DIR relative to the working folder (issue 16). Flask's
+    send_file resolves a relative path against labeller/, so every path must arrive absolute."""
+    import io
+
+    from PIL import Image
+
+    from tests.test_tiles import centre_tile, url
+
+    monkeypatch.chdir(tmp_path.parent)
+    app = create_app({"DATA_DIR": tmp_path.name, "SECRET_KEY": "x", "TESTING": True})
+    settings = app.config["SETTINGS"]
+    assert settings.data_dir == tmp_path and settings.thumbnail_dir.is_absolute()
+    client = app.test_client()
+    html = client.get("/review").get_data(as_text=True)
+    thumb = re.search(r'src="(/cells/\d+/2021/thumb/rgb\.png\?v=[^"]+)"', html).group(1)
+    for picture in (thumb, url(2021, "natural", centre_tile(settings.grid))):
+        response = client.get(picture)
+        assert response.status_code == 200, picture
+        assert Image.open(io.BytesIO(response.data)).format == "PNG"
+    token = csrf_from(client.get("/exports").get_data(as_text=True))
+    assert client.post("/exports", data={"csrf_token": token, "format": "csv"}).status_code == 302
+    deadline = time.monotonic() + 120
+    while (done := client.get("/exports/1/download")).status_code != 200:
+        assert time.monotonic() < deadline, "the export job did not finish"
+        time.sleep(0.3)
+    assert done.data.startswith(b"cell_id,") and len(done.data.splitlines()) > 1
