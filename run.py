@@ -384,13 +384,16 @@ def _read_password(from_stdin: bool) -> str:
 @user_errors
 def users_add(settings: Settings, name: str, role: str, password_stdin: bool) -> None:
     """Create an account NAME (names are never renamed or reused)."""
-    from pipeline.accounts import check_name, create_account
+    from pipeline.accounts import FIRST_ADMIN_HINT, check_name, create_account, has_admin
 
     check_name(name)
     password = _read_password(password_stdin)
     with open_store(settings) as store:
         account = create_account(store, name, role, password)
+        admin = has_admin(store)
     click.echo(f"Account {account['name']} ({account['role']}) created.")
+    if not admin:
+        click.echo(FIRST_ADMIN_HINT)
 
 
 @users.command("list")

@@ -547,3 +547,26 @@ def test_a_relative_data_folder_serves_pictures_and_downloads(monkeypatch, tmp_p
         assert time.monotonic() < deadline, "the export job did not finish"
         time.sleep(0.3)
     assert done.data.startswith(b"cell_id,") and len(done.data.splitlines()) > 1
+
+
+def test_favicon_is_linked_and_served_to_anyone(client, app) -> None:
+    import io
+
+    from PIL import Image
+
+    add_account(app, "ana")  # out of open mode: the icon needs no login
+    page = client.get("/login").get_data(as_text=True)
+    link = re.search(r'<link rel="icon" href="([^"]+)"', page).group(1)
+    for path in (link, "/favicon.ico"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert Image.open(io.BytesIO(response.data)).format == "ICO"
+
+
+def test_login_page_says_how_to_make_the_first_admin(client, app) -> None:
+    from pipeline.accounts import FIRST_ADMIN_HINT
+
+    add_account(app, "ana", "lead")
+    assert FIRST_ADMIN_HINT in client.get("/login").get_data(as_text=True)
+    add_account(app, "adm", "admin")
+    assert FIRST_ADMIN_HINT not in client.get("/login").get_data(as_text=True)
