@@ -50,11 +50,15 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: How a bar with a total of km² is drawn (whole km², the rate in km²/s).
+KM2_FORMAT = "{desc}: {n:,.0f}/{total:,.0f} km² [{elapsed}<{remaining}, {rate_fmt}]"
+
+
 @contextmanager
 def km2_bar(description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
     """A tqdm bar counting km² and the rate in km²/s, shown from the first update on."""
     bar: tqdm | None = None
-    fmt = "{desc}: {n:,.0f}/{total:,.0f} km² [{elapsed}<{remaining}, {rate_fmt}]" if total else None
+    fmt = KM2_FORMAT if total else None
 
     def update(km2: float) -> None:
         nonlocal bar
@@ -68,6 +72,32 @@ def km2_bar(description: str, total: float | None = None) -> Iterator[Callable[[
     finally:
         if bar is not None:
             bar.close()
+
+
+class StageBars:
+    """``pipeline.demo.DemoProgress`` as one tqdm bar per stage (the epoch bar shows the losses);
+    messages go through ``tqdm.write`` above the bars."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def stage(self, name: str, total: float, unit: str) -> None:
+        """Close the last stage's bar and open this one's."""
+        self.close()
+        self.bar = tqdm(total=total, desc=name, unit=unit, dynamic_ncols=True,
+                        bar_format=KM2_FORMAT if unit == "km²" else None)
+
+    def advance(self, units: float, **figures: float) -> None:
+        """Count ``units`` done; show ``figures`` (loss, val_loss) in the bar's postfix."""
+        if self.bar is not None:
+            if figures:
+                self.bar.set_postfix({k: f"{v:.3f}" for k, v in figures.items()}, refresh=False)
+            self.bar.update(units)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,13 +147,12 @@ def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
         if if_empty and store.scenes():
             click.echo(f"{settings.database_path} already holds scenes; skipping the demo build.")
             return
-        def on_epoch(epoch: int, epochs: int, logs: dict) -> None:
-            tqdm.write(f"  epoch {epoch}/{epochs}: loss {logs.get('loss', float('nan')):.3f}, "
-                       f"validation loss {logs.get('val_loss', float('nan')):.3f}")
-
-        with km2_bar("Scoring") as on_tile:
+        bars = StageBars()
+        try:
             made = build_demo_installation(store, settings, size_km=size_km, seed=seed,
-                                           echo=tqdm.write, on_tile=on_tile, on_epoch=on_epoch)
+                                           echo=tqdm.write, progress=bars)
+        finally:
+            bars.close()
     for year in made.scores:
         click.echo(f"{year.year}: {year.scored} cells scored, {year.not_scored} not scored (less "
                    f"than half valid), {year.predicted_mines} predicted mines")
@@ -400,13 +429,16 @@ def _read_password(from_stdin: bool) -> str:
 @user_errors
 def users_add(settings: Settings, name: str, role: str, password_stdin: bool) -> None:
     """Create an account NAME (names are never renamed or reused)."""
-    from pipeline.accounts import check_name, create_account
+    from pipeline.accounts import FIRST_ADMIN_HINT, check_name, create_account, has_admin
 
     check_name(name)
     password = _read_password(password_stdin)
     with open_store(settings) as store:
         account = create_account(store, name, role, password)
+        admin = has_admin(store)
     click.echo(f"Account {account['name']} ({account['role']}) created.")
+    if not admin:
+        click.echo(FIRST_ADMIN_HINT)
 
 
 @users.command("list")

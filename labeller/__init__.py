@@ -58,6 +58,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(jobs.bp)
     from labeller import triage  # the triage grid (issue 11)
     app.register_blueprint(triage.bp)
+    app.add_url_rule("/favicon.ico", "favicon",
+                     lambda: app.send_static_file("favicon.ico"))  # for browsers that ask anyway
     app.register_error_handler(HTTPException, _http_error)
     return app
 
@@ -115,19 +117,22 @@ def serve(settings: Settings | None = None, *, preload: bool = True) -> None:
 
 
 def _access_note(settings: Settings) -> str:
-    """One line on who can use the app: open mode, or logins (and how to make the first one)."""
+    """One line on who can use the app (open mode, or logins), and a second on how to make the
+    first admin while no admin exists."""
     from db.store import Store
     from labeller.auth import LOOPBACK
+    from pipeline.accounts import FIRST_ADMIN_HINT, has_admin
 
     with Store(settings.database_path) as store:
-        n_accounts = len(store.accounts())
+        n_accounts, admin = len(store.accounts()), has_admin(store)
     if n_accounts:
-        return f"{n_accounts} account(s): everyone logs in."
-    if settings.HOST in LOOPBACK:
-        return ("No account yet: open mode, every request acts as 'local' (admin) on this "
+        note = f"{n_accounts} account(s): everyone logs in."
+    elif settings.HOST in LOOPBACK:
+        note = ("No account yet: open mode, every request acts as 'local' (admin) on this "
                 "machine only. Create accounts before opening it to a network.")
-    return ("No account yet and the app listens beyond this machine: nobody can log in until "
-            "you run `python run.py users add NAME --role admin`.")
+    else:
+        note = "No account yet and the app listens beyond this machine: nobody can log in."
+    return note if admin else f"{note}\n{FIRST_ADMIN_HINT}"
 
 
 def _preload_cycle_module() -> None:

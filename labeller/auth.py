@@ -60,6 +60,7 @@ limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_
 #: The least role each endpoint needs: "public" (no login), or one of ``pipeline.accounts.ROLES``.
 ENDPOINT_ROLES: dict[str, str] = {
     "static": "public",
+    "favicon": "public",
     "auth.login": "public",
     "auth.logout": "public",
     "auth.accounts_page": "admin",
@@ -148,6 +149,13 @@ def has_role(needed: str) -> bool:
     if needed == "public":
         return True
     return user is not None and role_allows(user["role"], needed)
+
+
+def may_open(endpoint: str) -> bool:
+    """Whether the current user may open ``endpoint`` by :data:`ENDPOINT_ROLES` (False when it
+    is not listed), so that a page links only to what the user can open."""
+    needed = ENDPOINT_ROLES.get(endpoint)
+    return needed is not None and has_role(needed)
 
 
 def role_required(role: str) -> Callable[[F], F]:
@@ -247,8 +255,9 @@ def login():
             start_session(account)
             return redirect(target)
     return render_template("login.html", error=error, next=target,
-                           local=current_user() is not None and current_user()["local"]), (
-        401 if error else 200)
+                           local=current_user() is not None and current_user()["local"],
+                           admin_hint=None if accounts.has_admin(get_store())
+                           else accounts.FIRST_ADMIN_HINT), (401 if error else 200)
 
 
 @bp.post("/logout")
@@ -345,4 +354,4 @@ def init_app(app: Flask) -> None:
     app.before_request(enforce_roles)
     limiter.init_app(app)
     app.register_blueprint(bp)
-    app.jinja_env.globals.update(current_user=current_user, has_role=has_role)
+    app.jinja_env.globals.update(current_user=current_user, has_role=has_role, may_open=may_open)

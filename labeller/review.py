@@ -34,6 +34,7 @@ from pipeline.similar import NoEmbeddingError, anchor_vector
 
 bp = Blueprint("review", __name__)
 bp.add_app_template_global(default_queue_sentence)
+bp.add_app_template_global(QUEUE_NAMES, "queue_names")  # type: ignore[arg-type]
 
 #: Thumbnail URLs carry the cache key (``?v=``): a year in the browser cache is safe.
 THUMB_MAX_AGE = 365 * 24 * 3600

@@ -21,7 +21,8 @@ Choices, so a reader need not infer them from the code:
   orientation and patches are square.
 * **Loss**: the training model is FCN -> crop the margin (MARGIN_PX / STRIDE blocks per side) ->
   ``TopFractionMean`` -> binary cross-entropy against the patch label; see model/reduce.py.
-  Adam, early stopping on validation loss with the best weights restored.
+  Adam, early stopping on validation loss (``PATIENCE`` epochs without a drop of ``MIN_DELTA``)
+  with the best weights restored.
 * **Dense supervision** where masks exist: a source whose patches carry per-block targets
   (``BlockSource``: the mask fraction of each STRIDE x STRIDE output block of the cell interior,
   and a weight per block, the share of its pixels the mask covers) adds ``dense_weight`` x the
@@ -78,6 +79,12 @@ BAND_SAMPLE_PATCHES = 1024
 DENSE_DEPTH = 4
 #: Probabilities are clipped to [BCE_EPSILON, 1 - BCE_EPSILON] in the per-block loss.
 BCE_EPSILON = 1e-7
+#: Early stopping: training ends after this many epochs without the monitored validation loss
+#: improving by at least MIN_DELTA, and the best epoch's weights are restored; ``epochs``
+#: (TRAIN_EPOCHS) is only the maximum.
+PATIENCE = 5
+#: The smallest drop of the monitored validation loss that counts as an improvement.
+MIN_DELTA = 0.002
 
 
 @dataclass
@@ -87,7 +94,7 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-3
-    patience: int = 6
+    patience: int = PATIENCE
     val_fraction: float = 0.25
     seed: int = 0
     augment: bool = True
@@ -730,7 +737,7 @@ def train_bundle(
     monitor = ("val_" if has_val else "") + ("cell_score_loss" if dense else "loss")
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=config.patience,
-                                      restore_best_weights=True)
+                                      min_delta=MIN_DELTA, restore_best_weights=True)
     ]
     if progress is not None:
         callbacks.append(_Progress(progress, config.epochs))

@@ -81,6 +81,17 @@ def create_account(store: Store, name: str, role: str, password: str) -> dict[st
         raise AccountError(str(error)) from None
 
 
+#: How to make the first admin, said by ``run.py serve``, ``run.py users add`` and the login page
+#: while no active admin exists (nobody can open the accounts page then).
+FIRST_ADMIN_HINT = ("No admin account yet: create the first one with "
+                    "`python run.py users add NAME --role admin`.")
+
+
+def has_admin(store: Store) -> bool:
+    """Whether some enabled account has the admin role."""
+    return any(row["role"] == "admin" and not row["disabled"] for row in store.accounts())
+
+
 def list_accounts(store: Store) -> list[dict[str, Any]]:
     """Every account without its password hash, by name."""
     return [{k: v for k, v in row.items() if k != "password_hash"} for row in store.accounts()]

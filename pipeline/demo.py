@@ -13,16 +13,35 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from db.store import Store
 from imagery.demo import MIN_INSTALLATION_KM, DemoTerritory, build_demo
 from pipeline.ingest import ingest_files
-from pipeline.scoring import YearScores, score_years
+from pipeline.scoring import YearScores, score_years, year_area_km2
 from pipeline.seeds import SeedLabels, plan_seed_labels, train_on_polygons
 from pipeline.settings import Settings
-from pipeline.training import EpochProgress
+from pipeline.training import train_config
 
 DEMO_YEARS: tuple[int, ...] = (2018, 2019, 2020, 2021)
+
+
+class DemoProgress(Protocol):
+    """Where the demo build reports its stages (``run.py demo`` draws a bar per stage)."""
+
+    def stage(self, name: str, total: float, unit: str) -> None:
+        """A stage of ``total`` units (scenes, epochs, km²) starts."""
+
+    def advance(self, units: float, **figures: float) -> None:
+        """``units`` more of the stage are done; ``figures`` (e.g. the epoch's losses) show."""
+
+
+class _Silent:
+    def stage(self, name: str, total: float, unit: str) -> None:
+        pass
+
+    def advance(self, units: float, **figures: float) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -43,11 +62,10 @@ def build_demo_installation(
     years: Sequence[int] = DEMO_YEARS,
     seed: int = 2021,
     echo: Callable[[str], None] = lambda message: None,
-    on_tile: Callable[[float], None] | None = None,
-    on_epoch: EpochProgress | None = None,
+    progress: DemoProgress | None = None,
 ) -> DemoInstallation:
     """Generate the territory, ingest its scenes, seed labels from its mine polygons (first
-    year), train the first model and score every year.
+    year), train the first model and score every year; each stage reports to ``progress``.
 
     All or nothing: a failure at any step puts the database back as it was and removes every
     file the build added under DATA_DIR, so a later ``demo --if-empty`` builds it again.
@@ -57,27 +75,37 @@ def build_demo_installation(
                          f"{MIN_INSTALLATION_KM} km, got {size_km} km")
     with undone_on_failure(store, settings.data_dir):
         return _build(store, settings, size_km=size_km, years=years, seed=seed, echo=echo,
-                      on_tile=on_tile, on_epoch=on_epoch)
+                      progress=progress or _Silent())
 
 
 def _build(store: Store, settings: Settings, *, size_km: int, years: Sequence[int], seed: int,
-           echo: Callable[[str], None], on_tile: Callable[[float], None] | None,
-           on_epoch: EpochProgress | None) -> DemoInstallation:
+           echo: Callable[[str], None], progress: DemoProgress) -> DemoInstallation:
     echo(f"Generating a synthetic {size_km} x {size_km} km territory for {', '.join(map(str, years))}")
+    progress.stage("Generating", len(years), "scene")
     territory = build_demo(settings.demo_dir, size_km=size_km, years=tuple(years), seed=seed,
                            progress=echo)
+    progress.advance(len(years))
+    progress.stage("Ingesting", len(years), "scene")
     for year, path in sorted(territory.scenes.items()):
         ingest_files(store, settings, [path], year)
+        progress.advance(1)
         echo(f"Ingested {path.name} into the {year} mosaic")
     plan = plan_seed_labels(store, settings.grid, territory.mines_path, years[0])
-    record, result = train_on_polygons(store, settings, plan, progress=on_epoch)
     seed_labels = plan.summary
     echo(f"Seed labels for {years[0]}: {seed_labels.mines} mine and {seed_labels.background} "
          "background cells")
+    config = train_config(settings)
+    progress.stage("Training", config.epochs, "epoch")
+    record, result = train_on_polygons(
+        store, settings, plan, config=config,
+        progress=lambda epoch, epochs, logs: progress.advance(
+            1, **{k: v for k, v in logs.items() if k in ("loss", "val_loss")}))
     metrics = result.metrics
-    echo(f"Trained {record['version']}: precision {metrics.get('precision', 0):.2f}, recall "
+    echo(f"Trained {record['version']} in {metrics['epochs_run']} epochs (best "
+         f"{metrics['best_epoch']}): precision {metrics.get('precision', 0):.2f}, recall "
          f"{metrics.get('recall', 0):.2f}, AP {metrics.get('average_precision') or 0:.2f}")
-    scores = score_years(store, settings, result.bundle, years, progress=on_tile)
+    progress.stage("Scoring", year_area_km2(store, settings, years), "km²")
+    scores = score_years(store, settings, result.bundle, years, progress=progress.advance)
     return DemoInstallation(territory=territory, seed=seed_labels, model=record, scores=scores)
 
 

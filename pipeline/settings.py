@@ -248,7 +248,20 @@ def load_settings(
     for name, value in (overrides or {}).items():
         if name in {f.name for f in fields(Settings)} and value is not None:
             values[name] = _convert(name, type(Settings.__dataclass_fields__[name].default), value)
-    return replace(Settings(), **values)
+    return _absolute_paths(replace(Settings(), **values))
+
+
+#: Settings that name a file or folder; relative ones are relative to the working folder.
+PATH_SETTINGS: tuple[str, ...] = ("DATA_DIR", "DATABASE", "MODELS_DIR", "THUMBNAIL_DIR", "DEMO_DIR")
+
+
+def _absolute_paths(settings: Settings) -> Settings:
+    """``settings`` with every path setting made absolute against the working folder, once, so
+    that no relative path reaches a consumer with another idea of "relative" (Flask's
+    ``send_file`` resolves one against the app's root folder)."""
+    values = {name: os.path.abspath(getattr(settings, name))
+              for name in PATH_SETTINGS if getattr(settings, name)}
+    return replace(settings, **values)
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

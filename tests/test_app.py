@@ -530,3 +530,56 @@ def test_each_serving_thread_reuses_one_store(app, client) -> None:
     thread.start()
     thread.join()
     assert other and other[0] is not first and other[0].path == first.path
+
+
+def test_a_relative_data_folder_serves_pictures_and_downloads(monkeypatch, tmp_path,
+                                                               review_db) -> None:
+    """`make run`'s default: DATA_DIR relative to the working folder (issue 16). Flask's
+    send_file resolves a relative path against labeller/, so every path must arrive absolute."""
+    import io
+
+    from PIL import Image
+
+    from tests.test_tiles import centre_tile, url
+
+    monkeypatch.chdir(tmp_path.parent)
+    app = create_app({"DATA_DIR": tmp_path.name, "SECRET_KEY": "x", "TESTING": True})
+    settings = app.config["SETTINGS"]
+    assert settings.data_dir == tmp_path and settings.thumbnail_dir.is_absolute()
+    client = app.test_client()
+    html = client.get("/review").get_data(as_text=True)
+    thumb = re.search(r'src="(/cells/\d+/2021/thumb/rgb\.png\?v=[^"]+)"', html).group(1)
+    for picture in (thumb, url(2021, "natural", centre_tile(settings.grid))):
+        response = client.get(picture)
+        assert response.status_code == 200, picture
+        assert Image.open(io.BytesIO(response.data)).format == "PNG"
+    token = csrf_from(client.get("/exports").get_data(as_text=True))
+    assert client.post("/exports", data={"csrf_token": token, "format": "csv"}).status_code == 302
+    deadline = time.monotonic() + 120
+    while (done := client.get("/exports/1/download")).status_code != 200:
+        assert time.monotonic() < deadline, "the export job did not finish"
+        time.sleep(0.3)
+    assert done.data.startswith(b"cell_id,") and len(done.data.splitlines()) > 1
+
+
+def test_favicon_is_linked_and_served_to_anyone(client, app) -> None:
+    import io
+
+    from PIL import Image
+
+    add_account(app, "ana")  # out of open mode: the icon needs no login
+    page = client.get("/login").get_data(as_text=True)
+    link = re.search(r'<link rel="icon" href="([^"]+)"', page).group(1)
+    for path in (link, "/favicon.ico"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert Image.open(io.BytesIO(response.data)).format == "ICO"
+
+
+def test_login_page_says_how_to_make_the_first_admin(client, app) -> None:
+    from pipeline.accounts import FIRST_ADMIN_HINT
+
+    add_account(app, "ana", "lead")
+    assert FIRST_ADMIN_HINT in client.get("/login").get_data(as_text=True)
+    add_account(app, "adm", "admin")
+    assert FIRST_ADMIN_HINT not in client.get("/login").get_data(as_text=True)

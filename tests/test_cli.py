@@ -174,3 +174,24 @@ def test_a_bad_setting_is_one_line(tmp_path, env, message):
     result = CliRunner(env=env).invoke(cli, ["--data-dir", str(tmp_path), "report"])
     assert result.exit_code == 1 and result.output.startswith("Error: ")
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_users_add_and_serve_say_how_to_make_the_first_admin(runner, tmp_path, monkeypatch):
+    import waitress
+
+    from pipeline.accounts import FIRST_ADMIN_HINT
+
+    monkeypatch.setattr(waitress, "serve", lambda app, **kw: None)
+    monkeypatch.setattr("labeller._preload_cycle_module", lambda: None)
+    data = tmp_path / "instance"
+    served = invoke(runner, data, "serve")
+    assert served.exit_code == 0 and FIRST_ADMIN_HINT in served.output    # first run
+    for name, role, hinted in (("rita", "reviewer", True), ("adm", "admin", False),
+                               ("lea", "lead", False)):
+        added = runner.invoke(cli, ["--data-dir", str(data), "users", "add", name, "--role",
+                                    role, "--password-stdin"], input="a long password\n")
+        assert added.exit_code == 0, added.output
+        assert (FIRST_ADMIN_HINT in added.output) == hinted, (name, added.output)
+    served = invoke(runner, data, "serve")
+    assert served.exit_code == 0 and FIRST_ADMIN_HINT not in served.output
+    assert "3 account(s): everyone logs in." in served.output

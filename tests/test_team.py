@@ -243,3 +243,16 @@ def test_a_lead_sets_the_second_review_policy(app, review_db, team) -> None:
                      headers={"X-CSRFToken": csrf_from(html)}).status_code == 302
     with Store(review_db.database) as store:
         assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(1.0, False)
+
+
+@pytest.mark.parametrize("role, linked", [("reviewer", False), ("lead", True), ("admin", True)])
+def test_cycles_page_links_to_adjudication_only_for_roles_that_may_open_it(
+        app, review_db, team, role, linked) -> None:
+    from labeller.auth import ENDPOINT_ROLES
+    from pipeline.accounts import role_allows
+
+    disagreement(review_db)
+    client, _ = new_client(app, next(n for n, r in team.items() if r == role))
+    html = client.get("/cycles").get_data(as_text=True)
+    assert ("adjudicate them" in html) == linked == role_allows(role, ENDPOINT_ROLES["team.queue"])
+    assert "disagreements still waiting for a lead are left out" in html

@@ -343,3 +343,18 @@ def test_zero_dense_weight_the_default_trains_the_cell_loss_only():
                           TrainConfig(**{**FAST, "epochs": 1}), version="toy-0")
     assert result.bundle.training["depth"] == 3 and "blocks_loss" not in result.history
     assert not result.bundle.training["dense_supervision"]["used"]
+
+
+def test_training_stops_once_validation_stops_improving():
+    """A learning rate too small to move the validation loss by MIN_DELTA: training ends PATIENCE
+    epochs after the first one, far below the most epochs."""
+    from model.train import MIN_DELTA, PATIENCE
+
+    x, y, groups = toy_patches(48)
+    seen: list[int] = []
+    config = TrainConfig(**{**FAST, "epochs": 30, "patience": PATIENCE, "learning_rate": 1e-9})
+    result = train_bundle(x, y, groups, BANDS3, config, version="toy-stop",
+                          progress=lambda epoch, epochs, logs: seen.append(epoch))
+    assert result.metrics["epochs_run"] == PATIENCE + 1 == len(seen) and seen[-1] < 30
+    losses = result.history["val_loss"]
+    assert max(losses) - min(losses) < MIN_DELTA

@@ -306,3 +306,14 @@ def test_every_triage_endpoint_needs_the_reviewer_role() -> None:
     assert {k: v for k, v in ENDPOINT_ROLES.items() if k.startswith("triage.")} == {
         "triage.page": "reviewer", "triage.submit": "reviewer", "triage.reopen": "reviewer",
         "triage.correct": "reviewer"}
+
+
+def test_grid_header_names_the_queue_order_as_the_review_page_does(client) -> None:
+    from pipeline.queues import QUEUE_NAMES
+
+    token = login(client, "ana")
+    for strategy, name in QUEUE_NAMES.items():
+        client.post("/review/queue", data={"strategy": strategy, "csrf_token": token})
+        head = client.get("/triage").get_data(as_text=True).split('<p class="muted">')[1]
+        head = head.split("</p>")[0]
+        assert name in head and f"{strategy} order" not in head
