@@ -70,6 +70,7 @@ from pipeline.inventory import (  # noqa: E402
     QueuePlan,
     QueueRun,
     Truth,
+    copy_database,
     drive_queue,
     seed_way_plan,
     winner,
@@ -79,7 +80,6 @@ from pipeline.queues import DEFAULT_STRATEGY  # noqa: E402
 from pipeline.scoring import score_year  # noqa: E402
 from pipeline.seeds import cell_labels_from_masks, fraction_label, seed_labels_from_masks  # noqa: E402
 from pipeline.settings import Settings, load_settings  # noqa: E402
-from pipeline.simulate import copy_database  # noqa: E402
 from pipeline.training import load_model, train_model  # noqa: E402
 
 BRAZIL = ROOT / ".." / "shared" / "data" / "tailings_rgb_brazil"
