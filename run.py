@@ -583,37 +583,5 @@ def export(settings: Settings, fmt: str, out: Path, year: int | None, version: s
     click.echo(f"{done.path}: {done.model_version}, {', '.join(map(str, done.years))}; {layers}")
 
 
-@cli.command()
-@click.option("--data", default=str(Path(__file__).resolve().parent / ".." / "shared" / "data"
-                                    / "tailings_rgb_brazil"), show_default=False,
-              help="Folder laid out like tailings_rgb_brazil/ (img/, mask/, manifest.csv), or "
-                   "'demo' (default: ../shared/data/tailings_rgb_brazil).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("bench") / "out", show_default=True, help="Folder for CSVs and plot.")
-@click.option("--full", is_flag=True, help="5 seeds, 6 rounds, the seed's FCN, a larger search.")
-@click.option("--rounds", type=click.IntRange(1, 100), default=None,
-              help="Rounds (default 2; 6 with --full).")
-@click.option("--batch", type=click.IntRange(1, 10_000), default=None,
-              help="Labels per round (default 60; 40 with --full).")
-@click.option("--seeds", type=click.IntRange(1, 50), default=None, help="Seeds (default 3).")
-@click.option("--strategies", default=None, help="Comma-separated subset (default: all).")
-@click.option("--bands", default=None, help="Bands to train on (default: the data's).")
-@click.pass_obj
-@user_errors
-def simulate(settings: Settings, data: str, out: Path, full: bool, rounds: int | None,
-             batch: int | None, seeds: int | None, strategies: str | None,
-             bands: str | None) -> None:
-    """Measure active learning: a simulated reviewer labels cells from the app's queue with each
-    strategy, in a temporary data folder (the installation's database is not touched)."""
-    import logging
-
-    from pipeline.simulate import preset, simulate_command
-
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # a new model per round retraces
-    config = preset(full, rounds=rounds, batch=batch, seeds=seeds, strategies=strategies,
-                    bands=bands)
-    simulate_command(data, out, config, echo=click.echo)
-
-
 if __name__ == "__main__":
     sys.exit(cli())

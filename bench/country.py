@@ -6,7 +6,8 @@ projects the hours for the mission's territory, South Africa and Lesotho (1.27 m
 years): on this machine, and with k added Dask workers like it (``--workers-measured`` runs the
 largest size once more on ``local:N`` to measure how scoring scales on this machine's cores).
 
-Run from the repository root: ``.venv/bin/python bench/country.py --sizes-km 10,20,30,40``.
+Run from the repository root: ``.venv/bin/python bench/country.py --sizes-km 10,20,30,40``
+(``--quick``: 1,2,3,4).
 Its last line is one JSON object.
 """
 
@@ -18,7 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bench.common import parse_args  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent / "score.py"
 TERRITORY_KM2 = 1_270_000.0
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also score the largest size on local:N Dask workers (0: skip)")
     parser.add_argument("--max-added-workers", type=int, default=4,
                         help="project up to this many added Dask workers (default 4)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, sizes_km="1,2,3,4")
     sizes = sorted(float(s) for s in args.sizes_km.split(","))
     if len(sizes) < 4 or (sizes[-1] / sizes[0]) ** 2 < 16:
         raise SystemExit("give at least 4 sizes spanning a 16 x range of area (4 x the side)")

@@ -27,7 +27,7 @@ Small run (the defaults; 17 minutes with one TF thread on 2 shared cores)::
     python bench/detector.py --seeds 0 1 2 --epochs 8
 
 Full study: ``python bench/detector.py --seeds 0 1 2 3 4 --epochs 30 --widths 32 64 64
---members 5 --threads 0``.
+--members 5 --threads 0``. ``--quick``: the baseline only, one seed, one epoch, a tiny FCN.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
+
+from bench.common import parse_args  # noqa: E402
 
 SHARED = ROOT / ".." / "shared" / "data" / "tailings_rgb_brazil"
 CELL_PX = 100
@@ -226,7 +228,7 @@ def main() -> None:
                         default=["baseline", "kernel5", "depth4", "dense", "combined"])
     parser.add_argument("--threads", type=int, default=1,
                         help="TF intra- and inter-op threads (0: TF's default)")
-    args = parser.parse_args()
+    args = parse_args(parser, seeds=[0], epochs=1, widths=[4, 8, 8], variants=["baseline"])
     if not (args.data / "groups.csv").is_file():
         raise SystemExit(f"{args.data}: no groups.csv (the Brazil tailings folder is needed)")
     import tensorflow as tf

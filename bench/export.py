@@ -1,20 +1,20 @@
 """Benchmark an export's memory: peak RSS for N cells against N / 10 (the ratio should be near 1).
 
-Builds a synthetic installation per size (a square block of cells on the default grid, one year,
-one model, a score per cell, a few cells labelled mine) in a temporary folder, then runs each
-export in a fresh child process (``--child``) and reads the child's peak resident memory
-(VmHWM, after the imports: ``baseline``) so that one export's memory does not hide another's.
-The last line is one JSON object: per format, the peak RSS of each size and their ratio.
+Builds a one-year demo installation per size (``--sizes-km``: two territory sides, by default
+about sqrt(10) apart, so the larger has ten times the cells) in a temporary folder the way
+``run.py demo`` does (ingest, seed labels, first model, scores), then runs each export in a fresh
+child process (``--child``) and reads the child's peak resident memory (VmHWM, after the
+imports: ``baseline``) so that one export's memory does not hide another's. The last line is one
+JSON object: per format, the cells and peak RSS of each size and their ratio.
 
-    .venv/bin/python bench/export.py --cells 1300000 --formats csv,geojson,gpkg
-    .venv/bin/python bench/export.py --cells 130000          # a quick run
+    .venv/bin/python bench/export.py --sizes-km 40,126 --formats csv,geojson,gpkg
+    .venv/bin/python bench/export.py --quick    # one 12 km demo, csv: a check, not figures
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -23,16 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
+from bench.common import DEMO_YEAR, demo_installation, parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 
-YEAR = 2021
-#: Origin of the synthetic block of cells on the grid (row, col): somewhere in southern Africa.
-ORIGIN = (4_000, 21_000)
-#: Rows written per transaction while building the database.
-BATCH = 200_000
+YEAR = DEMO_YEAR
 
 
 def vm_hwm_mib() -> float:
@@ -43,34 +38,11 @@ def vm_hwm_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
-def build(folder: Path, n_cells: int) -> Path:
-    """A synthetic installation with ``n_cells`` scored cells; its DATA_DIR."""
-    settings = load_settings({"DATA_DIR": str(folder)}, environ={})
-    grid = settings.grid
-    side = math.isqrt(n_cells - 1) + 1
-    rng = np.random.default_rng(0)
+def cell_count(data_dir: Path) -> int:
+    """Cells the export of YEAR writes (scored cells of the active model)."""
+    settings = load_settings({"DATA_DIR": str(data_dir)}, environ={})
     with Store(settings.database_path) as store:
-        scene = store.add_scene({
-            "year": YEAR, "name": "synthetic", "paths": [str(folder / "none.tif")],
-            "bands": ["B2"], "crs": grid.crs, "row0": ORIGIN[0], "row1": ORIGIN[0] + side,
-            "col0": ORIGIN[1], "col1": ORIGIN[1] + side, "stretch": {}, "synthetic": 1})
-        store.add_model({"version": "m0001", "parent": None, "path": "models/m0001.keras",
-                         "bands": ["B2"], "threshold": 0.5, "metrics": {}, "training": {}},
-                        activate=True)
-        index = np.arange(n_cells)
-        rows, cols = ORIGIN[0] + index // side, ORIGIN[1] + index % side
-        ids = np.asarray(grid.cell_id(rows, cols), dtype=np.int64)
-        lon, lat = grid.cell_centres_lonlat(ids)
-        for start in range(0, n_cells, BATCH):
-            part = slice(start, start + BATCH)
-            store.add_cells(zip(ids[part], rows[part], cols[part], lon[part], lat[part],
-                                strict=True))
-            scores = rng.beta(0.3, 6.0, size=len(ids[part]))
-            store.write_scores(YEAR, "m0001", scene, ids[part], scores, np.abs(scores - 0.5),
-                               np.ones(len(ids[part])))
-        for cell_id in ids[rng.choice(n_cells, size=min(50, n_cells), replace=False)]:
-            store.record_label(int(cell_id), YEAR, "mine", "bench")
-    return folder
+        return store.year_summary(store.active_model()["version"], YEAR)["scored"]
 
 
 def child(data_dir: str, fmt: str, out: str) -> None:
@@ -98,30 +70,35 @@ def measure(data_dir: Path, fmt: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", type=int, default=1_300_000,
-                        help="cells of the large installation; the small one has a tenth")
+    parser.add_argument("--sizes-km", default="40,126",
+                        help="sides of the two demo territories, comma-separated (default "
+                             "40,126: 1,600 and 15,876 cells; one side: one territory, ratio 1)")
     parser.add_argument("--formats", default="csv,geojson,gpkg",
                         help="comma-separated export formats to measure")
+    parser.add_argument("--epochs", type=int, default=None, help="TRAIN_EPOCHS of the demos")
     parser.add_argument("--child", nargs=3, metavar=("DATA_DIR", "FORMAT", "OUT"),
                         help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, sizes_km="12", formats="csv", epochs=2)
     if args.child:
         child(*args.child)
         return
     formats = args.formats.split(",")
     results: dict[str, dict] = {fmt: {} for fmt in formats}
+    counts = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (args.cells // 10, args.cells):
-            started = time.perf_counter()
-            folder = build(Path(tmp) / f"n{n}", n)
-            print(f"{n:,} cells: built in {time.perf_counter() - started:.0f} s", flush=True)
+        for size in sorted({int(s) for s in args.sizes_km.split(",")}):
+            folder = demo_installation(Path(tmp) / f"km{size}", size_km=size,
+                                       epochs=args.epochs).data_dir
+            n = cell_count(folder)
+            counts.append(str(n))
+            print(f"{size} km: {n:,} scored cells", flush=True)
             for fmt in formats:
                 figures = measure(folder, fmt)
                 results[fmt][str(n)] = figures
                 print(f"  {fmt}: peak {figures['peak_mib']:.0f} MiB (after imports "
                       f"{figures['baseline_mib']:.0f} MiB), {figures['seconds']:.1f} s, "
                       f"{figures['bytes'] / 2**20:.0f} MiB written", flush=True)
-    small, large = str(args.cells // 10), str(args.cells)
+    small, large = counts[0], counts[-1]
     summary = {fmt: {"cells": [int(small), int(large)],
                      "peak_mib": [r[small]["peak_mib"], r[large]["peak_mib"]],
                      "ratio": round(r[large]["peak_mib"] / r[small]["peak_mib"], 2),

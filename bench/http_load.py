@@ -25,6 +25,8 @@ Full size (issue 9; a demo large enough for 10,000 decisions, e.g. ``run.py demo
 A small run:
     .venv/bin/python bench/http_load.py --data-dir instance --reviewers 10 --decisions 300 \\
         --think 0.05 --max-seconds 120
+A check that it works (2 reviewers, 20 decisions, no thinking):
+    .venv/bin/python bench/http_load.py --data-dir instance --quick
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.common import parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
 from pipeline.accounts import create_account  # noqa: E402
 
@@ -303,7 +306,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--cycle", action="store_true", help="the lead starts a retrain cycle")
     parser.add_argument("--exports", type=int, default=0, help="exports the lead downloads")
-    args = parser.parse_args()
+    args = parse_args(parser, reviewers=2, decisions=20, think=0.0, max_seconds=60.0)
 
     import logging
 

@@ -40,6 +40,11 @@ A small run (about 5 minutes)::
 
     .venv/bin/python bench/inventory.py --demo-km 24 --territories demo --queues uncertainty \\
         score --retrain-every 40 --epochs 4
+
+A check that it works (``--quick``: a 12 km demo, the default queue and the seed's way, 25
+decisions, one cycle; give ``--out`` a scratch folder)::
+
+    .venv/bin/python bench/inventory.py --quick --out "$(mktemp -d)"
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench import common  # noqa: E402
 from db.store import QUEUE_STRATEGIES, Store  # noqa: E402
 from imagery.demo import truth_mine_fraction  # noqa: E402
 from pipeline.demo import build_demo_installation  # noqa: E402
@@ -79,7 +85,6 @@ from pipeline.queues import DEFAULT_STRATEGY  # noqa: E402
 from pipeline.scoring import score_year  # noqa: E402
 from pipeline.seeds import cell_labels_from_masks, fraction_label, seed_labels_from_masks  # noqa: E402
 from pipeline.settings import Settings, load_settings  # noqa: E402
-from pipeline.simulate import copy_database  # noqa: E402
 from pipeline.training import load_model, train_model  # noqa: E402
 
 BRAZIL = ROOT / ".." / "shared" / "data" / "tailings_rgb_brazil"
@@ -148,17 +153,6 @@ def brazil_base(work: Path, data: Path, seed_share: float, seed: int, epochs: in
     return Base("brazil", settings.data_dir, truth, note)
 
 
-def copy_installation(source: Path, target: Path) -> Path:
-    """A working copy of an installation: the database and models copied, the imagery store
-    hard-linked (plans only read it)."""
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("imagery", "minewatch.db*"))
-    shutil.copytree(source / "imagery", target / "imagery", copy_function=os.link)
-    copy_database(source / "minewatch.db", target)
-    return target
-
-
 def first_predicted(base: Base, epochs: int) -> int:
     settings = territory_settings(base.data_dir, epochs)
     with Store(settings.database_path) as store:
@@ -167,7 +161,7 @@ def first_predicted(base: Base, epochs: int) -> int:
 
 
 def run_plan(base: Base, plan: QueuePlan, work: Path, epochs: int) -> QueueRun:
-    folder = copy_installation(base.data_dir, work / f"{base.name}-{plan.strategy}-"
+    folder = common.copy_installation(base.data_dir, work / f"{base.name}-{plan.strategy}-"
                                f"{plan.retrain_every or 'none'}-{int(plan.predicted_only)}")
     settings = territory_settings(folder, epochs)
 
@@ -304,7 +298,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "inventory")
     parser.add_argument("--write-docs", action="store_true",
                         help="also write docs/inventory_summary.json and docs/inventory.png")
-    return parser.parse_args()
+    return common.parse_args(parser, territories=["demo"], demo_km=12, queues=[DEFAULT_STRATEGY],
+                             retrain_every=[25], budget=25, epochs=2)
 
 
 def main() -> None:

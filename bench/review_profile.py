@@ -3,20 +3,26 @@
 Works on a copy of an installation (``--data-dir``, e.g. one built by ``run.py demo``) through the
 real Flask app (test client, no network): one reviewer account logs in, picks a year's queue
 (highest score first) and makes ``--rounds`` decisions (POST of the label, whose answer is the next
-card). Optionally ``--labels N`` decisions by other reviewers are imported first, so the
-queue's top is a labelled prefix as after a day of reviewing. Prints the decision's p50/p95
+card). Optionally ``--labels N`` decisions by other reviewers are made first through the review
+loop (``next_cards`` + ``decide``, highest score first), so the queue's top is a labelled prefix
+as after a day of reviewing. Prints the decision's p50/p95
 wall time, SQL statements per decision and the answer's size, then the statements with the most
 time in all (mean and max ms, calls), each with its ``EXPLAIN QUERY PLAN`` (run on a database
 never ANALYZEd, as the app's: a plan that depends on statistics shows up here); with
 ``--cprofile`` also the Python functions with the most cumulative time.
 
     .venv/bin/python bench/review_profile.py --data-dir instance --rounds 200 --labels 10000
+    .venv/bin/python bench/review_profile.py --data-dir instance --quick
+
+The last line is one JSON object: the decision's p50_ms and p95_ms, sql_per_decision and
+sql_ms_per_decision.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
 import re
 import shutil
@@ -33,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from sqlite_utils import Database  # noqa: E402
 
+from bench.common import parse_args, review  # noqa: E402
 from db.store import Store  # noqa: E402
 from pipeline.accounts import create_account  # noqa: E402
 
@@ -88,16 +95,11 @@ class SqlTimer:
         Database.execute = self._original  # type: ignore[method-assign]
 
 
-def import_labels(database: Path, year: int, n: int) -> None:
+def label_top(database: Path, year: int, n: int) -> None:
     """``n`` decisions by other reviewers on the top of the year's score order."""
     with Store(database) as store:
-        model = store.active_model()
-        cells = [r[0] for r in store.db.execute(
-            "SELECT cell_id FROM scores WHERE model_version = ? AND year = ? AND score IS NOT NULL"
-            " ORDER BY score DESC LIMIT ?", [model["version"], year, n]).fetchall()]
-        store.import_label_events(
-            {"cell_id": c, "year": year, "label": "background", "reviewer": f"other{i % 10}"}
-            for i, c in enumerate(cells))
+        review(store, n, reviewers=[f"other{i}" for i in range(10)], year=year,
+               label=lambda _i, _card: "background", strategy="score")
 
 
 def plan(database: Path, sql: str, parameters: Any) -> str:
@@ -117,7 +119,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="slowest statements shown")
     parser.add_argument("--cprofile", action="store_true",
                         help="also print the functions with the most cumulative time")
-    args = parser.parse_args()
+    args = parse_args(parser, rounds=5, top=3)
 
     from labeller import create_app
 
@@ -131,7 +133,7 @@ def main() -> None:
             year = store.years()[-1]
             create_account(store, "profiler", "reviewer", PASSWORD)
         if args.labels:
-            import_labels(database, year, args.labels)
+            label_top(database, year, args.labels)
         client = app.test_client()
         page = client.get("/login").get_data(as_text=True)
         csrf = CSRF.search(page).group(1)
@@ -176,12 +178,18 @@ def main() -> None:
                   f" answer {np.mean(sizes) / 1024:.1f} KiB")
         total = sum(ms for _, ms in timer.calls) / max(len(walls["decision"]), 1)
         print(f"SQL time per decision: {total:.1f} ms")
+        figures = {"decisions": len(walls["decision"]),
+                   "p50_ms": round(float(np.percentile(walls["decision"], 50)), 2),
+                   "p95_ms": round(float(np.percentile(walls["decision"], 95)), 2),
+                   "sql_per_decision": round(float(np.mean(counts["decision"])), 1),
+                   "sql_ms_per_decision": round(total, 2)}
         ranked = sorted(per_sql.items(), key=lambda kv: -sum(kv[1]))
         for sql, values in ranked[:args.top]:
             print(f"\n{sum(values) / len(walls['decision']):6.2f} ms/decision"
                   f"  mean {np.mean(values):.2f} ms  max {max(values):.1f} ms"
                   f"  calls {len(values)}: {' '.join(sql.split())[:300]}")
             print(plan(database, sql, timer.params[sql]))
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

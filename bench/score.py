@@ -14,7 +14,8 @@ grid-aligned store (one warp), registers an untrained seed-size FCN, then measur
 
 The last line printed is one JSON object with the keys ``ratio``, ``score_km2_s``,
 ``forward_km2_s``, ``ingest_km2_s``, ``peak_rss_added_mib``, ``device`` (and a few more).
-Run from the repository root: ``.venv/bin/python bench/score.py [--size-km 50]``.
+Run from the repository root: ``.venv/bin/python bench/score.py [--size-km 50]`` (``--quick``:
+2 km).
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ import rasterio  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
+from bench.common import parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
 from imagery.bands import SEED_BANDS  # noqa: E402
 from imagery.grid import CellRange  # noqa: E402
-from model.bundle import ModelBundle, save_bundle  # noqa: E402
+from model.bundle import ModelBundle  # noqa: E402
 from model.fcn import MARGIN_PX, build_fcn  # noqa: E402
 from pipeline.ingest import ingest_files, year_mosaic  # noqa: E402
 from pipeline.scoring import ScoringOptions, score_year  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
+from pipeline.training import model_file, register_model  # noqa: E402
 
 UTM35S = "EPSG:32735"
 ORIGIN = (540_000.0, 6_700_000.0)
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scheduler", default="",
                         help="score on Dask: tcp://HOST:PORT or local:N (default: this process)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary installation")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, size_km=2.0)
 
     size_px = int(round(args.size_km * 1000 / PIXEL_M))
     area_km2 = (size_px * PIXEL_M / 1000.0) ** 2
@@ -164,10 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
                 version="m0001", parent=None, bands=SEED_BANDS, mean=[2000.0] * 12,
                 std=[900.0] * 12,
             )
-            model_path = save_bundle(bundle, settings.models_dir)
-            store.add_model({"version": bundle.version, "parent": None, "path": str(model_path),
-                             "bands": list(SEED_BANDS), "threshold": bundle.threshold,
-                             "metrics": {}, "training": {}}, activate=True)
+            register_model(store, settings, bundle, activate=True)
+            model_path = model_file(store, store.model(bundle.version), settings)
             side = args.fcn_tile_cells * grid.cell_px + 2 * MARGIN_PX
             bundle.mine_probability(np.zeros((side, side, 12), np.float32))  # trace once
             options = ScoringOptions(prefetch=args.prefetch, fcn_tile_cells=args.fcn_tile_cells)

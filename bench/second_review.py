@@ -1,9 +1,11 @@
 """Benchmark of second review: what it adds to serving a card, to a decision, and what the Team
 page, the training-label query and the review-state counts cost on a big database.
 
-Builds a database in a temporary folder with ``--cells`` scored cells (one model, one year),
-``--labels`` review decisions by ``--reviewers`` reviewers (10 % of them picked for second review
-by the default policy, half of those already second-reviewed, a tenth of those disagreeing), then
+Works on a copy of an installation (``--data-dir``, e.g. one built by ``run.py demo``) or builds a
+one-year demo territory of ``--size-km`` in a temporary folder the way ``run.py demo`` does, then
+lets ``--reviewers`` reviewers make ``--labels`` decisions through the review loop
+(``next_cards`` + ``decide`` with the default policy: 10 % of first decisions open a second-review
+task, which the next reviewers are served; one answer in ten disagrees with the score), then
 times (p50 / p95 in ms over ``--rounds``):
 
 * next card for a reviewer (``next_cards``, n = 5 as the review page asks), which now also looks
@@ -11,12 +13,16 @@ times (p50 / p95 in ms over ``--rounds``):
 * a decision (``decide``) with the default policy;
 * ``Store.training_labels``, ``Store.review_state_counts`` and ``team_figures`` (once each).
 
-    .venv/bin/python bench/second_review.py [--cells 1300000] [--labels 100000] [--reviewers 10]
+    .venv/bin/python bench/second_review.py [--data-dir DIR | --size-km 80] [--labels 2000]
+    .venv/bin/python bench/second_review.py --quick
+
+The last line is one JSON object of those figures (ms).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -27,12 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.common import add_installation_arguments, installation, parse_args, review  # noqa: E402
 from db.store import Store  # noqa: E402
 from pipeline import review as service  # noqa: E402
 from pipeline import second_review as sr  # noqa: E402
-
-ROW0, COL0 = 10_000, 19_000
-YEAR = 2021
 
 
 def timed(fn) -> float:
@@ -41,52 +45,21 @@ def timed(fn) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def build(database: Path, n_cells: int, n_labels: int, n_reviewers: int) -> list[int]:
-    """Cells, scores, decisions and second-review tasks; returns the cell ids."""
-    side = int(np.ceil(np.sqrt(n_cells)))
-    ids = (np.arange(n_cells) // side + ROW0) * 100_000 + (np.arange(n_cells) % side + COL0)
-    rng = np.random.default_rng(7)
-    scores = rng.beta(0.4, 3.0, n_cells)
-    with Store(database) as store:
-        store.add_cells(zip(ids.tolist(), (ids // 100_000).tolist(), (ids % 100_000).tolist(),
-                            [0.0] * n_cells, [0.0] * n_cells, strict=True))
-        store.add_model({"version": "m0001", "parent": None, "path": "m.keras", "bands": ["B4"],
-                         "threshold": 0.5, "metrics": {}, "training": {}}, activate=True)
-        scene = store.add_scene({"year": YEAR, "name": "bench", "paths": ["bench.tif"],
-                                 "bands": ["B4"], "crs": "EPSG:6933", "row0": ROW0,
-                                 "row1": ROW0 + side, "col0": COL0, "col1": COL0 + side,
-                                 "stretch": {}})
-        store.write_scores(YEAR, "m0001", scene, ids.tolist(), scores.tolist(),
-                           (1 - np.abs(2 * scores - 1)).tolist(), [1.0] * n_cells)
-        labelled = rng.choice(n_cells, size=n_labels, replace=False)
-        rows, policy = [], sr.SecondReviewPolicy()
-        for i, index in enumerate(labelled):
-            cell = int(ids[index])
-            rows.append({"cell_id": cell, "year": YEAR, "reviewer": f"r{i % n_reviewers}",
-                         "label": "mine" if scores[index] > 0.5 else "background",
-                         "ms_spent": int(rng.integers(1500, 9000))})
-        store.import_label_events(rows)
-        events = {(e[0], e[1]): e for e in store.db.execute(
-            "SELECT cell_id, year, id, reviewer, label FROM label_events").fetchall()}
-        picked = [(cell, year) for (cell, year) in events
-                  if policy.reason(cell, year, events[(cell, year)][4])]
-        with store.atomic():
-            for cell, year in picked:
-                _, _, event_id, reviewer, label = events[(cell, year)]
-                store.add_second_review({"cell_id": cell, "year": year, "id": event_id,
-                                         "reviewer": reviewer, "label": label}, "share")
-        second = []
-        for j, (cell, year) in enumerate(picked[: len(picked) // 2]):
-            first = events[(cell, year)]
-            label = first[4] if j % 10 else ("background" if first[4] == "mine" else "mine")
-            other = f"r{(int(first[3][1:]) + 1) % n_reviewers}"
-            second.append((cell, label, other))
-        for cell, label, other in second:
-            store.record_label(cell, YEAR, label, other)
-        store.db.execute("ANALYZE")  # as bench/review.py: without statistics leased_to scans scores
-        print(f"built {n_cells:,} cells, {n_labels:,} decisions, {len(picked):,} second-review "
-              f"tasks ({len(second):,} second-reviewed)", flush=True)
-    return ids.tolist()
+def answer(i: int, card: dict) -> str:
+    """The score's side of the threshold, the other side one time in ten."""
+    mine = (card["score"] or 0.0) > 0.5
+    return "mine" if mine != (i % 10 == 0) else "background"
+
+
+def build(store: Store, n_labels: int, n_reviewers: int) -> int:
+    """Decisions and second reviews through the review loop; returns the year reviewed."""
+    year = store.years()[-1]
+    made = review(store, n_labels, reviewers=[f"r{i}" for i in range(n_reviewers)], year=year,
+                  label=answer)
+    store.db.execute("ANALYZE")  # as bench/review.py: without statistics leased_to scans scores
+    tasks = store.review_state_counts()
+    print(f"{made:,} decisions; review states {tasks}", flush=True)
+    return year
 
 
 def percentiles(values: list[float]) -> str:
@@ -96,39 +69,52 @@ def percentiles(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", type=int, default=1_300_000)
-    parser.add_argument("--labels", type=int, default=100_000)
+    add_installation_arguments(parser, size_km=80)
+    parser.add_argument("--labels", type=int, default=2_000, help="decisions made first")
     parser.add_argument("--reviewers", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=200)
-    args = parser.parse_args()
+    args = parse_args(parser, size_km=12, epochs=2, labels=40, reviewers=3, rounds=5)
     with tempfile.TemporaryDirectory() as folder:
-        database = Path(folder) / "bench.db"
-        build(database, args.cells, args.labels, args.reviewers)
-        with Store(database) as store:
-            def serve(reviewer: str) -> list[float]:
-                times = []
-                for _ in range(args.rounds):
-                    times.append(timed(lambda: service.next_cards(
-                        store, reviewer=reviewer, n=5, lease_seconds=300)))
-                    store.release_leases(reviewer)
-                return times
+        settings = installation(args, Path(folder))
+        with Store(settings.database_path) as store:
+            year = build(store, args.labels, args.reviewers)
+            print(json.dumps(measure(store, year, args.rounds)))
 
-            with_tasks = serve("r0")
-            count = store.db.execute("SELECT count(*) FROM second_reviews"
-                                     " WHERE status = 'pending'").fetchone()[0]
-            print(f"next card, {count:,} pending second reviews: {percentiles(with_tasks)}")
-            cards = service.next_cards(store, reviewer="r1", n=args.rounds, lease_seconds=300)
-            decisions = [timed(lambda c=c: service.decide(
-                store, reviewer="r1", cell_id=c["cell_id"], year=c["year"],
-                form=service.DecisionForm("background", f"b-{c['cell_id']}"))) for c in cards]
-            print(f"decision (decide, default policy): {percentiles(decisions)}")
-            for name, fn in (("training_labels", store.training_labels),
-                             ("review_state_counts", store.review_state_counts),
-                             ("team_figures", lambda: sr.team_figures(store))):
-                print(f"{name}: {timed(fn):.0f} ms")
-            store.db.execute("DELETE FROM second_reviews")
-            without = serve("r0")
-            print(f"next card, no second-review task: {percentiles(without)}")
+
+def measure(store: Store, year: int, rounds: int) -> dict[str, float]:
+    """The timings of the module docstring, printed as they come."""
+    def serve(reviewer: str) -> list[float]:
+        times = []
+        for _ in range(rounds):
+            times.append(timed(lambda: service.next_cards(
+                store, reviewer=reviewer, year=year, n=5, lease_seconds=300)))
+            store.release_leases(reviewer)
+        return times
+
+    with_tasks = serve("r0")
+    count = store.review_state_counts()["pending"]
+    print(f"next card, {count:,} pending second reviews: {percentiles(with_tasks)}")
+    cards = service.next_cards(store, reviewer="r1", year=year, n=rounds, lease_seconds=300)
+    decisions = [timed(lambda c=c: service.decide(
+        store, reviewer="r1", cell_id=c["cell_id"], year=c["year"],
+        form=service.DecisionForm("background", f"b-{c['cell_id']}"))) for c in cards]
+    print(f"decision (decide, default policy): {percentiles(decisions)}")
+    figures = {"next_card_with_tasks_p95_ms": p95(with_tasks), "pending": count,
+               "decide_p95_ms": p95(decisions)}
+    for name, fn in (("training_labels", store.training_labels),
+                     ("review_state_counts", store.review_state_counts),
+                     ("team_figures", lambda: sr.team_figures(store))):
+        figures[f"{name}_ms"] = round(timed(fn), 1)
+        print(f"{name}: {figures[f'{name}_ms']:.0f} ms")
+    store.db.execute("DELETE FROM second_reviews")  # the same database without any task
+    without = serve("r0")
+    print(f"next card, no second-review task: {percentiles(without)}")
+    figures["next_card_without_tasks_p95_ms"] = p95(without)
+    return figures
+
+
+def p95(values: list[float]) -> float:
+    return round(float(np.percentile(values, 95)), 3)
 
 
 if __name__ == "__main__":

@@ -7,20 +7,22 @@ nearest cells of a demo mine are mines.
    clustered vectors; the values are synthetic (no 1.3-million-cell scored territory exists here).
    Times ``pipeline.similar.build_index`` (the IVF + 8-bit path used above EXACT_MAX cells) and
    ``--queries`` searches of the neighbours one review batch asks for (``k = 64``); p50 / p95 ms;
-   recall@20 against brute force. Then the review path end to end on a SQLite database of as
-   many scored cells with such embeddings: the first query (index built from the database and
-   written to disk) and ``--queries`` calls of ``next_cards(strategy="similar", n=5)`` (anchor
-   lookup, index search, the SQL filter of labelled / leased / outside cells, the lease write).
+   recall@20 against brute force.
 2. Demo territory (real embeddings): builds the synthetic demo (``imagery.demo``, known mines)
-   for ``--demo-years`` at ``--demo-km``, trains the first model (``--epochs``) and scores it
-   (storing the embeddings), then for every truth mine cell (at least 5 % active mine, the
-   oracle's rule) asks the index for its 20 nearest cells and counts how many are mines:
-   precision@20 against the base rate (mine cells / scored cells). Also printed: the same with the
-   anchor's 8 adjacent cells left out (parts of the same mine are easy look-alikes).
+   for ``--demo-years`` at ``--demo-km`` as ``run.py demo`` does, trains the first model
+   (``--epochs``) and scores it (storing the embeddings), then for every truth mine cell (at
+   least 5 % active mine, the oracle's rule) asks the index for its 20 nearest cells and counts
+   how many are mines: precision@20 against the base rate (mine cells / scored cells). Also
+   printed: the same with the anchor's 8 adjacent cells left out (parts of the same mine are easy
+   look-alikes). Then the review path end to end on that installation: the first query (index
+   built from the database and written to disk) and ``--queries`` calls of
+   ``next_cards(strategy="similar", n=5)`` (anchor lookup, index search, the SQL filter of
+   labelled / leased / outside cells, the lease write).
 
 The last line is one JSON object with the keys ``similar_build_s``, ``similar_p95_ms``,
 ``similar_precision_at_20``, ``base_rate`` (and a few more). Run from the repository root:
-``.venv/bin/python bench/similar.py [--cells 1300000] [--demo-km 40]``.
+``.venv/bin/python bench/similar.py [--cells 1300000] [--demo-km 40]`` (``--quick``: 20,000
+vectors, a 12 km demo, 20 queries).
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from bench.common import demo_installation, parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
 from imagery.demo import truth_mine_fraction  # noqa: E402
 from imagery.grid import ID_STRIDE  # noqa: E402
 from model.score import quantise_embeddings  # noqa: E402
-from pipeline.demo import build_demo_installation  # noqa: E402
 from pipeline.seeds import MIN_MASK_FRACTION  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
 from pipeline.similar import SimilarityIndex, build_index, nearest_cells, normalised  # noqa: E402
 
 #: The seed FCN's last hidden layer width: the embedding's length.
@@ -94,66 +96,46 @@ def scale_run(n: int, clusters: int, queries: int) -> dict[str, float]:
     return result
 
 
-def store_run(root: Path, n: int, clusters: int, queries: int) -> dict[str, float]:
-    """The review path end to end on a database of ``n`` scored cells with embeddings: the
-    first "more like this" query (builds the index from SQLite), then ``queries`` batches of
-    5 look-alike cards (anchor lookup, index search, SQL filter, lease write)."""
-    from imagery.bands import SEED_BANDS
-    from model.score import CellScores
+def review_path(store: Store, settings: Settings, year: int, ids: np.ndarray,
+                queries: int) -> dict[str, float]:
+    """The review path end to end on the scored demo: the first "more like this" query (builds
+    the index from SQLite), then ``queries`` batches of 5 look-alike cards (anchor lookup, index
+    search, SQL filter, lease write)."""
     from pipeline.review import SIMILAR, next_cards
 
     rng = np.random.default_rng(2)
-    side = int(np.ceil(np.sqrt(n)))
-    ids = (np.arange(n) // side + 10_000) * ID_STRIDE + (np.arange(n) % side + 10_000)
-    centres = rng.gamma(1.2, 1.0, size=(clusters, DIM)).astype(np.float32)
-    q, scale = quantise_embeddings(centres[rng.integers(0, clusters, n)]
-                                   * rng.gamma(4.0, 0.25, size=(n, DIM)).astype(np.float32))
-    score = rng.beta(0.4, 3.0, n).astype(np.float32)
+    anchors = rng.choice(ids, min(queries + 1, len(ids)), replace=False).tolist()
     t0 = time.perf_counter()
-    with Store(root / "bench.db") as store:
-        store.add_model({"version": "m0001", "path": "x", "bands": list(SEED_BANDS),
-                         "threshold": 0.5, "metrics": {}, "training": {}}, activate=True)
-        scene = store.add_scene({"year": 2021, "name": "t", "paths": ["x"],
-                                 "bands": list(SEED_BANDS), "crs": "EPSG:6933", "row0": 0,
-                                 "row1": 1, "col0": 0, "col1": 1, "stretch": {}})
-        cells = CellScores(ids, score, 1 - np.abs(2 * score - 1), np.ones(n, np.float32), q,
-                           scale)
-        store.write_scored_blocks(2021, "m0001", scene, [((0, 1, 0, 1), cells)])
-        print(f"store: {n:,} scored cells with embeddings written in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
-        folder = root / "similarity"
-        anchors = rng.choice(ids, queries + 1, replace=False).tolist()
-        t0 = time.perf_counter()
-        next_cards(store, reviewer="bench", strategy=SIMILAR, anchor=anchors[0], year=2021,
-                   n=5, similar_dir=folder)
-        first_s = time.perf_counter() - t0
-        times = []
-        for anchor in anchors[1:]:
-            t = time.perf_counter()
-            next_cards(store, reviewer="bench", strategy=SIMILAR, anchor=int(anchor),
-                       year=2021, n=5, similar_dir=folder)
-            times.append((time.perf_counter() - t) * 1000)
+    next_cards(store, reviewer="bench", strategy=SIMILAR, anchor=int(anchors[0]), year=year,
+               n=5, similar_dir=settings.similarity_dir)
+    first_s = time.perf_counter() - t0
+    times = []
+    for anchor in anchors[1:]:
+        t = time.perf_counter()
+        next_cards(store, reviewer="bench", strategy=SIMILAR, anchor=int(anchor), year=year,
+                   n=5, similar_dir=settings.similarity_dir)
+        times.append((time.perf_counter() - t) * 1000)
+        store.release_leases("bench")
     result = {"first_s": first_s, "p50_ms": float(np.percentile(times, 50)),
               "p95_ms": float(np.percentile(times, 95))}
-    print(f"store: first query (index built from SQLite and written) {first_s:.1f} s; then "
-          f"next_cards(strategy='similar', n=5) p50 {result['p50_ms']:.1f} ms, p95 "
-          f"{result['p95_ms']:.1f} ms over {queries}", flush=True)
+    print(f"store: {len(ids):,} scored cells; first query (index built from SQLite and written) "
+          f"{first_s:.1f} s; then next_cards(strategy='similar', n=5) p50 "
+          f"{result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms over {len(times)}",
+          flush=True)
     return result
 
 
-def demo_run(size_km: int, years: tuple[int, ...], epochs: int) -> dict[str, float]:
-    """Precision@20 of the nearest cells of demo mines against the base rate."""
+def demo_run(size_km: int, years: tuple[int, ...], epochs: int,
+             queries: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Precision@20 of the nearest cells of demo mines against the base rate, and the review
+    path's timings on the same installation."""
     with tempfile.TemporaryDirectory(prefix="similar-bench-") as tmp:
-        settings = load_settings({"DATA_DIR": tmp, "TRAIN_EPOCHS": epochs}, environ={})
+        settings = demo_installation(Path(tmp), size_km=size_km, years=years, epochs=epochs)
         with Store(settings.database_path) as store:
-            t0 = time.perf_counter()
-            demo = build_demo_installation(store, settings, size_km=size_km, years=years)
-            print(f"demo: {size_km} x {size_km} km, {len(years)} year(s) built, trained and "
-                  f"scored in {time.perf_counter() - t0:.0f} s", flush=True)
-            version, year = demo.model["version"], years[0]
+            version, year = store.active_model()["version"], years[0]
             ids = store.embeddings(version, year)[0]
-            mine = truth_mine_fraction(demo.territory.truth_path, settings.grid, ids,
-                                       year) >= MIN_MASK_FRACTION
+            mine = truth_mine_fraction(settings.demo_dir / "demo_truth.geojson", settings.grid,
+                                       ids, year) >= MIN_MASK_FRACTION
             is_mine = dict(zip(ids.tolist(), mine.tolist(), strict=True))
             precision, far_precision = [], []
             for anchor in ids[mine].tolist():
@@ -162,6 +144,7 @@ def demo_run(size_km: int, years: tuple[int, ...], epochs: int) -> dict[str, flo
                 precision.append(np.mean([is_mine[c] for c in near[:20]]))
                 far = [c for c in near if not _adjacent(c, anchor)][:20]
                 far_precision.append(np.mean([is_mine[c] for c in far]))
+            timings = review_path(store, settings, year, ids, queries)
     base = float(mine.mean())
     result = {"precision_at_20": float(np.mean(precision)),
               "precision_at_20_not_adjacent": float(np.mean(far_precision)),
@@ -170,7 +153,7 @@ def demo_run(size_km: int, years: tuple[int, ...], epochs: int) -> dict[str, flo
           f"{base:.3f}); precision@20 of their nearest cells {result['precision_at_20']:.3f} "
           f"({result['precision_at_20'] / base:.1f} x the base rate); without the 8 adjacent "
           f"cells {result['precision_at_20_not_adjacent']:.3f}", flush=True)
-    return result
+    return result, timings
 
 
 def _adjacent(a: int, b: int) -> bool:
@@ -183,17 +166,13 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=1_300_000, help="synthetic index size")
     parser.add_argument("--clusters", type=int, default=500, help="synthetic mixture centres")
     parser.add_argument("--queries", type=int, default=300, help="timed queries")
-    parser.add_argument("--store-cells", type=int, default=0,
-                        help="cells of the end-to-end database (default: --cells)")
     parser.add_argument("--demo-km", type=int, default=40, help="demo territory side (km)")
     parser.add_argument("--demo-years", default="2018", help="comma-separated demo years")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of the model")
-    args = parser.parse_args()
+    args = parse_args(parser, cells=20_000, clusters=50, queries=20, demo_km=12, epochs=2)
     scale = scale_run(args.cells, args.clusters, args.queries)
-    with tempfile.TemporaryDirectory(prefix="similar-store-") as tmp:
-        end_to_end = store_run(Path(tmp), args.store_cells or args.cells, args.clusters,
-                               args.queries)
-    demo = demo_run(args.demo_km, tuple(int(y) for y in args.demo_years.split(",")), args.epochs)
+    demo, end_to_end = demo_run(args.demo_km, tuple(int(y) for y in args.demo_years.split(",")),
+                                args.epochs, args.queries)
     print(json.dumps({"similar_build_s": round(scale["build_s"], 2),
                       "similar_p95_ms": round(scale["p95_ms"], 3),
                       "similar_p50_ms": round(scale["p50_ms"], 3),

@@ -16,12 +16,14 @@ Writes the synthetic 12-band uint16 UTM scene of ``bench/score.py`` (default 50 
 Wall-clock rates are printed with the CPU seconds of the process next to them, so that a busy
 machine shows as wall >> CPU.
 
-Run from the repository root: ``.venv/bin/python bench/store.py [--size-km 50] [--codecs]``.
+Run from the repository root: ``.venv/bin/python bench/store.py [--size-km 50] [--codecs]``
+(``--quick``: 2 km). The last line is one JSON object of the speeds (km²/s) and peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -36,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
+from bench.common import parse_args  # noqa: E402
 from bench.score import PIXEL_M, reset_peak, rss_mib, write_scene  # noqa: E402
 from db.store import Store  # noqa: E402
 from imagery.scene import open_scene, read_pixels  # noqa: E402
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--codecs", action="store_true", help="also compare ZSTD and DEFLATE")
     parser.add_argument("--ingest-threads", type=int, default=None,
                         help="INGEST_THREADS for the ingest (default: the setting's default)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, size_km=2.0)
     size_px = int(round(args.size_km * 1000 / PIXEL_M))
     area_km2 = (size_px * PIXEL_M / 1000.0) ** 2
     tmp = Path(tempfile.mkdtemp(prefix="minewatch-bench-store-"))
@@ -154,6 +157,11 @@ def main(argv: list[str] | None = None) -> None:
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             print(f"{key:<{width}}  {value}")
+        print(json.dumps({"ingest_km2_s": round(area_km2 / t_ingest, 1),
+                          "store_read_km2_s": round(tile_km2 / t_store, 1),
+                          "warp_read_km2_s": round(tile_km2 / t_warp, 1),
+                          "peak_rss_added_mib": round(peak - base, 1) if can_reset else None,
+                          "blocks": len(blocks)}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

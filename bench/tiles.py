@@ -12,7 +12,8 @@ The last line is one JSON object: ``tile_p95_ms_cold``, ``tile_p95_ms_warm``, ``
 per-zoom figures.
 
 Run from the repository root: ``.venv/bin/python bench/tiles.py [--size-km 50]
-[--zooms 10,12,14] [--per-zoom 40] [--mode natural] [--via waitress]``.
+[--zooms 10,12,14] [--per-zoom 40] [--mode natural] [--via waitress]`` (``--quick``: 4 km, 4
+tiles at zoom 12).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import morecantile  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.common import parse_args  # noqa: E402
 from bench.score import PIXEL_M, write_scene  # noqa: E402
 from db.store import Store  # noqa: E402
 from imagery.tiles import mosaic_bounds_lonlat  # noqa: E402
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=("natural", "false"), default="natural")
     parser.add_argument("--via", choices=("waitress", "client"), default="waitress",
                         help="HTTP to waitress on 127.0.0.1, or Flask's test client")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, size_km=4.0, zooms="12", per_zoom=4)
     zooms = [int(z) for z in args.zooms.split(",") if z.strip()]
     size_px = int(round(args.size_km * 1000 / PIXEL_M))
     tmp = Path(tempfile.mkdtemp(prefix="minewatch-bench-tiles-"))

@@ -27,10 +27,10 @@ Run from the repository root::
     .venv/bin/python bench/train_memory.py [--size-km 100] [--years 10] [--steps 100]
         [--val-fraction 0.05] [--workdir DIR]
 
-``--workdir`` keeps (and reuses) the installation; without it a temporary folder is removed at
-the end. The last line printed is one JSON object with the keys ``labels_10k_rss_mib``,
-``labels_100k_rss_mib`` and ``seconds_per_1000_patches`` (of the larger run), whatever the sizes
-asked for.
+``--quick``: 16 km, 2 years, 2 steps. ``--workdir`` keeps (and reuses) the installation; without it
+a temporary folder is removed at the end. The last line printed is one JSON object with the keys
+``labels_10k_rss_mib``, ``labels_100k_rss_mib`` and ``seconds_per_1000_patches`` (of the larger
+run), whatever the sizes asked for.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from bench.common import parse_args  # noqa: E402
 from bench.score import rss_mib  # noqa: E402
 from db.store import Store  # noqa: E402
 from imagery.bands import SEED_BANDS  # noqa: E402
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path,
                         help="installation folder to keep and reuse (default: a temporary one)")
     parser.add_argument("--child-years", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, size_km=16, years=2, steps=2)
     if args.child_years:
         print(json.dumps(child(installation(args.workdir), args.child_years, args.steps,
                                args.val_fraction)))

@@ -14,7 +14,7 @@ Each runs in its own process (as it would alone), its output is passed through, 
 
     python bench/triage.py [--quick]
 
-``--quick`` runs each at a smaller size (for a check that everything runs, not for figures).
+``--quick`` runs each with its own ``--quick`` (a check that everything runs, not figures).
 """
 
 from __future__ import annotations
@@ -26,16 +26,19 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+
+from bench.common import parse_args  # noqa: E402
+
 #: The keys issue 11 asks for, in its order.
 KEYS = ("grid_keys_per_decision", "card_keys_per_decision", "grid_s_per_decision",
         "card_s_per_decision", "tile_p95_ms_warm", "similar_p95_ms", "similar_precision_at_20",
         "base_rate")
-#: (script, arguments for a full run, arguments for --quick).
-RUNS: tuple[tuple[str, list[str], list[str]], ...] = (
-    ("triage_browser.py", [], ["--size-km", "16", "--pages", "2", "--cards", "10"]),
-    ("tiles.py", ["--size-km", "50"], ["--size-km", "20", "--per-zoom", "10"]),
-    ("similar.py", [], ["--cells", "100000", "--queries", "100", "--demo-km", "24",
-                        "--epochs", "3"]),
+#: (script, arguments for a full run); ``--quick`` runs each with its own ``--quick``.
+RUNS: tuple[tuple[str, list[str]], ...] = (
+    ("triage_browser.py", []),
+    ("tiles.py", ["--size-km", "50"]),
+    ("similar.py", []),
 )
 
 
@@ -54,11 +57,10 @@ def run_one(script: str, args: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller runs (a check, not figures)")
-    args = parser.parse_args()
+    args = parse_args(parser)
     figures: dict = {}
-    for script, full, quick in RUNS:
-        figures.update(run_one(script, quick if args.quick else full))
+    for script, full in RUNS:
+        figures.update(run_one(script, ["--quick"] if args.quick else full))
     missing = [key for key in KEYS if key not in figures]
     if missing:
         raise SystemExit(f"the benchmarks printed no {', '.join(missing)}")

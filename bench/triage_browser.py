@@ -24,6 +24,7 @@ Last line: one JSON object (``grid_keys_per_decision``, ``card_keys_per_decision
 
     .venv/bin/python bench/triage_browser.py [--size-km 24] [--grid 4x4] [--pages 6]
                                              [--cards 40] [--glance-ms 0]
+    .venv/bin/python bench/triage_browser.py --quick     # 16 km, 2 pages, 10 cards
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bench.common import parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
 from imagery.demo import build_demo, truth_mine_fraction  # noqa: E402
 from pipeline import review as service  # noqa: E402
@@ -242,7 +244,7 @@ def main() -> None:
     parser.add_argument("--cards", type=int, default=40, help="single cards decided")
     parser.add_argument("--glance-ms", type=float, default=0.0,
                         help="simulated looking time per decision (per tile in the grid)")
-    args = parser.parse_args()
+    args = parse_args(parser, size_km=16, pages=2, cards=10)
     result = run(args.size_km, args.grid, args.pages, args.cards, args.glance_ms)
     print(json.dumps(result))
 

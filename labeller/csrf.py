@@ -3,6 +3,14 @@
 A token (``secrets.token_urlsafe``) is kept in the signed session. Forms send it as the
 ``csrf_token`` field; htmx sends it in the ``X-CSRFToken`` header (``hx-headers`` on <body>).
 A POST, PUT, PATCH or DELETE without the session's token is refused with 400.
+
+Why not Flask-WTF's ``CSRFProtect``: it reads the same field and header names and refuses with
+400 too, but it would make this app worse in two ways. Its tokens expire after an hour by
+default (``WTF_CSRF_TIME_LIMIT``), so a reviewer who leaves the review page open over lunch gets
+a 400 on the next key press; here a token lives as long as the signed session. And it brings
+WTForms, which nothing here uses, for a check that is one constant-time comparison
+(``secrets.compare_digest``) against the session. Were the app ever to use WTForms forms,
+``CSRFProtect`` with ``WTF_CSRF_TIME_LIMIT = None`` would be the replacement.
 """
 
 from __future__ import annotations

@@ -13,6 +13,15 @@ validated ids and years, and safe redirect targets.
 - ``<int:...>`` in routes accepts ASCII digits within SQLite's int64 range only (else 404), and
   :func:`int_arg` / :func:`parse_int` do the same for query and form values (else 400);
   :func:`parse_float` reads decimal numbers in ASCII digits (``pipeline.numbers``).
+
+Why no security-headers extension (Flask-Talisman): it covers only the headers, and its defaults
+are wrong for an app most teams serve over plain http on a laptop or a LAN: it redirects every
+request to https, sends Strict-Transport-Security and marks the session cookie secure (so a
+login over http never sticks), and frames SAMEORIGIN where this app says DENY; switched off
+and re-specified, those defaults leave one ``after_request`` hook, which is what is here. The
+host check and size cap stay explicit rather than Flask's ``TRUSTED_HOSTS`` and the body limit
+that Werkzeug applies when a body is read: this hook runs first, before any handler reads
+anything, and its 400 names the setting to change.
 """
 
 from __future__ import annotations

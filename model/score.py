@@ -1,14 +1,15 @@
 """Score a whole scene: one mine score and one uncertainty per 1-km cell.
 
-A year's mosaic is read in tiles of ``tile_cells`` x ``tile_cells`` cells
-(imagery.store.YearMosaic.iter_tiles, plain reads of grid-aligned blocks, no warp),
-each with MARGIN_PX pixels of real context on every side and only the model's bands, selected by
-name. The FCN runs once per tile; its output map is cropped by MARGIN_PX / STRIDE blocks per side,
-which leaves exactly (cp / STRIDE) x (cp / STRIDE) blocks per cell, and model.reduce.cell_scores
-turns those into one score per cell for the whole tile at once (no per-cell Python loop). The
-same pass also returns the last hidden layer's activations, cropped the same way; their mean
-over a cell's outputs, quantised to uint8 with one scale (:func:`quantise_embeddings`), is the
-cell's embedding (64 bytes + a 4-byte scale for the seed's FCN), used by "more like this".
+A year's mosaic is read in tiles (pipeline.scoring reads one grid-aligned store block at a time
+with imagery.store.YearMosaic.read_tile, plain reads, no warp), each with MARGIN_PX pixels of real
+context on every side and only the model's bands, selected by name. The FCN runs once per tile
+(:func:`score_tile`; :func:`score_block` cuts a block into smaller passes); its output map is
+cropped by MARGIN_PX / STRIDE blocks per side, which leaves exactly (cp / STRIDE) x (cp / STRIDE)
+blocks per cell, and model.reduce.cell_scores turns those into one score per cell for the whole
+tile at once (no per-cell Python loop). The same pass also returns the last hidden layer's
+activations, cropped the same way; their mean over a cell's outputs, quantised to uint8 with one
+scale (:func:`quantise_embeddings`), is the cell's embedding (64 bytes + a 4-byte scale for the
+seed's FCN), used by "more like this".
 
 Seams: the FCN's receptive field reaches 7 px beyond an output's own block (model/fcn.py) and every
 tile starts on a cell boundary, minus MARGIN_PX (a multiple of STRIDE), so the pooling grid is the
@@ -19,7 +20,6 @@ pixels get NaN score and uncertainty. Memory is bounded by one tile.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ import numpy as np
 from imagery.grid import CellGrid, CellRange
 from imagery.scene import Tile
 from imagery.store import YearMosaic
-from model.bundle import ModelBundle, check_bands
+from model.bundle import ModelBundle
 from model.fcn import MARGIN_PX, STRIDE
 from model.reduce import cell_scores
 
@@ -176,40 +176,6 @@ def score_block(
                         valid=tile.valid[window])
             parts.append(score_tile(bundle, part, grid, min_valid_fraction=min_valid_fraction))
     return CellScores.concat(parts)
-
-
-def score_scene(
-    bundle: ModelBundle,
-    mosaic: YearMosaic,
-    grid: CellGrid,
-    *,
-    tile_cells: int = 32,
-    min_valid_fraction: float = 0.5,
-    progress: Callable[[float], None] | None = None,
-    cells=None,
-) -> Iterator[CellScores]:
-    """Score every cell of a year's ``mosaic`` (its stored blocks, or CellRange ``cells``); yield
-    one CellScores per tile.
-
-    Bands are selected from the mosaic by name (a mosaic with extra bands works; a missing band
-    raises BandMismatchError naming both lists before anything is read). ``progress(km2)`` is
-    called after each tile with the area of that tile's cells in km². Tiles where no cell reaches
-    ``min_valid_fraction`` are not run through the network.
-    """
-    if tile_cells <= 0:
-        raise ValueError(f"tile_cells must be positive, got {tile_cells}")
-    if not 0.0 <= min_valid_fraction <= 1.0:
-        raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
-    check_bands(bundle, mosaic.bands)
-    _cell_geometry(grid, MARGIN_PX)
-    cell_km2 = (grid.cell_size_m / 1000.0) ** 2
-    for tile in mosaic.iter_tiles(tile_cells=tile_cells, margin_px=MARGIN_PX, bands=bundle.bands,
-                                  cells=cells):
-        result = score_tile(bundle, tile, grid, min_valid_fraction=min_valid_fraction)
-        del tile
-        if progress is not None:
-            progress(len(result) * cell_km2)
-        yield result
 
 
 def patch_scores(bundle: ModelBundle, pixels: np.ndarray, idx: np.ndarray | None = None, *,

@@ -6,8 +6,9 @@ are ``mine`` or ``background`` count; a skip is not a class here (it goes to a l
 
 * percent agreement: the share of pairs with equal labels;
 * Cohen's kappa: (p_o - p_e) / (1 - p_e), where p_e = sum over classes of the product of the two
-  raters' marginal shares. Undefined (None) when p_e = 1, i.e. both raters used one and the same
-  class for every pair: perfect but uninformative agreement.
+  raters' marginal shares, computed by scikit-learn's ``cohen_kappa_score``. Undefined (None)
+  when p_e = 1, i.e. both raters used one and the same class for every pair: perfect but
+  uninformative agreement (scikit-learn answers NaN with a warning there).
 
 Pace comes from the decisions' times: a reviewer's decisions are split into sessions at gaps
 longer than ``SESSION_GAP_S``; a session lasts from its first to its last decision plus the time
@@ -44,16 +45,12 @@ class Agreement:
 
 def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> float | None:
     """Cohen's kappa of (rater 1, rater 2) label pairs; None when empty or undefined (p_e = 1)."""
-    n = len(pairs)
-    if n == 0:
-        return None
-    observed = sum(a == b for a, b in pairs) / n
-    classes = {label for pair in pairs for label in pair}
-    expected = sum((sum(a == c for a, _ in pairs) / n) * (sum(b == c for _, b in pairs) / n)
-                   for c in classes)
-    if expected >= 1.0:
-        return None
-    return (observed - expected) / (1.0 - expected)
+    if len({label for pair in pairs for label in pair}) < 2:
+        return None  # no pair, or one class for every label: p_e = 1
+    from sklearn.metrics import cohen_kappa_score  # scikit-learn loads in a second; only here
+
+    first, second = zip(*pairs, strict=True)
+    return float(cohen_kappa_score(first, second))
 
 
 def agreement(pairs: Iterable[tuple[str, str]]) -> Agreement:

@@ -27,9 +27,11 @@ reviewer): every decision is effective at once.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from db.store import QUEUE_STRATEGIES, Store
@@ -275,3 +277,12 @@ def winner(decisions_by_queue: dict[str, int | None]) -> str | None:
         return None
     order = {name: i for i, name in enumerate(QUEUE_STRATEGIES)}
     return min(reached, key=lambda q: (reached[q], order.get(q, len(order))))
+
+
+def copy_database(source: Path, target_dir: Path) -> None:
+    """Copy an installation's database into ``target_dir`` (as minewatch.db), so that a
+    simulated reviewer works on a snapshot and the original installation is never touched."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    # sqlite's backup API copies a consistent snapshot, WAL included.
+    with sqlite3.connect(source) as src, sqlite3.connect(target_dir / "minewatch.db") as dst:
+        src.backup(dst)

@@ -1,5 +1,6 @@
-"""Tests for model.score: tiles, whole year mosaics (real GeoTIFFs warped into a store), seams,
-coverage, MC dropout."""
+"""Tests for model.score: tiles, whole year mosaics (real GeoTIFFs warped into a store) scored the
+way pipeline.scoring.score_year scores them (its local runner, block by block), seams, coverage,
+MC dropout."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from imagery.store import (
     write_block,
     write_manifest,
 )
-from model.bundle import ModelBundle
+from model.bundle import ModelBundle, check_bands
 from model.fcn import MARGIN_PX, build_fcn
-from model.score import CellScores, mc_dropout_scores, patch_scores, score_scene, score_tile
+from model.score import CellScores, mc_dropout_scores, patch_scores, score_tile
+from pipeline.scoring import ScoringOptions, YearRecipe, local_runner
 
 BANDS3 = ("B4", "B8", "B11")
 UTM35S = "EPSG:32735"
@@ -94,6 +96,14 @@ def as_mosaic(scene: Scene, grid: CellGrid, data_dir) -> YearMosaic:
     return open_year(data_dir, grid, 2021)
 
 
+def score_mosaic(bundle: ModelBundle, mosaic: YearMosaic, grid: CellGrid, *,
+                 fcn_tile_cells: int = 4) -> CellScores:
+    """Every block of the 2021 mosaic scored as score_year scores it (the local runner)."""
+    recipe = YearRecipe(year=2021, grid=grid, data_dir=str(mosaic.root.parents[1]), scene_id=1)
+    run = local_runner(ScoringOptions(fcn_tile_cells=fcn_tile_cells))
+    return CellScores.concat([scores for _, scores in run(bundle, recipe, mosaic.blocks())])
+
+
 def fake_tile(rng, cells: CellRange, cp: int, bands: int, margin=MARGIN_PX) -> Tile:
     h, w = cells.n_rows * cp + 2 * margin, cells.n_cols * cp + 2 * margin
     pixels = rng.uniform(200, 3000, size=(h, w, bands)).astype(np.float32)
@@ -132,25 +142,31 @@ def test_low_coverage_cells_get_nan(coarse_grid):
     assert np.all(np.isfinite(result.scores[1:]))
 
 
-def test_score_scene_with_a_fake_tile_iterator(coarse_grid):
+def test_the_runner_reads_each_block_in_the_model_bands_and_scores_it_whole(coarse_grid,
+                                                                          monkeypatch):
     rng = np.random.default_rng(2)
     bundle = make_bundle()
-    tiles = [fake_tile(rng, CellRange(0, 2, 0, 3), 20, 3), fake_tile(rng, CellRange(2, 3, 0, 3), 20, 3)]
-    seen = {}
+    blocks = [CellRange(0, 2, 0, 3), CellRange(2, 3, 0, 3)]
+    tiles = {b: fake_tile(rng, b, 20, 3) for b in blocks}
+    seen = []
 
-    class FakeMosaic:
+    class FakeSource:
         bands = SEED_BANDS
 
-        def iter_tiles(self, *, tile_cells, margin_px, bands=None, cells=None):
-            seen.update(tile_cells=tile_cells, margin_px=margin_px, bands=tuple(bands))
-            yield from tiles
+        def read_tile(self, cells, margin_px, bands=None):
+            seen.append((cells, margin_px, tuple(bands)))
+            return tiles[cells]
 
-    done = []
-    parts = list(score_scene(bundle, FakeMosaic(), coarse_grid, tile_cells=5,
-                             progress=done.append))
-    assert seen == {"tile_cells": 5, "margin_px": MARGIN_PX, "bands": BANDS3}
-    assert [len(p) for p in parts] == [6, 3] and done == [6.0, 3.0]
-    assert len(CellScores.concat(parts)) == 9
+    monkeypatch.setattr(YearRecipe, "open", lambda self: FakeSource())
+    recipe = YearRecipe(year=2021, grid=coarse_grid, data_dir="unused", scene_id=1)
+    parts = list(local_runner(ScoringOptions(fcn_tile_cells=2))(bundle, recipe, blocks))
+    assert seen == [(b, MARGIN_PX, BANDS3) for b in blocks]
+    assert [(block, len(p)) for block, p in parts] == [(blocks[0], 6), (blocks[1], 3)]
+    # 2-cell FCN passes over a 3-cell-wide block score as one pass over the whole block
+    whole, passes = score_tile(bundle, tiles[blocks[0]], coarse_grid), parts[0][1]
+    order = np.argsort(passes.cell_ids)
+    np.testing.assert_array_equal(passes.cell_ids[order], whole.cell_ids)
+    np.testing.assert_allclose(passes.scores[order], whole.scores, atol=1e-5)
 
 
 # real GeoTIFFs, warped into a store --------------------------------------------------------------
@@ -160,12 +176,9 @@ def test_twelve_band_mosaic_scored_by_three_band_model(make_geotiff, coarse_grid
     assert scene.bands == SEED_BANDS
     mosaic = as_mosaic(scene, coarse_grid, tmp_path)
     bundle = make_bundle(BANDS3)
-    done = []
-    result = CellScores.concat(list(score_scene(bundle, mosaic, coarse_grid, tile_cells=4,
-                                                progress=done.append)))
+    result = score_mosaic(bundle, mosaic, coarse_grid)
     cells = scene_cells(scene, coarse_grid)
     assert len(result) == len(mosaic.blocks()) * BLOCK_CELLS ** 2 == len(np.unique(result.cell_ids))
-    assert sum(done) == pytest.approx(len(result))
     assert set(result.cell_ids[result.valid_fraction > 0]) <= set(coarse_grid.cell_ids_in(cells))
     inside = result.valid_fraction >= 0.5
     assert inside.sum() >= 16
@@ -175,36 +188,37 @@ def test_twelve_band_mosaic_scored_by_three_band_model(make_geotiff, coarse_grid
     patches, _ = mosaic.read_cells(ids, margin_px=MARGIN_PX, bands=BANDS3)
     np.testing.assert_allclose(patch_scores(bundle, patches), result.scores[inside][:5],
                                atol=1e-5)
-    # a model that needs a band this mosaic cannot provide (B10 is always dropped)
+    # a model that needs a band this mosaic cannot provide (B10 is always dropped): the check
+    # score_year makes before reading a block
     needs_b10 = make_bundle(("B2", "B3"))
     needs_b10.bands = ("B2", "B10")
     with pytest.raises(BandMismatchError, match="B2, B10 but the scene has B1, B2"):
-        next(score_scene(needs_b10, mosaic, coarse_grid))
+        check_bands(needs_b10, mosaic.bands)
 
 
 def test_utm_scene_is_scored_whole(make_geotiff, coarse_grid, tmp_path):
     rng = np.random.default_rng(6)
     scene = write_scene(make_geotiff, rng, coarse_grid, km=8, aligned=False)
     mosaic = as_mosaic(scene, coarse_grid, tmp_path)
-    result = CellScores.concat(list(score_scene(make_bundle(), mosaic, coarse_grid,
-                                                tile_cells=3)))
+    result = score_mosaic(make_bundle(), mosaic, coarse_grid, fcn_tile_cells=3)
     held = result.cell_ids[result.valid_fraction > 0]
     assert set(held) <= set(coarse_grid.cell_ids_in(scene_cells(scene, coarse_grid)))
     full = result.valid_fraction == 1.0
     assert full.sum() >= 25 and np.all(np.isfinite(result.scores[full]))
 
 
-def test_tiling_invariance_8_vs_64_cells(make_geotiff, coarse_grid, tmp_path):
+def test_blocks_in_8_cell_passes_score_like_one_64_cell_tile(make_geotiff, coarse_grid, tmp_path):
     rng = np.random.default_rng(4)
     scene = write_scene(make_geotiff, rng, coarse_grid, km=20, aligned=True, nodata_hole=True)
     mosaic = as_mosaic(scene, coarse_grid, tmp_path)
     assert len(mosaic.blocks()) > 1  # 64-cell tiles read across block files
     bundle = make_bundle(BANDS3)
     cells = mosaic.cell_range()
-    small = CellScores.concat(list(score_scene(bundle, mosaic, coarse_grid, tile_cells=8,
-                                               cells=cells)))
-    large = CellScores.concat(list(score_scene(bundle, mosaic, coarse_grid, tile_cells=64,
-                                               cells=cells)))
+    assert cells.n_rows <= 64 and cells.n_cols <= 64
+    small = score_mosaic(bundle, mosaic, coarse_grid, fcn_tile_cells=8)
+    large = score_tile(bundle, mosaic.read_tile(cells, MARGIN_PX, bundle.bands), coarse_grid)
+    small, large = (small.subset(np.isin(small.cell_ids, large.cell_ids)),
+                    large.subset(np.isin(large.cell_ids, small.cell_ids)))
     order_s, order_l = np.argsort(small.cell_ids), np.argsort(large.cell_ids)
     np.testing.assert_array_equal(small.cell_ids[order_s], large.cell_ids[order_l])
     np.testing.assert_array_equal(small.valid_fraction[order_s], large.valid_fraction[order_l])
