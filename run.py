@@ -25,8 +25,8 @@ from imagery.bands import BandMismatchError, parse_band_list  # noqa: E402
 from imagery.earthengine import EarthEngineError  # noqa: E402
 from imagery.scene import SceneError  # noqa: E402
 from imagery.vectors import VectorError  # noqa: E402
-from pipeline.queues import default_queue_sentence  # noqa: E402
 from pipeline.settings import Settings, load_settings  # noqa: E402
+from review.queues import default_queue_sentence  # noqa: E402
 
 #: Errors that are the user's input, not a bug: shown as one line.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -100,7 +100,7 @@ def open_store(settings: Settings) -> Store:
 def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
     """Build the SYNTHETIC demo territory (4 yearly 12-band scenes, 2018-2021), train a first
     model from its mine polygons and score every year."""
-    from pipeline.demo import build_demo_installation
+    from simulation.demo import build_demo_installation
 
     with open_store(settings) as store:
         if if_empty and store.scenes():
@@ -384,7 +384,7 @@ def _read_password(from_stdin: bool) -> str:
 @user_errors
 def users_add(settings: Settings, name: str, role: str, password_stdin: bool) -> None:
     """Create an account NAME (names are never renamed or reused)."""
-    from pipeline.accounts import check_name, create_account
+    from review.accounts import check_name, create_account
 
     check_name(name)
     password = _read_password(password_stdin)
@@ -398,7 +398,7 @@ def users_add(settings: Settings, name: str, role: str, password_stdin: bool) ->
 @user_errors
 def users_list(settings: Settings) -> None:
     """Every account: name, role, state, created."""
-    from pipeline.accounts import list_accounts
+    from review.accounts import list_accounts
 
     with open_store(settings) as store:
         rows = list_accounts(store)
@@ -416,7 +416,7 @@ def users_list(settings: Settings) -> None:
 @user_errors
 def users_disable(settings: Settings, name: str, enable: bool) -> None:
     """Disable account NAME: its sessions end and its leases are released."""
-    from pipeline.accounts import disable_account
+    from review.accounts import disable_account
 
     with open_store(settings) as store:
         disable_account(store, name, disabled=not enable)
@@ -431,7 +431,7 @@ def users_disable(settings: Settings, name: str, enable: bool) -> None:
 @user_errors
 def users_reset_password(settings: Settings, name: str, password_stdin: bool) -> None:
     """Set a new password for account NAME; its open sessions end."""
-    from pipeline.accounts import reset_password
+    from review.accounts import reset_password
 
     with open_store(settings) as store:
         if store.account(name) is None:

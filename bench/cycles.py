@@ -26,8 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from db.store import Store  # noqa: E402
 from pipeline.cycle import run_cycle  # noqa: E402
-from pipeline.demo import build_demo_installation  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
+from simulation.demo import build_demo_installation  # noqa: E402
 
 
 def database_mib(path: Path) -> float:

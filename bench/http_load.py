@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from db.store import Store  # noqa: E402
-from pipeline.accounts import create_account  # noqa: E402
+from review.accounts import create_account  # noqa: E402
 
 PASSWORD = "bench password 2026"
 HTMX = {"HX-Request": "true"}

@@ -29,8 +29,8 @@ from affine import Affine  # noqa: E402
 from db.store import Store  # noqa: E402
 from imagery.bands import SEED_BANDS  # noqa: E402
 from imagery.grid import CellGrid  # noqa: E402
-from pipeline import review as service  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
+from review import service  # noqa: E402
 
 ROW0, COL0 = 10_000, 19_000
 YEAR = 2021

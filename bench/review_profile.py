@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from sqlite_utils import Database  # noqa: E402
 
 from db.store import Store  # noqa: E402
-from pipeline.accounts import create_account  # noqa: E402
+from review.accounts import create_account  # noqa: E402
 
 PASSWORD = "profile password 2026"
 HTMX = {"HX-Request": "true"}

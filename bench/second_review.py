@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from db.store import Store  # noqa: E402
-from pipeline import review as service  # noqa: E402
-from pipeline import second_review as sr  # noqa: E402
+from review import second_review as sr  # noqa: E402
+from review import service  # noqa: E402
 
 ROW0, COL0 = 10_000, 19_000
 YEAR = 2021

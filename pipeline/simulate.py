@@ -1,7 +1,7 @@
 """Active learning measured with a simulated reviewer (issue 5): does the queue pay off?
 
 A simulated reviewer (the *oracle*, reviewer name ``oracle``) works through the app's real review
-queue in a temporary data folder: the same queue code (``pipeline.review.next_cards``, i.e.
+queue in a temporary data folder: the same queue code (``review.service.next_cards``, i.e.
 ``Store.queue_candidates`` plus leases), the same label store (``Store.record_label`` with
 ``source='simulation'``), the same training (``pipeline.training``: ``Store.training_labels``,
 ``hard_negative_keys``, ``train_from_patches``, ``register_model``) and the same scores in the
@@ -17,7 +17,7 @@ Choices, so that a reader need not infer them from the code:
   Cells with some mask but less than 5 % are ambiguous (a sliver of a dam cut by the cell edge);
   the oracle answers ``skip`` for them, as an unsure reviewer would, and a skip still costs a
   label. Cells with no mask pixel are background. For ``--data demo`` the oracle answers from the
-  demo generator's truth (``imagery.demo.truth_mine_fraction``, active mine components) with the
+  demo generator's truth (``simulation.synthetic.truth_mine_fraction``, active mine components) with the
   same 5 % rule.
 * **Geographic test split.** Whole patches (the demo: 5 x 5 km blocks) are held out, the same
   ones for every strategy and seed (``split_seed``); a folder with ``groups.csv`` (``id,group``:
@@ -86,7 +86,6 @@ from model.reduce import threshold_closeness
 from model.train import TrainConfig, geographic_split, validation_metrics
 from pipeline.ingest import ingest_files, year_mosaic
 from pipeline.patch_split import read_groups
-from pipeline.review import next_cards
 from pipeline.seeds import MIN_MASK_FRACTION
 from pipeline.settings import Settings, load_settings
 from pipeline.training import (
@@ -97,6 +96,7 @@ from pipeline.training import (
     spatial_groups,
     train_from_patches,
 )
+from review.service import next_cards
 
 #: Reviewer name of the simulated reviewer; label events carry source SOURCE.
 ORACLE = "oracle"
@@ -387,7 +387,7 @@ def load_folder(data: Path, work: Path, config: SimConfig, echo: Echo) -> Territ
 
 def load_demo(work: Path, config: SimConfig, echo: Echo) -> Territory:
     """Generate the synthetic demo territory (one year) and read its cells and truth."""
-    from imagery.demo import build_demo, truth_mine_fraction
+    from simulation.synthetic import build_demo, truth_mine_fraction
 
     settings = _settings(work / "base", config)
     year = 2021

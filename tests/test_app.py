@@ -484,7 +484,7 @@ def test_serve_listens_on_the_host_setting(monkeypatch, tmp_path) -> None:
 
 def test_every_queue_order_is_offered_by_name(client) -> None:
     from db.store import QUEUE_STRATEGIES
-    from pipeline.queues import QUEUE_NAMES as STRATEGY_NAMES
+    from review.queues import QUEUE_NAMES as STRATEGY_NAMES
 
     assert set(STRATEGY_NAMES) == set(QUEUE_STRATEGIES)
     login(client)

@@ -8,9 +8,8 @@ import re
 import pytest
 
 from db.store import Store
-from pipeline import accounts
-from pipeline import review as service
-from pipeline import second_review as sr
+from review import accounts, service
+from review import second_review as sr
 
 pytest.register_assert_rewrite("fixtures_app")
 from fixtures_app import add_account, card_fields, csrf_from, login  # noqa: E402
