@@ -22,12 +22,12 @@ from tqdm import tqdm  # noqa: E402
 
 from db.store import Store, StoreError  # noqa: E402
 from imagery.bands import BandMismatchError, parse_band_list  # noqa: E402
-from imagery.demo import MIN_INSTALLATION_KM  # noqa: E402
 from imagery.earthengine import EarthEngineError  # noqa: E402
 from imagery.scene import SceneError  # noqa: E402
 from imagery.vectors import VectorError  # noqa: E402
-from pipeline.queues import default_queue_sentence  # noqa: E402
 from pipeline.settings import Settings, load_settings  # noqa: E402
+from review.queues import default_queue_sentence  # noqa: E402
+from simulation.synthetic import MIN_INSTALLATION_KM  # noqa: E402
 
 #: Errors that are the user's input, not a bug: shown as one line.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -75,7 +75,7 @@ def km2_bar(description: str, total: float | None = None) -> Iterator[Callable[[
 
 
 class StageBars:
-    """``pipeline.demo.DemoProgress`` as one tqdm bar per stage (the epoch bar shows the losses);
+    """``simulation.demo.DemoProgress`` as one tqdm bar per stage (the epoch bar shows the losses);
     messages go through ``tqdm.write`` above the bars."""
 
     def __init__(self) -> None:
@@ -141,7 +141,7 @@ layer_option = click.option(
 def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
     """Build the SYNTHETIC demo territory (4 yearly 12-band scenes, 2018-2021), train a first
     model from its mine polygons and score every year."""
-    from pipeline.demo import build_demo_installation
+    from simulation.demo import build_demo_installation
 
     with open_store(settings) as store:
         if if_empty and store.scenes():
@@ -429,7 +429,7 @@ def _read_password(from_stdin: bool) -> str:
 @user_errors
 def users_add(settings: Settings, name: str, role: str, password_stdin: bool) -> None:
     """Create an account NAME (names are never renamed or reused)."""
-    from pipeline.accounts import FIRST_ADMIN_HINT, check_name, create_account, has_admin
+    from review.accounts import FIRST_ADMIN_HINT, check_name, create_account, has_admin
 
     check_name(name)
     password = _read_password(password_stdin)
@@ -446,7 +446,7 @@ def users_add(settings: Settings, name: str, role: str, password_stdin: bool) ->
 @user_errors
 def users_list(settings: Settings) -> None:
     """Every account: name, role, state, created."""
-    from pipeline.accounts import list_accounts
+    from review.accounts import list_accounts
 
     with open_store(settings) as store:
         rows = list_accounts(store)
@@ -464,7 +464,7 @@ def users_list(settings: Settings) -> None:
 @user_errors
 def users_disable(settings: Settings, name: str, enable: bool) -> None:
     """Disable account NAME: its sessions end and its leases are released."""
-    from pipeline.accounts import disable_account
+    from review.accounts import disable_account
 
     with open_store(settings) as store:
         disable_account(store, name, disabled=not enable)
@@ -479,7 +479,7 @@ def users_disable(settings: Settings, name: str, enable: bool) -> None:
 @user_errors
 def users_reset_password(settings: Settings, name: str, password_stdin: bool) -> None:
     """Set a new password for account NAME; its open sessions end."""
-    from pipeline.accounts import reset_password
+    from review.accounts import reset_password
 
     with open_store(settings) as store:
         if store.account(name) is None:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from db.store import Store
-from pipeline.demo import build_demo_installation
-from pipeline.inventory import copy_database
-from pipeline.review import DecisionForm, decide, next_cards
-from pipeline.second_review import SecondReviewPolicy
 from pipeline.settings import Settings, load_settings
+from review.second_review import SecondReviewPolicy
+from review.service import DecisionForm, decide, next_cards
+from simulation.demo import build_demo_installation
+from simulation.inventory import copy_database
 
 QUICK_HELP = "a small run of seconds (a check that the benchmark works, not figures)"
 #: The year a benchmark's demo territory is generated for.

@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench.common import add_installation_arguments, installation, parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
 from pipeline.cycle import run_cycle  # noqa: E402
-from pipeline.demo import DEMO_YEARS  # noqa: E402
+from simulation.demo import DEMO_YEARS  # noqa: E402
 
 
 def database_mib(path: Path) -> float:

@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import average_precision_score  # noqa: E402
 
 from db.store import Store  # noqa: E402
-from imagery.demo import truth_mine_fraction  # noqa: E402
 from pipeline.seeds import MIN_MASK_FRACTION  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
+from simulation.synthetic import truth_mine_fraction  # noqa: E402
 
 
 def truth_ap(data_dir: Path, version: str) -> dict:

@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
-from pipeline.accounts import create_account  # noqa: E402
+from review.accounts import create_account  # noqa: E402
 
 PASSWORD = "bench password 2026"
 HTMX = {"HX-Request": "true"}

@@ -2,7 +2,7 @@
 """Decisions to a clean inventory, per review queue, against the seed's way (issue 10; not a test).
 
 For each territory a base installation is built once (imagery store, seed labels, a first model,
-scores); every plan then runs on its own copy of it (``pipeline.inventory.drive_queue``: the app's
+scores); every plan then runs on its own copy of it (``simulation.inventory.drive_queue``: the app's
 queue, ``decide`` and ``run_cycle`` with re-scoring, a simulated reviewer answering from the
 truth) until the inventory (confirmed plus predicted-not-rejected cells) reaches precision
 >= ``--precision`` at recall >= ``--recall`` against the truth.
@@ -15,7 +15,7 @@ seed's way's whole job, or ``--min-budget`` when that is larger).
 
 Territories:
 
-* ``demo``: a SYNTHETIC 12-band territory (``imagery.demo``; no real 12-band image of a mine
+* ``demo``: a SYNTHETIC 12-band territory (``simulation.synthetic``; no real 12-band image of a mine
   could be had offline) of ``--demo-km`` x ``--demo-km`` km, one year; its first model is trained
   from the year's mine polygons as the seed study's was. Truth: the generator's active mine
   components (a cell is a mine when >= 5 % of it is mine, background when none is, ambiguous in
@@ -69,10 +69,15 @@ import numpy as np  # noqa: E402
 
 from bench import common  # noqa: E402
 from db.store import QUEUE_STRATEGIES, Store  # noqa: E402
-from imagery.demo import truth_mine_fraction  # noqa: E402
-from pipeline.demo import build_demo_installation  # noqa: E402
 from pipeline.ingest import cells_of_year, ingest_files  # noqa: E402
-from pipeline.inventory import (  # noqa: E402
+from pipeline.patch_split import group_split, read_groups  # noqa: E402
+from pipeline.scoring import score_year  # noqa: E402
+from pipeline.seeds import cell_labels_from_masks, fraction_label, seed_labels_from_masks  # noqa: E402
+from pipeline.settings import Settings, load_settings  # noqa: E402
+from pipeline.training import load_model, train_model  # noqa: E402
+from review.queues import DEFAULT_STRATEGY  # noqa: E402
+from simulation.demo import build_demo_installation  # noqa: E402
+from simulation.inventory import (  # noqa: E402
     QueuePlan,
     QueueRun,
     Truth,
@@ -80,12 +85,7 @@ from pipeline.inventory import (  # noqa: E402
     seed_way_plan,
     winner,
 )
-from pipeline.patch_split import group_split, read_groups  # noqa: E402
-from pipeline.queues import DEFAULT_STRATEGY  # noqa: E402
-from pipeline.scoring import score_year  # noqa: E402
-from pipeline.seeds import cell_labels_from_masks, fraction_label, seed_labels_from_masks  # noqa: E402
-from pipeline.settings import Settings, load_settings  # noqa: E402
-from pipeline.training import load_model, train_model  # noqa: E402
+from simulation.synthetic import truth_mine_fraction  # noqa: E402
 
 BRAZIL = ROOT / ".." / "shared" / "data" / "tailings_rgb_brazil"
 DOCS = ROOT / "docs"
@@ -339,7 +339,7 @@ def main() -> None:
         print(f"winner: {entry['winner'] or 'no queue reached the target'}")
     if summary["winner"] != DEFAULT_STRATEGY:
         print(f"NOTE: the measured winner {summary['winner']!r} is not the default queue "
-              f"{DEFAULT_STRATEGY!r} (pipeline/queues.py DEFAULT_STRATEGY)")
+              f"{DEFAULT_STRATEGY!r} (review/queues.py DEFAULT_STRATEGY)")
     headline = {k: summary[k] for k in ("decisions_default_queue", "decisions_seed_way", "ratio",
                                         "default_queue", "winner", "seed_way_reached")}
     print(json.dumps(headline))

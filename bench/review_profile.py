@@ -41,7 +41,7 @@ from sqlite_utils import Database  # noqa: E402
 
 from bench.common import parse_args, review  # noqa: E402
 from db.store import Store  # noqa: E402
-from pipeline.accounts import create_account  # noqa: E402
+from review.accounts import create_account  # noqa: E402
 
 PASSWORD = "profile password 2026"
 HTMX = {"HX-Request": "true"}

@@ -35,8 +35,8 @@ import numpy as np  # noqa: E402
 
 from bench.common import add_installation_arguments, installation, parse_args, review  # noqa: E402
 from db.store import Store  # noqa: E402
-from pipeline import review as service  # noqa: E402
-from pipeline import second_review as sr  # noqa: E402
+from review import second_review as sr  # noqa: E402
+from review import service  # noqa: E402
 
 
 def timed(fn) -> float:

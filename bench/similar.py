@@ -5,10 +5,10 @@ nearest cells of a demo mine are mines.
    real width (64), drawn as a mixture of ``--clusters`` Gamma-distributed centres plus noise
    and quantised exactly as scoring quantises them, so the index sees realistic non-negative,
    clustered vectors; the values are synthetic (no 1.3-million-cell scored territory exists here).
-   Times ``pipeline.similar.build_index`` (the IVF + 8-bit path used above EXACT_MAX cells) and
+   Times ``pipeline.embedding_index.build_index`` (the IVF + 8-bit path used above EXACT_MAX cells) and
    ``--queries`` searches of the neighbours one review batch asks for (``k = 64``); p50 / p95 ms;
    recall@20 against brute force.
-2. Demo territory (real embeddings): builds the synthetic demo (``imagery.demo``, known mines)
+2. Demo territory (real embeddings): builds the synthetic demo (``simulation.synthetic``, known mines)
    for ``--demo-years`` at ``--demo-km`` as ``run.py demo`` does, trains the first model
    (``--epochs``) and scores it (storing the embeddings), then for every truth mine cell (at
    least 5 % active mine, the oracle's rule) asks the index for its 20 nearest cells and counts
@@ -42,12 +42,13 @@ import numpy as np  # noqa: E402
 
 from bench.common import demo_installation, parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
-from imagery.demo import truth_mine_fraction  # noqa: E402
 from imagery.grid import ID_STRIDE  # noqa: E402
 from model.score import quantise_embeddings  # noqa: E402
+from pipeline.embedding_index import SimilarityIndex, build_index, normalised  # noqa: E402
 from pipeline.seeds import MIN_MASK_FRACTION  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.similar import SimilarityIndex, build_index, nearest_cells, normalised  # noqa: E402
+from review.similar import nearest_cells  # noqa: E402
+from simulation.synthetic import truth_mine_fraction  # noqa: E402
 
 #: The seed FCN's last hidden layer width: the embedding's length.
 DIM = 64
@@ -101,7 +102,7 @@ def review_path(store: Store, settings: Settings, year: int, ids: np.ndarray,
     """The review path end to end on the scored demo: the first "more like this" query (builds
     the index from SQLite), then ``queries`` batches of 5 look-alike cards (anchor lookup, index
     search, SQL filter, lease write)."""
-    from pipeline.review import SIMILAR, next_cards
+    from review.service import SIMILAR, next_cards
 
     rng = np.random.default_rng(2)
     anchors = rng.choice(ids, min(queries + 1, len(ids)), replace=False).tolist()

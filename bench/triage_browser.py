@@ -1,7 +1,7 @@
 """Browser benchmark of the triage grid against the single card (issue 11).
 
 A simulated reviewer drives Debian's chromium (Playwright) through the real app served by
-waitress on loopback. The installation is the synthetic demo territory (``imagery.demo``), one
+waitress on loopback. The installation is the synthetic demo territory (``simulation.synthetic``), one
 year ingested into the imagery store; the queue is every cell the demo truth calls a mine (active
 mine components cover at least ``MINE_FRACTION`` of it) plus nine times as many other cells, so one
 candidate in ten is a mine, with scores drawn at random (the queue order says nothing about the
@@ -45,10 +45,10 @@ import numpy as np  # noqa: E402
 
 from bench.common import parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
-from imagery.demo import build_demo, truth_mine_fraction  # noqa: E402
-from pipeline import review as service  # noqa: E402
 from pipeline.ingest import ingest_files  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
+from review import service  # noqa: E402
+from simulation.synthetic import build_demo, truth_mine_fraction  # noqa: E402
 
 YEAR = 2021
 #: A queue cell counts as a mine when active mine components cover at least this share of it.

@@ -2,7 +2,7 @@
 
 ``create_app(test_config)`` is the application factory; ``serve(settings)`` runs it with waitress.
 Pages and partials live in the top-level ``templates/`` and ``static/`` folders. The web layer
-turns HTTP into calls of ``pipeline.review`` and ``db.store`` functions and renders templates.
+turns HTTP into calls of ``review.service`` and ``db.store`` functions and renders templates.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _access_note(settings: Settings) -> str:
     first admin while no admin exists."""
     from db.store import Store
     from labeller.auth import LOOPBACK
-    from pipeline.accounts import FIRST_ADMIN_HINT, has_admin
+    from review.accounts import FIRST_ADMIN_HINT, has_admin
 
     with Store(settings.database_path) as store:
         n_accounts, admin = len(store.accounts()), has_admin(store)

@@ -50,14 +50,14 @@ from flask_limiter.util import get_remote_address
 from db.store import utc_now
 from labeller.db import get_store
 from labeller.safety import safe_next
-from pipeline import accounts
-from pipeline.accounts import LOCAL_NAME, ROLES, role_allows
 from pipeline.settings import setting_help
+from review import accounts
+from review.accounts import LOCAL_NAME, ROLES, role_allows
 
 bp = Blueprint("auth", __name__)
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
 
-#: The least role each endpoint needs: "public" (no login), or one of ``pipeline.accounts.ROLES``.
+#: The least role each endpoint needs: "public" (no login), or one of ``review.accounts.ROLES``.
 ENDPOINT_ROLES: dict[str, str] = {
     "static": "public",
     "favicon": "public",

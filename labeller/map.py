@@ -37,8 +37,8 @@ from imagery.tiles import TRANSPARENT_PNG
 from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.safety import int_arg, parse_float
-from pipeline import review
 from pipeline.tiles import TileNotFound, map_tile, max_tile_zoom, year_modes
+from review import service as review
 
 bp = Blueprint("map", __name__)
 

@@ -27,10 +27,11 @@ from db.store import QUEUE_STRATEGIES
 from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.safety import parse_int
-from pipeline import review as service
-from pipeline.queues import DEFAULT_STRATEGY, QUEUE_NAMES, default_queue_sentence
-from pipeline.second_review import current_policy
-from pipeline.similar import NoEmbeddingError, anchor_vector
+from pipeline.embedding_index import NoEmbeddingError
+from review import service
+from review.queues import DEFAULT_STRATEGY, QUEUE_NAMES, default_queue_sentence
+from review.second_review import current_policy
+from review.similar import anchor_vector
 
 bp = Blueprint("review", __name__)
 bp.add_app_template_global(default_queue_sentence)

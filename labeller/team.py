@@ -5,7 +5,7 @@ Both are for leads (``labeller.auth.ENDPOINT_ROLES``: lead; the blind second-rev
 by the review page to any reviewer). The adjudication card (``templates/_adjudication.html``) has one source: the
 page includes it and an htmx decision gets only it back. Unlike a second-review card it is not
 blind: it shows both reviewers' labels. Each adjudication is one transaction
-(``pipeline.second_review.adjudicate``) and appears in the cell's label history.
+(``review.second_review.adjudicate``) and appears in the cell's label history.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from analysis.report import REVIEW_STATE_NAMES
 from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.review import is_htmx
-from pipeline import review as service
-from pipeline import second_review as sr
-from pipeline.agreement import MIN_ACTIVE_S, SESSION_GAP_S
+from review import second_review as sr
+from review import service
+from review.agreement import MIN_ACTIVE_S, SESSION_GAP_S
 
 bp = Blueprint("team", __name__)
 

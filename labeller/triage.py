@@ -3,7 +3,7 @@
 ``GET /triage`` leases a page (``TRIAGE_GRID``, default 4 x 4) and the next one from the
 reviewer's queue (the same session queue choice as the single card, ``labeller.review
 .queue_choice``) and preloads the next page's pictures. ``POST /triage`` records every tile as
-its own decision (``pipeline.triage.submit_page``) and redirects to the next page, which says
+its own decision (``review.triage.submit_page``) and redirects to the next page, which says
 what happened to each tile that was not simply recorded. ``GET /triage/last`` reopens the
 reviewer's last submitted page with its decisions; ``POST /triage/last`` stores the corrections
 (one changed decision per changed tile). The keys live in ``static/triage.js``.
@@ -30,9 +30,8 @@ from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.review import queue_choice
 from labeller.safety import parse_int
-from pipeline import review as service
-from pipeline import triage
-from pipeline.second_review import current_policy
+from review import service, triage
+from review.second_review import current_policy
 
 bp = Blueprint("triage", __name__)
 #: Session key of the last submit's per-tile outcomes (shown once on the next page).

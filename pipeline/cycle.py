@@ -29,10 +29,10 @@ import numpy as np
 
 from db.store import Store
 from model.train import source_scores, validation_metrics
+from pipeline.embedding_index import drop_stale_indexes
 from pipeline.jobs import pause_point, recover_cycles, start_recorded_worker
 from pipeline.scoring import Runner, prune_old_scores, score_year, year_area_km2
 from pipeline.settings import Settings
-from pipeline.similar import drop_stale_indexes
 from pipeline.training import (
     collect_patches,
     default_bands,

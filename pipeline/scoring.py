@@ -32,9 +32,9 @@ from imagery.store import open_year
 from model.bundle import ModelBundle, check_bands
 from model.fcn import MARGIN_PX
 from model.score import CellScores, distribution_shift, score_block
+from pipeline.embedding_index import drop_stale_indexes
 from pipeline.ingest import check_year
 from pipeline.settings import Settings
-from pipeline.similar import drop_stale_indexes
 
 #: Blocks read (decimated) for the distribution-shift check of a year.
 SHIFT_SAMPLE_BLOCKS = 4

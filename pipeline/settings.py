@@ -165,7 +165,7 @@ class Settings:
 
     @property
     def similarity_dir(self) -> Path:
-        """Where the "more like this" indexes are cached (pipeline.similar)."""
+        """Where the "more like this" indexes are cached (pipeline.embedding_index)."""
         return self.data_dir / "similarity"
 
     @property

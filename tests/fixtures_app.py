@@ -153,7 +153,7 @@ def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     make every login of the suite cost a quarter of a second on a busy CI runner."""
     from argon2 import PasswordHasher
 
-    from pipeline import accounts
+    from review import accounts
 
     monkeypatch.setattr(accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=8,
                                                             parallelism=1))
@@ -161,7 +161,7 @@ def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def add_account(app, name: str, role: str = "reviewer") -> None:
     """Create an account in the app's database (once; a second call is a no-op)."""
-    from pipeline.accounts import create_account
+    from review.accounts import create_account
 
     with Store(app.config["SETTINGS"].database_path) as store:
         if store.account(name) is None:

@@ -1,4 +1,4 @@
-"""Accounts without the web (pipeline/accounts.py) and their command line (`run.py users`)."""
+"""Accounts without the web (review/accounts.py) and their command line (`run.py users`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from argon2 import PasswordHasher
 from click.testing import CliRunner
 
 from db.store import Store
-from pipeline import accounts
+from review import accounts
 from run import cli
 
 PASSWORD = "correct horse battery"

@@ -1,4 +1,4 @@
-"""Agreement and pace (pipeline/agreement.py) against hand-computed values and scikit-learn."""
+"""Agreement and pace (review/agreement.py) against hand-computed values and scikit-learn."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from pipeline import agreement
+from review import agreement
 
 M, B = "mine", "background"
 

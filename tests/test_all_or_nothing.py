@@ -153,7 +153,7 @@ def test_a_layer_is_chosen_by_name(installation, tmp_path):
 
 
 def test_a_failing_demo_leaves_nothing_behind(tmp_path, monkeypatch):
-    import pipeline.demo
+    import simulation.demo
 
     def failing(*args, **kwargs):
         raise ValueError("scoring failed on purpose")
@@ -161,7 +161,7 @@ def test_a_failing_demo_leaves_nothing_behind(tmp_path, monkeypatch):
     data = tmp_path / "instance"
     Store(data / "minewatch.db").close()
     before = snapshot(data)
-    monkeypatch.setattr(pipeline.demo, "score_years", failing)  # after ingest, seeds and training
+    monkeypatch.setattr(simulation.demo, "score_years", failing)  # after ingest, seeds and training
     one_line_error(invoke(data, "demo", "--size-km", SIZE_KM), "scoring failed on purpose",
                    progress=True)
     assert snapshot(data) == before

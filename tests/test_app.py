@@ -497,7 +497,7 @@ def test_serve_listens_on_the_host_setting(monkeypatch, tmp_path) -> None:
 
 def test_every_queue_order_is_offered_by_name(client) -> None:
     from db.store import QUEUE_STRATEGIES
-    from pipeline.queues import QUEUE_NAMES as STRATEGY_NAMES
+    from review.queues import QUEUE_NAMES as STRATEGY_NAMES
 
     assert set(STRATEGY_NAMES) == set(QUEUE_STRATEGIES)
     login(client)
@@ -577,7 +577,7 @@ def test_favicon_is_linked_and_served_to_anyone(client, app) -> None:
 
 
 def test_login_page_says_how_to_make_the_first_admin(client, app) -> None:
-    from pipeline.accounts import FIRST_ADMIN_HINT
+    from review.accounts import FIRST_ADMIN_HINT
 
     add_account(app, "ana", "lead")
     assert FIRST_ADMIN_HINT in client.get("/login").get_data(as_text=True)

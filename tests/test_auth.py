@@ -13,7 +13,7 @@ from werkzeug.routing import Rule
 from db.store import Store
 from labeller import create_app
 from labeller.auth import ENDPOINT_ROLES, LOCAL_USER
-from pipeline.accounts import ROLES
+from review.accounts import ROLES
 
 pytest.register_assert_rewrite("fixtures_app")
 from fixtures_app import PASSWORD, add_account, csrf_from, login  # noqa: E402
@@ -179,7 +179,7 @@ def test_session_expires(app_config) -> None:
 
 
 def test_disable_or_new_password_ends_sessions(app, client) -> None:
-    from pipeline.accounts import disable_account, reset_password
+    from review.accounts import disable_account, reset_password
 
     login(client, "ana")
     with Store(app.config["SETTINGS"].database_path) as store:
@@ -292,8 +292,8 @@ def test_review_keys_decisions_by_account(app, review_db) -> None:
 
 def test_serve_says_who_can_use_the_app(tmp_path) -> None:
     from labeller import _access_note
-    from pipeline.accounts import create_account
     from pipeline.settings import load_settings
+    from review.accounts import create_account
 
     local = load_settings({"DATA_DIR": str(tmp_path)})
     assert "open mode" in _access_note(local)

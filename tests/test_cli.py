@@ -179,7 +179,7 @@ def test_a_bad_setting_is_one_line(tmp_path, env, message):
 def test_users_add_and_serve_say_how_to_make_the_first_admin(runner, tmp_path, monkeypatch):
     import waitress
 
-    from pipeline.accounts import FIRST_ADMIN_HINT
+    from review.accounts import FIRST_ADMIN_HINT
 
     monkeypatch.setattr(waitress, "serve", lambda app, **kw: None)
     monkeypatch.setattr("labeller._preload_cycle_module", lambda: None)

@@ -7,7 +7,11 @@ import pytest
 
 from db.store import Store
 from pipeline.ingest import cells_of_year, ingest_files
-from pipeline.inventory import (
+from pipeline.scoring import score_year
+from pipeline.seeds import mine_cells, seed_labels_from_polygons
+from pipeline.settings import load_settings
+from pipeline.training import load_model, train_model
+from simulation.inventory import (
     ORACLE,
     QueuePlan,
     Truth,
@@ -17,10 +21,6 @@ from pipeline.inventory import (
     seed_way_plan,
     winner,
 )
-from pipeline.scoring import score_year
-from pipeline.seeds import mine_cells, seed_labels_from_polygons
-from pipeline.settings import load_settings
-from pipeline.training import load_model, train_model
 from tests.territory import write_territory
 
 FAST = {"PIXEL_SIZE_M": 50.0, "FCN_WIDTHS": "4,8,8", "TRAIN_EPOCHS": 3}

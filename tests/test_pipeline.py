@@ -13,7 +13,6 @@ from imagery.scene import SceneError
 from imagery.vectors import VectorError
 from pipeline.cycle import run_cycle
 from pipeline.ingest import cells_of_year, ingest_files
-from pipeline.review import next_cards
 from pipeline.scoring import score_year
 from pipeline.seeds import seed_labels_from_polygons
 from pipeline.settings import load_settings
@@ -26,6 +25,7 @@ from pipeline.training import (
     train_model,
     validation_block,
 )
+from review.service import next_cards
 from tests.territory import write_territory
 
 #: A fast installation: 50 m pixels (20 px cells), a tiny FCN, few epochs.
@@ -259,7 +259,7 @@ def test_launch_cycle_runs_in_its_own_process(store, settings, territory):
 def test_thumbnails_of_a_13_band_l1c_scene(store, settings, tmp_path):
     import rasterio
 
-    from pipeline.review import thumbnail_path
+    from review.service import thumbnail_path
 
     territory = write_territory(tmp_path / "l1c", size_km=3, n_mines=1)
     with rasterio.open(territory.scene) as src:

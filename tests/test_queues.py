@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from db.store import QUEUE_STRATEGIES
-from pipeline.queues import DEFAULT_EVIDENCE, DEFAULT_STRATEGY, QUEUE_NAMES, default_queue_sentence
+from review.queues import DEFAULT_EVIDENCE, DEFAULT_STRATEGY, QUEUE_NAMES, default_queue_sentence
 
 pytest.register_assert_rewrite("fixtures_app")
 from fixtures_app import login  # noqa: E402

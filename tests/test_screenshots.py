@@ -1,7 +1,7 @@
 """docs/screenshots.py in a quick form: the tests' small installation (real scenes in the imagery
 store, scores, a database) served by `run.py serve` and photographed in Debian's chromium; three
 small palette PNGs come out. (The full script only adds `run.py demo` in front, which
-tests/test_demo.py covers.)"""
+tests/test_synthetic.py covers.)"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Second review (pipeline/second_review.py with pipeline/review.py and db/store.py): which
+"""Second review (review/second_review.py with review/service.py and db/store.py): which
 decisions are picked, the blind queue, agreement, undo, adjudication and the effective label
 that training and reports use."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from db.store import Store
-from pipeline import review as service
-from pipeline import second_review as sr
+from review import second_review as sr
+from review import service
 
 pytest.register_assert_rewrite("fixtures_app")
 from fixtures_app import THRESHOLD  # noqa: E402

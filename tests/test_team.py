@@ -8,9 +8,8 @@ import re
 import pytest
 
 from db.store import Store
-from pipeline import accounts
-from pipeline import review as service
-from pipeline import second_review as sr
+from review import accounts, service
+from review import second_review as sr
 
 pytest.register_assert_rewrite("fixtures_app")
 from fixtures_app import add_account, card_fields, csrf_from, login  # noqa: E402
@@ -249,7 +248,7 @@ def test_a_lead_sets_the_second_review_policy(app, review_db, team) -> None:
 def test_cycles_page_links_to_adjudication_only_for_roles_that_may_open_it(
         app, review_db, team, role, linked) -> None:
     from labeller.auth import ENDPOINT_ROLES
-    from pipeline.accounts import role_allows
+    from review.accounts import role_allows
 
     disagreement(review_db)
     client, _ = new_client(app, next(n for n, r in team.items() if r == role))

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from db.store import Store
-from pipeline import review as service
-from pipeline import second_review as sr
+from review import second_review as sr
+from review import service
 from tests.browser import CHROMIUM, LAUNCH_ARGS, MARKS, served
 
 pytest.register_assert_rewrite("fixtures_app")

@@ -1,4 +1,4 @@
-"""The triage grid (pipeline/triage.py and labeller/triage.py): pages leased from the review
+"""The triage grid (review/triage.py and labeller/triage.py): pages leased from the review
 queue, one decision per tile with its audit fields, double submits, expired leases and cells
 decided by others per tile, reopening and correcting the last page, bad input and roles."""
 
@@ -9,9 +9,8 @@ import re
 import pytest
 
 from db.store import Store
-from pipeline import review as service
-from pipeline import triage
-from pipeline.second_review import SecondReviewPolicy
+from review import service, triage
+from review.second_review import SecondReviewPolicy
 
 pytest.register_assert_rewrite("fixtures_app")
 from fixtures_app import add_account, csrf_from, login  # noqa: E402
@@ -309,7 +308,7 @@ def test_every_triage_endpoint_needs_the_reviewer_role() -> None:
 
 
 def test_grid_header_names_the_queue_order_as_the_review_page_does(client) -> None:
-    from pipeline.queues import QUEUE_NAMES
+    from review.queues import QUEUE_NAMES
 
     token = login(client, "ana")
     for strategy, name in QUEUE_NAMES.items():

@@ -12,7 +12,7 @@ threshold). Each served card is leased to its reviewer for ``LEASE_SECONDS``; wh
 live no other reviewer is served that cell. A decision is always recorded, whatever the state
 of the lease; the reviewer is told when another reviewer holds the cell or has labelled it too.
 
-Second review (``pipeline.second_review``): a first decision picked by the policy opens a task in
+Second review (``review.second_review``): a first decision picked by the policy opens a task in
 its own transaction; pending tasks of other reviewers come first in a reviewer's queue (at most
 ``SECOND_REVIEW_BATCH_SHARE`` of a batch), shown blind (no earlier label, no label history).
 """
@@ -32,10 +32,11 @@ from typing import Any
 from db.store import LABELS, QUEUE_STRATEGIES, Store, StoreError, UnknownCellError
 from imagery.bands import BandMismatchError
 from imagery.grid import ID_STRIDE
+from pipeline.embedding_index import similarity_index
 from pipeline.ingest import year_mosaic
-from pipeline.queues import DEFAULT_STRATEGY
-from pipeline.second_review import SecondReviewPolicy
-from pipeline.similar import MAX_K, anchor_vector, nearest_cells, similarity_index
+from review.queues import DEFAULT_STRATEGY
+from review.second_review import SecondReviewPolicy
+from review.similar import MAX_K, anchor_vector, nearest_cells
 
 #: Milliseconds per card are clamped to [0, MAX_MS] (a card left open over lunch says nothing).
 MAX_MS = 10 * 60 * 1000

@@ -1,4 +1,4 @@
-"""The review service (pipeline/review.py): queue strategies, filters, spatial de-duplication,
+"""The review service (review/service.py): queue strategies, filters, spatial de-duplication,
 leases, idempotent decisions, undo, changes, thumbnails and several reviewers at once."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from db.store import Store
 from imagery.store import open_year
 from imagery.thumbnails import render_view
-from pipeline import review as service
-from pipeline.second_review import SecondReviewPolicy
 from pipeline.settings import load_settings
+from review import service
+from review.second_review import SecondReviewPolicy
 from tests.concurrency import labelled_twice_unexpectedly, run_together
 
 pytest.register_assert_rewrite("fixtures_app")

@@ -1,17 +1,17 @@
 """The triage grid: pages of N candidates decided at a glance, without any web framework.
 
-A page is leased from the very queue the single card uses (:func:`pipeline.review.next_cards`,
+A page is leased from the very queue the single card uses (:func:`review.service.next_cards`,
 same strategy, filters, year and pending blind second reviews first); every tile's lease records
 its showing when the page is served, so each tile's decision carries the score and model shown
 and its time on screen (from the page's serving to its submission), as a card's does.
 
 Every tile is a separate decision in the append-only history, recorded by
-:func:`pipeline.review.decide` in its own transaction, under the idempotency key
+:func:`review.service.decide` in its own transaction, under the idempotency key
 ``label:<reviewer>:grid-<page>-<index>``. One transaction per tile, not per page: a tile that
 another reviewer decided in the meantime is refused without holding back its neighbours, and a
 double (or interrupted and repeated) submit records each tile at most once because the keys are
 per tile. The keys also name the page, so the reviewer's last page can be reopened from the
-history alone (:func:`last_page`) and corrected through :func:`pipeline.review.change_decision`.
+history alone (:func:`last_page`) and corrected through :func:`review.service.change_decision`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from db.store import LABELS, Store
-from pipeline import review as service
-from pipeline.second_review import SecondReviewPolicy
+from review import service
+from review.second_review import SecondReviewPolicy
 
 #: What a tile's outcome says to the reviewer, by status.
 OUTCOMES: dict[str, str] = {
@@ -90,7 +90,7 @@ def serve_page(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Lease a page of ``size`` tiles plus the next page (prefetch); returns (page, next page).
 
-    Each page is one :func:`pipeline.review.next_cards` call of ``size`` cards (the reviewer's
+    Each page is one :func:`review.service.next_cards` call of ``size`` cards (the reviewer's
     earlier leases first, so the prefetched page is the one served next; pending blind second
     reviews first, at most ``SECOND_REVIEW_BATCH_SHARE`` of a page). Every tile of the page is
     then marked shown (its lease records the moment, the score and the model, unless it already
@@ -149,10 +149,10 @@ def submit_page(
     Per tile: a token already stored counts once (``duplicate``); a cell another reviewer
     decided since the page was served is not recorded (``decided_by_other``) unless it is a
     blind second review for this reviewer; a cell whose lease expired and that another reviewer
-    now holds is not recorded (``held_by_other``); otherwise :func:`pipeline.review.decide`
+    now holds is not recorded (``held_by_other``); otherwise :func:`review.service.decide`
     records it with the audit fields of the tile's lease (``recorded``; ``recorded_late`` when
     the lease had expired; ``second_review``). Every cell-year must exist
-    (:func:`pipeline.review.require_cell_year`, checked for all tiles before anything is
+    (:func:`review.service.require_cell_year`, checked for all tiles before anything is
     recorded; NotFoundError otherwise).
     """
     now = time.time() if now is None else now
@@ -223,7 +223,7 @@ def correct_page(
     """Apply a reopened page's corrections: ``changes`` are (event_id, label) per tile.
 
     A tile whose label differs from the reviewer's current label of that cell-year becomes one
-    :func:`pipeline.review.change_decision` (a new event keyed ``change:<reviewer>:<token>-
+    :func:`review.service.change_decision` (a new event keyed ``change:<reviewer>:<token>-
     <event_id>``, so a double submit changes once); an unchanged tile records nothing. Returns
     the new events. Every tile is checked (ReviewError for an unknown label, NotFoundError for
     an unknown decision, ForbiddenError for another reviewer's) before any change is written.

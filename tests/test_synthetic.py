@@ -14,7 +14,8 @@ from rasterio.features import geometry_mask
 from shapely.geometry import box, shape
 
 from imagery.bands import SEED_BANDS
-from imagery.demo import (
+from imagery.grid import CellGrid
+from simulation.synthetic import (
     MINE_KINDS,
     SPECTRA,
     TEXTURE,
@@ -23,7 +24,6 @@ from imagery.demo import (
     build_demo,
     truth_mine_fraction,
 )
-from imagery.grid import CellGrid
 
 SMALL_KM = 3
 TWO_YEARS = (2018, 2019)

@@ -4,8 +4,8 @@ adjudication of disagreements, and the figures of the Team page.
 A first decision (mine or background; skips never) on a cell-year is picked for second review
 when a hash of (cell, year) falls below ``SECOND_REVIEW_SHARE`` (deterministic: a rerun, an undo
 and a new decision pick the same cell-years), or when it is a mine and
-``SECOND_REVIEW_ALL_MINES`` is on. ``pipeline.review.decide`` opens the task in the decision's
-transaction; ``pipeline.review.next_cards`` serves it, blind, to another reviewer; the second
+``SECOND_REVIEW_ALL_MINES`` is on. ``review.service.decide`` opens the task in the decision's
+transaction; ``review.service.next_cards`` serves it, blind, to another reviewer; the second
 decision resolves it (``db.store.Store._sync_second_review``). A disagreement waits for a lead:
 :func:`adjudicate` records the lead's label as a label event (source ``adjudication``), which is
 then the effective label that training and reports use.
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from db.store import TRAINING_LABELS, Store
-from pipeline import agreement
 from pipeline.numbers import parse_decimal
 from pipeline.settings import Settings
+from review import agreement
 
 #: The ``source`` of a lead's adjudication in ``label_events``.
 ADJUDICATION_SOURCE = "adjudication"

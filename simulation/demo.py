@@ -1,7 +1,7 @@
 """Build the demo installation: the synthetic territory, its seed labels, a first model, scores.
 
 No real 12-band image of a South African mine could be had offline, so the demo territory is
-generated (``imagery.demo``) and marked synthetic in its files, the database and the web app.
+generated (``simulation.synthetic``) and marked synthetic in its files, the database and the web app.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Protocol
 
 from db.store import Store
-from imagery.demo import MIN_INSTALLATION_KM, DemoTerritory, build_demo
 from pipeline.ingest import ingest_files
 from pipeline.scoring import YearScores, score_years, year_area_km2
 from pipeline.seeds import SeedLabels, plan_seed_labels, train_on_polygons
 from pipeline.settings import Settings
 from pipeline.training import train_config
+from simulation.synthetic import MIN_INSTALLATION_KM, DemoTerritory, build_demo
 
 DEMO_YEARS: tuple[int, ...] = (2018, 2019, 2020, 2021)
 

@@ -1,9 +1,11 @@
-"""More like this: the cells nearest to a cell in the FCN's embedding space.
+"""The similarity index of a year's embeddings: built, cached on disk, dropped when stale.
 
 Scoring stores one embedding per scored cell (``model.score``: the mean of the last hidden
 layer's activations over the cell, uint8 + one scale; ``embeddings`` table). Similarity is the
 cosine of the dequantised vectors (inner product of L2-normalised ones), so brightness changes
-that scale every activation matter less than the pattern.
+that scale every activation matter less than the pattern. The review's "more like this"
+(``review.similar``) queries this index; scoring and cycles drop the files their pruning made
+stale, which is why the index lives with the steps from imagery to scores.
 
 Index: faiss (faiss-cpu wheels, Meta's library, maintained since 2017). Up to ``EXACT_MAX`` cells
 a flat inner-product index (exact); above, an inverted file of ``sqrt(N)`` lists with 8-bit
@@ -37,8 +39,6 @@ NPROBE = 16
 KMEANS_ITERATIONS = 10
 #: Training points per inverted list (faiss wants at least 39).
 TRAIN_PER_LIST = 48
-#: Most neighbours one query asks for while looking for unreviewed cells.
-MAX_K = 20_000
 #: File suffix of a stored index.
 SUFFIX = ".faiss"
 
@@ -140,34 +140,6 @@ def similarity_index(store: Store, folder: Path, model_version: str, year: int
         _loaded[key] = SimilarityIndex(model_version, int(year), fingerprint, index)
     drop_stale_indexes(store, folder)
     return _loaded[key]
-
-
-def anchor_vector(store: Store, model_version: str, year: int, cell_id: int) -> np.ndarray:
-    """The normalised embedding of a cell; NoEmbeddingError saying why there is none."""
-    stored = store.embedding(model_version, year, cell_id)
-    if stored is None:
-        score = store.score(cell_id, year, model_version)
-        if score is None:
-            why = (f"model {model_version} has no score for it (never scored, or its scores "
-                   "were pruned: only the latest KEEP_SCORED_MODELS models keep them)")
-        elif score["score"] is None:
-            why = "it was not scored (too few valid pixels)"
-        else:
-            why = ("it was scored before scoring stored embeddings; score the year again "
-                   f"(`run.py score --year {year} --model {model_version} --restart`)")
-        raise NoEmbeddingError(f"cell {cell_id} has no embedding for model {model_version} in "
-                               f"{year}: {why}")
-    vector, scale = stored
-    return normalised(vector[None], np.array([scale], np.float32))[0]
-
-
-def nearest_cells(store: Store, folder: Path, model_version: str, year: int, cell_id: int,
-                  k: int) -> list[tuple[int, float]]:
-    """The ``k`` cells nearest to ``cell_id`` (itself excluded) as (cell id, cosine), best
-    first."""
-    vector = anchor_vector(store, model_version, year, cell_id)
-    ids, sims = similarity_index(store, folder, model_version, year).search(vector, k + 1)
-    return [(int(i), float(s)) for i, s in zip(ids, sims, strict=True) if i != cell_id][:k]
 
 
 def drop_stale_indexes(store: Store, folder: Path) -> list[Path]:
