@@ -50,26 +50,26 @@ def build(folder: Path, n_cells: int) -> Path:
     side = math.isqrt(n_cells - 1) + 1
     rng = np.random.default_rng(0)
     with Store(settings.database_path) as store:
-        scene = store.add_scene({
+        scene = store.scenes.add_scene({
             "year": YEAR, "name": "synthetic", "paths": [str(folder / "none.tif")],
             "bands": ["B2"], "crs": grid.crs, "row0": ORIGIN[0], "row1": ORIGIN[0] + side,
             "col0": ORIGIN[1], "col1": ORIGIN[1] + side, "stretch": {}, "synthetic": 1})
-        store.add_model({"version": "m0001", "parent": None, "path": "models/m0001.keras",
-                         "bands": ["B2"], "threshold": 0.5, "metrics": {}, "training": {}},
-                        activate=True)
+        store.models.add_model({"version": "m0001", "parent": None, "path": "models/m0001.keras",
+                                "bands": ["B2"], "threshold": 0.5, "metrics": {}, "training": {}},
+                               activate=True)
         index = np.arange(n_cells)
         rows, cols = ORIGIN[0] + index // side, ORIGIN[1] + index % side
         ids = np.asarray(grid.cell_id(rows, cols), dtype=np.int64)
         lon, lat = grid.cell_centres_lonlat(ids)
         for start in range(0, n_cells, BATCH):
             part = slice(start, start + BATCH)
-            store.add_cells(zip(ids[part], rows[part], cols[part], lon[part], lat[part],
-                                strict=True))
+            store.cells.add_cells(zip(ids[part], rows[part], cols[part], lon[part], lat[part],
+                                      strict=True))
             scores = rng.beta(0.3, 6.0, size=len(ids[part]))
-            store.write_scores(YEAR, "m0001", scene, ids[part], scores, np.abs(scores - 0.5),
-                               np.ones(len(ids[part])))
+            store.scores.write_scores(YEAR, "m0001", scene, ids[part], scores, np.abs(scores - 0.5),
+                                      np.ones(len(ids[part])))
         for cell_id in ids[rng.choice(n_cells, size=min(50, n_cells), replace=False)]:
-            store.record_label(int(cell_id), YEAR, "mine", "bench")
+            store.labels.record_label(int(cell_id), YEAR, "mine", "bench")
     return folder
 
 

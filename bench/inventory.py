@@ -162,8 +162,8 @@ def copy_installation(source: Path, target: Path) -> Path:
 def first_predicted(base: Base, epochs: int) -> int:
     settings = territory_settings(base.data_dir, epochs)
     with Store(settings.database_path) as store:
-        model = store.active_model()
-        return store.predicted_mine_count(model["version"], base.truth.year, model["threshold"])
+        model = store.models.active_model()
+        return store.scores.predicted_mine_count(model["version"], base.truth.year, model["threshold"])
 
 
 def run_plan(base: Base, plan: QueuePlan, work: Path, epochs: int) -> QueueRun:

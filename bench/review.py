@@ -57,23 +57,23 @@ def build(root: Path, n_cells: int, n_labels: int) -> tuple[Path, list[int]]:
     started = time.perf_counter()
     with Store(database) as store:
         lon, lat = grid.cell_centres_lonlat(ids)
-        store.add_cells(zip(ids.tolist(), (ids // 100_000).tolist(), (ids % 100_000).tolist(),
-                            lon.tolist(), lat.tolist(), strict=True))
-        store.add_model({"version": "m0001", "path": "x", "bands": list(SEED_BANDS),
-                         "threshold": 0.5, "metrics": {}, "training": {}}, activate=True)
+        store.cells.add_cells(zip(ids.tolist(), (ids // 100_000).tolist(), (ids % 100_000).tolist(),
+                                  lon.tolist(), lat.tolist(), strict=True))
+        store.models.add_model({"version": "m0001", "path": "x", "bands": list(SEED_BANDS),
+                                "threshold": 0.5, "metrics": {}, "training": {}}, activate=True)
         scene = write_geotiff(root / "thumbs.tif", grid)
         stretch = {b: [300.0, 4000.0] for b in ("B2", "B3", "B4", "B8A", "B12")}
-        big = store.add_scene({"year": YEAR, "name": "territory", "paths": ["/nonexistent.tif"],
-                               "bands": list(SEED_BANDS), "crs": grid.crs, "row0": ROW0,
-                               "row1": ROW0 + side, "col0": COL0, "col1": COL0 + side,
-                               "stretch": stretch})
-        store.add_scene({"year": YEAR, "name": "thumbs.tif", "paths": [str(scene)],
-                         "bands": list(SEED_BANDS), "crs": grid.crs, "row0": ROW0,
-                         "row1": ROW0 + 10, "col0": COL0, "col1": COL0 + 10, "stretch": stretch})
-        store.write_scores(YEAR, "m0001", big, ids.tolist(), scores.tolist(),
-                           uncertainty.tolist(), [1.0] * n_cells)
+        big = store.scenes.add_scene({"year": YEAR, "name": "territory", "paths": ["/nonexistent.tif"],
+                                      "bands": list(SEED_BANDS), "crs": grid.crs, "row0": ROW0,
+                                      "row1": ROW0 + side, "col0": COL0, "col1": COL0 + side,
+                                      "stretch": stretch})
+        store.scenes.add_scene({"year": YEAR, "name": "thumbs.tif", "paths": [str(scene)],
+                                "bands": list(SEED_BANDS), "crs": grid.crs, "row0": ROW0,
+                                "row1": ROW0 + 10, "col0": COL0, "col1": COL0 + 10, "stretch": stretch})
+        store.scores.write_scores(YEAR, "m0001", big, ids.tolist(), scores.tolist(),
+                                  uncertainty.tolist(), [1.0] * n_cells)
         most_uncertain = ids[np.argsort(-uncertainty)[:n_labels]]
-        store.import_label_events(
+        store.labels.import_label_events(
             {"cell_id": int(c), "year": YEAR, "reviewer": f"r{i % 7}",
              "label": "background" if i % 5 else "mine"} for i, c in enumerate(most_uncertain))
         store.db.execute("ANALYZE")
@@ -138,16 +138,16 @@ def run(root: Path, args: argparse.Namespace) -> None:
         review_loop("uncertainty, predicted only", 1 + prefetch, strategy="uncertainty",
                     predicted_only=True)
         plain = []
-        cells = store.queue_candidates("m0001", YEAR, "random", "bench-plain", args.rounds)
+        cells = store.leases.queue_candidates("m0001", YEAR, "random", "bench-plain", args.rounds)
         for row in cells:
-            plain.append(timed(lambda row=row: store.record_label(
+            plain.append(timed(lambda row=row: store.labels.record_label(
                 row["cell_id"], YEAR, "mine", "bench-plain", request_id=uuid.uuid4().hex,
                 ms_spent=900, score_shown=row["score"], model_version_shown="m0001")))
-        results["label write (Store.record_label)"] = plain
-        results["queue count (Store.count_queue)"] = [
-            timed(lambda: store.count_queue("m0001", YEAR)) for _ in range(5)]
-        results["queue count (Store.count_queue_fast, counters)"] = [
-            timed(lambda: store.count_queue_fast("m0001", YEAR)) for _ in range(5)]
+        results["label write (Labels.record_label)"] = plain
+        results["queue count (Leases.count_queue)"] = [
+            timed(lambda: store.leases.count_queue("m0001", YEAR)) for _ in range(5)]
+        results["queue count (Leases.count_queue_fast, counters)"] = [
+            timed(lambda: store.leases.count_queue_fast("m0001", YEAR)) for _ in range(5)]
         service.forget_frontier(store)
         results["next card, uncertainty, full scan (every 30 s)"] = [
             timed(lambda: service.next_cards(store, reviewer="bench-full", n=1, year=YEAR))]

@@ -91,11 +91,11 @@ class SqlTimer:
 def import_labels(database: Path, year: int, n: int) -> None:
     """``n`` decisions by other reviewers on the top of the year's score order."""
     with Store(database) as store:
-        model = store.active_model()
+        model = store.models.active_model()
         cells = [r[0] for r in store.db.execute(
             "SELECT cell_id FROM scores WHERE model_version = ? AND year = ? AND score IS NOT NULL"
             " ORDER BY score DESC LIMIT ?", [model["version"], year, n]).fetchall()]
-        store.import_label_events(
+        store.labels.import_label_events(
             {"cell_id": c, "year": year, "label": "background", "reviewer": f"other{i % 10}"}
             for i, c in enumerate(cells))
 
@@ -128,7 +128,7 @@ def main() -> None:
         app = create_app({"DATA_DIR": str(data), "LOGIN_RATE_LIMIT": "1000 per minute"})
         database = app.config["SETTINGS"].database_path
         with Store(database) as store:
-            year = store.years()[-1]
+            year = store.scenes.years()[-1]
             create_account(store, "profiler", "reviewer", PASSWORD)
         if args.labels:
             import_labels(database, year, args.labels)

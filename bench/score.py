@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
                 std=[900.0] * 12,
             )
             model_path = save_bundle(bundle, settings.models_dir)
-            store.add_model({"version": bundle.version, "parent": None, "path": str(model_path),
-                             "bands": list(SEED_BANDS), "threshold": bundle.threshold,
-                             "metrics": {}, "training": {}}, activate=True)
+            store.models.add_model({"version": bundle.version, "parent": None, "path": str(model_path),
+                                    "bands": list(SEED_BANDS), "threshold": bundle.threshold,
+                                    "metrics": {}, "training": {}}, activate=True)
             side = args.fcn_tile_cells * grid.cell_px + 2 * MARGIN_PX
             bundle.mine_probability(np.zeros((side, side, 12), np.float32))  # trace once
             options = ScoringOptions(prefetch=args.prefetch, fcn_tile_cells=args.fcn_tile_cells)

@@ -9,7 +9,7 @@ times (p50 / p95 in ms over ``--rounds``):
 * next card for a reviewer (``next_cards``, n = 5 as the review page asks), which now also looks
   for pending second reviews, against the same call with no second-review task in the database;
 * a decision (``decide``) with the default policy;
-* ``Store.training_labels``, ``Store.review_state_counts`` and ``team_figures`` (once each).
+* ``Labels.training_labels``, ``SecondReview.review_state_counts`` and ``team_figures`` (once each).
 
     .venv/bin/python bench/second_review.py [--cells 1300000] [--labels 100000] [--reviewers 10]
 """
@@ -48,16 +48,16 @@ def build(database: Path, n_cells: int, n_labels: int, n_reviewers: int) -> list
     rng = np.random.default_rng(7)
     scores = rng.beta(0.4, 3.0, n_cells)
     with Store(database) as store:
-        store.add_cells(zip(ids.tolist(), (ids // 100_000).tolist(), (ids % 100_000).tolist(),
-                            [0.0] * n_cells, [0.0] * n_cells, strict=True))
-        store.add_model({"version": "m0001", "parent": None, "path": "m.keras", "bands": ["B4"],
-                         "threshold": 0.5, "metrics": {}, "training": {}}, activate=True)
-        scene = store.add_scene({"year": YEAR, "name": "bench", "paths": ["bench.tif"],
-                                 "bands": ["B4"], "crs": "EPSG:6933", "row0": ROW0,
-                                 "row1": ROW0 + side, "col0": COL0, "col1": COL0 + side,
-                                 "stretch": {}})
-        store.write_scores(YEAR, "m0001", scene, ids.tolist(), scores.tolist(),
-                           (1 - np.abs(2 * scores - 1)).tolist(), [1.0] * n_cells)
+        store.cells.add_cells(zip(ids.tolist(), (ids // 100_000).tolist(), (ids % 100_000).tolist(),
+                                  [0.0] * n_cells, [0.0] * n_cells, strict=True))
+        store.models.add_model({"version": "m0001", "parent": None, "path": "m.keras", "bands": ["B4"],
+                                "threshold": 0.5, "metrics": {}, "training": {}}, activate=True)
+        scene = store.scenes.add_scene({"year": YEAR, "name": "bench", "paths": ["bench.tif"],
+                                        "bands": ["B4"], "crs": "EPSG:6933", "row0": ROW0,
+                                        "row1": ROW0 + side, "col0": COL0, "col1": COL0 + side,
+                                        "stretch": {}})
+        store.scores.write_scores(YEAR, "m0001", scene, ids.tolist(), scores.tolist(),
+                                  (1 - np.abs(2 * scores - 1)).tolist(), [1.0] * n_cells)
         labelled = rng.choice(n_cells, size=n_labels, replace=False)
         rows, policy = [], sr.SecondReviewPolicy()
         for i, index in enumerate(labelled):
@@ -65,7 +65,7 @@ def build(database: Path, n_cells: int, n_labels: int, n_reviewers: int) -> list
             rows.append({"cell_id": cell, "year": YEAR, "reviewer": f"r{i % n_reviewers}",
                          "label": "mine" if scores[index] > 0.5 else "background",
                          "ms_spent": int(rng.integers(1500, 9000))})
-        store.import_label_events(rows)
+        store.labels.import_label_events(rows)
         events = {(e[0], e[1]): e for e in store.db.execute(
             "SELECT cell_id, year, id, reviewer, label FROM label_events").fetchall()}
         picked = [(cell, year) for (cell, year) in events
@@ -73,8 +73,8 @@ def build(database: Path, n_cells: int, n_labels: int, n_reviewers: int) -> list
         with store.atomic():
             for cell, year in picked:
                 _, _, event_id, reviewer, label = events[(cell, year)]
-                store.add_second_review({"cell_id": cell, "year": year, "id": event_id,
-                                         "reviewer": reviewer, "label": label}, "share")
+                store.second_review.add_second_review({"cell_id": cell, "year": year, "id": event_id,
+                                                       "reviewer": reviewer, "label": label}, "share")
         second = []
         for j, (cell, year) in enumerate(picked[: len(picked) // 2]):
             first = events[(cell, year)]
@@ -82,7 +82,7 @@ def build(database: Path, n_cells: int, n_labels: int, n_reviewers: int) -> list
             other = f"r{(int(first[3][1:]) + 1) % n_reviewers}"
             second.append((cell, label, other))
         for cell, label, other in second:
-            store.record_label(cell, YEAR, label, other)
+            store.labels.record_label(cell, YEAR, label, other)
         store.db.execute("ANALYZE")  # as bench/review.py: without statistics leased_to scans scores
         print(f"built {n_cells:,} cells, {n_labels:,} decisions, {len(picked):,} second-review "
               f"tasks ({len(second):,} second-reviewed)", flush=True)
@@ -110,7 +110,7 @@ def main() -> None:
                 for _ in range(args.rounds):
                     times.append(timed(lambda: service.next_cards(
                         store, reviewer=reviewer, n=5, lease_seconds=300)))
-                    store.release_leases(reviewer)
+                    store.leases.release_leases(reviewer)
                 return times
 
             with_tasks = serve("r0")
@@ -122,8 +122,8 @@ def main() -> None:
                 store, reviewer="r1", cell_id=c["cell_id"], year=c["year"],
                 form=service.DecisionForm("background", f"b-{c['cell_id']}"))) for c in cards]
             print(f"decision (decide, default policy): {percentiles(decisions)}")
-            for name, fn in (("training_labels", store.training_labels),
-                             ("review_state_counts", store.review_state_counts),
+            for name, fn in (("training_labels", store.labels.training_labels),
+                             ("review_state_counts", store.second_review.review_state_counts),
                              ("team_figures", lambda: sr.team_figures(store))):
                 print(f"{name}: {timed(fn):.0f} ms")
             store.db.execute("DELETE FROM second_reviews")

@@ -111,14 +111,14 @@ def store_run(root: Path, n: int, clusters: int, queries: int) -> dict[str, floa
     score = rng.beta(0.4, 3.0, n).astype(np.float32)
     t0 = time.perf_counter()
     with Store(root / "bench.db") as store:
-        store.add_model({"version": "m0001", "path": "x", "bands": list(SEED_BANDS),
-                         "threshold": 0.5, "metrics": {}, "training": {}}, activate=True)
-        scene = store.add_scene({"year": 2021, "name": "t", "paths": ["x"],
-                                 "bands": list(SEED_BANDS), "crs": "EPSG:6933", "row0": 0,
-                                 "row1": 1, "col0": 0, "col1": 1, "stretch": {}})
+        store.models.add_model({"version": "m0001", "path": "x", "bands": list(SEED_BANDS),
+                                "threshold": 0.5, "metrics": {}, "training": {}}, activate=True)
+        scene = store.scenes.add_scene({"year": 2021, "name": "t", "paths": ["x"],
+                                        "bands": list(SEED_BANDS), "crs": "EPSG:6933", "row0": 0,
+                                        "row1": 1, "col0": 0, "col1": 1, "stretch": {}})
         cells = CellScores(ids, score, 1 - np.abs(2 * score - 1), np.ones(n, np.float32), q,
                            scale)
-        store.write_scored_blocks(2021, "m0001", scene, [((0, 1, 0, 1), cells)])
+        store.scores.write_scored_blocks(2021, "m0001", scene, [((0, 1, 0, 1), cells)])
         print(f"store: {n:,} scored cells with embeddings written in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
         folder = root / "similarity"
@@ -151,7 +151,7 @@ def demo_run(size_km: int, years: tuple[int, ...], epochs: int) -> dict[str, flo
             print(f"demo: {size_km} x {size_km} km, {len(years)} year(s) built, trained and "
                   f"scored in {time.perf_counter() - t0:.0f} s", flush=True)
             version, year = demo.model["version"], years[0]
-            ids = store.embeddings(version, year)[0]
+            ids = store.embeddings.embeddings(version, year)[0]
             mine = truth_mine_fraction(demo.territory.truth_path, settings.grid, ids,
                                        year) >= MIN_MASK_FRACTION
             is_mine = dict(zip(ids.tolist(), mine.tolist(), strict=True))

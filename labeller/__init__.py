@@ -109,7 +109,7 @@ def _access_note(settings: Settings) -> str:
     from labeller.auth import LOOPBACK
 
     with Store(settings.database_path) as store:
-        n_accounts = len(store.accounts())
+        n_accounts = len(store.accounts.accounts())
     if n_accounts:
         return f"{n_accounts} account(s): everyone logs in."
     if settings.HOST in LOOPBACK:

@@ -91,7 +91,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def open_mode() -> bool:
     """Whether requests act as the built-in ``local`` admin (loopback HOST and no account)."""
     settings = current_app.config["SETTINGS"]
-    return settings.HOST in LOOPBACK and not get_store().has_accounts()
+    return settings.HOST in LOOPBACK and not get_store().accounts.has_accounts()
 
 
 def current_user() -> dict[str, Any] | None:
@@ -133,7 +133,7 @@ def load_user() -> None:
     g.user = None
     name = session.get("account")
     if name:
-        account = get_store().account(name)
+        account = get_store().accounts.account(name)
         max_age = current_app.permanent_session_lifetime.total_seconds()
         fresh = time.time() - float(session.get("login_at", 0)) < max_age
         if (account and not account["disabled"] and fresh
@@ -220,7 +220,7 @@ def logout():
     """End the session (the reviewer's leases are released) and show the login page."""
     user = current_user()
     if user is not None and not user["local"]:
-        get_store().release_leases(user["name"])
+        get_store().leases.release_leases(user["name"])
     session.clear()
     return redirect(url_for("auth.login"))
 
@@ -272,7 +272,7 @@ def reset_password(name: str):
     try:
         accounts.reset_password(get_store(), name, str(request.form.get("password", "")))
     except accounts.AccountError as error:
-        if get_store().account(name) is None:
+        if get_store().accounts.account(name) is None:
             abort(404, str(error))
         return _accounts_answer(error=str(error))
     return _accounts_answer(message=f"New password set for {name}; its sessions ended.")

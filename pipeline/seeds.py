@@ -91,7 +91,7 @@ def seed_labels_from_polygons(
         seeded = np.sort(np.concatenate([mines, background]).astype(np.int64))
         write_mask_layer(data_dir, grid, year, polygon_blocks(grid, layer.geometries, seeded),
                          source=f"polygons of {source}")
-    store.replace_seed_labels(year, labels, source)
+    store.labels.replace_seed_labels(year, labels, source)
     return SeedLabels(year=year, source=source, polygons=len(layer), mines=int(mines.size),
                       background=int(background.size))
 
@@ -151,6 +151,6 @@ def seed_labels_from_masks(
     if data_dir is not None:
         write_mask_layer(data_dir, grid, year, mask_raster_blocks(grid, mask_paths),
                          source=f"{len(mask_paths)} mask rasters ({source})")
-    store.replace_seed_labels(year, sorted(labels.items()), source)
+    store.labels.replace_seed_labels(year, sorted(labels.items()), source)
     return SeedLabels(year=year, source=source, polygons=len(mask_paths), mines=mines,
                       background=len(labels) - mines)

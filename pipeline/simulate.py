@@ -2,10 +2,10 @@
 
 A simulated reviewer (the *oracle*, reviewer name ``oracle``) works through the app's real review
 queue in a temporary data folder: the same queue code (``pipeline.review.next_cards``, i.e.
-``Store.queue_candidates`` plus leases), the same label store (``Store.record_label`` with
-``source='simulation'``), the same training (``pipeline.training``: ``Store.training_labels``,
+``Leases.queue_candidates`` plus leases), the same label store (``Labels.record_label`` with
+``source='simulation'``), the same training (``pipeline.training``: ``Labels.training_labels``,
 ``hard_negative_keys``, ``train_from_patches``, ``register_model``) and the same scores in the
-store (``Store.write_scores``) that the app reads. Each round the oracle labels a batch of cells
+store (``Scores.write_scores``) that the app reads. Each round the oracle labels a batch of cells
 from the queue, a new model version is trained on the seed plus every label and made active, and
 the cells are re-scored.
 
@@ -32,14 +32,14 @@ Choices, so that a reader need not infer them from the code:
 * **Scoring.** Re-scoring whole scenes each round would dominate the run time, so the cells of the
   training split are read once from the year's mosaic (``imagery.store.YearMosaic.read_cells``
   with the FCN's margin) and scored with ``model.score.patch_scores`` (the scene-scoring path:
-  same fill, crop and top-fraction reduction) and written through ``Store.write_scores``; the queue reads those rows.
+  same fill, crop and top-fraction reduction) and written through ``Scores.write_scores``; the queue reads those rows.
 * **Strategies** (``STRATEGIES``): ``random``; ``uncertainty`` (closeness of the score to the model threshold,
-  the store's ``uncertainty`` column, *without* spatial de-duplication: ``Store.queue_candidates``
-  and ``Store.lease_cells`` directly); ``uncertainty-dedup`` (``next_cards``, which skips cells
+  the store's ``uncertainty`` column, *without* spatial de-duplication: ``Leases.queue_candidates``
+  and ``Leases.lease_cells`` directly); ``uncertainty-dedup`` (``next_cards``, which skips cells
   adjacent to one already in the batch); ``score`` (highest score first); ``mc-dropout`` (the
   uncertainty column holds the standard deviation of the cell score over Monte-Carlo dropout
   passes, ``model.score.mc_dropout_scores``; no de-dup, so it compares with ``uncertainty``);
-  ``mixed`` (``Store.queue_candidates``' mixed order: half uncertain, a quarter top score, a
+  ``mixed`` (``Leases.queue_candidates``' mixed order: half uncertain, a quarter top score, a
   quarter random for an unbiased look at precision; with de-dup).
 * **Metrics per round** on the test split: average precision (AP), precision at recall 0.9, and
   precision and recall at the model's threshold; in the unlabelled training split: cells predicted
@@ -120,7 +120,7 @@ class Strategy:
     """How a simulated reviewer's batch is drawn from the queue."""
 
     name: str
-    queue: str          # Store.queue_candidates strategy
+    queue: str          # Leases.queue_candidates strategy
     dedup: bool         # through next_cards (spatial de-dup) or straight from the store
     mc_dropout: bool = False
     help: str = ""
@@ -336,7 +336,7 @@ def _read_year_cells(store: Store, settings: Settings, year: int, bands: tuple[s
     return {
         "cell_ids": ids,
         "valid_fraction": valid.astype(np.float32),
-        "scene_ids": np.full(ids.size, store.scenes(year)[0]["id"], dtype=np.int64),
+        "scene_ids": np.full(ids.size, store.scenes.scenes(year)[0]["id"], dtype=np.int64),
         "unit": unit,
         "pixels": pixels,
     }
@@ -527,8 +527,8 @@ def train_round(store: Store, settings: Settings, territory: Territory, config: 
     import keras
 
     keras.backend.clear_session()
-    rows = store.training_labels()
-    parent = store.active_model()
+    rows = store.labels.training_labels()
+    parent = store.models.active_model()
     hard = hard_negative_keys(store, parent)
     idx = np.array([territory.index[int(r["cell_id"])] for r in rows], dtype=np.int64)
     cell_ids = territory.cell_ids[idx]
@@ -543,7 +543,7 @@ def train_round(store: Store, settings: Settings, territory: Territory, config: 
         skipped=0)
     started = time.perf_counter()
     result = train_from_patches(patches, territory.bands, settings,
-                                version=store.next_model_version(),
+                                version=store.models.next_model_version(),
                                 parent=parent["version"] if parent else None,
                                 training_info={**label_summary(patches), "simulation": True},
                                 config=fit_config(config, len(rows), sim))
@@ -554,7 +554,7 @@ def train_round(store: Store, settings: Settings, territory: Territory, config: 
 
 def score_pool(store: Store, territory: Territory, bundle: Any, pool: np.ndarray, *,
                mc_samples: int | None = None, seed: int = 0) -> np.ndarray:
-    """Score the pool's cached cells and write the rows through ``Store.write_scores``.
+    """Score the pool's cached cells and write the rows through ``Scores.write_scores``.
 
     The uncertainty column is the closeness of the score to the threshold, or with ``mc_samples`` the standard
     deviation of the score over Monte-Carlo dropout passes. Returns the scores.
@@ -571,9 +571,9 @@ def score_pool(store: Store, territory: Territory, bundle: Any, pool: np.ndarray
     scene_ids = territory.scene_ids[pool]
     for scene_id in np.unique(scene_ids):
         sel = scene_ids == scene_id
-        store.write_scores(territory.year, bundle.version, int(scene_id),
-                           territory.cell_ids[pool][sel], scores[sel], uncertainty[sel],
-                           territory.valid_fraction[pool][sel])
+        store.scores.write_scores(territory.year, bundle.version, int(scene_id),
+                                  territory.cell_ids[pool][sel], scores[sel], uncertainty[sel],
+                                  territory.valid_fraction[pool][sel])
     return scores
 
 
@@ -582,11 +582,11 @@ def pick_batch(store: Store, strategy: Strategy, year: int, n: int) -> list[dict
     if strategy.dedup:
         return next_cards(store, reviewer=ORACLE, strategy=strategy.queue, year=year, n=n,
                           lease_seconds=LEASE_SECONDS)
-    version = store.active_model()["version"]
+    version = store.models.active_model()["version"]
     with store.atomic():
-        rows = store.queue_candidates(version, year, strategy.queue, ORACLE, n)
-        leased = set(store.lease_cells([(r["cell_id"], year) for r in rows], ORACLE,
-                                       LEASE_SECONDS))
+        rows = store.leases.queue_candidates(version, year, strategy.queue, ORACLE, n)
+        leased = set(store.leases.lease_cells([(r["cell_id"], year) for r in rows], ORACLE,
+                                              LEASE_SECONDS))
     return [r for r in rows if (int(r["cell_id"]), year) in leased]
 
 
@@ -780,7 +780,7 @@ def simulate_seed(territory: Territory, split: Split, config: SimConfig, train: 
     with Store(settings.database_path) as store:
         seeds = seed_set(territory, split, config, seed)
         truth = territory.truth(np.array(seeds))
-        store.replace_seed_labels(territory.year, [
+        store.labels.replace_seed_labels(territory.year, [
             (int(territory.cell_ids[i]), "mine" if t == 1 else "background")
             for i, t in zip(seeds, truth, strict=True)], f"simulation seed {seed}")
         bundle, seconds, _ = train_round(store, settings, territory, train, config)
@@ -812,7 +812,7 @@ def simulate_seed(territory: Territory, split: Split, config: SimConfig, train: 
                     for card in cards:
                         answers.append(oracle.answer(card["cell_id"]))
                         labelled.add(int(card["cell_id"]))
-                        store.record_label(
+                        store.labels.record_label(
                             int(card["cell_id"]), territory.year, answers[-1], ORACLE,
                             source=SOURCE, score_shown=card["score"],
                             model_version_shown=current.version,

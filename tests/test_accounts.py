@@ -43,7 +43,7 @@ def test_create_and_authenticate(store) -> None:
 def test_bad_accounts_are_refused(store, name, role, password, message) -> None:
     with pytest.raises(accounts.AccountError, match=message):
         accounts.create_account(store, name, role, password)
-    assert store.accounts() == []
+    assert store.accounts.accounts() == []
 
 
 def test_names_are_never_reused(store) -> None:
@@ -55,9 +55,9 @@ def test_names_are_never_reused(store) -> None:
 
 def test_disable_and_reset_end_sessions(store) -> None:
     first = accounts.create_account(store, "ana", "reviewer", PASSWORD)
-    store.lease_cells([(7, 2021)], "ana", 60)
+    store.leases.lease_cells([(7, 2021)], "ana", 60)
     disabled = accounts.disable_account(store, "ana")
-    assert store.lease(7, 2021) is None  # its leases are released
+    assert store.leases.lease(7, 2021) is None  # its leases are released
     assert disabled["disabled"] == 1 and disabled["session_version"] > first["session_version"]
     assert accounts.authenticate(store, "ana", PASSWORD) is None
     accounts.disable_account(store, "ana", disabled=False)
@@ -71,9 +71,9 @@ def test_disable_and_reset_end_sessions(store) -> None:
 
 def test_old_hash_parameters_are_upgraded_at_login(store, monkeypatch) -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    store.add_account("ana", "reviewer", weak.hash(PASSWORD))
+    store.accounts.add_account("ana", "reviewer", weak.hash(PASSWORD))
     assert accounts.authenticate(store, "ana", PASSWORD) is not None
-    upgraded = store.account("ana")["password_hash"]
+    upgraded = store.accounts.account("ana")["password_hash"]
     assert not accounts._hasher.check_needs_rehash(upgraded)
 
 

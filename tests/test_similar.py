@@ -51,7 +51,7 @@ def test_scoring_stores_an_embedding_for_every_scored_cell(tmp_path, scene) -> N
         score_year(store, settings, tiny_bundle(), 2021)
         scored = {r[0] for r in store.db.execute(
             "SELECT cell_id FROM scores WHERE score IS NOT NULL").fetchall()}
-        ids, vectors, scale = store.embeddings("m0001", 2021)
+        ids, vectors, scale = store.embeddings.embeddings("m0001", 2021)
         sizes = {r[0] for r in store.db.execute("SELECT length(vector) FROM embeddings")}
     assert set(ids.tolist()) == scored and len(scored) > 100
     assert vectors.shape == (len(ids), WIDTH) and sizes == {WIDTH}
@@ -80,7 +80,7 @@ def test_retention_deletes_embeddings_and_index_files(tmp_path, scene) -> None:
     settings = installation(tmp_path, "a", scene)
     with Store(settings.database_path) as store:
         score_year(store, settings, tiny_bundle(), 2021)
-        cell = int(store.embeddings("m0001", 2021)[0][0])
+        cell = int(store.embeddings.embeddings("m0001", 2021)[0][0])
         near = nearest_cells(store, settings.similarity_dir, "m0001", 2021, cell, 5)
         assert len(near) == 5 and cell not in [c for c, _ in near]
         assert len(list(settings.similarity_dir.glob("*.faiss"))) == 1
@@ -89,7 +89,7 @@ def test_retention_deletes_embeddings_and_index_files(tmp_path, scene) -> None:
         score_year(store, settings, tiny_bundle("m0002", parent="m0001", seed=1), 2021)
         nearest_cells(store, settings.similarity_dir, "m0002", 2021, cell, 5)
         assert prune_old_scores(store, keep=1) == ["m0001"]
-        assert store.embeddings("m0001", 2021)[0].size == 0
+        assert store.embeddings.embeddings("m0001", 2021)[0].size == 0
         deleted = drop_stale_indexes(store, settings.similarity_dir)
         assert [p.name.split("__")[0] for p in deleted] == ["m0001"]
         assert [p.name.split("__")[0] for p in settings.similarity_dir.glob("*.faiss")] == [
@@ -98,8 +98,8 @@ def test_retention_deletes_embeddings_and_index_files(tmp_path, scene) -> None:
             similarity_index(store, settings.similarity_dir, "m0001", 2021)
         with pytest.raises(NoEmbeddingError, match="pruned"):
             nearest_cells(store, settings.similarity_dir, "m0001", 2021, cell, 5)
-        store.delete_model_scores("m0002")
-        assert store.embeddings("m0002", 2021)[0].size == 0
+        store.scores.delete_model_scores("m0002")
+        assert store.embeddings.embeddings("m0002", 2021)[0].size == 0
 
 
 def add_embeddings(database, cell_ids: list[int], year: int = 2021) -> dict[int, int]:
@@ -118,8 +118,8 @@ def add_embeddings(database, cell_ids: list[int], year: int = 2021) -> dict[int,
                            np.array([rows[c]["uncertainty"] for c in cell_ids], np.float32),
                            np.array([rows[c]["valid_fraction"] for c in cell_ids], np.float32),
                            q, scale)
-        store.write_scored_blocks(year, "m0001", store.scenes(year)[-1]["id"],
-                                  [((0, 1, 0, 1), cells)])
+        store.scores.write_scored_blocks(year, "m0001", store.scenes.scenes(year)[-1]["id"],
+                                         [((0, 1, 0, 1), cells)])
     return cluster
 
 
@@ -130,8 +130,8 @@ def test_similar_queue_serves_unreviewed_look_alikes(review_db, tmp_path) -> Non
     folder = tmp_path / "similarity"
     with Store(review_db.database) as store:
         labelled, held = same[0], same[1]
-        store.record_label(labelled, 2021, "background", "bo")
-        store.lease_cells([(held, 2021)], "bo", 600)
+        store.labels.record_label(labelled, 2021, "background", "bo")
+        store.leases.lease_cells([(held, 2021)], "bo", 600)
         cards = service.next_cards(store, reviewer="ana", strategy=service.SIMILAR,
                                    anchor=anchor, year=2021, n=5, similar_dir=folder)
         served = [c["cell_id"] for c in cards]
