@@ -22,12 +22,15 @@ class Accounts(Part):
             return self.account(name)
 
     def account(self, name: str) -> dict[str, Any] | None:
+        """The account named ``name``, or None."""
         return self._row("SELECT * FROM accounts WHERE name = ?", [name])
 
     def accounts(self) -> list[dict[str, Any]]:
+        """Every account, by name."""
         return self._rows("SELECT * FROM accounts ORDER BY name")
 
     def has_accounts(self) -> bool:
+        """Whether any account exists (none: the first one is set up)."""
         return bool(self._scalar("SELECT EXISTS (SELECT 1 FROM accounts)"))
 
     def update_account(self, name: str, *, password_hash: str | None = None,

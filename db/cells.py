@@ -20,6 +20,7 @@ class Cells(Part):
             )
 
     def cell(self, cell_id: int) -> dict[str, Any] | None:
+        """The cell row (id, row, col, lon, lat), or None."""
         return self._row("SELECT * FROM cells WHERE id = ?", [cell_id])
 
     def require_cell(self, cell_id: int) -> dict[str, Any]:
@@ -30,6 +31,7 @@ class Cells(Part):
         return cell
 
     def count_cells(self) -> int:
+        """How many cells are registered."""
         return int(self._scalar("SELECT count(*) FROM cells"))
 
     def cells_in_range(self, row0: int, row1: int, col0: int, col1: int) -> list[int]:

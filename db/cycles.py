@@ -46,9 +46,11 @@ class Cycles(Part):
         self.update_cycle(cycle_id, status=status, finished_at=utc_now(), **fields)
 
     def cycle(self, cycle_id: int) -> dict[str, Any] | None:
+        """The cycle row, or None."""
         return self._row("SELECT * FROM cycles WHERE id = ?", [cycle_id])
 
     def cycles(self) -> list[dict[str, Any]]:
+        """Every cycle, oldest first."""
         return self._rows("SELECT * FROM cycles ORDER BY id")
 
     def running_cycle(self) -> dict[str, Any] | None:

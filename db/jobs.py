@@ -37,6 +37,7 @@ class Jobs(Part):
         self.update_job(job_id, status=status, finished_at=utc_now(), **fields)
 
     def job(self, job_id: int) -> dict[str, Any] | None:
+        """The job row, or None."""
         return self._row("SELECT * FROM jobs WHERE id = ?", [job_id])
 
     def jobs(self, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -61,5 +62,6 @@ class Jobs(Part):
                           " ORDER BY id", [before])
 
     def delete_job(self, job_id: int) -> None:
+        """Forget a job row (its output file is the caller's)."""
         with self.atomic():
             self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id])

@@ -46,6 +46,7 @@ class Labels(Part):
         return len(rows)
 
     def seed_labels(self, year: int | None = None) -> list[dict[str, Any]]:
+        """The seed labels of ``year`` (every year when None), by year and cell."""
         if year is None:
             return self._rows("SELECT * FROM seed_labels ORDER BY year, cell_id")
         return self._rows("SELECT * FROM seed_labels WHERE year = ? ORDER BY cell_id", [year])
@@ -154,7 +155,8 @@ class Labels(Part):
         version, score = event["model_version_shown"], event["score_shown"]
         if version is None:
             active = self.store.models.active_model()
-            row = self.store.scores.score(event["cell_id"], event["year"], active["version"]) if active else None
+            row = (self.store.scores.score(event["cell_id"], event["year"], active["version"])
+                   if active else None)
             version, score = (active["version"], row["score"]) if row else (None, None)
         model = self.store.models.model(version) if version is not None else None
         if model is None or score is None or score < model["threshold"]:
@@ -210,9 +212,11 @@ class Labels(Part):
         return int(self._scalar(sql, params))
 
     def label_event(self, event_id: int) -> dict[str, Any] | None:
+        """The label or undo event with this id, or None."""
         return self._row("SELECT * FROM label_events WHERE id = ?", [event_id])
 
     def current_label(self, cell_id: int, year: int) -> dict[str, Any] | None:
+        """The current label row of a cell-year, or None."""
         return self._row("SELECT * FROM current_labels WHERE cell_id = ? AND year = ?",
                          [cell_id, year])
 

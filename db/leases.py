@@ -1,4 +1,4 @@
-"""Leases and the review queue: which unlabelled cells a reviewer is served, and who holds a card."""
+"""Leases and the review queue: the unlabelled cells a reviewer is served, who holds a card."""
 
 from __future__ import annotations
 
@@ -153,6 +153,7 @@ class Leases(Part):
         return self._row("SELECT * FROM leases WHERE cell_id = ? AND year = ?", [cell_id, year])
 
     def release_leases(self, reviewer: str) -> None:
+        """Drop every lease the reviewer holds, live or expired."""
         with self.atomic():
             self.db.execute("DELETE FROM leases WHERE reviewer = ?", [reviewer])
 

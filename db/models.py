@@ -63,6 +63,7 @@ class Models(Part):
         return self._row("SELECT * FROM models WHERE version = ? AND state = 'ready'", [version])
 
     def active_model(self) -> dict[str, Any] | None:
+        """The active model's row, or None."""
         return self._row("SELECT * FROM models WHERE active = 1")
 
     def models(self) -> list[dict[str, Any]]:
@@ -70,6 +71,7 @@ class Models(Part):
         return self._rows("SELECT * FROM models WHERE state = 'ready' ORDER BY created_at, version")
 
     def pending_models(self) -> list[dict[str, Any]]:
+        """Models still pending (a running cycle's, or a dead one's), by version."""
         return self._rows("SELECT * FROM models WHERE state = 'pending' ORDER BY version")
 
     def model_versions(self) -> set[str]:

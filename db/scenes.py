@@ -30,9 +30,11 @@ class Scenes(Part):
             return int(cursor.lastrowid)
 
     def scene(self, scene_id: int) -> dict[str, Any] | None:
+        """The scene row (JSON columns decoded), or None."""
         return self._row("SELECT * FROM scenes WHERE id = ?", [scene_id])
 
     def scenes(self, year: int | None = None) -> list[dict[str, Any]]:
+        """Every scene (of ``year`` when given), by year and id."""
         if year is None:
             return self._rows("SELECT * FROM scenes ORDER BY year, id")
         return self._rows("SELECT * FROM scenes WHERE year = ? ORDER BY id", [year])

@@ -58,6 +58,7 @@ class Scores(Part):
                 self.db.execute(f"DELETE FROM {table} WHERE model_version = ?", [model_version])
 
     def scored_years(self, model_version: str) -> list[int]:
+        """Years with score rows of ``model_version``, in order."""
         return [r["year"] for r in self._rows(
             "SELECT DISTINCT year FROM scores WHERE model_version = ? ORDER BY year",
             [model_version])]
@@ -83,6 +84,7 @@ class Scores(Part):
         return counts
 
     def score(self, cell_id: int, year: int, model_version: str) -> dict[str, Any] | None:
+        """The score row of a cell, year and model version, or None."""
         return self._row(
             "SELECT * FROM scores WHERE cell_id = ? AND year = ? AND model_version = ?",
             [cell_id, year, model_version],

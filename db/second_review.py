@@ -1,4 +1,4 @@
-"""Second review: the tasks of double-reviewed cell-years, a lead's policy and the team's figures."""
+"""Second review: the tasks of double-reviewed cell-years, a lead's policy, the team's figures."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ attribute of the store, the way sqlite-utils gives each table its object::
     store.models      db/models.py         the model registry
     store.scores      db/scores.py         scores, scored blocks, summaries, pruning
     store.embeddings  db/embeddings.py     embeddings of scored cells
-    store.labels      db/labels.py         seed labels, label history, current labels, hard negatives
+    store.labels      db/labels.py         seed labels, label history, current labels,
+                                           hard negatives
     store.second_review  db/second_review.py  second-review tasks and policy
     store.accounts    db/accounts.py       accounts
     store.leases      db/leases.py         leases and the review queue
@@ -99,6 +100,7 @@ class Store:
         self.territory = Territory(self)
 
     def close(self) -> None:
+        """Close the connection."""
         self.db.conn.close()
 
     def __enter__(self) -> Store:

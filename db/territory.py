@@ -111,6 +111,7 @@ class Territory(Part):
         return len(values)
 
     def protected_areas(self) -> list[dict[str, Any]]:
+        """Every protected area (with its WKB geometry), by id."""
         return self._rows("SELECT * FROM protected_areas ORDER BY id")
 
     def cell_statuses(
