@@ -144,7 +144,7 @@ def demo(settings: Settings, if_empty: bool, size_km: int, seed: int) -> None:
     from simulation.demo import build_demo_installation
 
     with open_store(settings) as store:
-        if if_empty and store.scenes():
+        if if_empty and store.scenes.scenes():
             click.echo(f"{settings.database_path} already holds scenes; skipping the demo build.")
             return
         bars = StageBars()
@@ -326,11 +326,11 @@ def score(settings: Settings, years: tuple[int, ...], version: str | None, sched
 
     with open_store(settings) as store:
         bundle = load_model(store, version, settings=settings)
-        years = years or tuple(store.years())
+        years = years or tuple(store.scenes.years())
         if not years:
             raise click.ClickException("no scenes yet: run `run.py ingest` or `run.py demo` first")
         with scoring_runners(scheduler or settings.SCHEDULER, retries) as runner_for:
-            model_path = model_file(store, store.model(bundle.version), settings).resolve()
+            model_path = model_file(store, store.models.model(bundle.version), settings).resolve()
             runner = runner_for(str(model_path)) if runner_for else None
             for year in years:
                 with km2_bar(f"Scoring {year}", year_area_km2(store, settings, [year])) as on_km2:
@@ -482,7 +482,7 @@ def users_reset_password(settings: Settings, name: str, password_stdin: bool) ->
     from review.accounts import reset_password
 
     with open_store(settings) as store:
-        if store.account(name) is None:
+        if store.accounts.account(name) is None:
             raise click.ClickException(f"no account named {name!r}")
         password = _read_password(password_stdin)
         reset_password(store, name, password)

@@ -98,7 +98,7 @@ def _years(store: Store, model: dict[str, Any], year: int | None) -> list[int]:
     if year is not None:
         return [resolve_year(store, model, year)]
     resolve_year(store, model)   # errors when the model has no scores
-    return store.scored_years(model["version"])
+    return store.scores.scored_years(model["version"])
 
 
 def _stacked(parts: list, name: str) -> np.ndarray:
@@ -187,7 +187,7 @@ class _CellChunks:
         self.store, self.model, self.years = store, model, years
         self.chunk_cells, self.progress = max(1, int(chunk_cells)), progress
         counts = {r["year"]: r["scored"] + r["not_scored"] for r in
-                  store.score_summary(model["version"], float(model["threshold"]))}
+                  store.scores.score_summary(model["version"], float(model["threshold"]))}
         self.total = max(1, sum(int(counts.get(y, 0)) for y in years))
 
     def __iter__(self) -> Iterator[YearCells]:
@@ -295,7 +295,7 @@ def _gpkg_options(written: int) -> dict[str, Any]:
 def _change_cells(store: Store, model: dict[str, Any], chunk_cells: int) -> list[YearCells]:
     """Per scored year, the cells that were a mine in any year (all a change needs), read in
     chunks: the other cells never sit in memory."""
-    years = store.scored_years(model["version"])
+    years = store.scores.scored_years(model["version"])
     ids = np.unique(np.concatenate(
         [year_cells(store, model, y, inside_only=True, statuses=MINE_STATUSES).cell_id
          for y in years] or [np.zeros(0, dtype=np.int64)]))

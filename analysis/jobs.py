@@ -3,7 +3,7 @@
 ``launch_export`` records a job and starts its worker through ``pipeline.jobs`` (the runner that
 cycles use too); the worker (``run.py job --job-id N``) calls ``run_job``, which streams the
 export into ``DATA_DIR/exports`` with its progress in the job's row and stores the file's path
-relative to DATA_DIR. The download list is ``Store.jobs()``; cleanup deletes old files.
+relative to DATA_DIR. The download list is ``Jobs.jobs()``; cleanup deletes old files.
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ def launch_export(settings: Settings, request: JobRequest, requested_by: str | N
 
 def run_job(store: Store, settings: Settings, job_id: int) -> dict[str, Any]:
     """Run a recorded job to its end in this process and return its row."""
-    row = store.job(job_id)
+    row = store.jobs.job(job_id)
     if row is None:
         raise ValueError(f"no job {job_id}")
-    store.update_job(job_id, pid=os.getpid())
+    store.jobs.update_job(job_id, pid=os.getpid())
     try:
         request = JobRequest(kind=row["kind"], **row["params"])
         folder = exports_dir(settings)
@@ -77,15 +77,15 @@ def run_job(store: Store, settings: Settings, job_id: int) -> dict[str, Any]:
         out = folder / request.file_name(job_id)
 
         def progress(share: float, message: str = "") -> None:
-            store.update_job(job_id, progress=round(min(max(share, 0.0), 1.0), 4),
-                             message=message)
+            store.jobs.update_job(job_id, progress=round(min(max(share, 0.0), 1.0), 4),
+                                  message=message)
 
         message = _write(store, settings, request, out, progress)
-        store.finish_job(job_id, "succeeded", progress=1.0, message=message,
-                         output=settings.stored_path(out), output_bytes=out.stat().st_size)
+        store.jobs.finish_job(job_id, "succeeded", progress=1.0, message=message,
+                              output=settings.stored_path(out), output_bytes=out.stat().st_size)
     except Exception as error:  # a job records any failure as its message; no file is left
-        store.finish_job(job_id, "failed", message=f"{type(error).__name__}: {error}")
-    return store.job(job_id)
+        store.jobs.finish_job(job_id, "failed", message=f"{type(error).__name__}: {error}")
+    return store.jobs.job(job_id)
 
 
 def _write(store: Store, settings: Settings, request: JobRequest, out: Path,

@@ -81,7 +81,7 @@ def load_protected_areas(store: Store, grid: CellGrid, path: str | Path, *,
         rows.append({"name": name, "designation": designation, "source": str(path),
                      "geometry": shapely.to_wkb(geometry), "area_km2": area})
     total = area_km2(dissolved(path.name, layer.geometries))
-    store.replace_protected_areas(rows)
+    store.territory.replace_protected_areas(rows)
     notes = []
     if name_col is None:
         notes.append(f"{path.name} has no name attribute (looked for {', '.join(NAME_FIELDS)}): "
@@ -106,7 +106,7 @@ class ProtectedArea:
 def protected_areas(store: Store) -> list[ProtectedArea]:
     """The stored protected areas, geometries in the grid CRS."""
     return [ProtectedArea(row["id"], row["name"], row["designation"], row["area_km2"],
-                          shapely.from_wkb(row["geometry"])) for row in store.protected_areas()]
+                          shapely.from_wkb(row["geometry"])) for row in store.territory.protected_areas()]
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class Report:
     change: ChangeResult
     synthetic: bool
     notes: list[str] = field(default_factory=list)
-    #: How the current labels were reviewed (``Store.review_state_counts``; ``REVIEW_STATES``).
+    #: How the current labels were reviewed (``SecondReview.review_state_counts``; ``REVIEW_STATES``).
     review_states: dict[str, int] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str, float | int | None, str]]:
@@ -91,7 +91,7 @@ def _year_figures(store: Store, settings: Settings, model: dict[str, Any], year:
         "predicted_inside": int((predicted & cells.inside).sum()),
         "dropped": int((predicted & ~cells.inside).sum()),
         "confirmed": inside.count("confirmed"),
-        "false_positives": store.false_positives_found(year=year),
+        "false_positives": store.labels.false_positives_found(year=year),
         "unreviewed": inside.count("predicted"),
         "mine_points": len(points),
         "mining_area_km2": area_km2(mining),
@@ -110,8 +110,8 @@ def build_report(store: Store, settings: Settings, *, year: int | None = None,
     model = resolve_model(store, model_version)
     year = resolve_year(store, model, year)
     refresh_territory_cells(store, settings.grid)
-    years = store.scored_years(model["version"])
-    territory = store.territory()
+    years = store.scores.scored_years(model["version"])
+    territory = store.territory.territory()
     areas = protected_areas(store)
     cell_km2 = settings.CELL_SIZE_M ** 2 / 1e6
     per_year, hits_of_year, cells_of_year = [], None, []
@@ -135,12 +135,12 @@ def build_report(store: Store, settings: Settings, *, year: int | None = None,
     table["misinterpreted_pct"] = 100 * table["false_positives"] / theoretical if theoretical else None
     if not areas:
         notes.append("No protected areas loaded (`run.py protected-areas FILE`).")
-    scene_rows = store.scenes()
+    scene_rows = store.scenes.scenes()
     synthetic = bool(scene_rows) and all(s["synthetic"] for s in scene_rows)
     change = change_over_years(cells_of_year, rule)
     if change.note:
         notes.append(change.note)
-    states = store.review_state_counts()
+    states = store.second_review.review_state_counts()
     if states["disagreed"]:
         notes.append(f"{states['disagreed']:,} reviewed cell-years are left out: their two "
                      "reviewers disagree and no lead has adjudicated them yet (Adjudicate page).")
@@ -154,11 +154,11 @@ def _trend(store: Store, year: int) -> list[dict[str, Any]]:
     """Per model version, oldest first, with the cycle that made it: the cells it predicts as
     mines in ``year`` inside the territory, and the cells of ``year`` it predicted that review
     rejected (inside the territory)."""
-    cycles = {c["new_model"]: c for c in store.cycles() if c["new_model"]}
+    cycles = {c["new_model"]: c for c in store.cycles.cycles() if c["new_model"]}
     rows = []
-    for model in store.models():
+    for model in store.models.models():
         # Kept summaries, not score rows: older versions' scores are pruned (KEEP_SCORED_MODELS).
-        summary = store.year_summary(model["version"], year)
+        summary = store.scores.year_summary(model["version"], year)
         if summary is None:
             continue
         cycle = cycles.get(model["version"])
@@ -167,7 +167,7 @@ def _trend(store: Store, year: int) -> list[dict[str, Any]]:
             "cycle": cycle["id"] if cycle else None,
             "status": cycle["status"] if cycle else ("seed model" if not model["parent"] else ""),
             "predicted": summary["predicted_mines"],
-            "false_positives_found": store.false_positives_found(model["version"], year=year),
+            "false_positives_found": store.labels.false_positives_found(model["version"], year=year),
             "predicted_per_year": (cycle.get("predicted_mines") or {}) if cycle else {},
         })
     return rows

@@ -11,10 +11,10 @@ background  everything else: score below threshold, or not scored
 ==========  =================================================================
 
 The effective label is a lead's adjudication, else the agreed or current label (see
-``Store.reviewed_labels``).
+``Labels.reviewed_labels``).
 
 Mine points are the confirmed and predicted cells, one point at each cell's centre. The rule
-itself is in ``Store.cell_statuses`` (SQL); this module picks the model and year and turns rows
+itself is in ``Territory.cell_statuses`` (SQL); this module picks the model and year and turns rows
 into arrays.
 """
 
@@ -40,12 +40,12 @@ MINE_STATUSES: tuple[str, ...] = ("confirmed", "predicted")
 def resolve_model(store: Store, version: str | None = None) -> dict[str, Any]:
     """The model row of ``version``, or of the active model; AnalysisError when there is none."""
     if version:
-        model = store.ready_model(version)
+        model = store.models.ready_model(version)
         if model is None:
-            known = ", ".join(m["version"] for m in store.models()) or "none"
+            known = ", ".join(m["version"] for m in store.models.models()) or "none"
             raise AnalysisError(f"unknown model version {version!r} (known: {known})")
         return model
-    model = store.active_model()
+    model = store.models.active_model()
     if model is None:
         raise AnalysisError("no active model yet: run `run.py train` (or `run.py demo`) first")
     return model
@@ -53,8 +53,8 @@ def resolve_model(store: Store, version: str | None = None) -> dict[str, Any]:
 
 def resolve_year(store: Store, model: dict[str, Any], year: int | None = None) -> int:
     """``year`` if the model scored it, else the latest scored year; AnalysisError otherwise."""
-    years = store.scored_years(model["version"])
-    if not years and store.summarised_years(model["version"]):
+    years = store.scores.scored_years(model["version"])
+    if not years and store.scores.summarised_years(model["version"]):
         raise AnalysisError(f"the scores of model {model['version']} were pruned to per-year "
                             "summaries (setting KEEP_SCORED_MODELS): score it again with "
                             f"`run.py score --model {model['version']}`")
@@ -103,8 +103,8 @@ class YearCells:
 def year_cells(store: Store, model: dict[str, Any], year: int, *, inside_only: bool = False,
                statuses: tuple[str, ...] | None = None) -> YearCells:
     """Every cell of ``year`` with its status under ``model`` (see the module docstring)."""
-    rows = store.cell_statuses(model["version"], year, float(model["threshold"]),
-                               inside_only=inside_only, statuses=statuses)
+    rows = store.territory.cell_statuses(model["version"], year, float(model["threshold"]),
+                                         inside_only=inside_only, statuses=statuses)
     return _year_cells_of(rows, model, year)
 
 
@@ -112,8 +112,8 @@ def iter_year_cells(store: Store, model: dict[str, Any], year: int, *, inside_on
                     chunk_rows: int = 50_000) -> Iterator[YearCells]:
     """``year_cells`` in chunks of at most ``chunk_rows`` cells (ordered by cell id), read from
     one cursor: memory stays bounded whatever the number of cells."""
-    for rows in store.iter_cell_statuses(model["version"], year, float(model["threshold"]),
-                                         inside_only=inside_only, chunk_rows=chunk_rows):
+    for rows in store.territory.iter_cell_statuses(model["version"], year, float(model["threshold"]),
+                                                   inside_only=inside_only, chunk_rows=chunk_rows):
         yield _year_cells_of(rows, model, year)
 
 
@@ -187,7 +187,7 @@ def cell_footprints_lonlat(grid: CellGrid, cell_ids: np.ndarray) -> np.ndarray:
 def scenes_bounds_lonlat(store: Store, grid: CellGrid) -> tuple[float, float, float, float] | None:
     """(west, south, east, north) of every scene's cells, or None without scenes."""
     boxes = []
-    for scene in store.scenes():
+    for scene in store.scenes.scenes():
         minx, _, _, maxy = grid.cell_bounds(grid.cell_id(scene["row0"], scene["col0"]))
         _, miny, maxx, _ = grid.cell_bounds(grid.cell_id(scene["row1"] - 1, scene["col1"] - 1))
         boxes.append(shapely.box(minx, miny, maxx, maxy))

@@ -105,7 +105,7 @@ def load_territory(store: Store, grid: CellGrid, path: str | Path, *, where: str
     area = area_km2(geometry)
     if geometry.is_empty or not np.isfinite(area) or area <= 0:
         raise VectorError(f"{path.name}: the territory has no area")
-    ids = np.asarray(store.cell_ids(), dtype=np.int64)
+    ids = np.asarray(store.cells.cell_ids(), dtype=np.int64)
     inside = cells_inside(grid, geometry, ids)
     if ids.size and not inside.any():
         raise VectorError(f"{path.name}: no ingested cell lies inside the territory "
@@ -113,7 +113,7 @@ def load_territory(store: Store, grid: CellGrid, path: str | Path, *, where: str
     label = name or (" + ".join(dict.fromkeys(labels)) if labels and len(labels) <= 6 else path.stem)
     record = {"name": label, "source": str(path), "selection": where or "", "crs": grid.crs,
               "geometry": shapely.to_wkb(geometry), "area_km2": area, "n_features": int(len(keep))}
-    store.replace_territory(record, zip(ids.tolist(), inside.tolist(), strict=True))
+    store.territory.replace_territory(record, zip(ids.tolist(), inside.tolist(), strict=True))
     return TerritoryLoad(label, str(path), where or "", int(len(keep)), area,
                          int(inside.sum()), int(ids.size - inside.sum()))
 
@@ -130,7 +130,7 @@ def dissolved(name: str, geometries: np.ndarray) -> BaseGeometry:
 
 def territory_geometry(store: Store) -> BaseGeometry | None:
     """The loaded territory in the grid CRS, or None."""
-    row = store.territory()
+    row = store.territory.territory()
     return None if row is None else shapely.from_wkb(row["geometry"])
 
 
@@ -139,8 +139,8 @@ def refresh_territory_cells(store: Store, grid: CellGrid) -> int:
     territory = territory_geometry(store)
     if territory is None:
         return 0
-    ids = np.asarray(store.unclassified_cells(), dtype=np.int64)
+    ids = np.asarray(store.territory.unclassified_cells(), dtype=np.int64)
     if ids.size:
         inside = cells_inside(grid, territory, ids)
-        store.classify_cells(zip(ids.tolist(), inside.tolist(), strict=True))
+        store.territory.classify_cells(zip(ids.tolist(), inside.tolist(), strict=True))
     return int(ids.size)

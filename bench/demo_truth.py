@@ -47,10 +47,10 @@ def truth_ap(data_dir: Path, version: str) -> dict:
     if not truth_path.is_file():
         raise SystemExit(f"{data_dir}: no demo truth at {truth_path} (run `run.py demo` there)")
     with Store(settings.database_path) as store:
-        model = store.model(version)
+        model = store.models.model(version)
         if model is None:
             raise SystemExit(f"{data_dir}: no model {version}")
-        years = store.years()[1:]
+        years = store.scenes.years()[1:]
         scored = [(cell, year, score) for year in years
                   for cell, score in store.db.execute(
                       "SELECT cell_id, score FROM scores WHERE model_version = ? AND year = ?"

@@ -42,7 +42,7 @@ def cell_count(data_dir: Path) -> int:
     """Cells the export of YEAR writes (scored cells of the active model)."""
     settings = load_settings({"DATA_DIR": str(data_dir)}, environ={})
     with Store(settings.database_path) as store:
-        return store.year_summary(store.active_model()["version"], YEAR)["scored"]
+        return store.scores.year_summary(store.models.active_model()["version"], YEAR)["scored"]
 
 
 def child(data_dir: str, fmt: str, out: str) -> None:

@@ -214,9 +214,9 @@ def lead_loop(port: int, args: argparse.Namespace, tally: Tally, stop: Callable[
 def wait_for_cycle(database: Path, until: float) -> str:
     """The bench's cycle outcome ("succeeded: m0002 ...", "failed: ...", or "still running")."""
     with Store(database) as store:
-        while store.running_cycle() is not None and time.monotonic() < until:
+        while store.cycles.running_cycle() is not None and time.monotonic() < until:
             time.sleep(1)
-        cycles = store.cycles()
+        cycles = store.cycles.cycles()
     if not cycles:
         return "not started"
     last = cycles[-1]
@@ -288,8 +288,8 @@ def second_review_story(store: Store, cell_id: int, year: int) -> str:
     """A cell-year's events (id, kind, reviewer, label, undone) and its second-review row."""
     events = [f"{e['id']} {e['kind']} {e['reviewer']} {e['label'] or ''}"
               f"{' (undone)' if e['undone'] else ''}".strip()
-              for e in store.label_history(cell_id) if e["year"] == year]
-    task = store.second_review(cell_id, year)
+              for e in store.labels.label_history(cell_id) if e["year"] == year]
+    task = store.second_review.second_review(cell_id, year)
     review = (f"second review {task['status']}: first {task['first_reviewer']}, second"
               f" {task['second_reviewer']}" if task else "no second review")
     return f"{'; '.join(events)}; {review}"
@@ -324,7 +324,7 @@ def main() -> None:
         database = app.config["SETTINGS"].database_path
         names = [f"bench-r{i:02d}" for i in range(args.reviewers)]
         with Store(database) as store:
-            years = store.years()
+            years = store.scenes.years()
             for name in names:
                 create_account(store, name, "reviewer", PASSWORD)
             create_account(store, "bench-lead", "lead", PASSWORD)

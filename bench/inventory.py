@@ -156,8 +156,8 @@ def brazil_base(work: Path, data: Path, seed_share: float, seed: int, epochs: in
 def first_predicted(base: Base, epochs: int) -> int:
     settings = territory_settings(base.data_dir, epochs)
     with Store(settings.database_path) as store:
-        model = store.active_model()
-        return store.predicted_mine_count(model["version"], base.truth.year, model["threshold"])
+        model = store.models.active_model()
+        return store.scores.predicted_mine_count(model["version"], base.truth.year, model["threshold"])
 
 
 def run_plan(base: Base, plan: QueuePlan, work: Path, epochs: int) -> QueueRun:

@@ -77,7 +77,7 @@ def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int,
                 (image, masks[image.stem.split("_")[-1]]))
         seeded = seed_labels_from_masks(store, grid, [m for _, m in train_records], YEAR,
                                         source="tailings masks (train)", data_dir=settings.data_dir)
-        train_cells = {row["cell_id"] for row in store.seed_labels(YEAR)}
+        train_cells = {row["cell_id"] for row in store.labels.seed_labels(YEAR)}
         test_labels = cell_labels_from_masks(grid, [m for _, m in test_records])
         test_labels = {c: v for c, v in test_labels.items() if c not in train_cells}
         started = time.perf_counter()
@@ -86,7 +86,7 @@ def brazil(data: Path, work: Path, *, holdout: float, seed: int, epochs: int,
         train_s = time.perf_counter() - started
         bundle = load_model(store)
         score_year(store, settings, bundle, YEAR)
-        scored = [(store.score(c, YEAR, bundle.version), label) for c, label in test_labels.items()]
+        scored = [(store.scores.score(c, YEAR, bundle.version), label) for c, label in test_labels.items()]
         scored = [(row["score"], label == "mine") for row, label in scored
                   if row and row["score"] is not None]
     scores = np.array([s for s, _ in scored])
@@ -119,7 +119,7 @@ def virginia(scene: Path, demo_data_dir: Path, work: Path) -> dict:
     """Share of the Virginia scene's cells that the demo-trained model flags as mines."""
     demo = load_settings({"DATA_DIR": str(demo_data_dir)}, environ={})
     with Store(demo.database_path) as demo_store:
-        if demo_store.active_model() is None:
+        if demo_store.models.active_model() is None:
             raise SystemExit(f"no active model in {demo.database_path}: run `run.py demo` first")
         bundle = load_model(demo_store, settings=demo)
     settings = load_settings({"DATA_DIR": str(work)}, environ={})

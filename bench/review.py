@@ -51,12 +51,12 @@ def prepare(settings: Settings, n_labels: int, n_thumbs: int) -> tuple[str, int,
     cells for the thumbnails)."""
     started = time.perf_counter()
     with Store(settings.database_path) as store:
-        model, year = store.active_model()["version"], store.years()[-1]
+        model, year = store.models.active_model()["version"], store.scenes.years()[-1]
         made = review(store, n_labels, reviewers=[f"r{i}" for i in range(7)], year=year,
                       label=lambda i, _card: "background" if i % 5 else "mine")
         store.db.execute("ANALYZE")
         thumb_cells = [int(r["cell_id"]) for r in
-                       store.queue_candidates(model, year, "score", "bench-thumbs", n_thumbs)]
+                       store.leases.queue_candidates(model, year, "score", "bench-thumbs", n_thumbs)]
         cells = store.db.execute("SELECT count(*) FROM scores WHERE model_version = ?",
                                  [model]).fetchone()[0]
     print(f"{cells:,} scored cells, {made:,} decisions made in "
@@ -100,7 +100,7 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
                 service.decide(store, reviewer=reviewer, cell_id=card["cell_id"], year=year,
                                form=form)
                 writes.append((time.perf_counter() - start) * 1000)
-            store.release_leases(reviewer)
+            store.leases.release_leases(reviewer)
             results[f"next card, {name}, n={n}"] = nexts
             results.setdefault("label write (decide: lease check + record_label)", []).extend(writes)
 
@@ -111,16 +111,16 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
         review_loop("uncertainty, predicted only", 1 + prefetch, strategy="uncertainty",
                     predicted_only=True)
         plain = []
-        cells = store.queue_candidates(model, year, "random", "bench-plain", args.rounds)
+        cells = store.leases.queue_candidates(model, year, "random", "bench-plain", args.rounds)
         for row in cells:
-            plain.append(timed(lambda row=row: store.record_label(
+            plain.append(timed(lambda row=row: store.labels.record_label(
                 row["cell_id"], year, "mine", "bench-plain", request_id=uuid.uuid4().hex,
                 ms_spent=900, score_shown=row["score"], model_version_shown=model)))
-        results["label write (Store.record_label)"] = plain
-        results["queue count (Store.count_queue)"] = [
-            timed(lambda: store.count_queue(model, year)) for _ in range(5)]
-        results["queue count (Store.count_queue_fast, counters)"] = [
-            timed(lambda: store.count_queue_fast(model, year)) for _ in range(5)]
+        results["label write (Labels.record_label)"] = plain
+        results["queue count (Leases.count_queue)"] = [
+            timed(lambda: store.leases.count_queue(model, year)) for _ in range(5)]
+        results["queue count (Leases.count_queue_fast, counters)"] = [
+            timed(lambda: store.leases.count_queue_fast(model, year)) for _ in range(5)]
         service.forget_frontier(store)
         results["next card, uncertainty, full scan (every 30 s)"] = [
             timed(lambda: service.next_cards(store, reviewer="bench-full", n=1, year=year))]

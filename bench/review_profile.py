@@ -130,7 +130,7 @@ def main() -> None:
         app = create_app({"DATA_DIR": str(data), "LOGIN_RATE_LIMIT": "1000 per minute"})
         database = app.config["SETTINGS"].database_path
         with Store(database) as store:
-            year = store.years()[-1]
+            year = store.scenes.years()[-1]
             create_account(store, "profiler", "reviewer", PASSWORD)
         if args.labels:
             label_top(database, year, args.labels)

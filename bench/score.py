@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
                 std=[900.0] * 12,
             )
             register_model(store, settings, bundle, activate=True)
-            model_path = model_file(store, store.model(bundle.version), settings)
+            model_path = model_file(store, store.models.model(bundle.version), settings)
             side = args.fcn_tile_cells * grid.cell_px + 2 * MARGIN_PX
             bundle.mine_probability(np.zeros((side, side, 12), np.float32))  # trace once
             options = ScoringOptions(prefetch=args.prefetch, fcn_tile_cells=args.fcn_tile_cells)

@@ -11,7 +11,7 @@ times (p50 / p95 in ms over ``--rounds``):
 * next card for a reviewer (``next_cards``, n = 5 as the review page asks), which now also looks
   for pending second reviews, against the same call with no second-review task in the database;
 * a decision (``decide``) with the default policy;
-* ``Store.training_labels``, ``Store.review_state_counts`` and ``team_figures`` (once each).
+* ``Labels.training_labels``, ``SecondReview.review_state_counts`` and ``team_figures`` (once each).
 
     .venv/bin/python bench/second_review.py [--data-dir DIR | --size-km 80] [--labels 2000]
     .venv/bin/python bench/second_review.py --quick
@@ -53,11 +53,11 @@ def answer(i: int, card: dict) -> str:
 
 def build(store: Store, n_labels: int, n_reviewers: int) -> int:
     """Decisions and second reviews through the review loop; returns the year reviewed."""
-    year = store.years()[-1]
+    year = store.scenes.years()[-1]
     made = review(store, n_labels, reviewers=[f"r{i}" for i in range(n_reviewers)], year=year,
                   label=answer)
     store.db.execute("ANALYZE")  # as bench/review.py: without statistics leased_to scans scores
-    tasks = store.review_state_counts()
+    tasks = store.second_review.review_state_counts()
     print(f"{made:,} decisions; review states {tasks}", flush=True)
     return year
 
@@ -88,11 +88,11 @@ def measure(store: Store, year: int, rounds: int) -> dict[str, float]:
         for _ in range(rounds):
             times.append(timed(lambda: service.next_cards(
                 store, reviewer=reviewer, year=year, n=5, lease_seconds=300)))
-            store.release_leases(reviewer)
+            store.leases.release_leases(reviewer)
         return times
 
     with_tasks = serve("r0")
-    count = store.review_state_counts()["pending"]
+    count = store.second_review.review_state_counts()["pending"]
     print(f"next card, {count:,} pending second reviews: {percentiles(with_tasks)}")
     cards = service.next_cards(store, reviewer="r1", year=year, n=rounds, lease_seconds=300)
     decisions = [timed(lambda c=c: service.decide(
@@ -101,8 +101,8 @@ def measure(store: Store, year: int, rounds: int) -> dict[str, float]:
     print(f"decision (decide, default policy): {percentiles(decisions)}")
     figures = {"next_card_with_tasks_p95_ms": p95(with_tasks), "pending": count,
                "decide_p95_ms": p95(decisions)}
-    for name, fn in (("training_labels", store.training_labels),
-                     ("review_state_counts", store.review_state_counts),
+    for name, fn in (("training_labels", store.labels.training_labels),
+                     ("review_state_counts", store.second_review.review_state_counts),
                      ("team_figures", lambda: sr.team_figures(store))):
         figures[f"{name}_ms"] = round(timed(fn), 1)
         print(f"{name}: {figures[f'{name}_ms']:.0f} ms")

@@ -116,7 +116,7 @@ def review_path(store: Store, settings: Settings, year: int, ids: np.ndarray,
         next_cards(store, reviewer="bench", strategy=SIMILAR, anchor=int(anchor), year=year,
                    n=5, similar_dir=settings.similarity_dir)
         times.append((time.perf_counter() - t) * 1000)
-        store.release_leases("bench")
+        store.leases.release_leases("bench")
     result = {"first_s": first_s, "p50_ms": float(np.percentile(times, 50)),
               "p95_ms": float(np.percentile(times, 95))}
     print(f"store: {len(ids):,} scored cells; first query (index built from SQLite and written) "
@@ -133,8 +133,8 @@ def demo_run(size_km: int, years: tuple[int, ...], epochs: int,
     with tempfile.TemporaryDirectory(prefix="similar-bench-") as tmp:
         settings = demo_installation(Path(tmp), size_km=size_km, years=years, epochs=epochs)
         with Store(settings.database_path) as store:
-            version, year = store.active_model()["version"], years[0]
-            ids = store.embeddings(version, year)[0]
+            version, year = store.models.active_model()["version"], years[0]
+            ids = store.embeddings.embeddings(version, year)[0]
             mine = truth_mine_fraction(settings.demo_dir / "demo_truth.geojson", settings.grid,
                                        ids, year) >= MIN_MASK_FRACTION
             is_mine = dict(zip(ids.tolist(), mine.tolist(), strict=True))

@@ -118,7 +118,7 @@ def build(settings: Settings, size_cells: int, years: int) -> None:
     rows, cols = grid.row_col(ids)
     rng = np.random.default_rng(0)
     with Store(settings.database_path) as store:
-        store.add_cells(zip(ids.tolist(), rows.tolist(), cols.tolist(), lons, lats, strict=True))
+        store.cells.add_cells(zip(ids.tolist(), rows.tolist(), cols.tolist(), lons, lats, strict=True))
         for year in range(FIRST_YEAR, FIRST_YEAR + years):
             root = year_dir(data_dir, year)
             if year != FIRST_YEAR:
@@ -129,16 +129,16 @@ def build(settings: Settings, size_cells: int, years: int) -> None:
                 write_manifest(root, grid, SEED_BANDS, cells)
             mosaic = open_year(data_dir, grid, year)
             write_vrt(mosaic)
-            store.replace_year_mosaic({
+            store.scenes.replace_year_mosaic({
                 "year": year, "name": mosaic.name,
                 "paths": [root.relative_to(data_dir).as_posix()], "bands": list(SEED_BANDS),
                 "crs": grid.crs, "row0": cells.row0, "row1": cells.row1, "col0": cells.col0,
                 "col1": cells.col1, "stretch": mosaic_stretch(mosaic), "synthetic": 1,
             }, [])
             mines = rng.random(len(ids)) < MINE_SHARE
-            store.replace_seed_labels(year, zip(ids.tolist(), np.where(mines, "mine",
+            store.labels.replace_seed_labels(year, zip(ids.tolist(), np.where(mines, "mine",
                                                                         "background").tolist(),
-                                                strict=True), "benchmark")
+                                                       strict=True), "benchmark")
 
 
 def child(settings: Settings, n_years: int, steps: int, val_fraction: float) -> dict[str, float]:

@@ -70,7 +70,7 @@ def build(root: Path, size_km: int, seed: int = 7) -> tuple[dict[str, Any], set[
     territory = build_demo(root / "demo", size_km=size_km, years=(YEAR,))
     with Store(settings.database_path) as store:
         scene = ingest_files(store, settings, [territory.scenes[YEAR]], YEAR).scene
-        ids = np.asarray(store.cell_ids(), dtype=np.int64)
+        ids = np.asarray(store.cells.cell_ids(), dtype=np.int64)
         fraction = truth_mine_fraction(territory.truth_path, settings.grid, ids, YEAR)
         mines = ids[fraction >= MINE_FRACTION]
         rng = np.random.default_rng(seed)
@@ -78,12 +78,12 @@ def build(root: Path, size_km: int, seed: int = 7) -> tuple[dict[str, Any], set[
                                                          int((fraction == 0).sum())),
                             replace=False)
         queue = np.concatenate([mines, others])
-        store.add_model({"version": "bench", "parent": None, "path": "models/bench.keras",
-                         "bands": list(scene["bands"]), "threshold": 0.5, "metrics": {},
-                         "training": {}}, activate=True)
+        store.models.add_model({"version": "bench", "parent": None, "path": "models/bench.keras",
+                                "bands": list(scene["bands"]), "threshold": 0.5, "metrics": {},
+                                "training": {}}, activate=True)
         scores = rng.uniform(0.0, 1.0, len(queue))
-        store.write_scores(YEAR, "bench", scene["id"], queue.tolist(), scores.tolist(),
-                           (1 - np.abs(2 * scores - 1)).tolist(), [1.0] * len(queue))
+        store.scores.write_scores(YEAR, "bench", scene["id"], queue.tolist(), scores.tolist(),
+                                  (1 - np.abs(2 * scores - 1)).tolist(), [1.0] * len(queue))
     return config, {int(c) for c in mines}
 
 
@@ -192,7 +192,7 @@ def run(size_km: int = 24, grid: str = "4x4", pages: int = 4, cards: int = 40,
         config["TRIAGE_GRID"] = grid
         cols = load_settings(config, environ={}).triage_grid[1]
         with Store(load_settings(config, environ={}).database_path) as store:
-            queue = store.count_queue_fast("bench", YEAR)
+            queue = store.leases.count_queue_fast("bench", YEAR)
         print(f"built demo {size_km} x {size_km} km in {time.perf_counter() - t0:.1f} s: queue "
               f"{queue} cells, {len(truth)} mines ({len(truth) / max(queue, 1):.1%})")
         with sync_playwright() as p, Server(config) as server:
@@ -229,8 +229,8 @@ def _render_all(config: dict[str, Any]) -> None:
     """Render every queued cell's natural-colour picture into the server's thumbnail cache."""
     settings = load_settings(config, environ={})
     with Store(settings.database_path) as store:
-        for cell_id in store.cell_ids():
-            if store.score(cell_id, YEAR, "bench") is not None:
+        for cell_id in store.cells.cell_ids():
+            if store.scores.score(cell_id, YEAR, "bench") is not None:
                 service.thumbnail_path(store, settings, cell_id, YEAR, "rgb", "cell")
 
 

@@ -124,7 +124,7 @@ def _access_note(settings: Settings) -> str:
     from review.accounts import FIRST_ADMIN_HINT, has_admin
 
     with Store(settings.database_path) as store:
-        n_accounts, admin = len(store.accounts()), has_admin(store)
+        n_accounts, admin = len(store.accounts.accounts()), has_admin(store)
     if n_accounts:
         note = f"{n_accounts} account(s): everyone logs in."
     elif settings.HOST in LOOPBACK:

@@ -117,7 +117,7 @@ def open_mode() -> bool:
     and a direct loopback client (a proxy on this machine forwarding others is not one)."""
     settings = current_app.config["SETTINGS"]
     return (settings.HOST in LOOPBACK and _direct_loopback_client()
-            and not get_store().has_accounts())
+            and not get_store().accounts.has_accounts())
 
 
 def _direct_loopback_client() -> bool:
@@ -176,7 +176,7 @@ def load_user() -> None:
     g.user = None
     name = session.get("account")
     if name:
-        account = get_store().account(name)
+        account = get_store().accounts.account(name)
         max_age = current_app.permanent_session_lifetime.total_seconds()
         fresh = time.time() - float(session.get("login_at", 0)) < max_age
         if (account and not account["disabled"] and fresh
@@ -318,7 +318,7 @@ def reset_password(name: str):
     try:
         accounts.reset_password(get_store(), name, str(request.form.get("password", "")))
     except accounts.AccountError as error:
-        if get_store().account(name) is None:
+        if get_store().accounts.account(name) is None:
             abort(404, str(error))
         return _accounts_answer(error=str(error))
     return _accounts_answer(message=f"New password set for {name}; its sessions ended.")

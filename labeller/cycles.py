@@ -21,9 +21,9 @@ ALREADY_RUNNING = "a cycle is already running"
 
 
 def _status_context(store, message: str | None = None) -> dict[str, Any]:
-    running = store.running_cycle()
+    running = store.cycles.running_cycle()
     if running is None:
-        cycles = store.cycles()
+        cycles = store.cycles.cycles()
         return {"cycle": cycles[-1] if cycles else None, "message": message}
     return {"cycle": running, "message": message}
 
@@ -36,12 +36,12 @@ def _predicted_inside(store, cycle: dict[str, Any]) -> dict[str, int]:
     """{year: cells the cycle's model predicts as mines inside the territory}, counted now from
     its scores where they are kept, else the counts the cycle recorded."""
     recorded = cycle.get("predicted_mines") or {}
-    model = store.ready_model(cycle["new_model"]) if cycle.get("new_model") else None
+    model = store.models.ready_model(cycle["new_model"]) if cycle.get("new_model") else None
     if model is None or cycle["status"] != "succeeded":
         return recorded
-    return {**recorded, **{str(year): store.predicted_mine_count(model["version"], year,
-                                                                 model["threshold"])
-                           for year in store.scored_years(model["version"])}}
+    return {**recorded, **{str(year): store.scores.predicted_mine_count(model["version"], year,
+                                                                        model["threshold"])
+                           for year in store.scores.scored_years(model["version"])}}
 
 
 @bp.get("/cycles")
@@ -53,9 +53,9 @@ def page():
     """
     store = get_store()
     recover_cycles(store, current_app.config["SETTINGS"])
-    cycles = [{**c, "predicted_mines": _predicted_inside(store, c)} for c in store.cycles()]
-    active = store.active_model()
-    ready = {m["version"] for m in store.models()}
+    cycles = [{**c, "predicted_mines": _predicted_inside(store, c)} for c in store.cycles.cycles()]
+    active = store.models.active_model()
+    ready = {m["version"] for m in store.models.models()}
     rows = []
     for cycle in reversed(cycles):
         history = cycle.get("history") or {}
@@ -82,7 +82,7 @@ def page():
                      if c.get("validation_ap") is not None]
     return render_template(
         "cycles.html", rows=rows, **_status_context(store),
-        review_states=store.review_state_counts(),
+        review_states=store.second_review.review_state_counts(),
         mines_chart=line_chart_svg(per_year, width=520, height=200, x_label="cycle",
                                    y_label="predicted mines", integer_x=True),
         quality_chart=line_chart_svg({k: v for k, v in quality.items() if v}, width=520,
@@ -99,7 +99,7 @@ def start():
 
     store = get_store()
     message, code = None, 200
-    if store.running_cycle() is not None:
+    if store.cycles.running_cycle() is not None:
         message, code = ALREADY_RUNNING, 409
     else:
         try:
@@ -117,9 +117,9 @@ def start():
 def activate(version: str):
     """A lead activates a ready model by hand (e.g. one a cycle kept inactive)."""
     store = get_store()
-    if store.ready_model(version) is None:
+    if store.models.ready_model(version) is None:
         abort(404, f"unknown or unfinished model version {version!r}")
-    store.activate_model(version)
+    store.models.activate_model(version)
     flash(f"{version} is now the active model.")
     return redirect(url_for("cycles.page"))
 

@@ -29,7 +29,7 @@ MIMETYPES = {"gpkg": "application/geopackage+sqlite3", "geojson": "application/g
 def _list_context(message: str | None = None) -> dict[str, Any]:
     store = get_store()
     settings = current_app.config["SETTINGS"]
-    jobs = [{**row, "ready": job_file(settings, row) is not None} for row in store.jobs()]
+    jobs = [{**row, "ready": job_file(settings, row) is not None} for row in store.jobs.jobs()]
     return {"jobs": jobs, "running": any(j["status"] == "running" for j in jobs),
             "message": message, "retention_days": settings.EXPORT_RETENTION_DAYS}
 
@@ -40,7 +40,7 @@ def page():
     store = get_store()
     cleanup_jobs(store, current_app.config["SETTINGS"])
     return render_template("exports.html", formats=JOB_FORMATS, layers=SINGLE_LAYERS,
-                           models=store.models(), years=store.years(), **_list_context())
+                           models=store.models.models(), years=store.scenes.years(), **_list_context())
 
 
 @bp.get("/exports/list")
@@ -65,7 +65,7 @@ def start():
     """Start an export or report job; its progress shows in the download list."""
     job_request = _request_from_form()
     store = get_store()
-    if job_request.model and store.ready_model(job_request.model) is None:
+    if job_request.model and store.models.ready_model(job_request.model) is None:
         abort(404, f"unknown model version {job_request.model!r}")
     job_id = launch_export(current_app.config["SETTINGS"], job_request, current_name())
     if request.headers.get("HX-Request") == "true":
@@ -76,7 +76,7 @@ def start():
 @bp.get("/exports/<int:job_id>/download")
 def download(job_id: int):
     """A finished job's file (404 while it runs, after it failed, or once it expired)."""
-    row = get_store().job(job_id)
+    row = get_store().jobs.job(job_id)
     path = job_file(current_app.config["SETTINGS"], row) if row else None
     if path is None:
         abort(404, f"job {job_id} has no file to download (running, failed or expired)")

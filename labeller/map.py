@@ -89,8 +89,8 @@ def page():
     store = get_store()
     settings = current_app.config["SETTINGS"]
     refresh_territory_cells(store, settings.grid)
-    model = store.active_model()
-    years = store.scored_years(model["version"]) if model else []
+    model = store.models.active_model()
+    years = store.scores.scored_years(model["version"]) if model else []
     year = int_arg("year")
     year = year if year in years else (years[-1] if years else None)
     status = request.args.get("status", "all")
@@ -106,11 +106,11 @@ def page():
         "tiles": {f"{y}/{m}": url for y, m, url, problem in layers if not problem},
         "maxNativeZoom": max_tile_zoom(settings),
     }
-    synthetic = any(s["synthetic"] for s in store.scenes())
+    synthetic = any(s["synthetic"] for s in store.scenes.scenes())
     return render_template("map.html", config=json.dumps(config), years=years, year=year,
                            layers=layers, chosen=chosen, mode_names=MODE_NAMES, notice=notice,
                            status=status, statuses=STATUS_CHOICES, colours=COLOURS, model=model,
-                           territory=store.territory(), n_protected=len(store.protected_areas()),
+                           territory=store.territory.territory(), n_protected=len(store.territory.protected_areas()),
                            synthetic=synthetic, max_features=MAX_FEATURES)
 
 
@@ -144,7 +144,7 @@ def _focus(grid) -> tuple[dict | None, str | None]:
     cell_id = int_arg("cell")
     if cell_id is None:
         return None, None
-    if get_store().cell(cell_id) is None:
+    if get_store().cells.cell(cell_id) is None:
         return None, f"unknown cell {cell_id}: showing the whole map"
     ids = np.asarray([cell_id], dtype=np.int64)
     lon, lat = grid.cell_centres_lonlat(ids)
@@ -220,8 +220,8 @@ def _visible_statuses(store, model: dict, year: int, statuses: tuple[str, ...] |
     wanted = statuses
     if blind and statuses is not None:  # a hidden confirmed/rejected cell may now match
         wanted = tuple({*statuses, "confirmed", "rejected"})
-    rows = store.cell_statuses(model["version"], year, threshold, statuses=wanted,
-                               bounds=bounds, inside_only=True, limit=MAX_FEATURES + 1)
+    rows = store.territory.cell_statuses(model["version"], year, threshold, statuses=wanted,
+                                         bounds=bounds, inside_only=True, limit=MAX_FEATURES + 1)
     if not blind:
         return rows
     rows = [service.unreviewed_view(r, threshold) if r["cell_id"] in blind else r for r in rows]
@@ -242,7 +242,7 @@ def _polygons_geojson(items: list[tuple[bytes, dict]]) -> dict:
 @bp.get("/map/territory.geojson")
 def territory():
     """The loaded territory in lon/lat (simplified to 100 m), or an empty collection."""
-    row = get_store().territory()
+    row = get_store().territory.territory()
     items = [(row["geometry"], {"name": row["name"], "area_km2": row["area_km2"]})] if row else []
     return _polygons_geojson(items)
 
@@ -252,4 +252,4 @@ def protected():
     """The protected areas in lon/lat (simplified to 100 m)."""
     return _polygons_geojson([(row["geometry"], {"name": row["name"],
                                                  "designation": row["designation"]})
-                              for row in get_store().protected_areas()])
+                              for row in get_store().territory.protected_areas()])

@@ -27,17 +27,17 @@ def index():
     """Scenes and years, cell count, the active model with metrics and per-year histograms."""
     store = get_store()
     by_year: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
-    for scene in store.scenes():
-        files = [Path(f["path"]).name for f in store.scene_files(scene["year"])]
+    for scene in store.scenes.scenes():
+        files = [Path(f["path"]).name for f in store.scenes.scene_files(scene["year"])]
         by_year.setdefault(scene["year"], []).append({**scene, "files": files})
-    model = store.active_model()
+    model = store.models.active_model()
     years: list[dict[str, Any]] = []
     if model is not None:
         threshold = float(model["threshold"])
-        summary = {row["year"]: row for row in store.score_summary(model["version"], threshold)}
+        summary = {row["year"]: row for row in store.scores.score_summary(model["version"], threshold)}
         for year in sorted(set(by_year) | set(summary)):
             row = summary.get(year)
-            counts = store.score_histogram(model["version"], year) if row else []
+            counts = store.scores.score_histogram(model["version"], year) if row else []
             years.append({
                 "year": year,
                 "scored": row["scored"] if row else 0,
@@ -50,7 +50,7 @@ def index():
     return render_template(
         "overview.html",
         scenes_by_year=by_year,
-        n_cells=store.count_cells(),
+        n_cells=store.cells.count_cells(),
         model=model,
         metrics={
             "precision": metric(metrics, "precision"),
@@ -59,6 +59,6 @@ def index():
             "confusion": metric(metrics, "confusion_matrix", "confusion"),
         },
         years=years,
-        running=store.running_cycle(),
+        running=store.cycles.running_cycle(),
         synthetic=any(s["synthetic"] for scenes in by_year.values() for s in scenes),
     )

@@ -45,7 +45,7 @@ def _report():
 def page():
     """The report page with year and model filters and download links."""
     store = get_store()
-    models = store.models()
+    models = store.models.models()
     try:
         report = _report()
     except HTTPException as error:  # e.g. no model or no scores yet: say so in the page

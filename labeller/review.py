@@ -58,7 +58,7 @@ def queue_choice(store) -> service.QueueChoice:
     if strategy not in QUEUE_STRATEGIES and anchor is None:
         strategy = DEFAULT_STRATEGY
     year = session.get("year")
-    if year is None or (store.active_model() and year not in store.years()):
+    if year is None or (store.models.active_model() and year not in store.scenes.years()):
         year = service.default_year(store)
     return service.QueueChoice(strategy, year, bool(session.get("predicted_only", False)),
                                anchor)
@@ -113,7 +113,7 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
         year=choice.year, predicted_only=choice.predicted_only)
     return dict(card=card, prefetch=prefetch, stats=stats, choice=choice, notice=notice,
                 recent=service.recent_decisions(store, reviewer), oob=oob,
-                model=store.active_model(), years=store.years(), strategies=QUEUE_NAMES,
+                model=store.models.active_model(), years=store.scenes.years(), strategies=QUEUE_NAMES,
                 default_strategy=DEFAULT_STRATEGY)
 
 
@@ -130,8 +130,8 @@ def page():
     """
     store = get_store()
     context = _card_context(store, cell=_requested_cell(store))
-    running = store.running_cycle()
-    cycles = store.cycles()
+    running = store.cycles.running_cycle()
+    cycles = store.cycles.cycles()
     return render_template("review.html", cycle=running or (cycles[-1] if cycles else None),
                            **context)
 
@@ -168,14 +168,14 @@ def choose_queue():
     if strategy not in QUEUE_STRATEGIES and not similar:
         abort(400, f"unknown queue order {strategy!r}; choose one of {', '.join(QUEUE_STRATEGIES)}")
     year = parse_int(request.form.get("year"), "year")
-    if year is not None and year not in store.years():
+    if year is not None and year not in store.scenes.years():
         abort(400, f"no scene of year {year} in this installation")
     session["strategy"] = strategy
     if not similar:
         session.pop("anchor", None)
     session["year"] = year
     session["predicted_only"] = request.form.get("predicted_only") in ("1", "on", "true")
-    store.release_leases(reviewer)
+    store.leases.release_leases(reviewer)
     if is_htmx():
         return render_card(store)
     return redirect(url_for("review.page"))
@@ -191,7 +191,7 @@ def similar(cell_id: int, year: int):
         service.require_cell_year(store, cell_id, year)
     except service.NotFoundError as error:
         abort(404, str(error))
-    model = store.active_model()
+    model = store.models.active_model()
     if model is None:
         abort(409, "no active model: train and score one before asking for look-alikes")
     try:
@@ -199,7 +199,7 @@ def similar(cell_id: int, year: int):
     except NoEmbeddingError as error:
         abort(409, str(error))
     session.update(strategy=service.SIMILAR, anchor=cell_id, year=year)
-    store.release_leases(current_name())
+    store.leases.release_leases(current_name())
     notice = f"More like cell {cell_id}: its nearest unreviewed look-alikes of {year}."
     if is_htmx():
         return render_card(store, notice=notice)

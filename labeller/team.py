@@ -46,7 +46,7 @@ def _team_context(error: str | None = None, message: str | None = None) -> dict[
     return dict(figures=sr.team_figures(store), gap_minutes=round(SESSION_GAP_S / 60),
                 min_active_s=MIN_ACTIVE_S, error=error, message=message,
                 policy=sr.current_policy(store, current_app.config["SETTINGS"]),
-                chosen=store.second_review_policy())
+                chosen=store.second_review.second_review_policy())
 
 
 @bp.post("/team/policy")
@@ -55,7 +55,7 @@ def policy():
     whether every mine goes too (``all_mines``); ``reset`` returns to the settings."""
     store = get_store()
     if request.form.get("reset"):
-        store.clear_second_review_policy()
+        store.second_review.clear_second_review_policy()
         return redirect(url_for("team.page"))
     try:
         sr.set_policy(store, lead=current_name(), percent=str(request.form.get("percent", "")),
@@ -75,7 +75,7 @@ def _queue_context(notice: str | None = None) -> dict[str, Any]:
         card = {**first, **service.card_details(store, first["cell_id"], first["year"]),
                 "thumb_version": service.thumbnail_version(store, first["cell_id"], first["year"])}
     return dict(card=card, queue=queue, notice=notice,
-                waiting=store.review_state_counts()["disagreed"])
+                waiting=store.second_review.review_state_counts()["disagreed"])
 
 
 @bp.get("/adjudicate")

@@ -58,7 +58,7 @@ def page():
         tile["request_id"] = triage.tile_token(page_id, index)
     return render_template(
         "triage.html", tiles=_with_versions(store, tiles), ahead=_with_versions(store, ahead),
-        cols=cols, rows=rows, choice=choice, model=store.active_model(), reopened=False,
+        cols=cols, rows=rows, choice=choice, model=store.models.active_model(), reopened=False,
         outcomes=_outcomes(session.pop(OUTCOMES_KEY, None)), action=url_for("triage.submit"))
 
 
@@ -120,7 +120,7 @@ def reopen():
         return redirect(url_for("triage.page"))
     return render_template(
         "triage.html", tiles=_with_versions(store, tiles), ahead=[], cols=cols, rows=rows,
-        choice=queue_choice(store), model=store.active_model(), reopened=True, outcomes=None,
+        choice=queue_choice(store), model=store.models.active_model(), reopened=True, outcomes=None,
         token=uuid.uuid4().hex, action=url_for("triage.correct"))
 
 

@@ -59,13 +59,13 @@ def launch_cycle(settings: Settings) -> int:
     """
     with Store(settings.database_path) as store:
         recover_cycles(store, settings)
-        parent = store.active_model()
-        cycle_id = store.start_cycle(parent["version"] if parent else None)
+        parent = store.models.active_model()
+        cycle_id = store.cycles.start_cycle(parent["version"] if parent else None)
     start_recorded_worker(
         settings, ["cycle", "--cycle-id", str(cycle_id)],
         settings.data_dir / "cycles" / f"cycle_{cycle_id}.log",
-        finish=lambda store, message: store.finish_cycle(cycle_id, "failed", message=message),
-        record_pid=lambda store, pid: store.update_cycle(cycle_id, pid=pid))
+        finish=lambda store, message: store.cycles.finish_cycle(cycle_id, "failed", message=message),
+        record_pid=lambda store, pid: store.cycles.update_cycle(cycle_id, pid=pid))
     return cycle_id
 
 
@@ -77,8 +77,8 @@ class CycleReporter:
         self.store, self.cycle_id, self.echo = store, cycle_id, echo
 
     def __call__(self, stage: str, progress: float, message: str = "") -> None:
-        self.store.update_cycle(self.cycle_id, stage=stage, progress=round(progress, 4),
-                                message=message)
+        self.store.cycles.update_cycle(self.cycle_id, stage=stage, progress=round(progress, 4),
+                                       message=message)
         if self.echo:
             self.echo(f"{stage}: {message}" if message else stage, progress)
 
@@ -101,36 +101,36 @@ def run_cycle(
     """
     if cycle_id is None:
         recover_cycles(store, settings)
-        parent = store.active_model()
-        cycle_id = store.start_cycle(parent["version"] if parent else None)
-    store.update_cycle(cycle_id, pid=os.getpid())
+        parent = store.models.active_model()
+        cycle_id = store.cycles.start_cycle(parent["version"] if parent else None)
+    store.cycles.update_cycle(cycle_id, pid=os.getpid())
     report = CycleReporter(store, cycle_id, echo)
     try:
         _run_stages(store, settings, cycle_id, report, runner_for)
     except Exception as error:  # a cycle records any failure and leaves the old model active
-        store.finish_cycle(cycle_id, "failed", message=f"{type(error).__name__}: {error}")
+        store.cycles.finish_cycle(cycle_id, "failed", message=f"{type(error).__name__}: {error}")
         recover_cycles(store, settings)
         if echo:
             echo(f"failed: {error}", 1.0)
-        return store.cycle(cycle_id)
+        return store.cycles.cycle(cycle_id)
     # Only once the cycle is recorded (and its model active, or kept for a lead to judge): the
     # score rows of versions older than the active model's kept ancestors go.
     pruned = prune_old_scores(store, settings.KEEP_SCORED_MODELS)
     drop_stale_indexes(store, settings.similarity_dir)
     if pruned:
-        message = store.cycle(cycle_id)["message"]
-        store.update_cycle(cycle_id, message=f"{message}; scores of {', '.join(pruned)} kept as "
+        message = store.cycles.cycle(cycle_id)["message"]
+        store.cycles.update_cycle(cycle_id, message=f"{message}; scores of {', '.join(pruned)} kept as "
                                              "per-year summaries")
-    return store.cycle(cycle_id)
+    return store.cycles.cycle(cycle_id)
 
 
 def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleReporter,
                 runner_for: Callable[[str], Runner] | None) -> str:
     if settings.KEEP_SCORED_MODELS < 1:
         raise ValueError(f"KEEP_SCORED_MODELS must be at least 1, got {settings.KEEP_SCORED_MODELS}")
-    parent = store.active_model()
+    parent = store.models.active_model()
     report("collecting labels", 0.0)
-    rows = store.training_labels()
+    rows = store.labels.training_labels()
     if not rows:
         raise ValueError("no training labels yet: seed them from mine polygons or review cells")
     bands = tuple(parent["bands"]) if parent else default_bands(store, sorted({r["year"] for r in rows}))
@@ -139,10 +139,10 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
                               hard_negatives=hard_negative_keys(store, parent))
     validation = fixed_validation(patches, settings.VALIDATION_BLOCK_SHARE)
     summary = label_summary(patches, validation)
-    store.update_cycle(cycle_id, n_seed=summary["seed_mines"] + summary["seed_background"],
-                       n_mines=summary["review_mines"], n_hard_negatives=summary["hard_negatives"])
+    store.cycles.update_cycle(cycle_id, n_seed=summary["seed_mines"] + summary["seed_background"],
+                              n_mines=summary["review_mines"], n_hard_negatives=summary["hard_negatives"])
 
-    version = store.next_model_version()
+    version = store.models.next_model_version()
     config = train_config(settings)
 
     def on_epoch(epoch: int, epochs: int, logs: dict) -> None:
@@ -167,11 +167,11 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
         settings.ACTIVATION_MARGIN)
     record = register_model(store, settings, result.bundle, activate=False, pending=True)
     runner = runner_for(str(model_file(store, record, settings).resolve())) if runner_for else None
-    store.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history,
-                       validation_ap=metrics.get("average_precision")
-                       if metrics.get("fixed_blocks") else None)
+    store.cycles.update_cycle(cycle_id, new_model=version, metrics=metrics, history=result.history,
+                              validation_ap=metrics.get("average_precision")
+                              if metrics.get("fixed_blocks") else None)
 
-    years = store.years()
+    years = store.scenes.years()
     total_km2 = max(year_area_km2(store, settings, years), 1e-9)
     done = [0.0]
     started = time.monotonic()
@@ -186,24 +186,24 @@ def _run_stages(store: Store, settings: Settings, cycle_id: int, report: CycleRe
     predicted = {}
     for i, year in enumerate(years):
         score_year(store, settings, result.bundle, year, progress=on_tile, runner=runner)
-        predicted[str(year)] = store.predicted_mine_count(version, year, result.bundle.threshold)
+        predicted[str(year)] = store.scores.predicted_mine_count(version, year, result.bundle.threshold)
         if i == 0:
             pause_point("scoring")
-    store.record_predicted_rejections(version)
+    store.labels.record_predicted_rejections(version)
     report("activating", 1.0)
     decision = with_floor(decision, share_problem(
         mine_share(store, version, years),
         _parent_share(store, parent, years), parent["version"] if parent else None,
         max_share=settings.ACTIVATION_MAX_MINE_SHARE,
         max_ratio=settings.ACTIVATION_MAX_SHARE_RATIO))
-    store.finish_model(version, activate=decision.activate)
-    store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
-                       predicted_mines=predicted,
-                       false_positives_found=store.false_positives_found(parent["version"])
-                       if parent else 0,
-                       decision=decision.reason,
-                       message=f"{version} is active" if decision.activate else
-                       f"{version} kept inactive: {decision.reason}")
+    store.models.finish_model(version, activate=decision.activate)
+    store.cycles.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
+                              predicted_mines=predicted,
+                              false_positives_found=store.labels.false_positives_found(parent["version"])
+                              if parent else 0,
+                              decision=decision.reason,
+                              message=f"{version} is active" if decision.activate else
+                              f"{version} kept inactive: {decision.reason}")
     return version
 
 
@@ -257,9 +257,9 @@ class MineShare:
 
 def mine_share(store: Store, version: str, years: list[int]) -> MineShare:
     """A model's predicted mines and scored cells summed over ``years``, from the per-year
-    summaries (``Store.year_summary``: kept after its score rows are pruned; mines outside the
+    summaries (``Scores.year_summary``: kept after its score rows are pruned; mines outside the
     territory are not counted); years it never scored add nothing."""
-    summaries = [s for s in (store.year_summary(version, year) for year in years) if s]
+    summaries = [s for s in (store.scores.year_summary(version, year) for year in years) if s]
     return MineShare(sum(int(s["predicted_mines"]) for s in summaries),
                      sum(int(s["scored"]) for s in summaries))
 

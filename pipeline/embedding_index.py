@@ -117,7 +117,7 @@ def similarity_index(store: Store, folder: Path, model_version: str, year: int
     stored."""
     import faiss
 
-    fingerprint = store.embedding_fingerprint(model_version, year)
+    fingerprint = store.embeddings.embedding_fingerprint(model_version, year)
     if not fingerprint:
         raise NoEmbeddingError(f"model {model_version} stored no embeddings for {year}: "
                                f"score {year} with it again (`run.py score --year {year} --model "
@@ -131,7 +131,7 @@ def similarity_index(store: Store, folder: Path, model_version: str, year: int
         if path.exists():
             index = faiss.read_index(str(path))
         else:
-            ids, vectors, scale = store.embeddings(model_version, year)
+            ids, vectors, scale = store.embeddings.embeddings(model_version, year)
             index = build_index(ids, normalised(vectors, scale))
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".{os.getpid()}.part")
@@ -148,8 +148,8 @@ def drop_stale_indexes(store: Store, folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    current = {(v, y): index_path(folder, v, y, store.embedding_fingerprint(v, y)).name
-               for v, y in store.embedded_versions()}
+    current = {(v, y): index_path(folder, v, y, store.embeddings.embedding_fingerprint(v, y)).name
+               for v, y in store.embeddings.embedded_versions()}
     deleted = []
     for path in folder.glob(f"*{SUFFIX}"):
         version, _, rest = path.name.rpartition("__")[0].rpartition("__")

@@ -274,7 +274,7 @@ def _commit(store: Store, settings: Settings, year: int, scenes: list[Scene],
     rows, cols = grid.row_col(ids)
     lons, lats = grid.cell_centres_lonlat(ids) if ids.size else ([], [])
     synthetic = any(s.synthetic for s in scenes) or bool(previous and any(
-        r["synthetic"] for r in store.scenes(year)))
+        r["synthetic"] for r in store.scenes.scenes(year)))
     record = {
         "year": year, "name": mosaic.name, "paths": [root.relative_to(data_dir).as_posix()],
         "bands": list(bands), "crs": grid.crs,
@@ -283,10 +283,10 @@ def _commit(store: Store, settings: Settings, year: int, scenes: list[Scene],
     }
     files = [_file_row(data_dir, s, p, bands, grid) for s in scenes for p in s.paths]
     with store.atomic():
-        store.add_cells(zip(ids, rows, cols, lons, lats, strict=True))
-        scene_id = store.replace_year_mosaic(record, files)
+        store.cells.add_cells(zip(ids, rows, cols, lons, lats, strict=True))
+        scene_id = store.scenes.replace_year_mosaic(record, files)
     shutil.rmtree(staged, ignore_errors=True)
-    return IngestResult(year=year, scene=store.scene(scene_id), files=len(scenes),
+    return IngestResult(year=year, scene=store.scenes.scene(scene_id), files=len(scenes),
                         notes=tuple(note for s in scenes for note in s.notes),
                         blocks=len(written), new_cells=int(ids.size), area_km2=area_km2)
 
@@ -310,11 +310,11 @@ def mosaic_stretch(mosaic: YearMosaic) -> dict[str, list[float]]:
 def cells_of_year(store: Store, grid: CellGrid, year: int) -> np.ndarray:
     """Ids of the registered cells (cells with valid pixels in some year) inside the bounding
     range of ``year``'s mosaic (ValueError when the year has none)."""
-    scenes = store.scenes(year)
+    scenes = store.scenes.scenes(year)
     if not scenes:
         raise ValueError(f"no imagery for {year}: ingest it with "
                          f"`run.py ingest FILE... --year {year}`")
-    ids = [store.cells_in_range(r["row0"], r["row1"], r["col0"], r["col1"]) for r in scenes]
+    ids = [store.cells.cells_in_range(r["row0"], r["row1"], r["col0"], r["col1"]) for r in scenes]
     return np.unique(np.asarray([i for part in ids for i in part], dtype=np.int64))
 
 

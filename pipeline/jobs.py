@@ -89,11 +89,11 @@ def launch_job(settings: Settings, kind: str, params: dict[str, Any],
     """
     with Store(settings.database_path) as store:
         cleanup_jobs(store, settings)
-        job_id = store.start_job(kind, params, requested_by)
+        job_id = store.jobs.start_job(kind, params, requested_by)
     start_recorded_worker(settings, ["job", "--job-id", str(job_id)], job_log(settings, job_id),
-                          finish=lambda store, message: store.finish_job(job_id, "failed",
-                                                                         message=message),
-                          record_pid=lambda store, pid: store.update_job(job_id, pid=pid))
+                          finish=lambda store, message: store.jobs.finish_job(job_id, "failed",
+                                                                              message=message),
+                          record_pid=lambda store, pid: store.jobs.update_job(job_id, pid=pid))
     return job_id
 
 
@@ -140,15 +140,15 @@ def recover_cycles(store: Store, settings: Settings) -> Recovery:
     Does nothing while a cycle's worker is alive (its pending model is work in progress).
     """
     recovery = Recovery()
-    before = {c["id"] for c in store.cycles() if c["status"] == "running"}
-    if store.running_cycle() is not None:
+    before = {c["id"] for c in store.cycles.cycles() if c["status"] == "running"}
+    if store.cycles.running_cycle() is not None:
         return recovery
     if before:
         recovery.failed_cycle = min(before)
-    for model in store.pending_models():
-        store.delete_model(model["version"])
+    for model in store.models.pending_models():
+        store.models.delete_model(model["version"])
         recovery.removed_models.append(model["version"])
-    known = store.model_versions()
+    known = store.models.model_versions()
     folder = settings.models_dir
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         match = _MODEL_FILE.match(path.name)
@@ -170,20 +170,20 @@ class JobCleanup:
 def cleanup_jobs(store: Store, settings: Settings, *, now: datetime | None = None) -> JobCleanup:
     """Fail jobs whose worker died, delete their partial files, and delete finished jobs (file,
     worker log and row) older than ``EXPORT_RETENTION_DAYS``."""
-    failed = store.fail_dead_jobs()
+    failed = store.jobs.fail_dead_jobs()
     now = now or datetime.now(UTC)
     cutoff = (now - timedelta(days=settings.EXPORT_RETENTION_DAYS)).isoformat(
         timespec="milliseconds")
     expired = []
-    for row in store.finished_jobs_before(cutoff):
+    for row in store.jobs.finished_jobs_before(cutoff):
         if row["output"]:
             settings.data_path(row["output"]).unlink(missing_ok=True)
         job_log(settings, row["id"]).unlink(missing_ok=True)
-        store.delete_job(row["id"])
+        store.jobs.delete_job(row["id"])
         expired.append(row["id"])
     partial = []
     folder = exports_dir(settings)
-    live = [r for r in store.jobs(limit=1000) if r["status"] == "running"
+    live = [r for r in store.jobs.jobs(limit=1000) if r["status"] == "running"
             and r["pid"] and process_alive(r["pid"])]
     if folder.is_dir() and not live:
         for leftover in folder.glob(".*"):     # temporary files are hidden: ".name.*.part*"

@@ -114,7 +114,7 @@ class YearScores:
 def year_recipe(store: Store, settings: Settings, year: int) -> YearRecipe:
     """The recipe of ``year`` (ValueError naming the command to run when it has no imagery)."""
     year = check_year(year)
-    records = store.scenes(year)
+    records = store.scenes.scenes(year)
     if not records:
         raise ValueError(f"no imagery for {year}: ingest it with "
                          f"`run.py ingest FILE... --year {year}`")
@@ -205,8 +205,8 @@ def score_year(
     blocks = source.blocks()
     warnings = distribution_shift(bundle, source, max_blocks=SHIFT_SAMPLE_BLOCKS)
     if restart:
-        store.clear_scored_blocks(bundle.version, recipe.year)
-    finished = store.scored_blocks(bundle.version, recipe.year)
+        store.scores.clear_scored_blocks(bundle.version, recipe.year)
+    finished = store.scores.scored_blocks(bundle.version, recipe.year)
     todo = [b for b in blocks if (b.row0, b.col0) not in finished]
     if progress is not None and finished:
         progress(sum(block_km2(b, recipe.grid) for b in blocks if (b.row0, b.col0) in finished))
@@ -214,7 +214,7 @@ def score_year(
     results = (runner or local_runner(options))(bundle, recipe, todo)
     write_blocks(store, recipe, bundle.version, results, write_every=options.write_every,
                  progress=progress)
-    summary = store.summarise_scores(bundle.version, recipe.year, bundle.threshold)
+    summary = store.scores.summarise_scores(bundle.version, recipe.year, bundle.threshold)
     drop_stale_indexes(store, settings.similarity_dir)
     return YearScores(year=recipe.year, model_version=bundle.version,
                       scored=int(summary["scored"]), not_scored=int(summary["not_scored"]),
@@ -233,8 +233,8 @@ def write_blocks(store: Store, recipe: YearRecipe, version: str,
 
     def flush() -> None:
         nonlocal written
-        written += store.write_scored_blocks(recipe.year, version, recipe.scene_id,
-                                             [(block_key(b), cells) for b, cells in batch])
+        written += store.scores.write_scored_blocks(recipe.year, version, recipe.scene_id,
+                                                    [(block_key(b), cells) for b, cells in batch])
         if progress is not None:
             progress(sum(block_km2(b, recipe.grid) for b, _ in batch))
         batch.clear()
@@ -264,7 +264,7 @@ def score_years(
 ) -> list[YearScores]:
     """Score each year (default: every year with scenes)."""
     return [score_year(store, settings, bundle, year, progress=progress, runner=runner)
-            for year in (years or store.years())]
+            for year in (years or store.scenes.years())]
 
 
 def year_area_km2(store: Store, settings: Settings, years: Sequence[int]) -> float:
@@ -276,10 +276,10 @@ def year_area_km2(store: Store, settings: Settings, years: Sequence[int]) -> flo
 def scored_versions_to_keep(store: Store, keep: int) -> list[str]:
     """The active model and its ancestors, ``keep`` versions in all (newest first)."""
     kept: list[str] = []
-    model = store.active_model()
+    model = store.models.active_model()
     while model is not None and len(kept) < keep:
         kept.append(model["version"])
-        model = store.model(model["parent"]) if model["parent"] else None
+        model = store.models.model(model["parent"]) if model["parent"] else None
     return kept
 
 
@@ -292,12 +292,12 @@ def prune_old_scores(store: Store, keep: int) -> list[str]:
     """
     if keep < 1:
         raise ValueError(f"KEEP_SCORED_MODELS must be at least 1, got {keep}")
-    active = store.active_model()
+    active = store.models.active_model()
     if active is None:
         return []
     kept = set(scored_versions_to_keep(store, keep))
-    older = [m["version"] for m in store.models()
+    older = [m["version"] for m in store.models.models()
              if m["version"] not in kept and (m["created_at"], m["version"])
-             < (active["created_at"], active["version"]) and store.scored_years(m["version"])]
-    store.prune_scores(older)
+             < (active["created_at"], active["version"]) and store.scores.scored_years(m["version"])]
+    store.scores.prune_scores(older)
     return older

@@ -77,7 +77,7 @@ class SeedPlan:
 
     @property
     def labels(self) -> list[tuple[int, str]]:
-        """(cell_id, label) pairs, as ``Store.replace_seed_labels`` takes them."""
+        """(cell_id, label) pairs, as ``Labels.replace_seed_labels`` takes them."""
         return ([(int(c), "mine") for c in self.mines]
                 + [(int(c), "background") for c in self.background])
 
@@ -142,7 +142,7 @@ def seed_labels_from_polygons(
     plan = plan_seed_labels(store, grid, mines_file, year, **options)
     staged = plan.stage_masks(grid, data_dir) if data_dir is not None else None
     try:
-        store.replace_seed_labels(plan.year, plan.labels, plan.source)
+        store.labels.replace_seed_labels(plan.year, plan.labels, plan.source)
     except BaseException:
         if staged is not None:
             discard_mask_layer(data_dir, staged)
@@ -164,10 +164,10 @@ def train_on_polygons(
     """
     staged = plan.stage_masks(settings.grid, settings.data_dir)
     try:
-        rows = store.training_labels_with_seeds(plan.year, plan.labels, plan.source)
+        rows = store.labels.training_labels_with_seeds(plan.year, plan.labels, plan.source)
         record, result = train_model(
             store, settings, years=[plan.year], labels=rows, mask_layers={plan.year: staged},
-            commit=lambda: store.replace_seed_labels(plan.year, plan.labels, plan.source),
+            commit=lambda: store.labels.replace_seed_labels(plan.year, plan.labels, plan.source),
             **train)
     except BaseException:
         discard_mask_layer(settings.data_dir, staged)
@@ -231,6 +231,6 @@ def seed_labels_from_masks(
     if data_dir is not None:
         write_mask_layer(data_dir, grid, year, mask_raster_blocks(grid, mask_paths),
                          source=f"{len(mask_paths)} mask rasters ({source})")
-    store.replace_seed_labels(year, sorted(labels.items()), source)
+    store.labels.replace_seed_labels(year, sorted(labels.items()), source)
     return SeedLabels(year=year, source=source, polygons=len(mask_paths), mines=mines,
                       background=len(labels) - mines)

@@ -70,7 +70,7 @@ def tile_key(settings: Any, scene: Mapping[str, Any]) -> str:
 
 
 def _year_scene(store: Store, year: int) -> dict[str, Any]:
-    scenes = store.scenes(year)
+    scenes = store.scenes.scenes(year)
     if not scenes:
         raise TileNotFound(f"no imagery for {year}")
     return scenes[-1]

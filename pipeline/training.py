@@ -1,6 +1,6 @@
 """Train a model version from the labels in the store.
 
-Labels come from ``Store.training_labels()``: the seed labels (from mine polygons) with every
+Labels come from ``Labels.training_labels()``: the seed labels (from mine polygons) with every
 effective review label on top (a review overrides the seed label of the same cell-year; the
 effective label is a lead's adjudication, else the agreed or current label, and a cell-year whose
 two reviewers disagree without adjudication is left out). Every lesson is kept: a reviewed
@@ -198,7 +198,7 @@ def fixed_validation(patches: LabelledPatches, share: float,
 
 def default_bands(store: Store, years: Sequence[int]) -> tuple[str, ...]:
     """Bands shared by every scene of ``years``, in the first scene's order."""
-    scenes = [s for year in years for s in store.scenes(year)]
+    scenes = [s for year in years for s in store.scenes.scenes(year)]
     if not scenes:
         raise ValueError(f"no scene for year(s) {', '.join(map(str, years))}")
     shared = [b for b in scenes[0]["bands"] if all(b in s["bands"] for s in scenes)]
@@ -211,12 +211,12 @@ def hard_negative_keys(store: Store, parent: dict[str, Any] | None = None) -> se
     """(cell, year) of every hard negative kept in the store, after recording the parent's.
 
     The parent model's predictions of already-rejected cells are added to the store's
-    ``hard_negatives`` first (``Store.record_predicted_rejections``); rejections of the model a
+    ``hard_negatives`` first (``Labels.record_predicted_rejections``); rejections of the model a
     reviewer was shown are recorded as they happen.
     """
     if parent is not None:
-        store.record_predicted_rejections(parent["version"])
-    return {(r["cell_id"], r["year"]) for r in store.hard_negatives()}
+        store.labels.record_predicted_rejections(parent["version"])
+    return {(r["cell_id"], r["year"]) for r in store.labels.hard_negatives()}
 
 
 def collect_patches(
@@ -242,7 +242,7 @@ def collect_patches(
         by_year.setdefault(int(row["year"]), []).append(row)
     kept_rows = []
     for year, rows in sorted(by_year.items()):
-        if not store.scenes(year):
+        if not store.scenes.scenes(year):
             continue
         fraction = valid_fractions(year_mosaic(settings, year),
                                    np.array([int(r["cell_id"]) for r in rows], dtype=np.int64),
@@ -440,9 +440,9 @@ def register_model(store: Store, settings: Settings, bundle: ModelBundle, *,
                    activate: bool, pending: bool = False) -> dict[str, Any]:
     """Save a bundle into the models folder and record it in the store (its path relative to
     DATA_DIR when the models folder lies inside it). A ``pending`` model is a cycle's that is
-    not finished yet (see ``Store.add_model``)."""
+    not finished yet (see ``Models.add_model``)."""
     path = save_bundle(bundle, settings.models_dir)
-    store.add_model(
+    store.models.add_model(
         {
             "version": bundle.version, "parent": bundle.parent,
             "path": settings.stored_path(path),
@@ -451,7 +451,7 @@ def register_model(store: Store, settings: Settings, bundle: ModelBundle, *,
         },
         activate=activate, pending=pending,
     )
-    return store.model(bundle.version)
+    return store.models.model(bundle.version)
 
 
 def model_file(store: Store, record: dict[str, Any], settings: Settings | None = None) -> Path:
@@ -466,7 +466,7 @@ def model_file(store: Store, record: dict[str, Any], settings: Settings | None =
 def load_model(store: Store, version: str | None = None, *,
                settings: Settings | None = None) -> ModelBundle:
     """The bundle of ``version``, or of the active model (see ``model_file`` for its path)."""
-    record = store.ready_model(version) if version else store.active_model()
+    record = store.models.ready_model(version) if version else store.models.active_model()
     if record is None:
         raise ValueError(f"unknown model version {version}" if version else
                          "no active model: train one with `run.py train --mines FILE --year YEAR`")
@@ -490,19 +490,19 @@ def train_model(
 
     The parent is the active model, if any; its predictions of rejected cells join the store's
     hard negatives, all of which weigh as such. ``labels`` (rows like
-    ``Store.training_labels()``'s) and ``mask_layers`` (see ``collect_patches``) stand in for
+    ``Labels.training_labels()``'s) and ``mask_layers`` (see ``collect_patches``) stand in for
     the stored ones, e.g. seed labels not stored yet; ``commit`` runs in the transaction that
     registers the model, only once training succeeded (e.g. to store those seed labels).
     What training needs is checked before it starts (``check_trainable``).
     """
     config = config or train_config(settings)
-    rows = [r for r in (store.training_labels() if labels is None else labels)
+    rows = [r for r in (store.labels.training_labels() if labels is None else labels)
             if years is None or r["year"] in years]
     if not rows:
         raise ValueError("no training labels: run `run.py train --mines FILE --year YEAR` to seed "
                          "them from mine polygons, or review cells first")
     label_years = sorted({r["year"] for r in rows})
-    parent = store.active_model()
+    parent = store.models.active_model()
     bands = tuple(bands) if bands else (tuple(parent["bands"]) if parent
                                         else default_bands(store, label_years))
     patches = collect_patches(
@@ -511,7 +511,7 @@ def train_model(
     )
     validation = fixed_validation(patches, settings.VALIDATION_BLOCK_SHARE)
     check_trainable(patches, config, validation)
-    version = store.next_model_version()
+    version = store.models.next_model_version()
     result = train_from_patches(
         patches, bands, settings, version=version,
         parent=parent["version"] if parent else None,

@@ -76,7 +76,7 @@ def create_account(store: Store, name: str, role: str, password: str) -> dict[st
     role_rank(role)
     check_password(password)
     try:
-        return store.add_account(name, role, _hasher.hash(password))
+        return store.accounts.add_account(name, role, _hasher.hash(password))
     except StoreError as error:
         raise AccountError(str(error)) from None
 
@@ -89,18 +89,18 @@ FIRST_ADMIN_HINT = ("No admin account yet: create the first one with "
 
 def has_admin(store: Store) -> bool:
     """Whether some enabled account has the admin role."""
-    return any(row["role"] == "admin" and not row["disabled"] for row in store.accounts())
+    return any(row["role"] == "admin" and not row["disabled"] for row in store.accounts.accounts())
 
 
 def list_accounts(store: Store) -> list[dict[str, Any]]:
     """Every account without its password hash, by name."""
-    return [{k: v for k, v in row.items() if k != "password_hash"} for row in store.accounts()]
+    return [{k: v for k, v in row.items() if k != "password_hash"} for row in store.accounts.accounts()]
 
 
 def disable_account(store: Store, name: str, *, disabled: bool = True) -> dict[str, Any]:
     """Disable an account (its sessions end and its leases are released), or enable it again."""
     try:
-        return store.update_account(name, disabled=disabled)
+        return store.accounts.update_account(name, disabled=disabled)
     except StoreError as error:
         raise AccountError(str(error)) from None
 
@@ -109,7 +109,7 @@ def reset_password(store: Store, name: str, password: str) -> dict[str, Any]:
     """Set a new password; the account's open sessions end."""
     check_password(password)
     try:
-        return store.update_account(name, password_hash=_hasher.hash(password))
+        return store.accounts.update_account(name, password_hash=_hasher.hash(password))
     except StoreError as error:
         raise AccountError(str(error)) from None
 
@@ -118,8 +118,8 @@ def log_out(store: Store, name: str) -> None:
     """End every open session of the account (a saved cookie is refused afterwards) and release
     its leases, in one transaction."""
     with store.atomic():
-        store.release_leases(name)
-        store.update_account(name)
+        store.leases.release_leases(name)
+        store.accounts.update_account(name)
 
 
 def authenticate(store: Store, name: str, password: str) -> dict[str, Any] | None:
@@ -128,7 +128,7 @@ def authenticate(store: Store, name: str, password: str) -> dict[str, Any] | Non
     An unknown name costs one hash verification too. A hash made with older argon2 parameters
     is replaced by a fresh one on a successful login.
     """
-    account = store.account_for_login(name) if len(name) <= 100 else None
+    account = store.accounts.account_for_login(name) if len(name) <= 100 else None
     if len(password) > MAX_PASSWORD:
         return None
     try:
@@ -138,6 +138,6 @@ def authenticate(store: Store, name: str, password: str) -> dict[str, Any] | Non
     if account is None or account["disabled"]:
         return None
     if _hasher.check_needs_rehash(account["password_hash"]):
-        store.update_account(account["name"], password_hash=_hasher.hash(password),
-                             end_sessions=False)
+        store.accounts.update_account(account["name"], password_hash=_hasher.hash(password),
+                                      end_sessions=False)
     return account

@@ -6,7 +6,7 @@ when a hash of (cell, year) falls below ``SECOND_REVIEW_SHARE`` (deterministic: 
 and a new decision pick the same cell-years), or when it is a mine and
 ``SECOND_REVIEW_ALL_MINES`` is on. ``review.service.decide`` opens the task in the decision's
 transaction; ``review.service.next_cards`` serves it, blind, to another reviewer; the second
-decision resolves it (``db.store.Store._sync_second_review``). A disagreement waits for a lead:
+decision resolves it (``db.second_review.SecondReview._sync_second_review``). A disagreement waits for a lead:
 :func:`adjudicate` records the lead's label as a label event (source ``adjudication``), which is
 then the effective label that training and reports use.
 """
@@ -61,7 +61,7 @@ class SecondReviewPolicy:
 
 def current_policy(store: Store, settings: Settings) -> SecondReviewPolicy:
     """The policy in force: a lead's choice stored in the database, else the settings'."""
-    chosen = store.second_review_policy()
+    chosen = store.second_review.second_review_policy()
     if chosen is None:
         return SecondReviewPolicy.from_settings(settings)
     return SecondReviewPolicy(float(chosen["share"]), bool(chosen["all_mines"]))
@@ -78,7 +78,7 @@ def set_policy(store: Store, *, lead: str, percent: str, all_mines: bool) -> Sec
         raise SecondReviewError(problem) from None
     if not 0.0 <= share <= 1.0:
         raise SecondReviewError(problem)
-    store.set_second_review_policy(share, all_mines, lead)
+    store.second_review.set_second_review_policy(share, all_mines, lead)
     return SecondReviewPolicy(share, all_mines)
 
 
@@ -99,23 +99,23 @@ def adjudicate(store: Store, *, lead: str, cell_id: int, year: int, label: str,
     if label not in TRAINING_LABELS:
         raise SecondReviewError(f"adjudicate as mine or background, not {label!r}")
     with store.atomic():
-        if request_id is not None and store.label_event_by_request(request_id) is not None:
-            return store.second_review(cell_id, year)
-        task = store.second_review(cell_id, year)
+        if request_id is not None and store.labels.label_event_by_request(request_id) is not None:
+            return store.second_review.second_review(cell_id, year)
+        task = store.second_review.second_review(cell_id, year)
         if task is None or task["status"] not in ("disagreed", "adjudicated"):
             raise NothingToAdjudicateError(f"cell {cell_id} ({year}) has no disagreement to "
                                            "adjudicate")
-        store.record_label(cell_id, year, label, lead, request_id=request_id,
-                           source=ADJUDICATION_SOURCE)
-        return store.second_review(cell_id, year)
+        store.labels.record_label(cell_id, year, label, lead, request_id=request_id,
+                                  source=ADJUDICATION_SOURCE)
+        return store.second_review.second_review(cell_id, year)
 
 
 def adjudication_queue(store: Store, limit: int = 50) -> list[dict[str, Any]]:
     """Disagreements waiting for a lead, oldest first, each with both decisions' events."""
     rows = []
-    for task in store.second_reviews("disagreed", limit=limit):
-        rows.append({**task, "first": store.label_event(task["first_event_id"]),
-                     "second": store.label_event(task["second_event_id"])})
+    for task in store.second_review.second_reviews("disagreed", limit=limit):
+        rows.append({**task, "first": store.labels.label_event(task["first_event_id"]),
+                     "second": store.labels.label_event(task["second_event_id"])})
     return rows
 
 
@@ -132,10 +132,10 @@ class TeamFigures:
 
 def team_figures(store: Store) -> TeamFigures:
     """Agreement per reviewer and per pair, pace per reviewer, and the review-state counts."""
-    pairs = store.double_reviewed()
+    pairs = store.second_review.double_reviewed()
     pending: dict[str, int] = {}
-    for task in store.second_reviews("pending"):
+    for task in store.second_review.second_reviews("pending"):
         pending[task["first_reviewer"]] = pending.get(task["first_reviewer"], 0) + 1
     return TeamFigures(agreement.by_reviewer(pairs), agreement.by_pair(pairs),
-                       agreement.pace_by_reviewer(store.decision_times()),
-                       store.review_state_counts(), pending)
+                       agreement.pace_by_reviewer(store.second_review.decision_times()),
+                       store.second_review.review_state_counts(), pending)

@@ -127,10 +127,10 @@ class Decision:
 # queue ------------------------------------------------------------------------------------------
 def default_year(store: Store) -> int | None:
     """The latest year the active model has scores for (None without an active model)."""
-    model = store.active_model()
+    model = store.models.active_model()
     if model is None:
         return None
-    years = store.scored_years(model["version"])
+    years = store.scores.scored_years(model["version"])
     return years[-1] if years else None
 
 
@@ -171,20 +171,20 @@ def next_cards(
 
     Cards already leased to the reviewer (served earlier as prefetch) come first, so the
     thumbnails a page prefetched are the cards it shows next; then new candidates from
-    ``Store.queue_candidates`` in the strategy's order. Candidates are over-fetched
+    ``Leases.queue_candidates`` in the strategy's order. Candidates are over-fetched
     (``OVERFETCH`` per card) and de-duplicated spatially: a candidate within one cell (Chebyshev
     distance <= 1 in row/col) of a card already in the batch is skipped, so adjacent cells of
     one mine do not fill a batch (they come back in later batches). The batch is then leased
-    (``Store.lease_cells``) in the same ``BEGIN IMMEDIATE`` transaction as the queue query, so
+    (``Leases.lease_cells``) in the same ``BEGIN IMMEDIATE`` transaction as the queue query, so
     two reviewers are never served the same cell while a lease is live.
 
-    Pending second reviews of other reviewers' decisions (``Store.second_review_candidates``,
+    Pending second reviews of other reviewers' decisions (``SecondReview.second_review_candidates``,
     any year) come first, at most ``SECOND_REVIEW_BATCH_SHARE`` of the batch; such a card is the
     active model's score row of its cell-year (or a row without score) with
     ``second_review=True``.
 
     With ``show_first`` the first card is the one the reviewer sees now: its lease records the
-    moment and the score and model shown (``Store.lease_cells(shown=...)``), unless it already
+    moment and the score and model shown (``Leases.lease_cells(shown=...)``), unless it already
     did. Each card carries the score row plus ``threshold``. ``year`` defaults to
     :func:`default_year`; cells in ``exclude`` are left out. Cost: one query for the reviewer's
     leases, one for pending second reviews, one queue query (only when the leases do not fill
@@ -194,7 +194,7 @@ def next_cards(
     nearest first (:func:`similar_candidates`; the index lives in ``similar_dir``), the
     reviewer's own leases among them in their place; NoEmbeddingError when the anchor has none.
     """
-    model = store.active_model()
+    model = store.models.active_model()
     if model is None or n <= 0:
         return []
     QueueChoice(strategy, year, predicted_only, anchor)
@@ -224,14 +224,14 @@ def next_cards(
 
     # One write transaction: no other reviewer can lease or label a candidate in between.
     with store.atomic():
-        seconds = store.second_review_candidates(
+        seconds = store.second_review.second_review_candidates(
             reviewer, math.ceil(n * SECOND_REVIEW_BATCH_SHARE), now=now)
         take([_second_review_row(store, version, task) for task in seconds])
         if strategy == SIMILAR:
             take(similar_candidates(store, similar_dir, version, year, anchor, reviewer,
                                     n * OVERFETCH + len(skip) + 8, min_score=min_score, now=now))
         else:
-            own = store.leased_to(version, year, reviewer, min_score=min_score, now=now)
+            own = store.leases.leased_to(version, year, reviewer, min_score=min_score, now=now)
             take(sorted(own, key=_order_key(strategy)))
         if len(batch) < n and strategy != SIMILAR:
             limit = n * OVERFETCH + len(skip) + 8
@@ -239,8 +239,8 @@ def next_cards(
         if not batch:
             return []
         first = (int(batch[0]["cell_id"]), int(batch[0]["year"])) if show_first else None
-        leased = set(store.lease_cells([(r["cell_id"], r["year"]) for r in batch], reviewer,
-                                       lease_seconds, now=now, shown=first))
+        leased = set(store.leases.lease_cells([(r["cell_id"], r["year"]) for r in batch], reviewer,
+                                              lease_seconds, now=now, shown=first))
     return [{**row, "threshold": model["threshold"]} for row in batch
             if (int(row["cell_id"]), int(row["year"])) in leased]
 
@@ -256,8 +256,8 @@ def similar_candidates(
     k = max(limit, 1) * 2
     while True:
         near = nearest_cells(store, folder, version, year, anchor, k)
-        rows = store.unreviewed_scores(version, year, [c for c, _ in near], reviewer,
-                                       min_score=min_score, now=now)
+        rows = store.leases.unreviewed_scores(version, year, [c for c, _ in near], reviewer,
+                                              min_score=min_score, now=now)
         if len(rows) >= limit or len(near) < k or k >= MAX_K:
             break
         k = min(k * 4, MAX_K)
@@ -268,7 +268,7 @@ def similar_candidates(
 
 def _second_review_row(store: Store, version: str, task: dict[str, Any]) -> dict[str, Any]:
     """A second-review card: the model's score row of the cell-year (or one without a score)."""
-    row = store.score(task["cell_id"], task["year"], version) or {
+    row = store.scores.score(task["cell_id"], task["year"], version) or {
         "cell_id": task["cell_id"], "year": task["year"], "model_version": version,
         "score": None, "uncertainty": None, "rand": 0.0}
     return {**row, "second_review": True}
@@ -277,7 +277,7 @@ def _second_review_row(store: Store, version: str, task: dict[str, Any]) -> dict
 def is_blind(store: Store, cell_id: int, year: int, reviewer: str | None) -> bool:
     """Whether the cell-year waits for its second review and ``reviewer`` may give it (someone
     else decided first, nobody second yet): its card then shows no earlier label."""
-    task = store.second_review(cell_id, year)
+    task = store.second_review.second_review(cell_id, year)
     return (reviewer is not None and task is not None and task["status"] == "pending"
             and task["first_reviewer"] != reviewer and task["second_reviewer"] is None)
 
@@ -304,18 +304,18 @@ def _candidates(
     leased by other reviewers stay below it and come back when their lease expires.
     """
     if strategy not in ("uncertainty", "score"):
-        return store.queue_candidates(version, year, strategy, reviewer, limit,
-                                      min_score=min_score, now=now)
+        return store.leases.queue_candidates(version, year, strategy, reviewer, limit,
+                                             min_score=min_score, now=now)
     key = (str(store.path), version, year, strategy, min_score)
     clock = time.monotonic()
     with _frontier_lock:
         entry = _frontier.get(key)
     fresh = entry is not None and clock - entry[0] < FRONTIER_MAX_AGE
-    rows = store.ordered_queue(version, year, strategy, reviewer, limit, min_score=min_score,
-                               now=now, start=entry[1] if fresh else None)
+    rows = store.leases.ordered_queue(version, year, strategy, reviewer, limit, min_score=min_score,
+                                      now=now, start=entry[1] if fresh else None)
     if not rows and fresh:
-        rows = store.ordered_queue(version, year, strategy, reviewer, limit,
-                                   min_score=min_score, now=now)
+        rows = store.leases.ordered_queue(version, year, strategy, reviewer, limit,
+                                          min_score=min_score, now=now)
         fresh = False
     if rows:
         with _frontier_lock:
@@ -334,8 +334,8 @@ def forget_frontier(store: Store) -> None:
 def lease_one(store: Store, cell_id: int, year: int, reviewer: str, lease_seconds: float) -> bool:
     """Lease one cell to a reviewer as the card shown now; False if another reviewer holds it."""
     with store.atomic():
-        return bool(store.lease_cells([(cell_id, year)], reviewer, lease_seconds,
-                                      shown=(cell_id, year)))
+        return bool(store.leases.lease_cells([(cell_id, year)], reviewer, lease_seconds,
+                                             shown=(cell_id, year)))
 
 
 # decisions --------------------------------------------------------------------------------------
@@ -387,10 +387,10 @@ def request_key(kind: str, reviewer: str, token: str) -> str:
 def require_cell_year(store: Store, cell_id: int, year: int) -> dict[str, Any]:
     """The cell, or NotFoundError when the cell is unknown or no scene exists for ``year``."""
     try:
-        cell = store.require_cell(cell_id)
+        cell = store.cells.require_cell(cell_id)
     except UnknownCellError as error:
         raise NotFoundError(f"unknown cell {cell_id}") from error
-    if int(year) not in store.years():
+    if int(year) not in store.scenes.years():
         raise NotFoundError(f"no scene of {year} in this installation")
     return cell
 
@@ -424,22 +424,22 @@ def decide(
     policy = SecondReviewPolicy() if policy is None else policy
     key = request_key("label", reviewer, form.request_id)
     with store.atomic():
-        existing = store.label_event_by_request(key)
+        existing = store.labels.label_event_by_request(key)
         if existing is not None:
             return Decision(existing, duplicate=True)
-        holder = store.lease_holder(cell_id, year, now=now)
+        holder = store.leases.lease_holder(cell_id, year, now=now)
         second = is_blind(store, cell_id, year, reviewer)
-        first = store.current_label(cell_id, year) is None
-        others = [e for e in store.label_history(cell_id)
+        first = store.labels.current_label(cell_id, year) is None
+        others = [e for e in store.labels.label_history(cell_id)
                   if e["year"] == year and e["kind"] == "label" and not e["undone"]
                   and e["reviewer"] != reviewer]
         score, version, ms = _shown(store, reviewer, cell_id, year, now)
-        event = store.record_label(
+        event = store.labels.record_label(
             cell_id, year, form.label, reviewer, request_id=key, ms_spent=ms,
             score_shown=score, model_version_shown=version)
         reason = policy.reason(cell_id, year, form.label) if first else None
         if reason is not None:
-            store.add_second_review(event, reason)
+            store.second_review.add_second_review(event, reason)
     if second:
         return Decision(event, second_review=True)
     return Decision(event, lease_expired=holder != reviewer,
@@ -450,12 +450,12 @@ def decide(
 def _shown(store: Store, reviewer: str, cell_id: int, year: int,
            now: float) -> tuple[float | None, str | None, int | None]:
     """(score shown, model version shown, ms spent) of a decision, from the reviewer's lease."""
-    lease = store.lease(cell_id, year)
+    lease = store.leases.lease(cell_id, year)
     if lease is not None and lease["reviewer"] == reviewer and lease["shown_at"] is not None:
         return (lease["score_shown"], lease["model_version_shown"],
                 clamp_ms((now - float(lease["shown_at"])) * 1000.0))
-    model = store.active_model()
-    row = store.score(cell_id, year, model["version"]) if model else None
+    model = store.models.active_model()
+    row = store.scores.score(cell_id, year, model["version"]) if model else None
     return (row["score"] if row else None, model["version"] if model else None, None)
 
 
@@ -476,17 +476,17 @@ def undo_last(
     key = request_key("undo", reviewer, request_id) if request_id else None
     with store.atomic():
         if key:
-            existing = store.label_event_by_request(key)
+            existing = store.labels.label_event_by_request(key)
             if existing is not None and existing["kind"] == "undo":
-                target = store.label_event(existing["undoes"])
+                target = store.labels.label_event(existing["undoes"])
                 return {**target, "held_by": _held_by_other(store, target, reviewer, now)}
-        target = store.last_undoable_event(reviewer)
+        target = store.labels.last_undoable_event(reviewer)
         if target is None:
             return None
-        store.undo_label(target["id"], reviewer, request_id=key)
+        store.labels.undo_label(target["id"], reviewer, request_id=key)
         if lease_seconds is not None:
             cell = (target["cell_id"], target["year"])
-            store.lease_cells([cell], reviewer, lease_seconds, now=now, shown=cell)
+            store.leases.lease_cells([cell], reviewer, lease_seconds, now=now, shown=cell)
         held_by = _held_by_other(store, target, reviewer, now)
     forget_frontier(store)
     return {**target, "held_by": held_by}
@@ -495,7 +495,7 @@ def undo_last(
 def _held_by_other(store: Store, event: dict[str, Any], reviewer: str,
                    now: float | None) -> str | None:
     """Who else holds a live lease on the event's cell-year, if anyone."""
-    holder = store.lease_holder(event["cell_id"], event["year"], now=now)
+    holder = store.leases.lease_holder(event["cell_id"], event["year"], now=now)
     return holder if holder not in (None, reviewer) else None
 
 
@@ -510,13 +510,13 @@ def change_decision(
         raise ReviewError(f"unknown label {label[:40]!r}: choose mine, background or skip")
     key = request_key("change", reviewer, request_id) if request_id else None
     with store.atomic():
-        event = store.label_event(event_id)
+        event = store.labels.label_event(event_id)
         if event is None or event["kind"] != "label":
             raise NotFoundError(f"no decision {event_id}")
         if event["reviewer"] != reviewer:
             raise ForbiddenError(f"decision {event_id} is {event['reviewer']}'s; you can change "
                                  "only your own decisions")
-        return store.record_label(
+        return store.labels.record_label(
             event["cell_id"], event["year"], label, reviewer, request_id=key,
             score_shown=event["score_shown"], model_version_shown=event["model_version_shown"])
 
@@ -529,7 +529,7 @@ def recent_decisions(store: Store, reviewer: str, limit: int = 10) -> list[dict[
     """
     rows: list[dict[str, Any]] = []
     seen: set[tuple[int, int]] = set()
-    for event in store.recent_decisions(reviewer, limit * 4):
+    for event in store.labels.recent_decisions(reviewer, limit * 4):
         key = (event["cell_id"], event["year"])
         if key in seen:
             continue
@@ -537,7 +537,7 @@ def recent_decisions(store: Store, reviewer: str, limit: int = 10) -> list[dict[
         rows.append(event)
         if len(rows) >= limit:
             break
-    current = store.current_labels_of(seen)
+    current = store.labels.current_labels_of(seen)
     return [{**event, "current": current.get((event["cell_id"], event["year"]))}
             for event in rows]
 
@@ -553,11 +553,11 @@ def card_details(store: Store, cell_id: int, year: int,
     year, the events of every year blind to ``reviewer`` are left out of the history too
     (``hidden_years``), so no view of the cell shows a label its blind second review must not.
     """
-    cell = store.cell(cell_id)
+    cell = store.cells.cell(cell_id)
     if cell is None:
         raise NotFoundError(f"unknown cell {cell_id}")
-    model = store.active_model()
-    score = store.score(cell_id, year, model["version"]) if model else None
+    model = store.models.active_model()
+    score = store.scores.score(cell_id, year, model["version"]) if model else None
     blind = is_blind(store, cell_id, year, reviewer)
     history, hidden = visible_history(store, cell_id, reviewer)
     return {
@@ -568,8 +568,8 @@ def card_details(store: Store, cell_id: int, year: int,
         "blind": blind,
         "history": [] if blind else history,
         "hidden_years": hidden,
-        "scores": store.cell_scores(cell_id),
-        "current": None if blind else store.current_label(cell_id, year),
+        "scores": store.scores.cell_scores(cell_id),
+        "current": None if blind else store.labels.current_label(cell_id, year),
     }
 
 
@@ -578,12 +578,12 @@ def blind_cells(store: Store, reviewer: str | None) -> set[int]:
     (:func:`is_blind`): every view of such a cell (card, history, map) hides its labels."""
     if reviewer is None:
         return set()
-    return {int(task["cell_id"]) for task in store.second_reviews(status="pending")
+    return {int(task["cell_id"]) for task in store.second_review.second_reviews(status="pending")
             if task["first_reviewer"] != reviewer and task["second_reviewer"] is None}
 
 
 def unreviewed_view(row: dict[str, Any], threshold: float) -> dict[str, Any]:
-    """A cell-status row (``Store.cell_statuses``) as a reviewer who may not see its label sees
+    """A cell-status row (``Territory.cell_statuses``) as a reviewer who may not see its label sees
     it: no label, and the status the model's score alone gives."""
     predicted = row["score"] is not None and float(row["score"]) >= threshold
     return {**row, "label": None, "status": "predicted" if predicted else "background"}
@@ -593,7 +593,7 @@ def visible_history(store: Store, cell_id: int,
                     reviewer: str | None) -> tuple[list[dict[str, Any]], list[int]]:
     """A cell's label history as ``reviewer`` may see it, and the years left out because their
     blind second review may still come to ``reviewer`` (:func:`is_blind`)."""
-    history = store.label_history(cell_id)
+    history = store.labels.label_history(cell_id)
     hidden = sorted(y for y in {int(e["year"]) for e in history}
                     if is_blind(store, cell_id, y, reviewer))
     return [e for e in history if int(e["year"]) not in hidden], hidden
@@ -614,7 +614,7 @@ def queue_left(store: Store, year: int | None, *, predicted_only: bool = False) 
     count that cost more than ``QUEUE_COUNT_SLOW`` of CPU is reused for ``QUEUE_COUNT_MAX_AGE``
     seconds so that serving cards stays cheap (the counter then lags by a few seconds).
     """
-    model = store.active_model()
+    model = store.models.active_model()
     if model is None or year is None:
         return None
     min_score = float(model["threshold"]) if predicted_only else None
@@ -625,7 +625,7 @@ def queue_left(store: Store, year: int | None, *, predicted_only: bool = False) 
     if cached and now - cached[0] < QUEUE_COUNT_MAX_AGE and cached[1] > QUEUE_COUNT_SLOW:
         return cached[2]
     start = time.thread_time()
-    count = store.count_queue_fast(model["version"], year, min_score=min_score)
+    count = store.leases.count_queue_fast(model["version"], year, min_score=min_score)
     with _queue_lock:
         _queue_cache[key] = (now, time.thread_time() - start, count)
     return count
@@ -637,7 +637,7 @@ def session_stats(
 ) -> dict[str, Any]:
     """Counters for a review session: decisions since ``since`` (ISO), rate per hour, queue left."""
     now = time.time() if now is None else now
-    decisions = store.count_decisions(reviewer, since=since)
+    decisions = store.labels.count_decisions(reviewer, since=since)
     hours = max(now - started, 60.0) / 3600.0
     return {
         "decisions": decisions,
@@ -659,7 +659,7 @@ def thumbnail_version(store: Store, cell_id: int, year: int) -> str | None:
 
     Pages put it in thumbnail URLs (``?v=``), so a browser may cache those URLs forever.
     """
-    scenes = store.scenes_covering(cell_id, year)
+    scenes = store.scenes.scenes_covering(cell_id, year)
     return thumbnail_key(scenes[0]) if scenes else None
 
 
@@ -668,7 +668,7 @@ def thumbnail_versions(
 ) -> dict[tuple[int, int], str | None]:
     """:func:`thumbnail_version` of several (cell_id, year) pairs, reading each year's scenes once
     (a card and its prefetched cards in one query per year, not one per card)."""
-    scenes = {year: sorted(store.scenes(year), key=lambda r: -r["id"])
+    scenes = {year: sorted(store.scenes.scenes(year), key=lambda r: -r["id"])
               for year in {int(year) for _, year in cells}}
     keys: dict[int, str] = {}
     versions: dict[tuple[int, int], str | None] = {}
@@ -687,7 +687,7 @@ def thumbnail_path(
 ) -> tuple[Path, str]:
     """(PNG path, cache key) of a cell's picture in ``year``, rendered on the first request.
 
-    Finds the year's mosaic row if its range covers the cell (``Store.scenes_covering``) and uses
+    Finds the year's mosaic row if its range covers the cell (``Scenes.scenes_covering``) and uses
     ``imagery.thumbnails.ThumbnailCache(settings.thumbnail_dir)`` keyed by :func:`thumbnail_key`
     with the mosaic's stored stretch; a miss reads the year's mosaic (``imagery.store``), the
     very pixels scoring reads. A cached picture is returned without opening the store.
@@ -700,9 +700,9 @@ def thumbnail_path(
         raise ReviewError(f"unknown view {view!r}; expected rgb or false")
     if kind not in THUMB_SIZE:
         raise ReviewError(f"unknown kind {kind!r}; expected cell or context")
-    if store.cell(cell_id) is None:
+    if store.cells.cell(cell_id) is None:
         raise NotFoundError(f"unknown cell {cell_id}")
-    scenes = store.scenes_covering(cell_id, year)
+    scenes = store.scenes.scenes_covering(cell_id, year)
     if not scenes:
         raise NotFoundError(f"no scene of {year} covers cell {cell_id}")
     record = scenes[0]

@@ -20,9 +20,9 @@ MAX_K = 20_000
 
 def anchor_vector(store: Store, model_version: str, year: int, cell_id: int) -> np.ndarray:
     """The normalised embedding of a cell; NoEmbeddingError saying why there is none."""
-    stored = store.embedding(model_version, year, cell_id)
+    stored = store.embeddings.embedding(model_version, year, cell_id)
     if stored is None:
-        score = store.score(cell_id, year, model_version)
+        score = store.scores.score(cell_id, year, model_version)
         if score is None:
             why = (f"model {model_version} has no score for it (never scored, or its scores "
                    "were pruned: only the latest KEEP_SCORED_MODELS models keep them)")

@@ -106,7 +106,7 @@ def serve_page(
     with store.atomic():
         for card in page:
             cell = (int(card["cell_id"]), int(card["year"]))
-            store.lease_cells([cell], reviewer, lease_seconds, now=now, shown=cell)
+            store.leases.lease_cells([cell], reviewer, lease_seconds, now=now, shown=cell)
     return page, ahead
 
 
@@ -166,16 +166,16 @@ def _submit_tile(store: Store, reviewer: str, tile: TileForm,
     """One tile in one transaction (the checks and the decision cannot be separated)."""
     key = service.request_key("label", reviewer, tile.request_id)
     with store.atomic():
-        existing = store.label_event_by_request(key)
+        existing = store.labels.label_event_by_request(key)
         if existing is not None:
             return TileOutcome(tile.cell_id, tile.year, existing["label"], "duplicate",
                                event_id=int(existing["id"]))
-        current = store.current_label(tile.cell_id, tile.year)
+        current = store.labels.current_label(tile.cell_id, tile.year)
         blind = service.is_blind(store, tile.cell_id, tile.year, reviewer)
         if current is not None and current["reviewer"] != reviewer and not blind:
             return TileOutcome(tile.cell_id, tile.year, tile.label, "decided_by_other",
                                who=current["reviewer"])
-        lease = store.lease(tile.cell_id, tile.year)
+        lease = store.leases.lease(tile.cell_id, tile.year)
         mine = lease is not None and lease["reviewer"] == reviewer
         if lease is not None and not mine and float(lease["expires_at"]) > now:
             return TileOutcome(tile.cell_id, tile.year, tile.label, "held_by_other",
@@ -197,11 +197,11 @@ def last_page(store: Store, reviewer: str) -> list[dict[str, Any]]:
     reviewer never submitted a page.
     """
     prefix = f"label:{reviewer}:grid-"
-    latest = store.latest_event_by_request_prefix(prefix)
+    latest = store.labels.latest_event_by_request_prefix(prefix)
     if latest is None:
         return []
     page = latest["request_id"][len(prefix):].split("-", 1)[0]
-    events = store.label_events_by_request_prefix(f"{prefix}{page}-")
+    events = store.labels.label_events_by_request_prefix(f"{prefix}{page}-")
     events.sort(key=lambda e: int(e["request_id"].rsplit("-", 1)[1]))
     return [{"event_id": int(e["id"]), "cell_id": int(e["cell_id"]), "year": int(e["year"]),
              "label": _own_label(store, reviewer, int(e["cell_id"]), int(e["year"]))
@@ -211,7 +211,7 @@ def last_page(store: Store, reviewer: str) -> list[dict[str, Any]]:
 
 def _own_label(store: Store, reviewer: str, cell_id: int, year: int) -> str | None:
     """The reviewer's latest not-undone label of a cell-year, if any."""
-    own = [e for e in store.label_history(cell_id)
+    own = [e for e in store.labels.label_history(cell_id)
            if e["year"] == year and e["kind"] == "label" and e["reviewer"] == reviewer
            and not e["undone"]]
     return own[-1]["label"] if own else None
@@ -233,7 +233,7 @@ def correct_page(
         if label not in LABELS:
             raise service.ReviewError(f"unknown label {label[:40]!r}: choose mine, background "
                                       "or skip")
-        event = store.label_event(event_id)
+        event = store.labels.label_event(event_id)
         if event is None or event["kind"] != "label":
             raise service.NotFoundError(f"no decision {event_id}")
         if event["reviewer"] != reviewer:

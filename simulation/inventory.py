@@ -1,7 +1,7 @@
 """Decisions to a clean inventory (issue 10): the measure that matters to a review team.
 
 The *inventory* of a year is what the installation reports as mines: cells a review confirmed
-plus cells the active model predicts that no review rejected (``Store.cell_statuses``' statuses
+plus cells the active model predicts that no review rejected (``Territory.cell_statuses``' statuses
 ``confirmed`` and ``predicted``, the same rows the map, the report and the exports read).
 :func:`drive_queue` lets a simulated reviewer (reviewer name ``ORACLE``, answering from a
 :class:`Truth`) work through the app's real loop:
@@ -42,7 +42,7 @@ from review.service import DecisionForm, decide, next_cards
 
 #: The simulated reviewer's account name in the label events.
 ORACLE = "inventory-oracle"
-#: Statuses of ``Store.cell_statuses`` that make up the inventory.
+#: Statuses of ``Territory.cell_statuses`` that make up the inventory.
 INVENTORY_STATUSES: tuple[str, ...] = ("confirmed", "predicted")
 #: Seconds a card stays leased to the simulated reviewer.
 LEASE_SECONDS = 600.0
@@ -107,12 +107,12 @@ class InventoryPoint:
 def inventory_cells(store: Store, year: int) -> set[int]:
     """Cell ids of the year's inventory under the active model (confirmed or predicted and not
     rejected, inside the territory when one is loaded)."""
-    model = store.active_model()
+    model = store.models.active_model()
     if model is None:
         raise ValueError("no active model: train or activate one first")
     cells: set[int] = set()
-    for chunk in store.iter_cell_statuses(model["version"], year, float(model["threshold"]),
-                                          inside_only=True):
+    for chunk in store.territory.iter_cell_statuses(model["version"], year, float(model["threshold"]),
+                                                    inside_only=True):
         cells.update(int(r["cell_id"]) for r in chunk if r["status"] in INVENTORY_STATUSES)
     return cells
 
@@ -121,7 +121,7 @@ def inventory_point(store: Store, truth: Truth, decisions: int, cycles: int) -> 
     """Compare the year's inventory with the truth (ambiguous cells counted in neither)."""
     cells = inventory_cells(store, truth.year)
     return InventoryPoint(
-        decisions=decisions, cycles=cycles, model=store.active_model()["version"],
+        decisions=decisions, cycles=cycles, model=store.models.active_model()["version"],
         inventory=len(cells), true_positives=len(cells & truth.mines),
         false_positives=len(cells & truth.background), true_mines=len(truth.mines))
 
@@ -223,7 +223,7 @@ def drive_queue(store: Store, settings: Settings, truth: Truth, plan: QueuePlan,
     def retrain() -> None:
         cycle_started = time.monotonic()
         row = run_cycle(store, settings)
-        active = store.active_model()
+        active = store.models.active_model()
         run.cycles.append({"after": decisions, "status": row["status"],
                            "model": row["new_model"], "message": row["message"],
                            "activated": bool(active and active["version"] == row["new_model"]),

@@ -85,18 +85,18 @@ def build_review_db(root: Path) -> ReviewDb:
     ids = np.asarray(grid.cell_id(rows, cols)).ravel()
     scores: dict[int, tuple[float, float]] = {}
     with Store(database) as store:
-        store.add_model({"version": "m0001", "parent": None, "path": "models/m0001.keras",
-                         "bands": list(SEED_BANDS), "threshold": THRESHOLD, "metrics": METRICS,
-                         "training": {"seed": 10}}, activate=True)
+        store.models.add_model({"version": "m0001", "parent": None, "path": "models/m0001.keras",
+                                "bands": list(SEED_BANDS), "threshold": THRESHOLD, "metrics": METRICS,
+                                "training": {"seed": 10}}, activate=True)
         for year in YEARS:
             path = write_scene(root / "scenes" / f"scene_{year}.tif", grid, seed=year)
             scene_id = ingest_files(store, settings, [path], year).scene["id"]
             store.db.execute("UPDATE scenes SET synthetic = 1 WHERE id = ?", [scene_id])
             values = [cell_score(i) for i in range(len(ids))]
             scores = {int(c): v for c, v in zip(ids, values, strict=True)}
-            store.write_scores(year, "m0001", scene_id, [int(i) for i in ids],
-                               [v[0] for v in values], [v[1] for v in values],
-                               [1.0] * len(ids))
+            store.scores.write_scores(year, "m0001", scene_id, [int(i) for i in ids],
+                                      [v[0] for v in values], [v[1] for v in values],
+                                      [1.0] * len(ids))
     return ReviewDb(database, root / "imagery", [int(i) for i in ids], scores)
 
 
@@ -164,7 +164,7 @@ def add_account(app, name: str, role: str = "reviewer") -> None:
     from review.accounts import create_account
 
     with Store(app.config["SETTINGS"].database_path) as store:
-        if store.account(name) is None:
+        if store.accounts.account(name) is None:
             create_account(store, name, role, PASSWORD)
 
 

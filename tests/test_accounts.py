@@ -43,7 +43,7 @@ def test_create_and_authenticate(store) -> None:
 def test_bad_accounts_are_refused(store, name, role, password, message) -> None:
     with pytest.raises(accounts.AccountError, match=message):
         accounts.create_account(store, name, role, password)
-    assert store.accounts() == []
+    assert store.accounts.accounts() == []
 
 
 def test_names_are_never_reused(store) -> None:
@@ -55,9 +55,9 @@ def test_names_are_never_reused(store) -> None:
 
 def test_disable_and_reset_end_sessions(store) -> None:
     first = accounts.create_account(store, "ana", "reviewer", PASSWORD)
-    store.lease_cells([(7, 2021)], "ana", 60)
+    store.leases.lease_cells([(7, 2021)], "ana", 60)
     disabled = accounts.disable_account(store, "ana")
-    assert store.lease(7, 2021) is None  # its leases are released
+    assert store.leases.lease(7, 2021) is None  # its leases are released
     assert disabled["disabled"] == 1 and disabled["session_version"] > first["session_version"]
     assert accounts.authenticate(store, "ana", PASSWORD) is None
     accounts.disable_account(store, "ana", disabled=False)
@@ -71,9 +71,9 @@ def test_disable_and_reset_end_sessions(store) -> None:
 
 def test_old_hash_parameters_are_upgraded_at_login(store, monkeypatch) -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    store.add_account("ana", "reviewer", weak.hash(PASSWORD))
+    store.accounts.add_account("ana", "reviewer", weak.hash(PASSWORD))
     assert accounts.authenticate(store, "ana", PASSWORD) is not None
-    upgraded = store.account("ana")["password_hash"]
+    upgraded = store.accounts.account("ana")["password_hash"]
     assert not accounts._hasher.check_needs_rehash(upgraded)
 
 
@@ -133,7 +133,7 @@ def test_names_are_unique_whatever_their_case(store) -> None:
     with pytest.raises(accounts.AccountError, match="'Ana' already exists"):
         accounts.create_account(store, "ana", "admin", PASSWORD)
     assert accounts.authenticate(store, "ANA", PASSWORD)["name"] == "Ana"
-    assert store.account("ana") is None  # sessions and leases keep the exact name
+    assert store.accounts.account("ana") is None  # sessions and leases keep the exact name
     import sqlite3
 
     with pytest.raises(sqlite3.IntegrityError):  # the index holds even below the Store
@@ -160,9 +160,9 @@ def test_migration_renames_and_disables_later_case_twins(tmp_path) -> None:
     old.conn.commit()
     old.close()
     with Store(path) as store:
-        rows = {r["name"]: r for r in store.accounts()}
+        rows = {r["name"]: r for r in store.accounts.accounts()}
         assert set(rows) == {"ana", "Ana-renamed-2", "ben"}
         assert rows["ana"]["disabled"] == 0 and rows["ben"]["disabled"] == 0
         renamed = rows["Ana-renamed-2"]
         assert renamed["disabled"] == 1 and renamed["session_version"] == 1
-        assert store.lease(1, 2021) is None
+        assert store.leases.lease(1, 2021) is None

@@ -166,7 +166,7 @@ def test_a_failing_demo_leaves_nothing_behind(tmp_path, monkeypatch):
                    progress=True)
     assert snapshot(data) == before
     with Store(data / "minewatch.db") as store:
-        assert not store.scenes()  # so `demo --if-empty` builds it next time
+        assert not store.scenes.scenes()  # so `demo --if-empty` builds it next time
 
 
 def test_demo_sizes_too_small_to_train_are_refused_up_front(tmp_path):

@@ -33,7 +33,7 @@ def store(tmp_path):
             cell = grid.cell_at_lonlat(lon, lat)
             clon, clat = grid.cell_centres_lonlat(np.asarray([cell]))
             cells.append((cell, *grid.row_col(cell), float(clon[0]), float(clat[0])))
-        opened.add_cells(cells)
+        opened.cells.add_cells(cells)
         yield opened
 
 

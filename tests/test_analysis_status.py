@@ -46,26 +46,26 @@ def build_db(path: Path, *, scores: dict[int, dict[int, float | None]] | None = 
     ids = np.asarray([cid(r, c) for r in range(10) for c in range(10)], dtype=np.int64)
     lon, lat = GRID.cell_centres_lonlat(ids)
     rows, cols = GRID.row_col(ids)
-    store.add_cells(zip(ids.tolist(), rows.tolist(), cols.tolist(), lon.tolist(), lat.tolist(),
-                        strict=True))
-    store.add_model({"version": "m0001", "parent": None, "path": "/m/m0001.keras",
-                     "bands": ["B2"], "threshold": 0.5, "metrics": {}, "training": {}},
-                    activate=True)
+    store.cells.add_cells(zip(ids.tolist(), rows.tolist(), cols.tolist(), lon.tolist(), lat.tolist(),
+                              strict=True))
+    store.models.add_model({"version": "m0001", "parent": None, "path": "/m/m0001.keras",
+                            "bands": ["B2"], "threshold": 0.5, "metrics": {}, "training": {}},
+                           activate=True)
     scores = scores or {year: SCORES_2021 for year in YEARS}
     labels = labels if labels is not None else {year: LABELS_2021 for year in YEARS}
     for year, special in scores.items():
-        scene = store.add_scene({"year": year, "name": f"s{year}.tif", "paths": [f"/s{year}.tif"],
-                                 "bands": ["B2"], "crs": "EPSG:32735", "row0": BASE_ROW,
-                                 "row1": BASE_ROW + 10, "col0": BASE_COL, "col1": BASE_COL + 10,
-                                 "stretch": {}, "synthetic": 1})
+        scene = store.scenes.add_scene({"year": year, "name": f"s{year}.tif", "paths": [f"/s{year}.tif"],
+                                        "bands": ["B2"], "crs": "EPSG:32735", "row0": BASE_ROW,
+                                        "row1": BASE_ROW + 10, "col0": BASE_COL, "col1": BASE_COL + 10,
+                                        "stretch": {}, "synthetic": 1})
         values = [special.get(int(i), 0.1) for i in ids]
-        store.write_scores(year, "m0001", scene, ids.tolist(),
-                           [np.nan if v is None else v for v in values],
-                           [0.5] * len(ids), [0.2 if v is None else 1.0 for v in values])
+        store.scores.write_scores(year, "m0001", scene, ids.tolist(),
+                                  [np.nan if v is None else v for v in values],
+                                  [0.5] * len(ids), [0.2 if v is None else 1.0 for v in values])
     events = [{"cell_id": c, "year": y, "label": lab, "reviewer": "ann"}
               for y, per_cell in labels.items() for c, lab in per_cell.items()]
     if events:
-        store.import_label_events(events)
+        store.labels.import_label_events(events)
     return store
 
 
@@ -158,19 +158,19 @@ def test_territory_in_another_crs_drops_cells(store, tmp_path):
     cells = year_cells(store, resolve_model(store), 2021, inside_only=True)
     assert E not in cells.cell_id and A in cells.cell_id and len(cells) == 90
     # the review queue drops the outside cells too
-    queue = store.queue_candidates("m0001", 2021, "score", "ann", 200)
+    queue = store.leases.queue_candidates("m0001", 2021, "score", "ann", 200)
     assert E not in {row["cell_id"] for row in queue}
-    assert store.count_queue("m0001", 2021) == 90 - 3 - 1   # minus labelled A, C, D and N
-    assert store.count_queue_fast("m0001", 2021) == store.count_queue("m0001", 2021)
+    assert store.leases.count_queue("m0001", 2021) == 90 - 3 - 1   # minus labelled A, C, D and N
+    assert store.leases.count_queue_fast("m0001", 2021) == store.leases.count_queue("m0001", 2021)
     for strategy in ("uncertainty", "score", "random", "mixed"):  # the app's queue, every order
         cards = next_cards(store, reviewer=f"r-{strategy}", strategy=strategy, year=2021, n=40)
         assert cards and E not in {card["cell_id"] for card in cards}
     # cells added later are classified on refresh
     extra = cid(-1, 0)
     lon, lat = GRID.cell_centres_lonlat(np.asarray([extra]))
-    store.add_cells([(extra, BASE_ROW - 1, BASE_COL, float(lon[0]), float(lat[0]))])
+    store.cells.add_cells([(extra, BASE_ROW - 1, BASE_COL, float(lon[0]), float(lat[0]))])
     assert refresh_territory_cells(store, GRID) == 1
-    assert store.count_territory_cells() == {"inside": 90, "outside": 11}
+    assert store.territory.count_territory_cells() == {"inside": 90, "outside": 11}
 
 
 def test_territory_selection_and_bad_files(store, tmp_path):
@@ -195,7 +195,7 @@ def test_territory_selection_and_bad_files(store, tmp_path):
                       '[[[29, -26], [29.1, -25.9], [29.1, -26], [29, -25.9], [29, -26]]]}}]}')
     with pytest.raises(VectorError, match="bowtie.geojson: 1 invalid geometries"):
         load_territory(store, GRID, bowtie)
-    assert store.territory()["name"] == "North + South"   # a failed load changes nothing
+    assert store.territory.territory()["name"] == "North + South"   # a failed load changes nothing
 
 
 def test_protected_areas_with_and_without_names(store, tmp_path):

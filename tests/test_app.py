@@ -126,8 +126,8 @@ def test_label_records_and_returns_the_next_card(client, review_db) -> None:
     assert event["score_shown"] == pytest.approx(review_db.scores[fields["cell_id"]][0])
     assert 0 <= event["ms_spent"] < 60_000 and event["ms_spent"] != 1500
     with Store(review_db.database) as store:
-        assert store.current_label(fields["cell_id"], 2021)["label"] == "mine"
-        assert store.lease_holder(fields["cell_id"], 2021) is None
+        assert store.labels.current_label(fields["cell_id"], 2021)["label"] == "mine"
+        assert store.leases.lease_holder(fields["cell_id"], 2021) is None
 
 
 def test_label_without_htmx_redirects(client) -> None:
@@ -177,8 +177,8 @@ def test_undo_shows_the_cell_again(client, review_db) -> None:
     kinds = [(e["kind"], e["label"]) for e in events(review_db)]
     assert kinds == [("label", "mine"), ("label", "background"), ("undo", None)]
     with Store(review_db.database) as store:
-        assert store.current_label(second["cell_id"], 2021) is None
-        assert store.current_label(first["cell_id"], 2021)["label"] == "mine"
+        assert store.labels.current_label(second["cell_id"], 2021) is None
+        assert store.labels.current_label(first["cell_id"], 2021)["label"] == "mine"
     nothing = client.post("/undo", data={}, headers={"X-CSRFToken": token})
     assert nothing.status_code == 302
 
@@ -197,7 +197,7 @@ def test_change_a_past_decision(client, review_db) -> None:
     rows = events(review_db)
     assert [(r["kind"], r["label"]) for r in rows] == [("label", "mine"), ("label", "background")]
     with Store(review_db.database) as store:
-        assert store.current_label(first["cell_id"], 2021)["label"] == "background"
+        assert store.labels.current_label(first["cell_id"], 2021)["label"] == "background"
     assert client.post("/decisions/9999", data={"label": "mine"},
                        headers={"X-CSRFToken": token}).status_code == 404
     assert client.post(f"/decisions/{event_id}", data={"label": "rock"},
@@ -297,8 +297,8 @@ def test_two_reviewers_are_served_different_cells(app, review_db) -> None:
 
 def test_empty_queue_says_so(client, review_db) -> None:
     with Store(review_db.database) as store:
-        store.import_label_events({"cell_id": c, "year": 2021, "label": "background",
-                                   "reviewer": "seed"} for c in review_db.cell_ids)
+        store.labels.import_label_events({"cell_id": c, "year": 2021, "label": "background",
+                                          "reviewer": "seed"} for c in review_db.cell_ids)
     login(client)
     html = client.get("/review").get_data(as_text=True)
     assert "Queue empty" in html and 'id="card-form"' not in html
@@ -339,7 +339,7 @@ def fake_cycle(monkeypatch, review_db):
 
     def launch_cycle(settings) -> int:
         with Store(settings.database_path) as store:
-            cycle_id = store.start_cycle("m0001")
+            cycle_id = store.cycles.start_cycle("m0001")
         calls.append(cycle_id)
         return cycle_id
 
@@ -382,14 +382,14 @@ def test_launch_race_is_reported(client, monkeypatch) -> None:
 def test_status_partial_polls_while_running_and_stops_when_done(client, review_db) -> None:
     assert "No retrain cycle yet" in client.get("/cycles/status").get_data(as_text=True)
     with Store(review_db.database) as store:
-        cycle_id = store.start_cycle("m0001")
-        store.update_cycle(cycle_id, stage="training", progress=0.4, message="epoch 4/10")
+        cycle_id = store.cycles.start_cycle("m0001")
+        store.cycles.update_cycle(cycle_id, stage="training", progress=0.4, message="epoch 4/10")
     html = client.get("/cycles/status").get_data(as_text=True)
     assert 'hx-trigger="every 2s"' in html and "training" in html and 'data-width="40.0"' in html
     assert "epoch 4/10" in html
     with Store(review_db.database) as store:
-        store.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
-                           message="m0002 is active")
+        store.cycles.finish_cycle(cycle_id, "succeeded", stage="done", progress=1.0,
+                                  message="m0002 is active")
     done = client.get("/cycles/status").get_data(as_text=True)
     assert "hx-trigger" not in done and "succeeded" in done and "m0002 is active" in done
 
@@ -397,16 +397,16 @@ def test_status_partial_polls_while_running_and_stops_when_done(client, review_d
 def test_cycles_page_plots_curves_and_counts(client, review_db) -> None:
     with Store(review_db.database) as store:
         for index, version in enumerate(("m0002", "m0003")):
-            cycle_id = store.start_cycle("m0001")
-            store.finish_cycle(
+            cycle_id = store.cycles.start_cycle("m0001")
+            store.cycles.finish_cycle(
                 cycle_id, "succeeded", new_model=version, n_seed=40, n_mines=12 + index,
                 n_hard_negatives=30, history={"loss": [0.9, 0.5, 0.3], "val_loss": [1.0, 0.6, 0.5]},
                 metrics={"precision": 0.8 + index / 10, "recall": 0.7, "average_precision": 0.75,
                          "fixed_blocks": True},
                 predicted_mines={"2020": 120 - index * 20, "2021": 140 - index * 30},
                 false_positives_found=17, validation_ap=0.61 + index / 10)
-        failed = store.start_cycle("m0003")
-        store.finish_cycle(failed, "failed", message="training failed: no labels")
+        failed = store.cycles.start_cycle("m0003")
+        store.cycles.finish_cycle(failed, "failed", message="training failed: no labels")
     html = client.get("/cycles").get_data(as_text=True)
     assert html.count('<svg class="chart lines"') == 4  # 2 curves + mines + validation
     assert "<polyline" in html and "predicted mines" in html
@@ -418,17 +418,17 @@ def test_cycles_page_plots_curves_and_counts(client, review_db) -> None:
 
 def test_cycles_page_counts_predicted_mines_inside_the_territory(client, review_db) -> None:
     with Store(review_db.database) as store:
-        model = store.model("m0001")
-        year = store.years()[0]
+        model = store.models.model("m0001")
+        year = store.scenes.years()[0]
         predicted = [r["cell_id"] for r in store.db.query(
             "SELECT cell_id FROM scores WHERE model_version = 'm0001' AND year = ?"
             " AND score >= ?", [year, model["threshold"]])]
         assert len(predicted) >= 2
-        store.classify_cells([(predicted[0], 0)] + [(c, 1) for c in predicted[1:]])
-        cycle_id = store.start_cycle(None)
-        store.finish_cycle(cycle_id, "succeeded", new_model="m0001",
-                           predicted_mines={str(year): 99_999})
-        inside = store.predicted_mine_count("m0001", year, model["threshold"])
+        store.territory.classify_cells([(predicted[0], 0)] + [(c, 1) for c in predicted[1:]])
+        cycle_id = store.cycles.start_cycle(None)
+        store.cycles.finish_cycle(cycle_id, "succeeded", new_model="m0001",
+                                  predicted_mines={str(year): 99_999})
+        inside = store.scores.predicted_mine_count("m0001", year, model["threshold"])
     assert inside == len(predicted) - 1  # the cell outside the territory is dropped
     html = client.get("/cycles").get_data(as_text=True)
     assert f"{year}: {inside:,}" in html and "99,999" not in html

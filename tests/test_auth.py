@@ -245,7 +245,7 @@ def test_accounts_page_for_admins(app, client) -> None:
     assert client.post("/accounts/zed/password", data={"password": "brand new password",
                                                        "csrf_token": token}).status_code == 404
     with Store(app.config["SETTINGS"].database_path) as store:
-        assert store.account("ana")["disabled"] == 1 and store.account("root")["disabled"] == 0
+        assert store.accounts.account("ana")["disabled"] == 1 and store.accounts.account("root")["disabled"] == 0
 
 
 def test_behind_https_proxy_secure_cookie_and_forwarded_headers(app_config) -> None:

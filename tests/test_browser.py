@@ -103,6 +103,6 @@ def test_review_by_keyboard(server: str, review_db, tmp_path) -> None:
             ("label", "mine"), ("label", "background"), ("label", "skip"), ("undo", None)]
         assert [str(e[0]) for e in events[:3]] == [mined, background, skipped]
         assert all(e[3] is not None and e[3] > 0 for e in events[:3])
-        assert store.current_label(int(mined), 2021)["label"] == "mine"
-        assert store.current_label(int(background), 2021)["label"] == "background"
-        assert store.current_label(int(skipped), 2021) is None
+        assert store.labels.current_label(int(mined), 2021)["label"] == "mine"
+        assert store.labels.current_label(int(background), 2021)["label"] == "background"
+        assert store.labels.current_label(int(skipped), 2021) is None

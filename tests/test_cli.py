@@ -44,14 +44,14 @@ def test_ingest_train_score_cycle(runner, tmp_path):
     # still trains the seed's way
     assert (data / "masks" / "2021" / "layer.json").is_file()
     with Store(data / "minewatch.db") as store:
-        training = store.model("m0001")["training"]
+        training = store.models.model("m0001")["training"]
     assert training["depth"] == 3 and not training["dense_supervision"]["used"]
     result = invoke(runner, data, "score")
     assert result.exit_code == 0, result.output
     assert "cells scored by m0001" in result.output
     with Store(data / "minewatch.db") as store:
-        store.record_label(store.queue_candidates("m0001", 2021, "score", "a", 1)[0]["cell_id"],
-                           2021, "background", "ann")
+        store.labels.record_label(store.leases.queue_candidates("m0001", 2021, "score", "a", 1)[0]["cell_id"],
+                                  2021, "background", "ann")
     result = invoke(runner, data, "cycle")
     assert result.exit_code == 0, result.output
     assert "m0002 is active" in result.output
@@ -85,10 +85,10 @@ def test_demo_builds_once_and_is_marked_synthetic(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "2021:" in result.output and "Demo ready" in result.output
     with Store(data / "minewatch.db") as store:
-        assert store.years() == [2018, 2019, 2020, 2021]
-        assert all(scene["synthetic"] for scene in store.scenes())
-        assert store.active_model()["version"] == "m0001"
-        assert store.seed_labels(2018)
+        assert store.scenes.years() == [2018, 2019, 2020, 2021]
+        assert all(scene["synthetic"] for scene in store.scenes.scenes())
+        assert store.models.active_model()["version"] == "m0001"
+        assert store.labels.seed_labels(2018)
     again = invoke(runner, data, "demo", "--if-empty")
     assert again.exit_code == 0 and "skipping the demo build" in again.output
 
@@ -109,7 +109,7 @@ def test_cells_ingested_after_a_territory_are_classified(runner, tmp_path):
     result = invoke(runner, data, "ingest", later.scene, "--year", 2021)
     assert result.exit_code == 0 and "classified as inside or outside" in result.output
     with Store(data / "minewatch.db") as store:
-        assert store.unclassified_cells() == []
+        assert store.territory.unclassified_cells() == []
 
 
 def test_earth_engine_without_an_account_is_one_line(tmp_path):
@@ -138,7 +138,7 @@ def test_ingest_several_files_of_two_utm_zones_into_one_mosaic(runner, tmp_path)
     assert result.exit_code == 1 and "broken.tif" in result.output
     assert len([line for line in result.output.splitlines() if line.startswith("Error")]) == 1
     with Store(data / "minewatch.db") as store:
-        assert len(store.scenes(2021)) == 1 and len(store.scene_files(2021)) == 3
+        assert len(store.scenes.scenes(2021)) == 1 and len(store.scenes.scene_files(2021)) == 3
 
 
 def test_non_sentinel2_file_is_refused_in_one_line_and_changes_nothing(runner, tmp_path):
@@ -150,7 +150,7 @@ def test_non_sentinel2_file_is_refused_in_one_line_and_changes_nothing(runner, t
     data = tmp_path / "instance"
     assert invoke(runner, data, "ingest", territory.scene, "--year", 2021).exit_code == 0
     with Store(data / "minewatch.db") as store:
-        before = (store.scenes(), store.count_cells())
+        before = (store.scenes.scenes(), store.cells.count_cells())
     hillshade = tmp_path / "hillshade.tif"
     with rasterio.open(hillshade, "w", driver="GTiff", width=200, height=200, count=1,
                        dtype="uint8", crs="EPSG:32735",
@@ -161,7 +161,7 @@ def test_non_sentinel2_file_is_refused_in_one_line_and_changes_nothing(runner, t
     assert result.output.startswith("Error: hillshade.tif: uint8 data")
     assert "--bands cannot change this" in result.output and str(tmp_path) not in result.output
     with Store(data / "minewatch.db") as store:
-        assert (store.scenes(), store.count_cells()) == before
+        assert (store.scenes.scenes(), store.cells.count_cells()) == before
     assert "--offset DN" in runner.invoke(cli, ["ingest", "--help"]).output
 
 

@@ -50,9 +50,9 @@ def store(settings, tmp_path):
         seed_labels_from_polygons(opened, settings.grid, territory.mines, 2021)
         train_model(opened, settings)
         score_year(opened, settings, load_model(opened), 2021)
-        truth = {r["cell_id"]: r["label"] for r in opened.seed_labels(2021)}
+        truth = {r["cell_id"]: r["label"] for r in opened.labels.seed_labels(2021)}
         for cell_id in cells_of_year(opened, settings.grid, 2021):
-            opened.record_label(int(cell_id), 2021, truth.get(int(cell_id), "background"), "ann")
+            opened.labels.record_label(int(cell_id), 2021, truth.get(int(cell_id), "background"), "ann")
         yield opened
 
 
@@ -73,15 +73,15 @@ def kill_cycle_at(store: Store, settings, stage: str, monkeypatch) -> dict:
     monkeypatch.setenv(PAUSE_ENV, stage)
     cycle_id = launch_cycle(settings)
     monkeypatch.delenv(PAUSE_ENV)
-    row = lambda: store.cycle(cycle_id)  # noqa: E731
+    row = lambda: store.cycles.cycle(cycle_id)  # noqa: E731
     if stage == "scoring":
-        wait_for(lambda: row()["new_model"] and store.scored_years(row()["new_model"]),
+        wait_for(lambda: row()["new_model"] and store.scores.scored_years(row()["new_model"]),
                  "the new model's first scores")
     else:
         wait_for(lambda: row()["stage"] == stage, f"stage {stage}")
     pid = row()["pid"]
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: store.running_cycle() is None, "the dead worker to be noticed")
+    wait_for(lambda: store.cycles.running_cycle() is None, "the dead worker to be noticed")
     return row()
 
 
@@ -92,51 +92,51 @@ def test_sigkill_during_rescoring_leaves_nothing_and_the_next_cycle_runs(store, 
     assert killed["new_model"] == "m0002"
     partial = store.db.execute("SELECT count(*) FROM scores WHERE model_version = 'm0002'")
     assert partial.fetchone()[0] > 0            # the kill left partial scores ...
-    assert "m0002" not in {m["version"] for m in store.models()}  # ... of a hidden model
-    assert store.model("m0002")["state"] == "pending" and store.ready_model("m0002") is None
+    assert "m0002" not in {m["version"] for m in store.models.models()}  # ... of a hidden model
+    assert store.models.model("m0002")["state"] == "pending" and store.models.ready_model("m0002") is None
     recovery = recover_cycles(store, settings)
     assert recovery.removed_models == ["m0002"]
     assert store.db.execute("SELECT count(*) FROM scores WHERE model_version = 'm0002'"
                             ).fetchone()[0] == 0
-    assert store.model("m0002") is None
+    assert store.models.model("m0002") is None
     assert model_files(settings) == {"m0001.keras", "m0001.json", "m0001.labels.csv"}
-    assert store.active_model()["version"] == "m0001"
+    assert store.models.active_model()["version"] == "m0001"
 
     again = run_cycle(store, settings)
     assert again["status"] == "succeeded", again["message"]
-    assert again["new_model"] == "m0002" and store.model("m0002")["state"] == "ready"
+    assert again["new_model"] == "m0002" and store.models.model("m0002")["state"] == "ready"
 
 
 def test_sigkill_during_training_is_noticed_by_the_next_start(store, settings, monkeypatch):
     killed = kill_cycle_at(store, settings, "training", monkeypatch)
     assert killed["status"] == "failed" and killed["new_model"] is None
-    assert store.active_model()["version"] == "m0001"
+    assert store.models.active_model()["version"] == "m0001"
 
     cycle_id = launch_cycle(settings)           # the next start: not blocked, runs to the end
-    wait_for(lambda: store.cycle(cycle_id)["status"] != "running", "the next cycle")
-    done = store.cycle(cycle_id)
+    wait_for(lambda: store.cycles.cycle(cycle_id)["status"] != "running", "the next cycle")
+    done = store.cycles.cycle(cycle_id)
     assert done["status"] == "succeeded", done["message"]
     assert model_files(settings) == {f"{v}.{x}" for v in ("m0001", "m0002")
                                      for x in ("keras", "json", "labels.csv")}
 
 
 def test_a_cycle_row_without_a_process_never_blocks(store, settings):
-    orphan = store.start_cycle("m0001")         # as if the app died before starting the worker
+    orphan = store.cycles.start_cycle("m0001")         # as if the app died before starting the worker
     long_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="milliseconds")
-    store.update_cycle(orphan, started_at=long_ago)
+    store.cycles.update_cycle(orphan, started_at=long_ago)
     (settings.models_dir / "m0002.keras").write_bytes(b"half")   # saved, never recorded
     (settings.models_dir / ".m0002.tmp1.json").write_text("{")
     recovery = recover_cycles(store, settings)
     assert recovery.failed_cycle == orphan
     assert sorted(recovery.removed_files) == [".m0002.tmp1.json", "m0002.keras"]
-    assert "never started" in store.cycle(orphan)["message"]
-    assert store.start_cycle("m0001") > orphan
+    assert "never started" in store.cycles.cycle(orphan)["message"]
+    assert store.cycles.start_cycle("m0001") > orphan
 
 
 def test_a_fresh_cycle_row_waiting_for_its_worker_still_blocks(store, settings):
-    store.start_cycle("m0001")
+    store.cycles.start_cycle("m0001")
     assert recover_cycles(store, settings).failed_cycle is None
-    assert store.running_cycle() is not None
+    assert store.cycles.running_cycle() is not None
 
 
 def test_a_worse_model_is_kept_inactive_and_the_lead_sees_why(store, settings):
@@ -144,8 +144,8 @@ def test_a_worse_model_is_kept_inactive_and_the_lead_sees_why(store, settings):
                             "ACTIVATION_MARGIN": -1.0}, environ={})   # no model can meet it
     row = run_cycle(store, strict)
     assert row["status"] == "succeeded", row["message"]
-    assert store.active_model()["version"] == "m0001"
-    assert store.model("m0002")["active"] == 0
+    assert store.models.active_model()["version"] == "m0001"
+    assert store.models.model("m0002")["active"] == 0
     assert "on the same" in row["decision"] and "ACTIVATION_MARGIN" in row["decision"]
     assert row["message"].startswith("m0002 kept inactive: AP ")
 
@@ -189,15 +189,15 @@ def test_a_model_trained_on_wrong_labels_is_kept_inactive_and_the_page_says_why(
 
     rng = random.Random(0)            # a reviewer who calls nine cells in ten a mine
     for cell_id in cells_of_year(store, settings.grid, 2021):
-        store.record_label(int(cell_id), 2021, "mine" if rng.random() < 0.9 else "background",
-                           "ann")
+        store.labels.record_label(int(cell_id), 2021, "mine" if rng.random() < 0.9 else "background",
+                                  "ann")
     lenient = load_settings({**{k: getattr(settings, k) for k in ("DATA_DIR", *FAST)},
                              "ACTIVATION_MARGIN": 1.0}, environ={})  # any AP passes
     row = run_cycle(store, lenient)
     assert row["status"] == "succeeded", row["message"]
     before, after = mine_share(store, "m0001", [2021]), mine_share(store, "m0002", [2021])
     assert after.share > 0.5 > before.share, (before, after)   # the share jumped
-    assert store.active_model()["version"] == "m0001" and store.model("m0002")["active"] == 0
+    assert store.models.active_model()["version"] == "m0001" and store.models.model("m0002")["active"] == 0
     assert row["decision"].startswith("it predicts ") and "ACTIVATION_MAX_MINE_SHARE" in row["decision"]
     assert row["message"] == f"m0002 kept inactive: {row['decision']}"
     app = create_app({"DATA_DIR": settings.DATA_DIR, "TESTING": True, "SECRET_KEY": "x", **FAST})
@@ -216,27 +216,27 @@ def test_cycles_page_cleans_up_shows_the_decision_and_lets_a_lead_activate(tmp_p
     app = create_app({"DATA_DIR": str(tmp_path), "TESTING": True, "SECRET_KEY": "x"})
     record = {"parent": None, "bands": ["B2"], "threshold": 0.5, "metrics": {}, "training": {}}
     with Store(app.config["SETTINGS"].database_path) as store:
-        store.add_model({**record, "version": "m0001", "path": "models/m0001.keras"},
-                        activate=True)
-        kept = store.start_cycle("m0001")
-        store.add_model({**record, "version": "m0002", "path": "models/m0002.keras"})
-        store.update_cycle(kept, new_model="m0002", pid=os.getpid())
-        store.finish_cycle(kept, "succeeded", decision="AP 0.500 vs m0001's 0.900: 0.400 worse")
+        store.models.add_model({**record, "version": "m0001", "path": "models/m0001.keras"},
+                               activate=True)
+        kept = store.cycles.start_cycle("m0001")
+        store.models.add_model({**record, "version": "m0002", "path": "models/m0002.keras"})
+        store.cycles.update_cycle(kept, new_model="m0002", pid=os.getpid())
+        store.cycles.finish_cycle(kept, "succeeded", decision="AP 0.500 vs m0001's 0.900: 0.400 worse")
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
-        killed = store.start_cycle("m0001")
-        store.add_model({**record, "version": "m0003", "path": "models/m0003.keras"},
-                        pending=True)
-        store.update_cycle(killed, new_model="m0003", pid=dead.pid)
+        killed = store.cycles.start_cycle("m0001")
+        store.models.add_model({**record, "version": "m0003", "path": "models/m0003.keras"},
+                               pending=True)
+        store.cycles.update_cycle(killed, new_model="m0003", pid=dead.pid)
     client = app.test_client()                   # open mode: the local admin
     html = client.get("/cycles").get_data(as_text=True)
     assert "0.400 worse" in html and "Activate m0002" in html and "Activate m0003" not in html
     with Store(app.config["SETTINGS"].database_path) as store:
-        assert store.cycle(killed)["status"] == "failed"
-        assert store.model("m0003") is None        # removed by the page load
+        assert store.cycles.cycle(killed)["status"] == "failed"
+        assert store.models.model("m0003") is None        # removed by the page load
     done = client.post("/models/m0002/activate", data={"csrf_token": csrf_from(html)})
     assert done.status_code == 302
     assert client.post("/models/m0003/activate",
                        data={"csrf_token": csrf_from(html)}).status_code == 404
     with Store(app.config["SETTINGS"].database_path) as store:
-        assert store.active_model()["version"] == "m0002"
+        assert store.models.active_model()["version"] == "m0002"

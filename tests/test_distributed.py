@@ -41,7 +41,7 @@ def test_cluster_scores_equal_local_scores(tmp_path, scene, client):
     with Store(local.database_path) as store:
         score_year(store, local, tiny_bundle(), 2021)
     with Store(remote.database_path) as store:
-        path = str(model_file(store, store.model("m0001")))
+        path = str(model_file(store, store.models.model("m0001")))
         km2 = []
         done = score_year(store, remote, tiny_bundle(), 2021, progress=km2.append,
                           runner=dask_runner(client, path))
@@ -52,8 +52,8 @@ def test_cluster_scores_equal_local_scores(tmp_path, scene, client):
         assert got[cell] == pytest.approx(row, nan_ok=True, abs=1e-6)
     # The embeddings come back through the cluster too, the same up to one quantisation level.
     with Store(local.database_path) as a, Store(remote.database_path) as b:
-        ids_a, vec_a, scale_a = a.embeddings("m0001", 2021)
-        ids_b, vec_b, scale_b = b.embeddings("m0001", 2021)
+        ids_a, vec_a, scale_a = a.embeddings.embeddings("m0001", 2021)
+        ids_b, vec_b, scale_b = b.embeddings.embeddings("m0001", 2021)
     assert len(ids_a) > 0 and np.array_equal(ids_a, ids_b)
     assert np.abs(vec_a.astype(int) - vec_b.astype(int)).max() <= 1
     assert scale_b == pytest.approx(scale_a, rel=1e-5)
@@ -67,7 +67,7 @@ def test_a_dead_worker_has_its_blocks_redone(tmp_path, scene, client):
     with Store(settings.database_path) as store:
         recipe = year_recipe(store, settings, 2021)
         blocks = recipe.open().blocks()
-        run = dask_runner(client, str(model_file(store, store.model("m0001"))), retries=1)
+        run = dask_runner(client, str(model_file(store, store.models.model("m0001"))), retries=1)
         results = run(tiny_bundle(), recipe, blocks)
         first = [next(results)]
         pids = client.run(os.getpid)
@@ -95,8 +95,8 @@ def test_cli_scores_on_a_local_cluster(tmp_path, scene):
         assert got[cell] == pytest.approx(row, nan_ok=True, abs=1e-6)
     # The embeddings come back through the cluster too, the same up to one quantisation level.
     with Store(local.database_path) as a, Store(remote.database_path) as b:
-        ids_a, vec_a, scale_a = a.embeddings("m0001", 2021)
-        ids_b, vec_b, scale_b = b.embeddings("m0001", 2021)
+        ids_a, vec_a, scale_a = a.embeddings.embeddings("m0001", 2021)
+        ids_b, vec_b, scale_b = b.embeddings.embeddings("m0001", 2021)
     assert len(ids_a) > 0 and np.array_equal(ids_a, ids_b)
     assert np.abs(vec_a.astype(int) - vec_b.astype(int)).max() <= 1
     assert scale_b == pytest.approx(scale_a, rel=1e-5)

@@ -43,7 +43,7 @@ def test_retention_deletes_embeddings_and_index_files(tmp_path, scene) -> None:
     settings = installation(tmp_path, "a", scene)
     with Store(settings.database_path) as store:
         score_year(store, settings, tiny_bundle(), 2021)
-        cell = int(store.embeddings("m0001", 2021)[0][0])
+        cell = int(store.embeddings.embeddings("m0001", 2021)[0][0])
         near = nearest_cells(store, settings.similarity_dir, "m0001", 2021, cell, 5)
         assert len(near) == 5 and cell not in [c for c, _ in near]
         assert len(list(settings.similarity_dir.glob("*.faiss"))) == 1
@@ -52,7 +52,7 @@ def test_retention_deletes_embeddings_and_index_files(tmp_path, scene) -> None:
         score_year(store, settings, tiny_bundle("m0002", parent="m0001", seed=1), 2021)
         nearest_cells(store, settings.similarity_dir, "m0002", 2021, cell, 5)
         assert prune_old_scores(store, keep=1) == ["m0001"]
-        assert store.embeddings("m0001", 2021)[0].size == 0
+        assert store.embeddings.embeddings("m0001", 2021)[0].size == 0
         deleted = drop_stale_indexes(store, settings.similarity_dir)
         assert [p.name.split("__")[0] for p in deleted] == ["m0001"]
         assert [p.name.split("__")[0] for p in settings.similarity_dir.glob("*.faiss")] == [
@@ -61,5 +61,5 @@ def test_retention_deletes_embeddings_and_index_files(tmp_path, scene) -> None:
             similarity_index(store, settings.similarity_dir, "m0001", 2021)
         with pytest.raises(NoEmbeddingError, match="pruned"):
             nearest_cells(store, settings.similarity_dir, "m0001", 2021, cell, 5)
-        store.delete_model_scores("m0002")
-        assert store.embeddings("m0002", 2021)[0].size == 0
+        store.scores.delete_model_scores("m0002")
+        assert store.embeddings.embeddings("m0002", 2021)[0].size == 0

@@ -87,11 +87,11 @@ def test_files_in_two_utm_zones_make_one_seamless_mosaic(store, settings, tmp_pa
     files = two_zone_files(tmp_path / "src")
     seen: list[float] = []
     result = ingest_files(store, settings, files, 2021, progress=seen.append)
-    assert result.files == 3 and len(store.scenes(2021)) == 1
-    row = store.scenes(2021)[0]
+    assert result.files == 3 and len(store.scenes.scenes(2021)) == 1
+    row = store.scenes.scenes(2021)[0]
     assert row["paths"] == ["imagery/2021"] and row["bands"] == list(SEED_BANDS)
-    assert {f["path"] for f in store.scene_files(2021)} == {str(p) for p in files}
-    assert {f["crs"] for f in store.scene_files(2021)} == {"EPSG:32734", "EPSG:32735"}
+    assert {f["path"] for f in store.scenes.scene_files(2021)} == {str(p) for p in files}
+    assert {f["crs"] for f in store.scenes.scene_files(2021)} == {"EPSG:32734", "EPSG:32735"}
     assert sum(seen) == pytest.approx(result.area_km2) and result.area_km2 > 0
     mosaic = open_year(settings.data_dir, settings.grid, 2021)
     assert all(b.row0 % BLOCK_CELLS == 0 and b.col0 % BLOCK_CELLS == 0 for b in mosaic.blocks())
@@ -129,8 +129,8 @@ def test_a_file_added_later_rebuilds_only_its_blocks(store, settings, tmp_path):
     old_blocks = {n for n in before if n.endswith(".tif")}
     assert all(after[n] == before[n] for n in old_blocks)  # untouched blocks kept their files
     assert result.blocks == len({n for n in after if n.endswith(".tif")} - old_blocks) > 0
-    assert len(store.scenes(2021)) == 1 and len(store.scene_files(2021)) == 2
-    row = store.scenes(2021)[0]
+    assert len(store.scenes.scenes(2021)) == 1 and len(store.scenes.scene_files(2021)) == 2
+    row = store.scenes.scenes(2021)[0]
     mosaic = open_year(settings.data_dir, settings.grid, 2021)
     assert (row["row0"], row["row1"], row["col0"], row["col1"]) == tuple(
         getattr(mosaic.cell_range(), k) for k in ("row0", "row1", "col0", "col1"))

@@ -55,7 +55,7 @@ def installation(settings, tmp_path):
 
 
 def oracle_events(store: Store) -> list[dict]:
-    return store.label_events_by_request_prefix(f"label:{ORACLE}:")
+    return store.labels.label_events_by_request_prefix(f"label:{ORACLE}:")
 
 
 def test_truth_answers_like_a_reviewer_and_refuses_nonsense():
@@ -69,16 +69,16 @@ def test_truth_answers_like_a_reviewer_and_refuses_nonsense():
 
 def test_inventory_is_confirmed_plus_predicted_not_rejected(installation):
     store, truth = installation
-    model = store.active_model()
-    rows = store.cell_statuses(model["version"], YEAR, model["threshold"])
+    model = store.models.active_model()
+    rows = store.territory.cell_statuses(model["version"], YEAR, model["threshold"])
     predicted = {r["cell_id"] for r in rows if r["status"] == "predicted"}
     unpredicted = [r["cell_id"] for r in rows if r["status"] == "background"]
     assert predicted and unpredicted
     assert inventory_cells(store, YEAR) == predicted
 
     rejected, confirmed = sorted(predicted)[0], unpredicted[0]
-    store.record_label(rejected, YEAR, "background", "ann")
-    store.record_label(confirmed, YEAR, "mine", "ann")
+    store.labels.record_label(rejected, YEAR, "background", "ann")
+    store.labels.record_label(confirmed, YEAR, "mine", "ann")
     assert inventory_cells(store, YEAR) == predicted - {rejected} | {confirmed}
 
     point = inventory_point(store, truth, decisions=2, cycles=0)
@@ -91,12 +91,12 @@ def test_inventory_is_confirmed_plus_predicted_not_rejected(installation):
 
 def test_the_seed_way_reviews_every_predicted_cell_and_never_retrains(installation, settings):
     store, truth = installation
-    model = store.active_model()
-    predicted = store.predicted_mine_count(model["version"], YEAR, model["threshold"])
+    model = store.models.active_model()
+    predicted = store.scores.predicted_mine_count(model["version"], YEAR, model["threshold"])
     run = drive_queue(store, settings, truth, seed_way_plan(10_000, batch=3,
                                                             target_precision=1.0,
                                                             target_recall=1.0))
-    assert run.cycles == [] and store.active_model()["version"] == model["version"]
+    assert run.cycles == [] and store.models.active_model()["version"] == model["version"]
     assert run.stop in ("queue empty", "target reached")
     if run.stop == "queue empty":
         assert run.decisions == predicted == len(oracle_events(store))
@@ -119,7 +119,7 @@ def test_a_queue_with_retrains_runs_real_cycles_until_its_budget(installation, s
     assert all(c["status"] == "succeeded" for c in run.cycles), run.cycles
     assert {c["model"] for c in run.cycles} == {"m0002", "m0003"}
     # every decision (no cell here is ambiguous) is a training label of the next cycle
-    assert sum(r["source"] == "review" for r in store.training_labels()) == 6
+    assert sum(r["source"] == "review" for r in store.labels.training_labels()) == 6
     summary = run.summary()
     assert summary["reached_at"] is None and summary["cycles"] == 2
     assert summary["final_recall"] < 1.0

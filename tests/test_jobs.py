@@ -46,8 +46,8 @@ def wait_for(condition, what: str) -> None:
 def test_a_worker_process_writes_the_export_with_a_relative_path(store, settings):
     job_id = launch_export(settings, JobRequest("export", "csv", year=2021, layer="mine_points"),
                            "lea")
-    wait_for(lambda: store.job(job_id)["status"] != "running", "the export job")
-    row = store.job(job_id)
+    wait_for(lambda: store.jobs.job(job_id)["status"] != "running", "the export job")
+    row = store.jobs.job(job_id)
     assert row["status"] == "succeeded", row["message"]
     assert row["output"] == f"exports/job{job_id}_mine_points_active_2021.csv"
     assert row["requested_by"] == "lea" and row["progress"] == 1.0
@@ -61,30 +61,30 @@ def test_a_killed_job_is_failed_and_its_partial_file_removed(store, settings, mo
     monkeypatch.setenv(PAUSE_ENV, "export")
     job_id = launch_export(settings, JobRequest("export", "geojson"), "lea")
     monkeypatch.delenv(PAUSE_ENV)
-    wait_for(lambda: store.job(job_id)["pid"] is not None, "the worker's pid")
+    wait_for(lambda: store.jobs.job(job_id)["pid"] is not None, "the worker's pid")
     leftover = settings.data_dir / "exports" / f".job{job_id}_cells.abc.part.geojson"
     leftover.parent.mkdir(exist_ok=True)
     leftover.write_text('{"type": "FeatureCollection", "features": [')   # as a killed write
     time.sleep(1.0)
-    os.kill(store.job(job_id)["pid"], signal.SIGKILL)
-    wait_for(lambda: cleanup_jobs(store, settings).failed or store.job(job_id)["status"] != "running",
+    os.kill(store.jobs.job(job_id)["pid"], signal.SIGKILL)
+    wait_for(lambda: cleanup_jobs(store, settings).failed or store.jobs.job(job_id)["status"] != "running",
              "the dead worker to be noticed")
-    row = store.job(job_id)
+    row = store.jobs.job(job_id)
     assert row["status"] == "failed" and "worker process" in row["message"]
     assert not leftover.exists() and job_file(settings, row) is None
 
 
 def test_finished_files_expire_after_the_retention_period(store, settings):
-    job_id = store.start_job("report", JobRequest("report", "md").params(), "lea")
+    job_id = store.jobs.start_job("report", JobRequest("report", "md").params(), "lea")
     run_job(store, settings, job_id)
-    path = job_file(settings, store.job(job_id))
+    path = job_file(settings, store.jobs.job(job_id))
     assert path.read_text().startswith("# MineWatch report")
     job_log(settings, job_id).parent.mkdir(exist_ok=True)
     job_log(settings, job_id).write_text("worker output\n")
     assert cleanup_jobs(store, settings).expired == []
     later = datetime.now(UTC) + timedelta(days=settings.EXPORT_RETENTION_DAYS, minutes=1)
     assert cleanup_jobs(store, settings, now=later).expired == [job_id]
-    assert not path.exists() and store.job(job_id) is None
+    assert not path.exists() and store.jobs.job(job_id) is None
     assert not job_log(settings, job_id).exists()
 
 
@@ -93,7 +93,7 @@ def test_a_bad_request_fails_with_one_line_and_no_file(store, settings):
         JobRequest("report", "gpkg")
     with pytest.raises(ValueError, match="layer must be one of"):
         JobRequest("export", "csv", layer="change")
-    job_id = store.start_job("export", JobRequest("export", "csv", year=1999).params(), None)
+    job_id = store.jobs.start_job("export", JobRequest("export", "csv", year=1999).params(), None)
     row = run_job(store, settings, job_id)
     assert row["status"] == "failed" and "no scores for year 1999" in row["message"]
     assert row["output"] is None and not list((settings.data_dir / "exports").iterdir())
@@ -121,7 +121,7 @@ def test_download_list_routes_need_the_lead_role(settings, tmp_path):
     html = started.get_data(as_text=True)
     assert started.status_code == 200 and "started" in html and 'data-job="1"' in html
     with Store(settings.database_path) as store:
-        wait_for(lambda: store.job(1)["status"] != "running", "the export job")
+        wait_for(lambda: store.jobs.job(1)["status"] != "running", "the export job")
     listing = lead.get("/exports/list").get_data(as_text=True)
     assert "/exports/1/download" in listing and "hx-trigger" not in listing   # stopped polling
     download = lead.get("/exports/1/download")
@@ -140,7 +140,7 @@ def test_a_copied_data_folder_loads_its_own_models(tmp_path):
     shutil.rmtree(tmp_path / "a")
     copy = load_settings({"DATA_DIR": str(tmp_path / "b")}, environ={})
     with Store(copy.database_path) as store:
-        assert model_file(store, store.active_model(), copy) == tmp_path / "b/models/m0001.keras"
+        assert model_file(store, store.models.active_model(), copy) == tmp_path / "b/models/m0001.keras"
         assert load_model(store, settings=copy).version == "m0001"
         assert load_model(store).version == "m0001"     # without settings: the db's folder
 
@@ -158,7 +158,7 @@ def test_migration_makes_absolute_model_paths_relative(tmp_path):
                               "metrics": "{}", "training": "{}", "created_at": version})
     old.close()
     with Store(tmp_path / "minewatch.db") as store:
-        paths = {m["version"]: m["path"] for m in store.models()}
+        paths = {m["version"]: m["path"] for m in store.models.models()}
     assert paths == {"m0001": "models/m0001.keras", "m0002": "/elsewhere/m0002.keras"}
 
 
@@ -171,8 +171,8 @@ def test_workers_run_nicer_than_the_app(tmp_path, monkeypatch, nice):
     job_id = launch_export(settings, JobRequest("export", "csv"), "lea")
     monkeypatch.delenv(PAUSE_ENV)
     with Store(settings.database_path) as store:
-        wait_for(lambda: store.job(job_id)["pid"] is not None, "the worker's pid")
-        pid = store.job(job_id)["pid"]
+        wait_for(lambda: store.jobs.job(job_id)["pid"] is not None, "the worker's pid")
+        pid = store.jobs.job(job_id)["pid"]
         try:
             expected = min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19)
             assert os.getpriority(os.PRIO_PROCESS, pid) == expected

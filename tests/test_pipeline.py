@@ -59,7 +59,7 @@ def test_ingest_registers_the_year_mosaic_and_its_cells(store, settings, territo
     assert record["year"] == 2021 and record["bands"][0] == "B1" and len(record["bands"]) == 12
     assert set(record["stretch"]) >= {"B4", "B3", "B2", "B12", "B8A"}
     n_cells = (record["row1"] - record["row0"]) * (record["col1"] - record["col0"])
-    assert store.count_cells() == n_cells and 64 <= n_cells <= 100  # 8 x 8 km, unaligned
+    assert store.cells.count_cells() == n_cells and 64 <= n_cells <= 100  # 8 x 8 km, unaligned
     assert len(cells_of_year(store, settings.grid, 2021)) == n_cells
     with pytest.raises(ValueError, match="no imagery for 2019"):
         cells_of_year(store, settings.grid, 2019)
@@ -86,7 +86,7 @@ def test_seed_labels_train_and_score(store, settings, territory):
     ingest_files(store, settings, [territory.scene], 2021)
     seeded = seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
     assert seeded.mines >= 8 and 0 < seeded.background <= seeded.mines  # as many as lie far off
-    labels = store.seed_labels(2021)
+    labels = store.labels.seed_labels(2021)
     mine_cells = {r["cell_id"] for r in labels if r["label"] == "mine"}
     for row in labels:  # background cells keep two cells away from every mine cell
         if row["label"] == "background":
@@ -98,8 +98,8 @@ def test_seed_labels_train_and_score(store, settings, territory):
     assert record["training"]["seed_mines"] + record["training"]["seed_background"] > 0
     bundle = load_model(store)
     done = score_year(store, settings, bundle, 2021)
-    assert done.scored + done.not_scored == store.count_cells()
-    mine_scores = [s for c in mine_cells if (s := store.score(c, 2021, "m0001")["score"]) is not None]
+    assert done.scored + done.not_scored == store.cells.count_cells()
+    mine_scores = [s for c in mine_cells if (s := store.scores.score(c, 2021, "m0001")["score"]) is not None]
     others = [r["score"] for r in store.db.query(
         "SELECT score FROM scores WHERE score IS NOT NULL")]
     assert np.mean(mine_scores) > np.mean(others)  # bright squares score above grassland
@@ -113,7 +113,7 @@ def test_seed_errors(store, settings, territory, tmp_path):
     empty.write_text('{"type": "FeatureCollection", "features": []}')
     with pytest.raises(VectorError, match="no features"):
         seed_labels_from_polygons(store, settings.grid, empty, 2021)
-    assert store.seed_labels() == []
+    assert store.labels.seed_labels() == []
 
 
 def test_model_band_mismatch_is_clear(store, settings, territory, tmp_path):
@@ -140,21 +140,21 @@ def test_cycle_folds_reviews_in_and_failure_keeps_the_old_model(store, settings,
     seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
     train_model(store, settings)
     score_year(store, settings, load_model(store), 2021)
-    ranked = store.queue_candidates("m0001", 2021, "score", "ann", 6)
+    ranked = store.leases.queue_candidates("m0001", 2021, "score", "ann", 6)
     for i, row in enumerate(ranked):
-        store.record_label(row["cell_id"], 2021, "background" if i % 2 else "mine", "ann")
+        store.labels.record_label(row["cell_id"], 2021, "background" if i % 2 else "mine", "ann")
     row = run_cycle(store, settings)
     assert row["status"] == "succeeded", row["message"]
-    assert row["new_model"] == "m0002" and store.active_model()["version"] == "m0002"
+    assert row["new_model"] == "m0002" and store.models.active_model()["version"] == "m0002"
     assert row["n_mines"] + row["n_hard_negatives"] >= 1
     assert set(row["predicted_mines"]) == {"2021"} and row["history"]["loss"]
-    assert store.model("m0002")["parent"] == "m0001"
+    assert store.models.model("m0002")["parent"] == "m0001"
 
     store_folder = settings.data_dir / "imagery" / "2021"
     shutil.move(store_folder, store_folder.with_name("2021.moved"))
     failed = run_cycle(store, settings)
     assert failed["status"] == "failed" and "no imagery for 2021" in failed["message"]
-    assert store.active_model()["version"] == "m0002"
+    assert store.models.active_model()["version"] == "m0002"
 
 
 def test_cycle_keeps_older_scores_as_summaries_only(store, settings, territory):
@@ -166,13 +166,13 @@ def test_cycle_keeps_older_scores_as_summaries_only(store, settings, territory):
     first = score_year(store, settings, load_model(store), 2021)
     refused = run_cycle(store, replace(settings, KEEP_SCORED_MODELS=0))
     assert refused["status"] == "failed" and "KEEP_SCORED_MODELS" in refused["message"]
-    assert store.active_model()["version"] == "m0001" and store.scored_years("m0001") == [2021]
+    assert store.models.active_model()["version"] == "m0001" and store.scores.scored_years("m0001") == [2021]
 
     row = run_cycle(store, replace(settings, KEEP_SCORED_MODELS=1))
     assert row["status"] == "succeeded", row["message"]
     assert "m0001" in row["message"] and "summaries" in row["message"]
-    assert store.scored_years("m0001") == [] and store.scored_years(row["new_model"]) == [2021]
-    kept = store.year_summary("m0001", 2021)
+    assert store.scores.scored_years("m0001") == [] and store.scores.scored_years(row["new_model"]) == [2021]
+    kept = store.scores.year_summary("m0001", 2021)
     assert (kept["scored"], kept["predicted_mines"]) == (first.scored, first.predicted_mines)
 
 
@@ -248,12 +248,12 @@ def test_launch_cycle_runs_in_its_own_process(store, settings, territory):
     score_year(store, settings, load_model(store), 2021)
     cycle_id = launch_cycle(settings)
     deadline = time.monotonic() + 240
-    while store.cycle(cycle_id)["status"] == "running" and time.monotonic() < deadline:
+    while store.cycles.cycle(cycle_id)["status"] == "running" and time.monotonic() < deadline:
         time.sleep(0.5)
-    row = store.cycle(cycle_id)
+    row = store.cycles.cycle(cycle_id)
     log = (settings.data_dir / "cycles" / f"cycle_{cycle_id}.log").read_text()
     assert row["status"] == "succeeded", (row["message"], log[-2000:])
-    assert store.active_model()["version"] == row["new_model"] == "m0002"
+    assert store.models.active_model()["version"] == row["new_model"] == "m0002"
 
 
 def test_thumbnails_of_a_13_band_l1c_scene(store, settings, tmp_path):
@@ -305,12 +305,12 @@ def test_cycles_validate_on_the_same_fixed_blocks_and_keep_every_lesson(tmp_path
         seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
         train_model(store, settings)
         score_year(store, settings, load_model(store), 2021)
-        threshold = store.active_model()["threshold"]
-        ranked = store.queue_candidates("m0001", 2021, "score", "ann", 12)
+        threshold = store.models.active_model()["threshold"]
+        ranked = store.leases.queue_candidates("m0001", 2021, "score", "ann", 12)
         predicted = [r for r in ranked if r["score"] >= threshold]
         for i, row in enumerate(ranked):
-            store.record_label(row["cell_id"], 2021, "background" if i % 2 else "mine", "ann",
-                               score_shown=row["score"], model_version_shown="m0001")
+            store.labels.record_label(row["cell_id"], 2021, "background" if i % 2 else "mine", "ann",
+                                      score_shown=row["score"], model_version_shown="m0001")
         rejected = {r["cell_id"] for i, r in enumerate(ranked) if i % 2 and r in predicted}
         first = run_cycle(store, settings)
         assert first["status"] == "succeeded", first["message"]
@@ -318,15 +318,15 @@ def test_cycles_validate_on_the_same_fixed_blocks_and_keep_every_lesson(tmp_path
         assert "fixed validation blocks" in first["metrics"]["validated_on"]
         assert first["validation_ap"] == pytest.approx(first["metrics"]["average_precision"])
         assert first["false_positives_found"] == len(rejected)
-        assert {r["cell_id"] for r in store.hard_negatives()
+        assert {r["cell_id"] for r in store.labels.hard_negatives()
                 if r["model_version"] == "m0001"} == rejected
         n_val = first["metrics"]["n_val"]
         # reviewed labels in the validation blocks are not trained on; the same cells (and the
         # new reviews there) validate the next cycle
-        assert store.model("m0002")["training"]["review_mines"] == 0
-        more = store.queue_candidates("m0002", 2021, "random", "ann", 4)
+        assert store.models.model("m0002")["training"]["review_mines"] == 0
+        more = store.leases.queue_candidates("m0002", 2021, "random", "ann", 4)
         for i, row in enumerate(more):
-            store.record_label(row["cell_id"], 2021, "mine" if i % 2 else "background", "ann")
+            store.labels.record_label(row["cell_id"], 2021, "mine" if i % 2 else "background", "ann")
         second = run_cycle(store, settings)
         assert second["status"] == "succeeded", second["message"]
         assert second["metrics"]["n_val"] == n_val + len(more)

@@ -82,15 +82,15 @@ def test_false_positives_found_by_review_outlive_a_retrain(data):
         before = build_report(store, settings, year=2021).table["false_positives"]
         rows = store.db.query("SELECT * FROM scores WHERE model_version = 'm0001'")
         rows = list(rows)
-        store.add_model({"version": "m0002", "parent": "m0001", "path": "/m/m0002.keras",
-                         "bands": ["B2"], "threshold": 0.99, "metrics": {}, "training": {}},
-                        activate=True)
+        store.models.add_model({"version": "m0002", "parent": "m0001", "path": "/m/m0002.keras",
+                                "bands": ["B2"], "threshold": 0.99, "metrics": {}, "training": {}},
+                               activate=True)
         for year in {r["year"] for r in rows}:
             mine = [r for r in rows if r["year"] == year]
-            store.write_scores(year, "m0002", mine[0]["scene_id"], [r["cell_id"] for r in mine],
-                               [0.5 if r["score"] is not None else None for r in mine],
-                               [0.5] * len(mine), [r["valid_fraction"] for r in mine])
-        store.record_predicted_rejections("m0002")
+            store.scores.write_scores(year, "m0002", mine[0]["scene_id"], [r["cell_id"] for r in mine],
+                                      [0.5 if r["score"] is not None else None for r in mine],
+                                      [0.5] * len(mine), [r["valid_fraction"] for r in mine])
+        store.labels.record_predicted_rejections("m0002")
         report = build_report(store, settings, year=2021)
     t = report.table
     assert before == 1 and t["false_positives"] == 1 and t["predicted_inside"] == 0

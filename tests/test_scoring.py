@@ -80,7 +80,7 @@ def test_blocks_score_like_the_whole_scene(tmp_path, scene):
         recipe = year_recipe(store, settings, 2021)
         blocks = recipe.open().blocks()
         assert done.blocks_scored == done.blocks_total == len(blocks) > 4
-        assert len(store.scored_blocks("m0001", 2021)) == len(blocks)
+        assert len(store.scores.scored_blocks("m0001", 2021)) == len(blocks)
         # Reference: the year's whole cell range in one tile, scored in one FCN pass.
         source = recipe.open()
         everything = CellRange(min(b.row0 for b in blocks), max(b.row1 for b in blocks),
@@ -95,7 +95,7 @@ def test_blocks_score_like_the_whole_scene(tmp_path, scene):
         np.testing.assert_allclose(got[:, 2], whole.valid_fraction[has_pixels], atol=1e-6)
         assert sum(km2) == pytest.approx(sum(b.n_cells for b in blocks) * 0.16)
         assert done.scored + done.not_scored == len(stored)
-        summary = store.year_summary("m0001", 2021)
+        summary = store.scores.year_summary("m0001", 2021)
         assert (summary["scored"], summary["predicted_mines"]) == (done.scored,
                                                                     done.predicted_mines)
         # A second run finds every block done: it writes nothing and reports the whole area.
@@ -111,16 +111,16 @@ def test_a_finished_block_is_never_written_twice(tmp_path, scene):
     settings = installation(tmp_path, "a", scene)
     with Store(settings.database_path) as store:
         score_year(store, settings, tiny_bundle(), 2021)
-        block = min(store.scored_blocks("m0001", 2021))
+        block = min(store.scores.scored_blocks("m0001", 2021))
         rows = store.db.execute("SELECT count(*) FROM scores").fetchone()
         from model.score import CellScores
 
         one = CellScores(np.array([block[0] * 100_000 + block[1]]), np.array([0.9], np.float32),
                          np.array([0.1], np.float32), np.array([1.0], np.float32))
         with pytest.raises(StoreError, match="already scored"):
-            store.write_scored_blocks(2021, "m0001", store.scenes(2021)[0]["id"],
-                                      [((block[0] + 16, block[0] + 32, 0, 16), one),
-                                       ((block[0], block[0] + 16, block[1], block[1] + 16), one)])
+            store.scores.write_scored_blocks(2021, "m0001", store.scenes.scenes(2021)[0]["id"],
+                                             [((block[0] + 16, block[0] + 32, 0, 16), one),
+                                              ((block[0], block[0] + 16, block[1], block[1] + 16), one)])
         assert store.db.execute("SELECT count(*) FROM scores").fetchone() == rows  # all rolled back
 
 
@@ -215,8 +215,8 @@ def test_old_models_keep_summaries_only(tmp_path, scene):
             bundle = tiny_bundle(version, parent=versions[i - 1], seed=i)
             register_model(store, settings, bundle, activate=False)
             score_year(store, settings, bundle, 2021)
-            store.activate_model(version)
-        summaries = {v: store.year_summary(v, 2021) for v in versions}
+            store.models.activate_model(version)
+        summaries = {v: store.scores.year_summary(v, 2021) for v in versions}
         counts = {v: store.db.execute("SELECT count(*) FROM scores WHERE model_version = ?",
                                       [v]).fetchone()[0] for v in versions}
 
@@ -225,8 +225,8 @@ def test_old_models_keep_summaries_only(tmp_path, scene):
             left = store.db.execute("SELECT count(*) FROM scores WHERE model_version = ?",
                                     [version]).fetchone()[0]
             assert left == (counts[version] if version in ("m0003", "m0004") else 0)
-            assert store.year_summary(version, 2021) == summaries[version]
-        assert not store.scored_blocks("m0001", 2021)
+            assert store.scores.year_summary(version, 2021) == summaries[version]
+        assert not store.scores.scored_blocks("m0001", 2021)
         assert prune_old_scores(store, keep=2) == []  # nothing left to prune
         with pytest.raises(ValueError, match="at least 1"):
             prune_old_scores(store, keep=0)
@@ -237,9 +237,9 @@ def test_old_models_keep_summaries_only(tmp_path, scene):
 
         trend = {row["model_version"]: row["predicted"] for row in _trend(store, 2021)}
         assert trend == {v: summaries[v]["predicted_mines"] for v in versions}
-        assert store.summarised_years("m0001") == [2021] and not store.scored_years("m0001")
+        assert store.scores.summarised_years("m0001") == [2021] and not store.scores.scored_years("m0001")
         with pytest.raises(AnalysisError, match="pruned"):
-            resolve_year(store, store.model("m0001"))
+            resolve_year(store, store.models.model("m0001"))
 
 
 def test_options_are_checked():

@@ -65,15 +65,15 @@ def test_default_policy_comes_from_the_settings() -> None:
 def test_first_decision_opens_a_task_a_skip_or_a_later_decision_does_not(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "skip")
-    assert store.second_review(cell, 2021) is None
+    assert store.second_review.second_review(cell, 2021) is None
     other = first_card(store)
     decide(store, "ana", other, "mine")
-    task = store.second_review(other, 2021)
+    task = store.second_review.second_review(other, 2021)
     assert task["status"] == "pending" and task["first_reviewer"] == "ana"
     assert task["first_label"] == "mine" and task["reason"] == "share"
     unpicked = first_card(store)
     decide(store, "ana", unpicked, "mine", policy=NONE)
-    assert store.second_review(unpicked, 2021) is None
+    assert store.second_review.second_review(unpicked, 2021) is None
 
 
 # the blind queue -----------------------------------------------------------------------------
@@ -107,29 +107,29 @@ def test_agreeing_second_review_resolves_the_task(store) -> None:
     decision = decide(store, "ben", cell, "mine")
     assert decision.second_review and "second review" in decision.notice
     assert "ana" not in decision.notice  # the notice names nobody
-    task = store.second_review(cell, 2021)
+    task = store.second_review.second_review(cell, 2021)
     assert task["status"] == "agreed" and task["second_reviewer"] == "ben"
     assert task["second_label"] == "mine" and task["resolved_at"]
     assert not service.card_details(store, cell, 2021, reviewer="ben")["blind"]
     assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
     assert {"cell_id": cell, "year": 2021, "label": "mine", "source": "review"} in \
-        store.training_labels()
+        store.labels.training_labels()
 
 
 def test_disagreement_waits_for_a_lead_and_stays_out_of_training(store) -> None:
     cell = first_card(store)
-    store.replace_seed_labels(2021, [(cell, "mine")], "test polygons")
+    store.labels.replace_seed_labels(2021, [(cell, "mine")], "test polygons")
     decide(store, "ana", cell, "mine")
     decide(store, "ben", cell, "background")
-    assert store.second_review(cell, 2021)["status"] == "disagreed"
-    assert all(r["cell_id"] != cell for r in store.training_labels())  # seed label too
-    assert all(r["cell_id"] != cell for r in store.reviewed_labels())
-    statuses = {r["cell_id"]: r for r in store.cell_statuses("m0001", 2021, THRESHOLD)}
+    assert store.second_review.second_review(cell, 2021)["status"] == "disagreed"
+    assert all(r["cell_id"] != cell for r in store.labels.training_labels())  # seed label too
+    assert all(r["cell_id"] != cell for r in store.labels.reviewed_labels())
+    statuses = {r["cell_id"]: r for r in store.territory.cell_statuses("m0001", 2021, THRESHOLD)}
     assert statuses[cell]["label"] is None and statuses[cell]["status"] != "confirmed"
     queue = sr.adjudication_queue(store)
     assert [(q["cell_id"], q["first"]["label"], q["second"]["label"]) for q in queue] == [
         (cell, "mine", "background")]
-    assert store.review_state_counts()["disagreed"] == 1
+    assert store.second_review.review_state_counts()["disagreed"] == 1
 
 
 def test_adjudication_becomes_the_effective_label(store) -> None:
@@ -142,22 +142,22 @@ def test_adjudication_becomes_the_effective_label(store) -> None:
     assert task["adjudicated_by"] == "lea"
     # a double submit records nothing more; the adjudication is in the history
     sr.adjudicate(store, lead="lea", cell_id=cell, year=2021, label="mine", request_id="adj-1")
-    history = [e for e in store.label_history(cell) if e["source"] == "adjudication"]
+    history = [e for e in store.labels.label_history(cell) if e["source"] == "adjudication"]
     assert len(history) == 1 and history[0]["reviewer"] == "lea"
     assert {"cell_id": cell, "year": 2021, "label": "mine", "source": "review"} in \
-        store.training_labels()
-    statuses = {r["cell_id"]: r for r in store.cell_statuses("m0001", 2021, THRESHOLD)}
+        store.labels.training_labels()
+    statuses = {r["cell_id"]: r for r in store.territory.cell_statuses("m0001", 2021, THRESHOLD)}
     assert statuses[cell]["status"] == "confirmed"
     assert sr.adjudication_queue(store) == []
     # the first reviewer changing their mind later does not override the lead
     service.change_decision(store, reviewer="ana", event_id=task["first_event_id"],
                             label="background")
-    assert store.second_review(cell, 2021)["status"] == "adjudicated"
+    assert store.second_review.second_review(cell, 2021)["status"] == "adjudicated"
     assert {"cell_id": cell, "year": 2021, "label": "mine", "source": "review"} in \
-        store.training_labels()
+        store.labels.training_labels()
     # the lead's undo withdraws the adjudication: ana (now background) and ben agree
     service.undo_last(store, "lea")
-    task = store.second_review(cell, 2021)
+    task = store.second_review.second_review(cell, 2021)
     assert task["status"] == "agreed" and task["adjudication_event_id"] is None
 
 
@@ -171,17 +171,17 @@ def test_adjudication_refuses_what_is_not_a_disagreement(store) -> None:
     decide(store, "ben", cell, "background")
     with pytest.raises(sr.SecondReviewError):
         sr.adjudicate(store, lead="lea", cell_id=cell, year=2021, label="skip")
-    assert store.second_review(cell, 2021)["status"] == "disagreed"
+    assert store.second_review.second_review(cell, 2021)["status"] == "disagreed"
     sr.adjudicate(store, lead="lea", cell_id=cell, year=2021, label="background")
     service.undo_last(store, "lea")
-    assert store.second_review(cell, 2021)["status"] == "disagreed"  # open again
+    assert store.second_review.second_review(cell, 2021)["status"] == "disagreed"  # open again
 
 
 def test_a_skip_by_the_second_reviewer_needs_a_lead(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "background")
     decide(store, "ben", cell, "skip")
-    assert store.second_review(cell, 2021)["status"] == "disagreed"
+    assert store.second_review.second_review(cell, 2021)["status"] == "disagreed"
 
 
 # undo --------------------------------------------------------------------------------------------
@@ -191,14 +191,14 @@ def test_undo_of_the_second_decision_reopens_the_task(store) -> None:
     decide(store, "ben", cell, "background")
     undone = service.undo_last(store, "ben")
     assert undone["cell_id"] == cell
-    task = store.second_review(cell, 2021)
+    task = store.second_review.second_review(cell, 2021)
     assert task["status"] == "pending" and task["second_reviewer"] is None
     assert task["second_event_id"] is None and task["resolved_at"] is None
-    assert store.current_label(cell, 2021)["label"] == "mine"
+    assert store.labels.current_label(cell, 2021)["label"] == "mine"
     assert service.card_details(store, cell, 2021, reviewer="ben")["blind"]
     assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
     decide(store, "ben", cell, "mine", token="again")
-    assert store.second_review(cell, 2021)["status"] == "agreed"
+    assert store.second_review.second_review(cell, 2021)["status"] == "agreed"
 
 
 def test_undo_of_the_first_decision_while_the_second_reviewer_looks(store) -> None:
@@ -207,15 +207,15 @@ def test_undo_of_the_first_decision_while_the_second_reviewer_looks(store) -> No
     assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
     # ana undoes while ben holds the card: the task stays open, ben keeps the card
     service.undo_last(store, "ana", lease_seconds=60)
-    assert store.second_review(cell, 2021)["status"] == "pending"
-    assert store.lease_holder(cell, 2021) == "ben"
+    assert store.second_review.second_review(cell, 2021)["status"] == "pending"
+    assert store.leases.lease_holder(cell, 2021) == "ben"
     decide(store, "ben", cell, "skip")  # ben's second review waits for ana's new decision ...
-    task = store.second_review(cell, 2021)
+    task = store.second_review.second_review(cell, 2021)
     assert (task["status"], task["first_reviewer"], task["second_reviewer"]) == (
         "pending", "ana", "ben")
     assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
     decide(store, "ana", cell, "background", token="redo")  # ... which resolves it
-    task = store.second_review(cell, 2021)
+    task = store.second_review.second_review(cell, 2021)
     assert (task["status"], task["first_label"], task["second_label"]) == (
         "disagreed", "background", "skip")
 
@@ -225,7 +225,7 @@ def test_a_change_of_the_first_decision_keeps_the_second_reviewers_card(store) -
     first = decide(store, "ana", cell, "mine").event
     assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
     service.change_decision(store, reviewer="ana", event_id=first["id"], label="background")
-    assert store.lease_holder(cell, 2021) == "ben"
+    assert store.leases.lease_holder(cell, 2021) == "ben"
     assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
 
 
@@ -233,12 +233,12 @@ def test_undo_of_the_first_decision_withdraws_the_task(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "mine")
     service.undo_last(store, "ana", lease_seconds=60)
-    assert store.second_review(cell, 2021) is None
-    assert store.lease_holder(cell, 2021) == "ana"
+    assert store.second_review.second_review(cell, 2021) is None
+    assert store.leases.lease_holder(cell, 2021) == "ana"
     assert all(not c.get("second_review") for c in service.next_cards(store, reviewer="ben", n=4))
-    store.release_leases("ben")
+    store.leases.release_leases("ben")
     decide(store, "ana", cell, "background", token="redo")
-    task = store.second_review(cell, 2021)
+    task = store.second_review.second_review(cell, 2021)
     assert task["status"] == "pending" and task["first_label"] == "background"
 
 
@@ -248,15 +248,15 @@ def test_undo_of_a_first_decision_already_second_reviewed(store) -> None:
     decide(store, "ben", cell, "background")
     service.undo_last(store, "ana", lease_seconds=60)
     # the task waits for ana's new decision; ana holds the card again, nobody else gets it
-    task = store.second_review(cell, 2021)
+    task = store.second_review.second_review(cell, 2021)
     assert (task["status"], task["first_reviewer"], task["second_reviewer"]) == (
         "pending", "ana", "ben")
-    assert store.lease_holder(cell, 2021) == "ana"
+    assert store.leases.lease_holder(cell, 2021) == "ana"
     assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
-    assert store.review_state_counts()["pending"] == 1
+    assert store.second_review.review_state_counts()["pending"] == 1
     assert sr.team_figures(store).per_pair == {}  # not double-reviewed while ana's side is open
     decide(store, "ana", cell, "background", token="redo")
-    task = store.second_review(cell, 2021)
+    task = store.second_review.second_review(cell, 2021)
     assert (task["status"], task["first_reviewer"], task["second_reviewer"]) == (
         "agreed", "ana", "ben")
 
@@ -266,7 +266,7 @@ def test_a_change_by_the_first_reviewer_re_resolves(store) -> None:
     first = decide(store, "ana", cell, "mine").event
     decide(store, "ben", cell, "background")
     service.change_decision(store, reviewer="ana", event_id=first["id"], label="background")
-    task = store.second_review(cell, 2021)
+    task = store.second_review.second_review(cell, 2021)
     assert task["status"] == "agreed" and task["first_label"] == "background"
 
 
@@ -282,8 +282,8 @@ def test_review_states_and_team_figures(store) -> None:
     decide(store, "ana", cells[4], "background")
     decide(store, "ben", cells[4], "mine")
     sr.adjudicate(store, lead="lea", cell_id=cells[4], year=2021, label="background")
-    assert store.review_state_counts() == {"single": 1, "pending": 1, "agreed": 1,
-                                           "disagreed": 1, "adjudicated": 1}
+    assert store.second_review.review_state_counts() == {"single": 1, "pending": 1, "agreed": 1,
+                                                         "disagreed": 1, "adjudicated": 1}
     figures = sr.team_figures(store)
     assert figures.per_reviewer["ana"].n == 3 and figures.per_reviewer["ana"].agreed == 1
     assert figures.per_pair[("ana", "ben")].percent == pytest.approx(100 / 3)
@@ -299,12 +299,12 @@ def test_a_leads_policy_overrides_the_settings(store) -> None:
     assert sr.set_policy(store, lead="lea", percent=" 35 ", all_mines=True) == \
         sr.SecondReviewPolicy(0.35, True)
     assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.35, True)
-    assert store.second_review_policy()["set_by"] == "lea"
+    assert store.second_review.second_review_policy()["set_by"] == "lea"
     for bad in ("-1", "100.5", "inf", "nan", "ten", "\u0661\u0660", "\uff11\uff10", "1_0", "1e1"):
         with pytest.raises(sr.SecondReviewError, match="percentage"):
             sr.set_policy(store, lead="lea", percent=bad, all_mines=False)
     assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.35, True)
-    store.clear_second_review_policy()
+    store.second_review.clear_second_review_policy()
     assert sr.current_policy(store, settings) == sr.SecondReviewPolicy(0.2, False)
 
 
@@ -341,7 +341,7 @@ def test_two_undos_on_a_second_reviewed_cell_over_http(app) -> None:
     shown_to_ben = undo(ben, "ben")
     assert (shown_to_ben["cell_id"], shown_to_ben["year"]) != cell
     with Store(app.config["SETTINGS"].database_path) as store:
-        assert store.lease_holder(*cell) == "ana"
+        assert store.leases.lease_holder(*cell) == "ana"
     page = ben.get("/review").get_data(as_text=True)
     assert (card_fields(page)["cell_id"], card_fields(page)["year"]) != cell
 
@@ -352,7 +352,7 @@ def test_undo_while_another_reviewer_holds_the_card_does_not_show_it(store) -> N
     assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
     undone = service.undo_last(store, "ana", lease_seconds=60)
     assert undone["cell_id"] == cell and undone["held_by"] == "ben"
-    assert store.lease_holder(cell, 2021) == "ben"
+    assert store.leases.lease_holder(cell, 2021) == "ben"
 
 
 def test_random_label_second_review_undo_sequences_never_show_a_card_twice(store) -> None:
@@ -392,8 +392,8 @@ def test_random_label_second_review_undo_sequences_never_show_a_card_twice(store
         shown = list(showing.values())
         assert len(shown) == len(set(shown)), (step, showing)
         for who, (cell, year) in showing.items():
-            assert store.lease_holder(cell, year) == who, (step, who, cell)
-    assert store.second_reviews() and undone_twice_held > 0  # the sequences did meet
+            assert store.leases.lease_holder(cell, year) == who, (step, who, cell)
+    assert store.second_review.second_reviews() and undone_twice_held > 0  # the sequences did meet
 
 
 def test_blind_in_the_history_of_every_year_of_the_cell(app) -> None:

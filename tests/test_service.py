@@ -65,7 +65,7 @@ def test_random_strategy_serves_distinct_leased_cells(store) -> None:
     batch = cards(store, strategy="random")
     ids = [c["cell_id"] for c in batch]
     assert len(ids) == len(set(ids)) == 4
-    assert all(store.lease_holder(i, 2021) == "ana" for i in ids)
+    assert all(store.leases.lease_holder(i, 2021) == "ana" for i in ids)
 
 
 def test_unknown_strategy_is_refused(store) -> None:
@@ -105,19 +105,19 @@ def test_expired_lease_decision_is_recorded_and_reported(store) -> None:
     # while ana's lease is live, ben is not served her cell; after it expires he may be
     assert cell not in {c["cell_id"] for c in service.next_cards(
         store, reviewer="ben", n=8, lease_seconds=10, now=t0 + 5)}
-    store.release_leases("ben")
+    store.leases.release_leases("ben")
     ben = service.next_cards(store, reviewer="ben", n=1, lease_seconds=10, now=t0 + 20)
     assert ben[0]["cell_id"] == cell
     decision = service.decide(store, reviewer="ana", cell_id=cell, year=2021, form=form(),
                               now=t0 + 25, policy=SecondReviewPolicy(share=0.0))
     assert decision.lease_expired and decision.held_by == "ben"
     assert "ben" in decision.notice
-    assert store.current_label(cell, 2021)["label"] == "mine"
+    assert store.labels.current_label(cell, 2021)["label"] == "mine"
     later = service.decide(store, reviewer="ben", cell_id=cell, year=2021,
                            form=form("background", "r2"), now=t0 + 26)
     assert "ana (mine)" in later.notice
-    assert store.current_label(cell, 2021)["label"] == "background"
-    assert len([e for e in store.label_history(cell) if e["kind"] == "label"]) == 2
+    assert store.labels.current_label(cell, 2021)["label"] == "background"
+    assert len([e for e in store.labels.label_history(cell) if e["kind"] == "label"]) == 2
 
 
 def test_double_submit_counts_once(store) -> None:
@@ -126,7 +126,7 @@ def test_double_submit_counts_once(store) -> None:
     second = service.decide(store, reviewer="ana", cell_id=cell, year=2021, form=form())
     assert not first.duplicate and second.duplicate
     assert second.event["id"] == first.event["id"]
-    assert store.count_decisions("ana") == 1
+    assert store.labels.count_decisions("ana") == 1
 
 
 def test_undo_restores_and_repeated_undo_request_counts_once(store) -> None:
@@ -137,9 +137,9 @@ def test_undo_restores_and_repeated_undo_request_counts_once(store) -> None:
     assert undone["cell_id"] == b
     again = service.undo_last(store, "ana", request_id="x3")
     assert again["cell_id"] == b
-    assert store.current_label(b, 2021) is None
-    assert store.current_label(a, 2021)["label"] == "mine"
-    kinds = [e["kind"] for e in store.label_history(b)]
+    assert store.labels.current_label(b, 2021) is None
+    assert store.labels.current_label(a, 2021)["label"] == "mine"
+    kinds = [e["kind"] for e in store.labels.label_history(b)]
     assert kinds == ["label", "undo"]
     assert service.undo_last(store, "nobody") is None
 
@@ -148,9 +148,9 @@ def test_change_decision_appends_a_new_event(store) -> None:
     cell = cards(store, n=1)[0]["cell_id"]
     event = service.decide(store, reviewer="ana", cell_id=cell, year=2021, form=form()).event
     service.change_decision(store, reviewer="ana", event_id=event["id"], label="background")
-    history = store.label_history(cell)
+    history = store.labels.label_history(cell)
     assert [e["label"] for e in history] == ["mine", "background"]
-    assert store.current_label(cell, 2021)["label"] == "background"
+    assert store.labels.current_label(cell, 2021)["label"] == "background"
     recent = service.recent_decisions(store, "ana")
     assert len(recent) == 1 and recent[0]["current"]["label"] == "background"
     with pytest.raises(service.ReviewError):
@@ -159,7 +159,7 @@ def test_change_decision_appends_a_new_event(store) -> None:
         service.change_decision(store, reviewer="ana", event_id=999, label="mine")
     with pytest.raises(service.ForbiddenError, match="only your own"):
         service.change_decision(store, reviewer="ben", event_id=event["id"], label="mine")
-    assert store.current_label(cell, 2021)["label"] == "background"
+    assert store.labels.current_label(cell, 2021)["label"] == "background"
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -183,10 +183,10 @@ def test_client_audit_fields_are_ignored() -> None:
 def test_audit_fields_come_from_the_lease(store) -> None:
     t0 = time.time()
     first, second = service.next_cards(store, reviewer="ana", n=2, lease_seconds=60, now=t0)
-    shown = store.lease(first["cell_id"], 2021)
+    shown = store.leases.lease(first["cell_id"], 2021)
     assert shown["shown_at"] == t0 and shown["model_version_shown"] == "m0001"
     assert shown["score_shown"] == pytest.approx(first["score"])
-    assert store.lease(second["cell_id"], 2021)["shown_at"] is None  # prefetched, not shown
+    assert store.leases.lease(second["cell_id"], 2021)["shown_at"] is None  # prefetched, not shown
     event = service.decide(store, reviewer="ana", cell_id=first["cell_id"], year=2021,
                            form=form(), now=t0 + 2.5).event
     assert event["ms_spent"] == 2500 and event["model_version_shown"] == "m0001"
@@ -198,8 +198,8 @@ def test_audit_fields_come_from_the_lease(store) -> None:
                            form=form("skip", "r2"), now=t0 + 4).event
     assert later["ms_spent"] == 1000
     # a decision without a lease of one's own: the active model's score now, no time
-    other = next(c for c in store.cell_ids() if store.current_label(c, 2021) is None
-                 and store.lease(c, 2021) is None)
+    other = next(c for c in store.cells.cell_ids() if store.labels.current_label(c, 2021) is None
+                 and store.leases.lease(c, 2021) is None)
     blind = service.decide(store, reviewer="ben", cell_id=other, year=2021,
                            form=form("mine", "b1")).event
     assert blind["ms_spent"] is None and blind["model_version_shown"] == "m0001"
@@ -210,23 +210,23 @@ def test_request_ids_are_scoped_to_the_account_and_kind(store) -> None:
     ana = service.decide(store, reviewer="ana", cell_id=a, year=2021, form=form("mine", "T"))
     ben = service.decide(store, reviewer="ben", cell_id=b, year=2021, form=form("mine", "T"))
     assert not ben.duplicate and ben.event["reviewer"] == "ben"  # not swallowed by ana's "T"
-    assert store.current_label(b, 2021)["reviewer"] == "ben"
+    assert store.labels.current_label(b, 2021)["reviewer"] == "ben"
     # a label sent with the token a later undo uses cannot make that undo lie
     service.decide(store, reviewer="ana", cell_id=b, year=2021, form=form("skip", "undo:U"))
     undone = service.undo_last(store, "ana", request_id="U")
     assert undone["label"] == "skip" and undone["cell_id"] == b
-    assert [e["kind"] for e in store.label_history(b)][-1] == "undo"
+    assert [e["kind"] for e in store.labels.label_history(b)][-1] == "undo"
     assert service.undo_last(store, "ana", request_id="undo:U")["id"] == ana.event["id"]
-    assert store.current_label(a, 2021) is None
+    assert store.labels.current_label(a, 2021) is None
 
 
 def test_undo_leases_the_cell_back_in_the_same_transaction(store) -> None:
     (card,) = service.next_cards(store, reviewer="ana", n=1, lease_seconds=60)
     service.decide(store, reviewer="ana", cell_id=card["cell_id"], year=2021, form=form())
-    assert store.lease(card["cell_id"], 2021) is None
+    assert store.leases.lease(card["cell_id"], 2021) is None
     undone = service.undo_last(store, "ana", request_id="u1", lease_seconds=60)
     assert undone["cell_id"] == card["cell_id"]
-    lease = store.lease(card["cell_id"], 2021)
+    lease = store.leases.lease(card["cell_id"], 2021)
     assert lease["reviewer"] == "ana" and lease["shown_at"] is not None
     served = service.next_cards(store, reviewer="ben", n=8, lease_seconds=60)
     assert card["cell_id"] not in {c["cell_id"] for c in served}
@@ -291,7 +291,7 @@ def test_thumbnail_rendered_once_from_the_store_then_served_from_cache(
     mosaic = open_year(data_dir, settings.grid, 2021)
     r, c = settings.grid.cell_pixel_origin(cell)
     pixels, _ = mosaic.read(r, c, settings.grid.cell_px, settings.grid.cell_px, ["B4", "B3", "B2"])
-    stretch = store.scenes(2021)[0]["stretch"]
+    stretch = store.scenes.scenes(2021)[0]["stretch"]
     expected = render_view(pixels, ("B4", "B3", "B2"), "rgb", stretch, size=400)
     assert np.array_equal(np.asarray(Image.open(path)), np.asarray(expected))
     shutil.rmtree(data_dir / "imagery" / "2021")
@@ -345,9 +345,9 @@ def test_undone_cell_returns_to_the_top_of_the_queue(store) -> None:
     top = cards(store, "ana", n=1, strategy="uncertainty")[0]["cell_id"]
     service.decide(store, reviewer="ana", cell_id=top, year=2021, form=form())
     assert cards(store, "ben", n=1, strategy="uncertainty")[0]["cell_id"] != top
-    store.release_leases("ben")
+    store.leases.release_leases("ben")
     service.undo_last(store, "ana")
-    store.release_leases("ana")
+    store.leases.release_leases("ana")
     assert cards(store, "ben", n=1, strategy="uncertainty")[0]["cell_id"] == top
 
 

@@ -43,7 +43,7 @@ def test_scoring_stores_an_embedding_for_every_scored_cell(tmp_path, scene) -> N
         score_year(store, settings, tiny_bundle(), 2021)
         scored = {r[0] for r in store.db.execute(
             "SELECT cell_id FROM scores WHERE score IS NOT NULL").fetchall()}
-        ids, vectors, scale = store.embeddings("m0001", 2021)
+        ids, vectors, scale = store.embeddings.embeddings("m0001", 2021)
         sizes = {r[0] for r in store.db.execute("SELECT length(vector) FROM embeddings")}
     assert set(ids.tolist()) == scored and len(scored) > 100
     assert vectors.shape == (len(ids), WIDTH) and sizes == {WIDTH}
@@ -66,8 +66,8 @@ def add_embeddings(database, cell_ids: list[int], year: int = 2021) -> dict[int,
                            np.array([rows[c]["uncertainty"] for c in cell_ids], np.float32),
                            np.array([rows[c]["valid_fraction"] for c in cell_ids], np.float32),
                            q, scale)
-        store.write_scored_blocks(year, "m0001", store.scenes(year)[-1]["id"],
-                                  [((0, 1, 0, 1), cells)])
+        store.scores.write_scored_blocks(year, "m0001", store.scenes.scenes(year)[-1]["id"],
+                                         [((0, 1, 0, 1), cells)])
     return cluster
 
 
@@ -78,8 +78,8 @@ def test_similar_queue_serves_unreviewed_look_alikes(review_db, tmp_path) -> Non
     folder = tmp_path / "similarity"
     with Store(review_db.database) as store:
         labelled, held = same[0], same[1]
-        store.record_label(labelled, 2021, "background", "bo")
-        store.lease_cells([(held, 2021)], "bo", 600)
+        store.labels.record_label(labelled, 2021, "background", "bo")
+        store.leases.lease_cells([(held, 2021)], "bo", 600)
         cards = service.next_cards(store, reviewer="ana", strategy=service.SIMILAR,
                                    anchor=anchor, year=2021, n=5, similar_dir=folder)
         served = [c["cell_id"] for c in cards]

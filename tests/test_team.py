@@ -65,7 +65,7 @@ def test_team_and_adjudication_need_a_lead(app, review_db, team, role, expected)
                            headers={**HTMX, "X-CSRFToken": token})
     assert response.status_code == expected
     with Store(review_db.database) as store:
-        status = store.second_review(cell, 2021)["status"]
+        status = store.second_review.second_review(cell, 2021)["status"]
     assert status == ("disagreed" if expected == 403 else "adjudicated")
     nav = client.get("/review").get_data(as_text=True)
     assert ('href="/team"' in nav) == (expected == 200)
@@ -90,7 +90,7 @@ def test_open_mode_on_loopback_lets_the_local_admin_in(client, review_db) -> Non
                            headers={**HTMX, "X-CSRFToken": csrf_from(html)})
     assert response.status_code == 200
     with Store(review_db.database) as store:
-        assert store.second_review(cell, 2021)["adjudicated_by"] == accounts.LOCAL_NAME
+        assert store.second_review.second_review(cell, 2021)["adjudicated_by"] == accounts.LOCAL_NAME
 
 
 def test_second_reviewer_gets_a_blind_card_through_the_app(app, review_db, team) -> None:
@@ -100,7 +100,7 @@ def test_second_reviewer_gets_a_blind_card_through_the_app(app, review_db, team)
         **HTMX, "X-CSRFToken": token}, data={"label": "mine", "request_id": fields["request_id"]})
     assert response.status_code == 200
     with Store(review_db.database) as store:
-        assert store.second_review(fields["cell_id"], 2021)["status"] == "pending"
+        assert store.second_review.second_review(fields["cell_id"], 2021)["status"] == "pending"
     other, token = new_client(app, "ben")
     html = other.get("/review").get_data(as_text=True)
     card = card_fields(html)
@@ -111,7 +111,7 @@ def test_second_reviewer_gets_a_blind_card_through_the_app(app, review_db, team)
         **HTMX, "X-CSRFToken": token}, data={"label": "background", "request_id": card["request_id"]})
     assert "Recorded as a second review" in response.get_data(as_text=True)
     with Store(review_db.database) as store:
-        assert store.second_review(card["cell_id"], 2021)["status"] == "disagreed"
+        assert store.second_review.second_review(card["cell_id"], 2021)["status"] == "disagreed"
 
 
 def test_team_page_empty_and_with_figures(app, review_db, team) -> None:
@@ -154,9 +154,9 @@ def test_adjudication_queue_and_decision(app, review_db, team) -> None:
     client.post(url, data={"label": "mine", "request_id": request_id},
                 headers={**HTMX, "X-CSRFToken": token})
     with Store(review_db.database) as store:
-        task = store.second_review(first, 2021)
+        task = store.second_review.second_review(first, 2021)
         assert task["status"] == "adjudicated" and task["adjudicated_by"] == "lea"
-        assert len([e for e in store.label_history(first)
+        assert len([e for e in store.labels.label_history(first)
                     if e["source"] == "adjudication"]) == 1
     # without htmx: a redirect back to the queue with a flash
     response = client.post(f"/adjudicate/{second}/2021",
@@ -176,7 +176,7 @@ def test_adjudication_refuses_bad_requests(app, review_db, team) -> None:
     missing = client.post(f"/adjudicate/{other}/2021", data={"label": "mine"}, headers=headers)
     assert missing.status_code == 404 and "no disagreement" in missing.get_data(as_text=True)
     with Store(review_db.database) as store:
-        assert store.second_review(cell, 2021)["status"] == "disagreed"
+        assert store.second_review.second_review(cell, 2021)["status"] == "disagreed"
 
 
 def test_cycles_and_report_pages_say_how_labels_were_reviewed(app, review_db, team) -> None:
@@ -235,7 +235,7 @@ def test_a_lead_sets_the_second_review_policy(app, review_db, team) -> None:
         client.post(f"/cells/{fields['cell_id']}/2021/label", headers={"X-CSRFToken": token},
                     data={"label": label, "request_id": fields["request_id"]})
         with Store(review_db.database) as store:
-            task = store.second_review(fields["cell_id"], 2021)
+            task = store.second_review.second_review(fields["cell_id"], 2021)
         assert (task is not None) == (label == "mine")
         assert task is None or task["reason"] == "mine"
     assert lead.post("/team/policy", data={"reset": "1"},

@@ -69,9 +69,9 @@ def test_lead_adjudicates_by_keyboard(server: str, review_db, disagreements, tmp
             browser.close()
 
     with Store(review_db.database) as store:
-        assert store.second_review(first, 2021)["adjudicated_label"] == "mine"
-        assert store.second_review(second, 2021)["adjudicated_label"] == "background"
-        assert {store.second_review(c, 2021)["adjudicated_by"] for c in (first, second)} == {"lea"}
-        assert {(r["cell_id"], r["label"]) for r in store.training_labels()
+        assert store.second_review.second_review(first, 2021)["adjudicated_label"] == "mine"
+        assert store.second_review.second_review(second, 2021)["adjudicated_label"] == "background"
+        assert {store.second_review.second_review(c, 2021)["adjudicated_by"] for c in (first, second)} == {"lea"}
+        assert {(r["cell_id"], r["label"]) for r in store.labels.training_labels()
                 if r["cell_id"] in (first, second) and r["year"] == 2021} == {
             (first, "mine"), (second, "background")}

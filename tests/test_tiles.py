@@ -112,7 +112,7 @@ def test_tile_matches_the_thumbnail_stretch(app, client, review_db) -> None:
     assert (rgba[..., 3] == 255).all()                 # wholly inside the scene
     # the same area read from the store and drawn by the thumbnails' own code and stretch
     with Store(review_db.database) as store:
-        stretch = store.scenes(2021)[0]["stretch"]
+        stretch = store.scenes.scenes(2021)[0]["stretch"]
     mosaic = open_year(settings.data_dir, settings.grid, 2021)
     west, south, east, north = transform_bounds("EPSG:3857", settings.grid.crs,
                                                 *TMS.xy_bounds(tile), densify_pts=21)
@@ -188,7 +188,7 @@ def test_reingest_or_new_stretch_changes_the_key(own_data: Path, tmp_path: Path)
     tile = centre_tile(settings.grid)
     with Store(settings.database_path) as store:
         path, key = map_tile(store, settings, 2021, "natural", tile.z, tile.x, tile.y)
-        scene = store.scenes(2021)[0]
+        scene = store.scenes.scenes(2021)[0]
         assert tile_key(settings, scene) == key and f"/{key}/" in path.as_posix()
         changed = {**scene, "stretch": {**scene["stretch"], "B4": [1.0, 2.0]}}
         assert tile_key(settings, changed) != key
@@ -204,9 +204,9 @@ def test_false_colour_unavailable_for_an_rgb_only_year(own_data: Path, tmp_path:
     with Store(settings.database_path) as store:
         scene = ingest_files(store, settings, [write_rgb_scene(tmp_path / "rgb.tif", settings.grid)],
                              2019).scene
-        ids = store.cells_in_range(scene["row0"], scene["row1"], scene["col0"], scene["col1"])
-        store.write_scores(2019, "m0001", scene["id"], ids, [0.3] * len(ids), [0.5] * len(ids),
-                           [1.0] * len(ids))
+        ids = store.cells.cells_in_range(scene["row0"], scene["row1"], scene["col0"], scene["col1"])
+        store.scores.write_scores(2019, "m0001", scene["id"], ids, [0.3] * len(ids), [0.5] * len(ids),
+                                  [1.0] * len(ids))
         modes = year_modes(store, settings, 2019)
         assert modes["natural"]["problem"] is None and modes["natural"]["key"]
         assert "B12" in modes["false"]["problem"] and modes["false"]["key"] is None
@@ -240,7 +240,7 @@ def test_a_tile_deeper_than_the_imagery_is_refused(app, client) -> None:
 def test_a_full_cache_evicts_the_least_recently_used_tiles(app, review_db, tmp_path) -> None:
     settings = app.config["SETTINGS"]
     with Store(review_db.database) as store:
-        stretch = store.scenes(2021)[0]["stretch"]
+        stretch = store.scenes.scenes(2021)[0]["stretch"]
     mosaic = open_year(settings.data_dir, settings.grid, 2021)
     centre = centre_tile(settings.grid, 15)
     tiles = [(15, centre.x + dx, centre.y) for dx in (-1, 0, 1)]

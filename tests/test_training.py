@@ -68,7 +68,7 @@ def seeded(store, settings, tmp_path):
 
 
 def test_store_patches_read_what_the_mosaic_holds(seeded, settings):
-    rows = seeded.training_labels()
+    rows = seeded.labels.training_labels()
     patches = collect_patches(seeded, settings, rows, ("B4", "B8", "B11"),
                               min_valid_fraction=settings.MIN_VALID_FRACTION)
     source = patches.pixels
@@ -89,7 +89,7 @@ def test_store_patches_read_what_the_mosaic_holds(seeded, settings):
 def test_the_sidecar_records_exactly_which_labels_trained_the_model(seeded, settings):
     record, result = train_model(seeded, settings, config=TrainConfig(epochs=1, widths=(4, 8, 8)))
     labels = record["training"]["labels"]
-    rows = seeded.training_labels()
+    rows = seeded.labels.training_labels()
     used = len(rows) - record["training"]["skipped_no_imagery"]
     assert labels["mine"] + labels["background"] == used > 0
     listed = settings.models_dir / labels["list_file"]
@@ -106,8 +106,8 @@ def test_the_sidecar_records_exactly_which_labels_trained_the_model(seeded, sett
     assert sidecar["training"]["labels"]["sha256"] == labels["sha256"]
     # one review more changes the hash of the next model's snapshot
     cell = rows[0]
-    seeded.record_label(cell["cell_id"], cell["year"],
-                        "background" if cell["label"] == "mine" else "mine", "ann")
+    seeded.labels.record_label(cell["cell_id"], cell["year"],
+                               "background" if cell["label"] == "mine" else "mine", "ann")
     record2, _ = train_model(seeded, settings, config=TrainConfig(epochs=1, widths=(4, 8, 8)))
     assert record2["training"]["labels"]["sha256"] != labels["sha256"]
 
@@ -126,23 +126,23 @@ def test_a_lesson_outlives_the_model_that_taught_it(seeded, settings):
     train_model(seeded, settings, config=TrainConfig(epochs=1, widths=(4, 8, 8)))
     first = load_model(seeded)
     score_year(seeded, settings, first, 2021)
-    top = seeded.queue_candidates("m0001", 2021, "score", "ann", 1)[0]
+    top = seeded.leases.queue_candidates("m0001", 2021, "score", "ann", 1)[0]
     top_score = top["score"]
     seeded.db.execute("UPDATE models SET threshold = ? WHERE version = 'm0001'",
                       [top_score - 1e-6])  # make sure model 1 called this cell a mine
-    seeded.record_label(top["cell_id"], 2021, "background", "ann", score_shown=top_score,
-                        model_version_shown="m0001")
+    seeded.labels.record_label(top["cell_id"], 2021, "background", "ann", score_shown=top_score,
+                               model_version_shown="m0001")
     assert hard_negative_keys(seeded) == {(top["cell_id"], 2021)}
     record2, _ = train_model(seeded, settings, config=TrainConfig(epochs=1, widths=(4, 8, 8)))
     seeded.db.execute("UPDATE models SET threshold = 1.0 WHERE version = ?",
                       [record2["version"]])  # model 2 predicts nothing
     score_year(seeded, settings, load_model(seeded, record2["version"]), 2021)
-    assert hard_negative_keys(seeded, seeded.model(record2["version"])) == \
+    assert hard_negative_keys(seeded, seeded.models.model(record2["version"])) == \
         {(top["cell_id"], 2021)}
     record3, _ = train_model(seeded, settings, config=TrainConfig(epochs=1, widths=(4, 8, 8)))
     assert record3["training"]["hard_negatives"] == 1
     assert record3["training"]["counts"]["hard_negatives"] == 1
-    patches = collect_patches(seeded, settings, seeded.training_labels(), first.bands,
+    patches = collect_patches(seeded, settings, seeded.labels.training_labels(), first.bands,
                               min_valid_fraction=0.5, hard_negatives=hard_negative_keys(seeded))
     flagged = np.flatnonzero(patches.hard_negative)
     assert [(int(patches.cell_ids[i]), int(patches.years[i])) for i in flagged] == \
@@ -190,7 +190,7 @@ def test_seeding_from_masks_stores_a_grid_aligned_mask_layer(masked, settings):
     stored_fraction = (cells[seen] == 1).sum(axis=(1, 2)) / (cells[seen] != MASK_NODATA).sum(
         axis=(1, 2))
     np.testing.assert_allclose(stored_fraction, fraction[seen], atol=0.02)
-    mines = {r["cell_id"] for r in store.seed_labels(2021) if r["label"] == "mine"}
+    mines = {r["cell_id"] for r in store.labels.seed_labels(2021) if r["label"] == "mine"}
     assert mines and all(stored_fraction[list(cell_ids[seen]).index(c)] >= 0.05 for c in mines)
     # a cell far outside the mask reads as no mask
     assert (layer.read_cells([cell_ids.max() + 50]) == MASK_NODATA).all()
@@ -202,7 +202,7 @@ def test_polygon_seeds_mask_exactly_the_seeded_cells(store, settings, tmp_path):
     seed_labels_from_polygons(store, settings.grid, territory.mines, 2021,
                               data_dir=settings.data_dir)
     layer = open_mask_layer(settings.data_dir, settings.grid, 2021)
-    seeds = store.seed_labels(2021)
+    seeds = store.labels.seed_labels(2021)
     cells = layer.read_cells([r["cell_id"] for r in seeds])
     assert (cells != MASK_NODATA).all()  # every seeded cell is covered whole
     for row, cell in zip(seeds, cells, strict=True):
@@ -252,10 +252,10 @@ def test_reseeding_replaces_the_layer_and_a_broken_one_says_so(masked, settings,
 
 def test_cells_with_an_agreeing_mask_get_block_targets(masked, settings):
     store, _, _ = masked
-    rows = store.training_labels()
+    rows = store.labels.training_labels()
     mine = next(r for r in rows if r["label"] == "mine")
-    store.record_label(mine["cell_id"], 2021, "background", "ann")  # a reviewer overrules it
-    rows = store.training_labels()
+    store.labels.record_label(mine["cell_id"], 2021, "background", "ann")  # a reviewer overrules it
+    rows = store.labels.training_labels()
     off = collect_patches(store, settings, rows, ("B4", "B8", "B11"),
                           min_valid_fraction=settings.MIN_VALID_FRACTION)
     assert not off.pixels.has_blocks.any()  # DENSE_LOSS_WEIGHT 0 (default): no mask is read

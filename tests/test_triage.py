@@ -58,11 +58,11 @@ def test_page_shows_the_grid_leased_to_me_and_preloads_the_next(client, app) -> 
     assert not ahead & {t["cell"] for t in tiles}
     with Store(app.config["SETTINGS"].database_path) as store:
         for tile in tiles:
-            lease = store.lease(int(tile["cell"]), int(tile["year"]))
+            lease = store.leases.lease(int(tile["cell"]), int(tile["year"]))
             assert lease["reviewer"] == "ana" and lease["shown_at"] is not None
             assert lease["model_version_shown"] == "m0001"
         for cell in ahead:  # leased, not yet shown
-            lease = store.lease(int(cell), 2021)
+            lease = store.leases.lease(int(cell), 2021)
             assert lease["reviewer"] == "ana" and lease["shown_at"] is None
     # The next page is the one preloaded.
     html2 = client.get("/triage").get_data(as_text=True)
@@ -124,12 +124,12 @@ def test_expired_leases_and_cells_decided_by_others_are_told_per_tile(review_db)
         # bo decides tile 0 (after ana's lease ran out) and now holds tile 1.
         service.decide(store, reviewer="bo", cell_id=cells[0], year=2021, now=1100.0,
                        form=service.DecisionForm("mine", "bo-1"), policy=NONE)
-        store.lease_cells([(cells[1], 2021)], "bo", 600, now=1100.0)
+        store.leases.lease_cells([(cells[1], 2021)], "bo", 600, now=1100.0)
         page_id = triage.new_page_id()
         tiles = triage.make_tiles([(c, 2021, "", triage.tile_token(page_id, i))
                                    for i, c in enumerate(cells)], max_tiles=4)
         # tile 3 is submitted in time: only its own lease is still live then.
-        store.lease_cells([(cells[3], 2021)], "ana", 600, now=1150.0)
+        store.leases.lease_cells([(cells[3], 2021)], "ana", 600, now=1150.0)
         outcomes = triage.submit_page(store, reviewer="ana", tiles=tiles, policy=NONE,
                                       now=1200.0)
         assert [o.status for o in outcomes] == ["decided_by_other", "held_by_other",
@@ -137,16 +137,16 @@ def test_expired_leases_and_cells_decided_by_others_are_told_per_tile(review_db)
         assert outcomes[0].who == "bo" and "bo decided" in outcomes[0].message
         assert outcomes[1].who == "bo" and "leased to bo" in outcomes[1].message
         assert [o.recorded for o in outcomes] == [False, False, True, True]
-        ana = [e for c in cells for e in store.label_history(c) if e["reviewer"] == "ana"]
+        ana = [e for c in cells for e in store.labels.label_history(c) if e["reviewer"] == "ana"]
         assert sorted(e["cell_id"] for e in ana) == sorted(cells[2:])
-        assert store.current_label(cells[0], 2021)["reviewer"] == "bo"
+        assert store.labels.current_label(cells[0], 2021)["reviewer"] == "bo"
         # The late tile still carries the time from the page's serving (clamped).
         late = next(e for e in ana if e["cell_id"] == cells[2])
         assert late["ms_spent"] == 200_000 and late["model_version_shown"] == "m0001"
         again = triage.submit_page(store, reviewer="ana", tiles=tiles, policy=NONE, now=1300.0)
         assert [o.status for o in again] == ["decided_by_other", "held_by_other", "duplicate",
                                              "duplicate"]
-        assert len([e for c in cells for e in store.label_history(c)
+        assert len([e for c in cells for e in store.labels.label_history(c)
                     if e["reviewer"] == "ana"]) == 2
 
 
@@ -183,13 +183,13 @@ def test_second_review_tiles_appear_blind_and_count_as_second_reviews(review_db)
                                       for i, c in enumerate(bo_page)], max_tiles=4)
         outcomes = triage.submit_page(store, reviewer="bo", tiles=bo_tiles, policy=NONE)
         assert [o.status for o in outcomes] == ["second_review"] * 2 + ["recorded"] * 2
-        assert {store.second_review(t.cell_id, 2021)["status"] for t in tiles} == {"disagreed"}
+        assert {store.second_review.second_review(t.cell_id, 2021)["status"] for t in tiles} == {"disagreed"}
 
 
 def test_grid_page_shows_second_review_tiles_without_their_label(client, app) -> None:
     token = login(client, "ana")
     with Store(app.config["SETTINGS"].database_path) as store:
-        store.set_second_review_policy(1.0, False, "lead")
+        store.second_review.set_second_review_policy(1.0, False, "lead")
     tiles = page_tiles(client.get("/triage").get_data(as_text=True))
     client.post("/triage", data=form_of(tiles, token, {0: "mine"}))
     login(client, "bo")
@@ -267,7 +267,7 @@ def test_reopen_shows_the_last_page_and_corrections_are_change_decisions(client,
     again = page_tiles(client.get("/triage/last").get_data(as_text=True))
     assert [t["label"] for t in again] == ["background", "background", "skip"] + ["background"] * 3
     with Store(app.config["SETTINGS"].database_path) as store:
-        assert store.current_label(int(tiles[0]["cell"]), int(tiles[0]["year"]))["label"] == \
+        assert store.labels.current_label(int(tiles[0]["cell"]), int(tiles[0]["year"]))["label"] == \
             "background"
 
 

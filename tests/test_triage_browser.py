@@ -104,7 +104,7 @@ def test_triage_by_keyboard(server: str, app) -> None:
                 page.keyboard.press("Enter")
             assert "1 tile(s) changed" in page.inner_text("main")
             with Store(app.config["SETTINGS"].database_path) as store:
-                assert store.current_label(int(cells[1]), 2021)["label"] == "background"
+                assert store.labels.current_label(int(cells[1]), 2021)["label"] == "background"
                 changes = store._rows("SELECT * FROM label_events WHERE reviewer = 'bea'"
                                       " AND request_id LIKE 'change:%'")
             assert [(str(e["cell_id"]), e["label"]) for e in changes] == [(cells[1], "background")]
