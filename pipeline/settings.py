@@ -1,8 +1,8 @@
 """The one table of MineWatch settings.
 
 Every setting has a name, a default and a help text; each can be set by the environment variable
-``MINEWATCH_<NAME>`` (or, for the web app, by ``create_app(test_config)``). The README documents
-every setting; ``tests/test_settings.py`` checks that it does.
+``MINEWATCH_<NAME>`` (or, for the web app, by ``create_app(test_config)``). docs/settings.md
+documents every setting; ``tests/test_settings.py`` checks that it does.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _setting(default: Any, help_text: str) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of an installation (see the README's settings table)."""
+    """Every setting of an installation (see docs/settings.md)."""
 
     DATA_DIR: str = _setting("instance", "Folder for the database, models, thumbnails, the "
                              "imagery store (DATA_DIR/imagery) and the demo territory; relative "
@@ -43,7 +43,10 @@ class Settings:
     PIXEL_SIZE_M: float = _setting(10.0, "Pixel size in metres that scenes are resampled to.")
     MIN_VALID_FRACTION: float = _setting(0.5, "A cell with a smaller share of valid pixels in a "
                                          "scene is not scored.")
-    TRAIN_EPOCHS: int = _setting(40, "Most training epochs per model (early stopping ends sooner).")
+    TRAIN_EPOCHS: int = _setting(40, "Most training epochs per model; training stops sooner once "
+                                 "the validation loss has not dropped for a few epochs "
+                                 "(model/train.py PATIENCE, MIN_DELTA) and keeps the best "
+                                 "epoch's weights.")
     FCN_WIDTHS: str = _setting("32,64,64", "Filters of the FCN's three convolution layers.")
     FCN_KERNEL: int = _setting(3, "Side of the FCN's convolution kernels: 3 (the seed's) or 5 "
                                "(a 320 m receptive field instead of 180 m).")
@@ -56,8 +59,8 @@ class Settings:
                                         "(mask fraction of each 40 m output block against the "
                                         "FCN's map), added to the cell loss; 0 (the default: "
                                         "not better on the Brazil patches through this path, "
-                                        "see README) trains on the cell loss only; 1.0 is the "
-                                        "studied weight.")
+                                        "see docs/design.md) trains on the cell loss only; "
+                                        "1.0 is the studied weight.")
     HARD_NEGATIVE_WEIGHT: float = _setting(2.0, "Loss weight of hard negatives: reviewed "
                                            "background cells that any model version predicted "
                                            "as mines (kept for every later model).")
