@@ -181,7 +181,14 @@ def test_users_add_and_serve_say_how_to_make_the_first_admin(runner, tmp_path, m
 
     from review.accounts import FIRST_ADMIN_HINT
 
-    monkeypatch.setattr(waitress, "serve", lambda app, **kw: None)
+    class NotListening:  # the server is built but never listens
+        def print_listen(self, line: str) -> None:
+            pass
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(waitress, "create_server", lambda app, **kw: NotListening())
     monkeypatch.setattr("labeller._preload_cycle_module", lambda: None)
     data = tmp_path / "instance"
     served = invoke(runner, data, "serve")
