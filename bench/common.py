@@ -19,8 +19,9 @@ from typing import Any
 
 from db.store import Store
 from pipeline.settings import Settings, load_settings
+from review.cards import next_cards
+from review.decisions import DecisionForm, decide
 from review.second_review import SecondReviewPolicy
-from review.service import DecisionForm, decide, next_cards
 from simulation.demo import build_demo_installation
 from simulation.inventory import copy_database
 

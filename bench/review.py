@@ -33,7 +33,9 @@ import numpy as np  # noqa: E402
 from bench.common import add_installation_arguments, installation, parse_args, review  # noqa: E402
 from db.store import Store  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from review import service  # noqa: E402
+from review.cards import forget_frontier, next_cards  # noqa: E402
+from review.decisions import DecisionForm, decide  # noqa: E402
+from review.thumbnails import thumbnail_path  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -89,15 +91,15 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
             reviewer = f"bench-{name}-{n}"
             for _ in range(args.rounds):
                 start = time.perf_counter()
-                batch = service.next_cards(store, reviewer=reviewer, n=n, year=year, **queue)
+                batch = next_cards(store, reviewer=reviewer, n=n, year=year, **queue)
                 nexts.append((time.perf_counter() - start) * 1000)
                 if not batch:
                     print(f"{name}: the queue ran dry after {len(writes)} decisions")
                     break
                 card = batch[0]
-                form = service.DecisionForm("background", uuid.uuid4().hex)
+                form = DecisionForm("background", uuid.uuid4().hex)
                 start = time.perf_counter()
-                service.decide(store, reviewer=reviewer, cell_id=card["cell_id"], year=year,
+                decide(store, reviewer=reviewer, cell_id=card["cell_id"], year=year,
                                form=form)
                 writes.append((time.perf_counter() - start) * 1000)
             store.leases.release_leases(reviewer)
@@ -121,19 +123,19 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
             timed(lambda: store.leases.count_queue(model, year)) for _ in range(5)]
         results["queue count (Leases.count_queue_fast, counters)"] = [
             timed(lambda: store.leases.count_queue_fast(model, year)) for _ in range(5)]
-        service.forget_frontier(store)
+        forget_frontier(store)
         results["next card, uncertainty, full scan (every 30 s)"] = [
-            timed(lambda: service.next_cards(store, reviewer="bench-full", n=1, year=year))]
+            timed(lambda: next_cards(store, reviewer="bench-full", n=1, year=year))]
         cold, warm = [], []
         for cell in thumb_cells:
-            cold.append(timed(lambda cell=cell: service.thumbnail_path(
+            cold.append(timed(lambda cell=cell: thumbnail_path(
                 store, settings, cell, year, "rgb", "cell")))
         for cell in thumb_cells:
-            warm.append(timed(lambda cell=cell: service.thumbnail_path(
+            warm.append(timed(lambda cell=cell: thumbnail_path(
                 store, settings, cell, year, "rgb", "cell")))
         results["thumbnail cold (render 400 px PNG)"] = cold
         results["thumbnail warm (cache hit)"] = warm
-        context = [timed(lambda cell=cell: service.thumbnail_path(
+        context = [timed(lambda cell=cell: thumbnail_path(
             store, settings, cell, year, "rgb", "context")) for cell in thumb_cells]
         results["context thumbnail cold (3 x 3 cells)"] = context
 

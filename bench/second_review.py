@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 from bench.common import add_installation_arguments, installation, parse_args, review  # noqa: E402
 from db.store import Store  # noqa: E402
 from review import second_review as sr  # noqa: E402
-from review import service  # noqa: E402
+from review.cards import next_cards  # noqa: E402
+from review.decisions import DecisionForm, decide  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -86,7 +87,7 @@ def measure(store: Store, year: int, rounds: int) -> dict[str, float]:
     def serve(reviewer: str) -> list[float]:
         times = []
         for _ in range(rounds):
-            times.append(timed(lambda: service.next_cards(
+            times.append(timed(lambda: next_cards(
                 store, reviewer=reviewer, year=year, n=5, lease_seconds=300)))
             store.leases.release_leases(reviewer)
         return times
@@ -94,10 +95,10 @@ def measure(store: Store, year: int, rounds: int) -> dict[str, float]:
     with_tasks = serve("r0")
     count = store.second_review.review_state_counts()["pending"]
     print(f"next card, {count:,} pending second reviews: {percentiles(with_tasks)}")
-    cards = service.next_cards(store, reviewer="r1", year=year, n=rounds, lease_seconds=300)
-    decisions = [timed(lambda c=c: service.decide(
+    cards = next_cards(store, reviewer="r1", year=year, n=rounds, lease_seconds=300)
+    decisions = [timed(lambda c=c: decide(
         store, reviewer="r1", cell_id=c["cell_id"], year=c["year"],
-        form=service.DecisionForm("background", f"b-{c['cell_id']}"))) for c in cards]
+        form=DecisionForm("background", f"b-{c['cell_id']}"))) for c in cards]
     print(f"decision (decide, default policy): {percentiles(decisions)}")
     figures = {"next_card_with_tasks_p95_ms": p95(with_tasks), "pending": count,
                "decide_p95_ms": p95(decisions)}

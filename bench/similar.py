@@ -102,7 +102,7 @@ def review_path(store: Store, settings: Settings, year: int, ids: np.ndarray,
     """The review path end to end on the scored demo: the first "more like this" query (builds
     the index from SQLite), then ``queries`` batches of 5 look-alike cards (anchor lookup, index
     search, SQL filter, lease write)."""
-    from review.service import SIMILAR, next_cards
+    from review.cards import SIMILAR, next_cards
 
     rng = np.random.default_rng(2)
     anchors = rng.choice(ids, min(queries + 1, len(ids)), replace=False).tolist()

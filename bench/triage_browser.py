@@ -47,7 +47,7 @@ from bench.common import parse_args  # noqa: E402
 from db.store import Store  # noqa: E402
 from pipeline.ingest import ingest_files  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
-from review import service  # noqa: E402
+from review.thumbnails import thumbnail_path  # noqa: E402
 from simulation.synthetic import build_demo, truth_mine_fraction  # noqa: E402
 
 YEAR = 2021
@@ -231,7 +231,7 @@ def _render_all(config: dict[str, Any]) -> None:
     with Store(settings.database_path) as store:
         for cell_id in store.cells.cell_ids():
             if store.scores.score(cell_id, YEAR, "bench") is not None:
-                service.thumbnail_path(store, settings, cell_id, YEAR, "rgb", "cell")
+                thumbnail_path(store, settings, cell_id, YEAR, "rgb", "cell")
 
 
 def main() -> None:

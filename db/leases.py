@@ -185,7 +185,7 @@ class Leases(Part):
         The skipping (labelled cells, others' live leases) reads only the strategy's index
         (covering, no table lookups), and ``start`` (inclusive) lets the scan begin at an order
         value instead of the top, past a prefix known to be labelled (see
-        ``review.service.next_cards``). Score rows of the hits are fetched afterwards. Cells
+        ``review.cards.next_cards``). Score rows of the hits are fetched afterwards. Cells
         under another reviewer's live lease are returned too, flagged ``leased_to_other`` (the
         limit grows by the number of such leases), so the caller sees where the unlabelled part
         of the order begins; it must not serve them.

@@ -54,9 +54,9 @@ from db.embeddings import Embeddings
 from db.jobs import Jobs
 from db.labels import Labels
 from db.leases import MIXED_PATTERN, QUEUE_STRATEGIES, Leases
+from db.migrations import migrations
 from db.models import Models
 from db.scenes import Scenes
-from db.schema import migrations
 from db.scores import Scores
 from db.second_review import REVIEW_STATES, SecondReview
 from db.territory import Territory

@@ -2,7 +2,8 @@
 
 ``create_app(test_config)`` is the application factory; ``serve(settings)`` runs it with waitress.
 Pages and partials live in the top-level ``templates/`` and ``static/`` folders. The web layer
-turns HTTP into calls of ``review.service`` and ``db.store`` functions and renders templates.
+turns HTTP into calls of ``review`` (``cards``, ``decisions``, ``thumbnails``) and ``db.store``
+functions and renders templates.
 """
 
 from __future__ import annotations

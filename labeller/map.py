@@ -38,7 +38,7 @@ from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.safety import int_arg, parse_float
 from pipeline.tiles import TileNotFound, map_tile, max_tile_zoom, year_modes
-from review import service
+from review.cards import blind_cells, unreviewed_view
 
 bp = Blueprint("map", __name__)
 
@@ -214,9 +214,9 @@ def cells():
 def _visible_statuses(store, model: dict, year: int, statuses: tuple[str, ...] | None,
                       bounds: tuple[float, float, float, float] | None) -> list[dict]:
     """Cell statuses as the current user may see them: a cell whose blind second review may come
-    to them shows no label, only what the score says (``service.unreviewed_view``)."""
+    to them shows no label, only what the score says (``unreviewed_view``)."""
     threshold = float(model["threshold"])
-    blind = service.blind_cells(store, current_name())
+    blind = blind_cells(store, current_name())
     wanted = statuses
     if blind and statuses is not None:  # a hidden confirmed/rejected cell may now match
         wanted = tuple({*statuses, "confirmed", "rejected"})
@@ -224,7 +224,7 @@ def _visible_statuses(store, model: dict, year: int, statuses: tuple[str, ...] |
                                          bounds=bounds, inside_only=True, limit=MAX_FEATURES + 1)
     if not blind:
         return rows
-    rows = [service.unreviewed_view(r, threshold) if r["cell_id"] in blind else r for r in rows]
+    rows = [unreviewed_view(r, threshold) if r["cell_id"] in blind else r for r in rows]
     return rows if statuses is None else [r for r in rows if r["status"] in statuses]
 
 

@@ -28,10 +28,22 @@ from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.safety import parse_int
 from pipeline.embedding_index import NoEmbeddingError
-from review import service
+from review.cards import (
+    SIMILAR,
+    QueueChoice,
+    card_details,
+    default_year,
+    lease_one,
+    next_cards,
+    require_cell_year,
+    session_stats,
+)
+from review.decisions import change_decision, decide, parse_decision_form, parse_token, recent_decisions, undo_last
+from review.errors import ForbiddenError, NotFoundError, ReviewError
 from review.queues import DEFAULT_STRATEGY, QUEUE_NAMES, default_queue_sentence
 from review.second_review import current_policy
 from review.similar import anchor_vector
+from review.thumbnails import thumbnail_path, thumbnail_versions
 
 bp = Blueprint("review", __name__)
 bp.add_app_template_global(default_queue_sentence)
@@ -51,16 +63,16 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def queue_choice(store) -> service.QueueChoice:
+def queue_choice(store) -> QueueChoice:
     """The session's queue choice; the year defaults to the latest the active model scored."""
     strategy = session.get("strategy", DEFAULT_STRATEGY)
-    anchor = session.get("anchor") if strategy == service.SIMILAR else None
+    anchor = session.get("anchor") if strategy == SIMILAR else None
     if strategy not in QUEUE_STRATEGIES and anchor is None:
         strategy = DEFAULT_STRATEGY
     year = session.get("year")
     if year is None or (store.models.active_model() and year not in store.scenes.years()):
-        year = service.default_year(store)
-    return service.QueueChoice(strategy, year, bool(session.get("predicted_only", False)),
+        year = default_year(store)
+    return QueueChoice(strategy, year, bool(session.get("predicted_only", False)),
                                anchor)
 
 
@@ -81,38 +93,38 @@ def _card_context(store, *, cell: tuple[int, int] | None = None, notice: str | N
                   similar_dir=settings.similarity_dir)
     if cell is None:
         try:
-            cards = service.next_cards(store, **common)
+            cards = next_cards(store, **common)
         except NoEmbeddingError as error:  # e.g. the anchor's scores were pruned since
             _leave_similar()
             notice = f"{error}. Back to the usual queue."
             choice = queue_choice(store)
             common.update(strategy=choice.strategy, anchor=None)
-            cards = service.next_cards(store, **common)
+            cards = next_cards(store, **common)
         current = (cards[0]["cell_id"], cards[0]["year"]) if cards else None
         prefetch = cards[1:]
     else:
-        service.lease_one(store, cell[0], cell[1], reviewer, settings.LEASE_SECONDS)
+        lease_one(store, cell[0], cell[1], reviewer, settings.LEASE_SECONDS)
         current = cell
         common["n"] = settings.PREFETCH
         try:
-            prefetch = service.next_cards(store, exclude=[cell[0]], show_first=False, **common)
+            prefetch = next_cards(store, exclude=[cell[0]], show_first=False, **common)
         except NoEmbeddingError:
             prefetch = []
     shown = ([current] if current is not None else []) + [
         (item["cell_id"], item["year"]) for item in prefetch]
-    versions = service.thumbnail_versions(store, shown)
+    versions = thumbnail_versions(store, shown)
     card = None
     if current is not None:
-        card = service.card_details(store, *current, reviewer=reviewer)
+        card = card_details(store, *current, reviewer=reviewer)
         card["request_id"] = uuid.uuid4().hex
         card["thumb_version"] = versions[(int(current[0]), int(current[1]))]
     for item in prefetch:
         item["thumb_version"] = versions[(int(item["cell_id"]), int(item["year"]))]
-    stats = service.session_stats(
+    stats = session_stats(
         store, reviewer, since=session.get("since", ""), started=session.get("started", 0.0),
         year=choice.year, predicted_only=choice.predicted_only)
     return dict(card=card, prefetch=prefetch, stats=stats, choice=choice, notice=notice,
-                recent=service.recent_decisions(store, reviewer), oob=oob,
+                recent=recent_decisions(store, reviewer), oob=oob,
                 model=store.models.active_model(), years=store.scenes.years(), strategies=QUEUE_NAMES,
                 default_strategy=DEFAULT_STRATEGY)
 
@@ -145,8 +157,8 @@ def _requested_cell(store) -> tuple[int, int] | None:
     if cell_id is None or year is None:
         abort(400, "open a cell with ?cell=<cell id>&year=<year> (both whole numbers)")
     try:
-        service.require_cell_year(store, cell_id, year)
-    except service.NotFoundError as error:
+        require_cell_year(store, cell_id, year)
+    except NotFoundError as error:
         abort(404, str(error))
     return cell_id, year
 
@@ -164,7 +176,7 @@ def choose_queue():
     reviewer = current_name()
     store = get_store()
     strategy = request.form.get("strategy", DEFAULT_STRATEGY)
-    similar = strategy == service.SIMILAR and session.get("anchor") is not None
+    similar = strategy == SIMILAR and session.get("anchor") is not None
     if strategy not in QUEUE_STRATEGIES and not similar:
         abort(400, f"unknown queue order {strategy!r}; choose one of {', '.join(QUEUE_STRATEGIES)}")
     year = parse_int(request.form.get("year"), "year")
@@ -188,8 +200,8 @@ def similar(cell_id: int, year: int):
     unknown cell, 409 with the reason when the cell has no embedding."""
     store = get_store()
     try:
-        service.require_cell_year(store, cell_id, year)
-    except service.NotFoundError as error:
+        require_cell_year(store, cell_id, year)
+    except NotFoundError as error:
         abort(404, str(error))
     model = store.models.active_model()
     if model is None:
@@ -198,7 +210,7 @@ def similar(cell_id: int, year: int):
         anchor_vector(store, model["version"], year, cell_id)
     except NoEmbeddingError as error:
         abort(409, str(error))
-    session.update(strategy=service.SIMILAR, anchor=cell_id, year=year)
+    session.update(strategy=SIMILAR, anchor=cell_id, year=year)
     store.leases.release_leases(current_name())
     notice = f"More like cell {cell_id}: its nearest unreviewed look-alikes of {year}."
     if is_htmx():
@@ -219,15 +231,15 @@ def label(cell_id: int, year: int):
     reviewer = current_name()
     store = get_store()
     try:
-        service.require_cell_year(store, cell_id, year)
-    except service.NotFoundError as error:
+        require_cell_year(store, cell_id, year)
+    except NotFoundError as error:
         abort(404, str(error))
     try:
-        form = service.parse_decision_form(request.form)
-    except service.ReviewError as error:
+        form = parse_decision_form(request.form)
+    except ReviewError as error:
         abort(400, str(error))
     policy = current_policy(store, current_app.config["SETTINGS"])
-    decision = service.decide(store, reviewer=reviewer, cell_id=cell_id, year=year, form=form,
+    decision = decide(store, reviewer=reviewer, cell_id=cell_id, year=year, form=form,
                               policy=policy)
     if is_htmx():
         return render_card(store, notice=decision.notice)
@@ -243,10 +255,10 @@ def undo():
     reviewer = current_name()
     store = get_store()
     try:
-        token = service.parse_token(request.form.get("request_id"), required=False)
-    except service.ReviewError as error:
+        token = parse_token(request.form.get("request_id"), required=False)
+    except ReviewError as error:
         abort(400, str(error))
-    target = service.undo_last(store, reviewer, request_id=token or None,
+    target = undo_last(store, reviewer, request_id=token or None,
                                lease_seconds=current_app.config["SETTINGS"].LEASE_SECONDS)
     if target is None:
         notice, cell = "Nothing to undo.", None
@@ -269,17 +281,17 @@ def change(event_id: int):
     store = get_store()
     label_value = (request.form.get("label") or "").strip()
     try:
-        token = service.parse_token(request.form.get("request_id"), required=False) or None
-        service.change_decision(store, reviewer=reviewer, event_id=event_id, label=label_value,
+        token = parse_token(request.form.get("request_id"), required=False) or None
+        change_decision(store, reviewer=reviewer, event_id=event_id, label=label_value,
                                 request_id=token)
-    except service.NotFoundError as error:
+    except NotFoundError as error:
         abort(404, str(error))
-    except service.ForbiddenError as error:
+    except ForbiddenError as error:
         abort(403, str(error))
-    except service.ReviewError as error:
+    except ReviewError as error:
         abort(400, str(error))
     if is_htmx():
-        return render_template("_recent.html", recent=service.recent_decisions(store, reviewer),
+        return render_template("_recent.html", recent=recent_decisions(store, reviewer),
                                oob=False)
     return redirect(url_for("review.page"))
 
@@ -290,8 +302,8 @@ def thumbnail(cell_id: int, year: int, view: str, kind: str):
     """A cell's picture (view rgb or false; kind cell or its 3 x 3 context), cached on disk."""
     settings = current_app.config["SETTINGS"]
     try:
-        path, key = service.thumbnail_path(get_store(), settings, cell_id, year, view, kind)
-    except (service.NotFoundError, service.ReviewError) as error:
+        path, key = thumbnail_path(get_store(), settings, cell_id, year, view, kind)
+    except (NotFoundError, ReviewError) as error:
         abort(404, str(error))
     response = send_file(path, mimetype="image/png", etag=key, conditional=True,
                          max_age=THUMB_MAX_AGE if request.args.get("v") == key else 3600)

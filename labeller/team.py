@@ -19,8 +19,10 @@ from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.review import is_htmx
 from review import second_review as sr
-from review import service
 from review.agreement import MIN_ACTIVE_S, SESSION_GAP_S
+from review.cards import card_details
+from review.decisions import MAX_REQUEST_ID, request_key
+from review.thumbnails import thumbnail_version
 
 bp = Blueprint("team", __name__)
 
@@ -72,8 +74,8 @@ def _queue_context(notice: str | None = None) -> dict[str, Any]:
     card = None
     if queue:
         first = queue[0]
-        card = {**first, **service.card_details(store, first["cell_id"], first["year"]),
-                "thumb_version": service.thumbnail_version(store, first["cell_id"], first["year"])}
+        card = {**first, **card_details(store, first["cell_id"], first["year"]),
+                "thumb_version": thumbnail_version(store, first["cell_id"], first["year"])}
     return dict(card=card, queue=queue, notice=notice,
                 waiting=store.second_review.review_state_counts()["disagreed"])
 
@@ -89,10 +91,10 @@ def decide(cell_id: int, year: int):
     """Record the lead's label (form: label mine|background, request_id); show the next one."""
     lead = current_name()
     label = (request.form.get("label") or "").strip()
-    token = (request.form.get("request_id") or "").strip()[: service.MAX_REQUEST_ID] or None
+    token = (request.form.get("request_id") or "").strip()[: MAX_REQUEST_ID] or None
     try:
         sr.adjudicate(get_store(), lead=lead, cell_id=cell_id, year=year, label=label,
-                      request_id=service.request_key("adjudicate", lead, token) if token else None)
+                      request_id=request_key("adjudicate", lead, token) if token else None)
     except sr.SecondReviewError as error:
         abort(400, str(error))
     except sr.NothingToAdjudicateError as error:

@@ -30,8 +30,11 @@ from labeller.auth import current_name
 from labeller.db import get_store
 from labeller.review import queue_choice
 from labeller.safety import parse_int
-from review import service, triage
+from review import triage
+from review.decisions import parse_token
+from review.errors import ForbiddenError, NotFoundError, ReviewError
 from review.second_review import current_policy
+from review.thumbnails import thumbnail_version
 
 bp = Blueprint("triage", __name__)
 #: Session key of the last submit's per-tile outcomes (shown once on the next page).
@@ -40,7 +43,7 @@ OUTCOMES_KEY = "triage_outcomes"
 
 def _with_versions(store, tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tiles plus the cache key their pictures are served under (``thumb_version``)."""
-    return [{**t, "thumb_version": service.thumbnail_version(store, t["cell_id"], t["year"])}
+    return [{**t, "thumb_version": thumbnail_version(store, t["cell_id"], t["year"])}
             for t in tiles]
 
 
@@ -95,9 +98,9 @@ def submit():
         tiles = triage.make_tiles(_form_rows(), max_tiles=rows * cols)
         outcomes = triage.submit_page(store, reviewer=current_name(), tiles=tiles,
                                       policy=current_policy(store, settings))
-    except service.ReviewError as error:
+    except ReviewError as error:
         abort(400, str(error))
-    except service.NotFoundError as error:
+    except NotFoundError as error:
         abort(404, str(error))
     # Compact (the session is a cookie): the messages are made again when the page shows them.
     session[OUTCOMES_KEY] = {
@@ -138,14 +141,14 @@ def correct():
             abort(400, "malformed correction: a tile lacks its event")
         changes.append((event_id, (label or "").strip() or "background"))
     try:
-        token = service.parse_token(request.form.get("request_id"))
+        token = parse_token(request.form.get("request_id"))
         changed = triage.correct_page(store, reviewer=current_name(), changes=changes,
                                       token=token)
-    except service.ReviewError as error:
+    except ReviewError as error:
         abort(400, str(error))
-    except service.NotFoundError as error:
+    except NotFoundError as error:
         abort(404, str(error))
-    except service.ForbiddenError as error:
+    except ForbiddenError as error:
         abort(403, str(error))
     flash(f"Corrections stored: {len(changed)} tile(s) changed." if changed
           else "No tile changed.")

@@ -4,8 +4,8 @@ adjudication of disagreements, and the figures of the Team page.
 A first decision (mine or background; skips never) on a cell-year is picked for second review
 when a hash of (cell, year) falls below ``SECOND_REVIEW_SHARE`` (deterministic: a rerun, an undo
 and a new decision pick the same cell-years), or when it is a mine and
-``SECOND_REVIEW_ALL_MINES`` is on. ``review.service.decide`` opens the task in the decision's
-transaction; ``review.service.next_cards`` serves it, blind, to another reviewer; the second
+``SECOND_REVIEW_ALL_MINES`` is on. ``review.decisions.decide`` opens the task in the decision's
+transaction; ``review.cards.next_cards`` serves it, blind, to another reviewer; the second
 decision resolves it (``db.second_review.SecondReview._sync_second_review``). A disagreement waits for a lead:
 :func:`adjudicate` records the lead's label as a label event (source ``adjudication``), which is
 then the effective label that training and reports use.

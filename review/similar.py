@@ -2,7 +2,7 @@
 
 The anchor's stored embedding (normalised like the index's vectors) is searched in the year's
 similarity index (``pipeline.embedding_index``); the queue of look-alikes
-(``review.service.next_cards(strategy=SIMILAR)``) serves the unreviewed ones nearest first.
+(``review.cards.next_cards(strategy=SIMILAR)``) serves the unreviewed ones nearest first.
 """
 
 from __future__ import annotations

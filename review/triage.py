@@ -1,17 +1,17 @@
 """The triage grid: pages of N candidates decided at a glance, without any web framework.
 
-A page is leased from the very queue the single card uses (:func:`review.service.next_cards`,
+A page is leased from the very queue the single card uses (:func:`review.cards.next_cards`,
 same strategy, filters, year and pending blind second reviews first); every tile's lease records
 its showing when the page is served, so each tile's decision carries the score and model shown
 and its time on screen (from the page's serving to its submission), as a card's does.
 
 Every tile is a separate decision in the append-only history, recorded by
-:func:`review.service.decide` in its own transaction, under the idempotency key
+:func:`review.decisions.decide` in its own transaction, under the idempotency key
 ``label:<reviewer>:grid-<page>-<index>``. One transaction per tile, not per page: a tile that
 another reviewer decided in the meantime is refused without holding back its neighbours, and a
 double (or interrupted and repeated) submit records each tile at most once because the keys are
 per tile. The keys also name the page, so the reviewer's last page can be reopened from the
-history alone (:func:`last_page`) and corrected through :func:`review.service.change_decision`.
+history alone (:func:`last_page`) and corrected through :func:`review.decisions.change_decision`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from db.store import LABELS, Store
-from review import service
+from review.cards import QueueChoice, is_blind, next_cards, require_cell_year
+from review.decisions import DecisionForm, change_decision, decide, parse_token, request_key
+from review.errors import ForbiddenError, NotFoundError, ReviewError
 from review.second_review import SecondReviewPolicy
 
 #: What a tile's outcome says to the reviewer, by status.
@@ -85,12 +87,12 @@ def tile_token(page: str, index: int) -> str:
 
 
 def serve_page(
-    store: Store, *, reviewer: str, choice: service.QueueChoice, size: int,
+    store: Store, *, reviewer: str, choice: QueueChoice, size: int,
     lease_seconds: float, now: float | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Lease a page of ``size`` tiles plus the next page (prefetch); returns (page, next page).
 
-    Each page is one :func:`review.service.next_cards` call of ``size`` cards (the reviewer's
+    Each page is one :func:`review.cards.next_cards` call of ``size`` cards (the reviewer's
     earlier leases first, so the prefetched page is the one served next; pending blind second
     reviews first, at most ``SECOND_REVIEW_BATCH_SHARE`` of a page). Every tile of the page is
     then marked shown (its lease records the moment, the score and the model, unless it already
@@ -100,8 +102,8 @@ def serve_page(
     common = dict(reviewer=reviewer, strategy=choice.strategy, year=choice.year,
                   predicted_only=choice.predicted_only, n=size, lease_seconds=lease_seconds,
                   now=now, show_first=False)
-    page = service.next_cards(store, **common)  # type: ignore[arg-type]
-    ahead = service.next_cards(store, exclude=[int(c["cell_id"]) for c in page],
+    page = next_cards(store, **common)  # type: ignore[arg-type]
+    ahead = next_cards(store, exclude=[int(c["cell_id"]) for c in page],
                                **common)  # type: ignore[arg-type]
     with store.atomic():
         for card in page:
@@ -119,24 +121,24 @@ def make_tiles(rows: Sequence[tuple[int, int, str, str]], *, max_tiles: int) -> 
     malformed; nothing is recorded then.
     """
     if not rows:
-        raise service.ReviewError("the page carries no tiles; reload the triage page")
+        raise ReviewError("the page carries no tiles; reload the triage page")
     if len(rows) > max_tiles:
-        raise service.ReviewError(f"a page has at most {max_tiles} tiles, got {len(rows)}")
+        raise ReviewError(f"a page has at most {max_tiles} tiles, got {len(rows)}")
     tiles: list[TileForm] = []
     for index, (cell_id, year, raw_label, raw_token) in enumerate(rows):
         label = (raw_label or "").strip() or "background"
         if label not in LABELS:
-            raise service.ReviewError(f"tile {index + 1}: unknown label {label[:40]!r}; choose "
+            raise ReviewError(f"tile {index + 1}: unknown label {label[:40]!r}; choose "
                                       "mine, background or skip")
-        token = service.parse_token(raw_token)
+        token = parse_token(raw_token)
         if _TOKEN.fullmatch(token) is None:
-            raise service.ReviewError(f"tile {index + 1}: {token[:40]!r} is not a triage "
+            raise ReviewError(f"tile {index + 1}: {token[:40]!r} is not a triage "
                                       "token; reload the triage page")
         tiles.append(TileForm(int(cell_id), int(year), label, token))
     if len({t.page for t in tiles}) != 1:
-        raise service.ReviewError("the tiles come from different pages; reload the triage page")
+        raise ReviewError("the tiles come from different pages; reload the triage page")
     if len({t.request_id for t in tiles}) != len(tiles):
-        raise service.ReviewError("a tile appears twice in the page")
+        raise ReviewError("a tile appears twice in the page")
     return tiles
 
 
@@ -149,29 +151,29 @@ def submit_page(
     Per tile: a token already stored counts once (``duplicate``); a cell another reviewer
     decided since the page was served is not recorded (``decided_by_other``) unless it is a
     blind second review for this reviewer; a cell whose lease expired and that another reviewer
-    now holds is not recorded (``held_by_other``); otherwise :func:`review.service.decide`
+    now holds is not recorded (``held_by_other``); otherwise :func:`review.decisions.decide`
     records it with the audit fields of the tile's lease (``recorded``; ``recorded_late`` when
     the lease had expired; ``second_review``). Every cell-year must exist
-    (:func:`review.service.require_cell_year`, checked for all tiles before anything is
+    (:func:`review.cards.require_cell_year`, checked for all tiles before anything is
     recorded; NotFoundError otherwise).
     """
     now = time.time() if now is None else now
     for tile in tiles:
-        service.require_cell_year(store, tile.cell_id, tile.year)
+        require_cell_year(store, tile.cell_id, tile.year)
     return [_submit_tile(store, reviewer, tile, policy, now) for tile in tiles]
 
 
 def _submit_tile(store: Store, reviewer: str, tile: TileForm,
                  policy: SecondReviewPolicy | None, now: float) -> TileOutcome:
     """One tile in one transaction (the checks and the decision cannot be separated)."""
-    key = service.request_key("label", reviewer, tile.request_id)
+    key = request_key("label", reviewer, tile.request_id)
     with store.atomic():
         existing = store.labels.label_event_by_request(key)
         if existing is not None:
             return TileOutcome(tile.cell_id, tile.year, existing["label"], "duplicate",
                                event_id=int(existing["id"]))
         current = store.labels.current_label(tile.cell_id, tile.year)
-        blind = service.is_blind(store, tile.cell_id, tile.year, reviewer)
+        blind = is_blind(store, tile.cell_id, tile.year, reviewer)
         if current is not None and current["reviewer"] != reviewer and not blind:
             return TileOutcome(tile.cell_id, tile.year, tile.label, "decided_by_other",
                                who=current["reviewer"])
@@ -181,9 +183,9 @@ def _submit_tile(store: Store, reviewer: str, tile: TileForm,
             return TileOutcome(tile.cell_id, tile.year, tile.label, "held_by_other",
                                who=lease["reviewer"])
         late = lease is None or not mine or float(lease["expires_at"]) <= now
-        decision = service.decide(
+        decision = decide(
             store, reviewer=reviewer, cell_id=tile.cell_id, year=tile.year,
-            form=service.DecisionForm(tile.label, tile.request_id), now=now, policy=policy)
+            form=DecisionForm(tile.label, tile.request_id), now=now, policy=policy)
     status = "second_review" if decision.second_review else "recorded_late" if late else "recorded"
     return TileOutcome(tile.cell_id, tile.year, tile.label, status,
                        event_id=int(decision.event["id"]))
@@ -223,7 +225,7 @@ def correct_page(
     """Apply a reopened page's corrections: ``changes`` are (event_id, label) per tile.
 
     A tile whose label differs from the reviewer's current label of that cell-year becomes one
-    :func:`review.service.change_decision` (a new event keyed ``change:<reviewer>:<token>-
+    :func:`review.decisions.change_decision` (a new event keyed ``change:<reviewer>:<token>-
     <event_id>``, so a double submit changes once); an unchanged tile records nothing. Returns
     the new events. Every tile is checked (ReviewError for an unknown label, NotFoundError for
     an unknown decision, ForbiddenError for another reviewer's) before any change is written.
@@ -231,16 +233,16 @@ def correct_page(
     plans: list[tuple[int, str]] = []
     for event_id, label in changes:
         if label not in LABELS:
-            raise service.ReviewError(f"unknown label {label[:40]!r}: choose mine, background "
+            raise ReviewError(f"unknown label {label[:40]!r}: choose mine, background "
                                       "or skip")
         event = store.labels.label_event(event_id)
         if event is None or event["kind"] != "label":
-            raise service.NotFoundError(f"no decision {event_id}")
+            raise NotFoundError(f"no decision {event_id}")
         if event["reviewer"] != reviewer:
-            raise service.ForbiddenError(f"decision {event_id} is {event['reviewer']}'s; you can "
+            raise ForbiddenError(f"decision {event_id} is {event['reviewer']}'s; you can "
                                          "change only your own decisions")
         if _own_label(store, reviewer, int(event["cell_id"]), int(event["year"])) != label:
             plans.append((event_id, label))
-    return [service.change_decision(store, reviewer=reviewer, event_id=event_id, label=label,
+    return [change_decision(store, reviewer=reviewer, event_id=event_id, label=label,
                                     request_id=f"{token}-{event_id}")
             for event_id, label in plans]

@@ -6,9 +6,9 @@ plus cells the active model predicts that no review rejected (``Territory.cell_s
 :func:`drive_queue` lets a simulated reviewer (reviewer name ``ORACLE``, answering from a
 :class:`Truth`) work through the app's real loop:
 
-* cards from ``review.service.next_cards`` (the queue the web app serves, with its leases and
+* cards from ``review.cards.next_cards`` (the queue the web app serves, with its leases and
   its spatial de-duplication within a batch);
-* each answer recorded through ``review.service.decide``, as a reviewer's key press is;
+* each answer recorded through ``review.decisions.decide``, as a reviewer's key press is;
 * every ``retrain_every`` decisions, ``pipeline.cycle.run_cycle``: training on every lesson,
   validation on the fixed blocks, re-scoring the whole territory and activation (or not, by
   ``ACTIVATION_MARGIN``), exactly as the Retrain button's worker runs it.
@@ -37,8 +37,9 @@ from typing import Any
 from db.store import QUEUE_STRATEGIES, Store
 from pipeline.cycle import run_cycle
 from pipeline.settings import Settings
+from review.cards import next_cards
+from review.decisions import DecisionForm, decide
 from review.second_review import SecondReviewPolicy
-from review.service import DecisionForm, decide, next_cards
 
 #: The simulated reviewer's account name in the label events.
 ORACLE = "inventory-oracle"

@@ -1,4 +1,4 @@
-"""Fixtures for the web-app and review-service tests: a real SQLite database built through the
+"""Fixtures for the web-app and review-domain tests: a real SQLite database built through the
 Store, with two yearly 12-band GeoTIFF scenes (written by rasterio directly in the grid CRS,
 EPSG:6933, aligned to the 1-km grid) ingested into the imagery store, one active model and
 scores of varied uncertainty."""
@@ -20,6 +20,8 @@ from imagery.bands import SEED_BANDS
 from imagery.grid import CellGrid
 from pipeline.ingest import ingest_files
 from pipeline.settings import load_settings
+from review.cards import next_cards
+from review.decisions import DecisionForm
 
 #: Top-left cell of the test territory (near Jagersfontein, South Africa) and its size in cells.
 ROW0, COL0 = 10_948, 19_815
@@ -186,3 +188,14 @@ def card_fields(html: str) -> dict:
     fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"',
                              html[form.start():html.index("</form>", form.start())]))
     return {"cell_id": int(form.group(1)), "year": int(form.group(2)), **fields}
+
+
+def cards(store: Store, reviewer: str = "ana", **kwargs) -> list[dict]:
+    """Up to 4 (``n``) cards leased to ``reviewer``."""
+    kwargs.setdefault("n", 4)
+    return next_cards(store, reviewer=reviewer, **kwargs)
+
+
+def form(label: str = "mine", request_id: str = "r1", **kwargs) -> DecisionForm:
+    """A decision form, by default "mine" with token "r1"."""
+    return DecisionForm(label=label, request_id=request_id, **kwargs)

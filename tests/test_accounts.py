@@ -147,7 +147,7 @@ def test_migration_renames_and_disables_later_case_twins(tmp_path) -> None:
     ended and its leases released; its decisions keep the name they were made under."""
     from sqlite_utils import Database
 
-    from db.schema import migrations
+    from db.migrations import migrations
 
     path = tmp_path / "old.db"
     old = Database(path)

@@ -19,7 +19,7 @@ from analysis.territory import load_territory, refresh_territory_cells
 from db.store import Store
 from imagery.grid import CellGrid
 from imagery.vectors import VectorError
-from review.service import next_cards
+from review.cards import next_cards
 
 GRID = CellGrid()
 YEARS = (2018, 2019, 2020, 2021)

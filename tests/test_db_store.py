@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 import sqlite_utils
 
-from db.schema import migrations
+from db.migrations import migrations
 from db.store import Store, StoreError
 from tests.concurrency import run_together
 

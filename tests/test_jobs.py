@@ -148,7 +148,7 @@ def test_a_copied_data_folder_loads_its_own_models(tmp_path):
 def test_migration_makes_absolute_model_paths_relative(tmp_path):
     from sqlite_utils import Database
 
-    from db.schema import migrations
+    from db.migrations import migrations
 
     old = Database(tmp_path / "minewatch.db")           # an installation from before 0008_jobs
     migrations.apply(old, stop_before="0008_jobs")

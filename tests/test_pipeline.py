@@ -25,7 +25,7 @@ from pipeline.training import (
     train_model,
     validation_block,
 )
-from review.service import next_cards
+from review.cards import next_cards
 from tests.territory import write_territory
 
 #: A fast installation: 50 m pixels (20 px cells), a tiny FCN, few epochs.
@@ -259,7 +259,7 @@ def test_launch_cycle_runs_in_its_own_process(store, settings, territory):
 def test_thumbnails_of_a_13_band_l1c_scene(store, settings, tmp_path):
     import rasterio
 
-    from review.service import thumbnail_path
+    from review.thumbnails import thumbnail_path
 
     territory = write_territory(tmp_path / "l1c", size_km=3, n_mines=1)
     with rasterio.open(territory.scene) as src:

@@ -1,14 +1,15 @@
-"""Second review (review/second_review.py with review/service.py and db/store.py): which
-decisions are picked, the blind queue, agreement, undo, adjudication and the effective label
-that training and reports use."""
+"""Second review (review/second_review.py with review/cards.py, review/decisions.py and
+db/store.py): which decisions are picked, the blind queue, agreement, undo, adjudication and the
+effective label that training and reports use."""
 
 from __future__ import annotations
 
 import pytest
 
 from db.store import Store
+from review import decisions
 from review import second_review as sr
-from review import service
+from review.cards import card_details, next_cards
 
 pytest.register_assert_rewrite("fixtures_app")
 from fixtures_app import THRESHOLD  # noqa: E402
@@ -25,13 +26,13 @@ def store(review_db):
 
 
 def decide(store, reviewer, cell, label="mine", token=None, policy=ALL, year=2021):
-    form = service.DecisionForm(label=label, request_id=token or f"{reviewer}-{cell}-{label}")
-    return service.decide(store, reviewer=reviewer, cell_id=cell, year=year, form=form,
+    form = decisions.DecisionForm(label=label, request_id=token or f"{reviewer}-{cell}-{label}")
+    return decisions.decide(store, reviewer=reviewer, cell_id=cell, year=year, form=form,
                           policy=policy)
 
 
 def first_card(store, reviewer="ana"):
-    return service.next_cards(store, reviewer=reviewer, n=1)[0]["cell_id"]
+    return next_cards(store, reviewer=reviewer, n=1)[0]["cell_id"]
 
 
 # which decisions ---------------------------------------------------------------------------------
@@ -80,24 +81,24 @@ def test_first_decision_opens_a_task_a_skip_or_a_later_decision_does_not(store) 
 def test_pending_task_goes_blind_to_another_reviewer_only(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "mine")
-    assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="ana", n=6)}
-    ben = service.next_cards(store, reviewer="ben", n=4)
+    assert cell not in {c["cell_id"] for c in next_cards(store, reviewer="ana", n=6)}
+    ben = next_cards(store, reviewer="ben", n=4)
     assert ben[0]["cell_id"] == cell and ben[0]["second_review"] and ben[0]["year"] == 2021
     assert sum(bool(c.get("second_review")) for c in ben) == 1
     # leased to ben: cy is not served it while ben's lease lives
-    assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
-    card = service.card_details(store, cell, 2021, reviewer="ben")
+    assert cell not in {c["cell_id"] for c in next_cards(store, reviewer="cy", n=6)}
+    card = card_details(store, cell, 2021, reviewer="ben")
     assert card["blind"] and card["history"] == [] and card["current"] is None
     assert card["score"]["score"] is not None  # the score a first reviewer saw too
-    own = service.card_details(store, cell, 2021, reviewer="ana")
+    own = card_details(store, cell, 2021, reviewer="ana")
     assert not own["blind"] and own["current"]["label"] == "mine"
 
 
 def test_second_reviews_take_at_most_half_a_batch(store) -> None:
-    cells = [c["cell_id"] for c in service.next_cards(store, reviewer="ana", n=6)]
+    cells = [c["cell_id"] for c in next_cards(store, reviewer="ana", n=6)]
     for cell in cells:
         decide(store, "ana", cell)
-    batch = service.next_cards(store, reviewer="ben", n=4)
+    batch = next_cards(store, reviewer="ben", n=4)
     assert [bool(c.get("second_review")) for c in batch] == [True, True, False, False]
 
 
@@ -110,8 +111,8 @@ def test_agreeing_second_review_resolves_the_task(store) -> None:
     task = store.second_review.second_review(cell, 2021)
     assert task["status"] == "agreed" and task["second_reviewer"] == "ben"
     assert task["second_label"] == "mine" and task["resolved_at"]
-    assert not service.card_details(store, cell, 2021, reviewer="ben")["blind"]
-    assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
+    assert not card_details(store, cell, 2021, reviewer="ben")["blind"]
+    assert cell not in {c["cell_id"] for c in next_cards(store, reviewer="cy", n=6)}
     assert {"cell_id": cell, "year": 2021, "label": "mine", "source": "review"} in \
         store.labels.training_labels()
 
@@ -150,13 +151,13 @@ def test_adjudication_becomes_the_effective_label(store) -> None:
     assert statuses[cell]["status"] == "confirmed"
     assert sr.adjudication_queue(store) == []
     # the first reviewer changing their mind later does not override the lead
-    service.change_decision(store, reviewer="ana", event_id=task["first_event_id"],
+    decisions.change_decision(store, reviewer="ana", event_id=task["first_event_id"],
                             label="background")
     assert store.second_review.second_review(cell, 2021)["status"] == "adjudicated"
     assert {"cell_id": cell, "year": 2021, "label": "mine", "source": "review"} in \
         store.labels.training_labels()
     # the lead's undo withdraws the adjudication: ana (now background) and ben agree
-    service.undo_last(store, "lea")
+    decisions.undo_last(store, "lea")
     task = store.second_review.second_review(cell, 2021)
     assert task["status"] == "agreed" and task["adjudication_event_id"] is None
 
@@ -173,7 +174,7 @@ def test_adjudication_refuses_what_is_not_a_disagreement(store) -> None:
         sr.adjudicate(store, lead="lea", cell_id=cell, year=2021, label="skip")
     assert store.second_review.second_review(cell, 2021)["status"] == "disagreed"
     sr.adjudicate(store, lead="lea", cell_id=cell, year=2021, label="background")
-    service.undo_last(store, "lea")
+    decisions.undo_last(store, "lea")
     assert store.second_review.second_review(cell, 2021)["status"] == "disagreed"  # open again
 
 
@@ -189,14 +190,14 @@ def test_undo_of_the_second_decision_reopens_the_task(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "mine")
     decide(store, "ben", cell, "background")
-    undone = service.undo_last(store, "ben")
+    undone = decisions.undo_last(store, "ben")
     assert undone["cell_id"] == cell
     task = store.second_review.second_review(cell, 2021)
     assert task["status"] == "pending" and task["second_reviewer"] is None
     assert task["second_event_id"] is None and task["resolved_at"] is None
     assert store.labels.current_label(cell, 2021)["label"] == "mine"
-    assert service.card_details(store, cell, 2021, reviewer="ben")["blind"]
-    assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
+    assert card_details(store, cell, 2021, reviewer="ben")["blind"]
+    assert next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
     decide(store, "ben", cell, "mine", token="again")
     assert store.second_review.second_review(cell, 2021)["status"] == "agreed"
 
@@ -204,16 +205,16 @@ def test_undo_of_the_second_decision_reopens_the_task(store) -> None:
 def test_undo_of_the_first_decision_while_the_second_reviewer_looks(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "mine")
-    assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
+    assert next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
     # ana undoes while ben holds the card: the task stays open, ben keeps the card
-    service.undo_last(store, "ana", lease_seconds=60)
+    decisions.undo_last(store, "ana", lease_seconds=60)
     assert store.second_review.second_review(cell, 2021)["status"] == "pending"
     assert store.leases.lease_holder(cell, 2021) == "ben"
     decide(store, "ben", cell, "skip")  # ben's second review waits for ana's new decision ...
     task = store.second_review.second_review(cell, 2021)
     assert (task["status"], task["first_reviewer"], task["second_reviewer"]) == (
         "pending", "ana", "ben")
-    assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
+    assert cell not in {c["cell_id"] for c in next_cards(store, reviewer="cy", n=6)}
     decide(store, "ana", cell, "background", token="redo")  # ... which resolves it
     task = store.second_review.second_review(cell, 2021)
     assert (task["status"], task["first_label"], task["second_label"]) == (
@@ -223,19 +224,19 @@ def test_undo_of_the_first_decision_while_the_second_reviewer_looks(store) -> No
 def test_a_change_of_the_first_decision_keeps_the_second_reviewers_card(store) -> None:
     cell = first_card(store)
     first = decide(store, "ana", cell, "mine").event
-    assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
-    service.change_decision(store, reviewer="ana", event_id=first["id"], label="background")
+    assert next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
+    decisions.change_decision(store, reviewer="ana", event_id=first["id"], label="background")
     assert store.leases.lease_holder(cell, 2021) == "ben"
-    assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
+    assert cell not in {c["cell_id"] for c in next_cards(store, reviewer="cy", n=6)}
 
 
 def test_undo_of_the_first_decision_withdraws_the_task(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "mine")
-    service.undo_last(store, "ana", lease_seconds=60)
+    decisions.undo_last(store, "ana", lease_seconds=60)
     assert store.second_review.second_review(cell, 2021) is None
     assert store.leases.lease_holder(cell, 2021) == "ana"
-    assert all(not c.get("second_review") for c in service.next_cards(store, reviewer="ben", n=4))
+    assert all(not c.get("second_review") for c in next_cards(store, reviewer="ben", n=4))
     store.leases.release_leases("ben")
     decide(store, "ana", cell, "background", token="redo")
     task = store.second_review.second_review(cell, 2021)
@@ -246,13 +247,13 @@ def test_undo_of_a_first_decision_already_second_reviewed(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "mine")
     decide(store, "ben", cell, "background")
-    service.undo_last(store, "ana", lease_seconds=60)
+    decisions.undo_last(store, "ana", lease_seconds=60)
     # the task waits for ana's new decision; ana holds the card again, nobody else gets it
     task = store.second_review.second_review(cell, 2021)
     assert (task["status"], task["first_reviewer"], task["second_reviewer"]) == (
         "pending", "ana", "ben")
     assert store.leases.lease_holder(cell, 2021) == "ana"
-    assert cell not in {c["cell_id"] for c in service.next_cards(store, reviewer="cy", n=6)}
+    assert cell not in {c["cell_id"] for c in next_cards(store, reviewer="cy", n=6)}
     assert store.second_review.review_state_counts()["pending"] == 1
     assert sr.team_figures(store).per_pair == {}  # not double-reviewed while ana's side is open
     decide(store, "ana", cell, "background", token="redo")
@@ -265,14 +266,14 @@ def test_a_change_by_the_first_reviewer_re_resolves(store) -> None:
     cell = first_card(store)
     first = decide(store, "ana", cell, "mine").event
     decide(store, "ben", cell, "background")
-    service.change_decision(store, reviewer="ana", event_id=first["id"], label="background")
+    decisions.change_decision(store, reviewer="ana", event_id=first["id"], label="background")
     task = store.second_review.second_review(cell, 2021)
     assert task["status"] == "agreed" and task["first_label"] == "background"
 
 
 # figures -----------------------------------------------------------------------------------------
 def test_review_states_and_team_figures(store) -> None:
-    cells = [c["cell_id"] for c in service.next_cards(store, reviewer="ana", n=5)]
+    cells = [c["cell_id"] for c in next_cards(store, reviewer="ana", n=5)]
     decide(store, "ana", cells[0], "mine", policy=NONE)        # single
     decide(store, "ana", cells[1], "mine")                     # pending
     decide(store, "ana", cells[2], "mine")
@@ -349,8 +350,8 @@ def test_two_undos_on_a_second_reviewed_cell_over_http(app) -> None:
 def test_undo_while_another_reviewer_holds_the_card_does_not_show_it(store) -> None:
     cell = first_card(store)
     decide(store, "ana", cell, "mine")
-    assert service.next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
-    undone = service.undo_last(store, "ana", lease_seconds=60)
+    assert next_cards(store, reviewer="ben", n=1)[0]["cell_id"] == cell
+    undone = decisions.undo_last(store, "ana", lease_seconds=60)
     assert undone["cell_id"] == cell and undone["held_by"] == "ben"
     assert store.leases.lease_holder(cell, 2021) == "ben"
 
@@ -366,7 +367,7 @@ def test_random_label_second_review_undo_sequences_never_show_a_card_twice(store
     showing: dict[str, tuple[int, int]] = {}
 
     def serve(reviewer: str) -> None:
-        cards = service.next_cards(store, reviewer=reviewer, n=2, lease_seconds=600)
+        cards = next_cards(store, reviewer=reviewer, n=2, lease_seconds=600)
         if cards:
             showing[reviewer] = (int(cards[0]["cell_id"]), int(cards[0]["year"]))
 
@@ -381,7 +382,7 @@ def test_random_label_second_review_undo_sequences_never_show_a_card_twice(store
                    year=year)
             serve(reviewer)
         else:
-            target = service.undo_last(store, reviewer, request_id=f"u{step}",
+            target = decisions.undo_last(store, reviewer, request_id=f"u{step}",
                                        lease_seconds=600)
             if target is not None and target["held_by"] is None:
                 showing[reviewer] = (int(target["cell_id"]), int(target["year"]))
@@ -416,7 +417,7 @@ def test_blind_in_the_history_of_every_year_of_the_cell(app) -> None:
     own = ana.get(f"/review?cell={cell}&year={other_year}").get_data(as_text=True)
     assert "<td>ana</td>" in own  # the first reviewer sees their own label
     with Store(app.config["SETTINGS"].database_path) as store:
-        details = service.card_details(store, cell, other_year, reviewer="ben")
+        details = card_details(store, cell, other_year, reviewer="ben")
         assert details["history"] == [] and details["hidden_years"] == [year]
     ben.post(f"/cells/{cell}/{year}/label", data={"label": "mine", "request_id": "ben-1"},
              headers={"X-CSRFToken": ben_token})

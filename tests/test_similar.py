@@ -13,7 +13,8 @@ from db.store import Store  # noqa: E402
 from model.score import CellScores, dequantise_embeddings, quantise_embeddings  # noqa: E402
 from pipeline.embedding_index import NoEmbeddingError  # noqa: E402
 from pipeline.scoring import score_year  # noqa: E402
-from review import service  # noqa: E402
+from review.cards import SIMILAR, next_cards  # noqa: E402
+from review.errors import ReviewError  # noqa: E402
 from tests.territory import write_territory  # noqa: E402
 from tests.test_scoring import installation, tiny_bundle  # noqa: E402
 
@@ -80,18 +81,18 @@ def test_similar_queue_serves_unreviewed_look_alikes(review_db, tmp_path) -> Non
         labelled, held = same[0], same[1]
         store.labels.record_label(labelled, 2021, "background", "bo")
         store.leases.lease_cells([(held, 2021)], "bo", 600)
-        cards = service.next_cards(store, reviewer="ana", strategy=service.SIMILAR,
+        cards = next_cards(store, reviewer="ana", strategy=SIMILAR,
                                    anchor=anchor, year=2021, n=5, similar_dir=folder)
         served = [c["cell_id"] for c in cards]
         assert len(served) == 5 and all(cluster[c] == 0 for c in served)
         assert anchor not in served and labelled not in served and held not in served
         sims = [c["similarity"] for c in cards]
         assert all(s > 0.9 for s in sims)
-        with pytest.raises(service.ReviewError, match="anchor"):
-            service.next_cards(store, reviewer="ana", strategy=service.SIMILAR, year=2021,
+        with pytest.raises(ReviewError, match="anchor"):
+            next_cards(store, reviewer="ana", strategy=SIMILAR, year=2021,
                                similar_dir=folder)
         with pytest.raises(NoEmbeddingError, match="2020"):
-            service.next_cards(store, reviewer="ana", strategy=service.SIMILAR, anchor=anchor,
+            next_cards(store, reviewer="ana", strategy=SIMILAR, anchor=anchor,
                                year=2020, similar_dir=folder)
 
 

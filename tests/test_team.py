@@ -8,7 +8,7 @@ import re
 import pytest
 
 from db.store import Store
-from review import accounts, service
+from review import accounts, decisions
 from review import second_review as sr
 
 pytest.register_assert_rewrite("fixtures_app")
@@ -41,8 +41,8 @@ def new_client(app, name: str):
 
 def decide(database, reviewer: str, cell: int, label: str, year: int = 2021) -> None:
     with Store(database) as store:
-        service.decide(store, reviewer=reviewer, cell_id=cell, year=year,
-                       form=service.DecisionForm(label, f"{reviewer}-{cell}-{label}"),
+        decisions.decide(store, reviewer=reviewer, cell_id=cell, year=year,
+                       form=decisions.DecisionForm(label, f"{reviewer}-{cell}-{label}"),
                        policy=sr.SecondReviewPolicy(share=1.0))
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from db.store import Store
 from review import second_review as sr
-from review import service
+from review.decisions import DecisionForm, decide
 from tests.browser import CHROMIUM, LAUNCH_ARGS, MARKS, served
 
 pytest.register_assert_rewrite("fixtures_app")
@@ -29,8 +29,8 @@ def disagreements(app, review_db) -> list[int]:
     with Store(review_db.database) as store:
         for cell in cells:
             for reviewer, label in (("ana", "mine"), ("ben", "background")):
-                service.decide(store, reviewer=reviewer, cell_id=cell, year=2021,
-                               form=service.DecisionForm(label, f"{reviewer}-{cell}"),
+                decide(store, reviewer=reviewer, cell_id=cell, year=2021,
+                               form=DecisionForm(label, f"{reviewer}-{cell}"),
                                policy=sr.SecondReviewPolicy(share=1.0))
     return cells
 

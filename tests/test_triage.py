@@ -9,7 +9,9 @@ import re
 import pytest
 
 from db.store import Store
-from review import service, triage
+from review import triage
+from review.cards import QueueChoice
+from review.decisions import DecisionForm, decide
 from review.second_review import SecondReviewPolicy
 
 pytest.register_assert_rewrite("fixtures_app")
@@ -117,13 +119,13 @@ def test_double_submit_counts_once(client, app) -> None:
 
 def test_expired_leases_and_cells_decided_by_others_are_told_per_tile(review_db) -> None:
     with Store(review_db.database) as store:
-        choice = service.QueueChoice("score", 2021)
+        choice = QueueChoice("score", 2021)
         page, _ = triage.serve_page(store, reviewer="ana", choice=choice, size=4,
                                     lease_seconds=60, now=1000.0)
         cells = [int(c["cell_id"]) for c in page]
         # bo decides tile 0 (after ana's lease ran out) and now holds tile 1.
-        service.decide(store, reviewer="bo", cell_id=cells[0], year=2021, now=1100.0,
-                       form=service.DecisionForm("mine", "bo-1"), policy=NONE)
+        decide(store, reviewer="bo", cell_id=cells[0], year=2021, now=1100.0,
+                       form=DecisionForm("mine", "bo-1"), policy=NONE)
         store.leases.lease_cells([(cells[1], 2021)], "bo", 600, now=1100.0)
         page_id = triage.new_page_id()
         tiles = triage.make_tiles([(c, 2021, "", triage.tile_token(page_id, i))
@@ -154,8 +156,8 @@ def test_next_page_says_which_tiles_were_not_recorded(client, app) -> None:
     token = login(client, "ana")
     tiles = page_tiles(client.get("/triage").get_data(as_text=True))
     with Store(app.config["SETTINGS"].database_path) as store:
-        service.decide(store, reviewer="bo", cell_id=int(tiles[0]["cell"]), year=2021,
-                       form=service.DecisionForm("mine", "bo-1"), policy=NONE)
+        decide(store, reviewer="bo", cell_id=int(tiles[0]["cell"]), year=2021,
+                       form=DecisionForm("mine", "bo-1"), policy=NONE)
     client.post("/triage", data=form_of(tiles, token))
     html = client.get("/triage").get_data(as_text=True)
     assert re.search(r"data-recorded>5<", html)
@@ -167,7 +169,7 @@ def test_next_page_says_which_tiles_were_not_recorded(client, app) -> None:
 def test_second_review_tiles_appear_blind_and_count_as_second_reviews(review_db) -> None:
     everyone = SecondReviewPolicy(share=1.0)
     with Store(review_db.database) as store:
-        choice = service.QueueChoice("score", 2021)
+        choice = QueueChoice("score", 2021)
         page, _ = triage.serve_page(store, reviewer="ana", choice=choice, size=2,
                                     lease_seconds=300)
         pid = triage.new_page_id()
