@@ -13,6 +13,15 @@ from labeller.db import get_store
 
 bp = Blueprint("overview", __name__)
 
+
+def installation_synthetic() -> bool:
+    """Whether any scene of the installation is generated (the demo territory): every page then
+    says so in its top bar, the review card and the triage grid included."""
+    return any(scene["synthetic"] for scene in get_store().scenes.scenes())
+
+
+bp.add_app_template_global(installation_synthetic, "installation_synthetic")
+
 def metric(metrics: dict[str, Any] | None, *names: str) -> Any:
     """The first of ``names`` present (not None) in a model's metrics."""
     for name in names:

@@ -583,3 +583,10 @@ def test_login_page_says_how_to_make_the_first_admin(client, app) -> None:
     assert FIRST_ADMIN_HINT in client.get("/login").get_data(as_text=True)
     add_account(app, "adm", "admin")
     assert FIRST_ADMIN_HINT not in client.get("/login").get_data(as_text=True)
+
+
+def test_every_page_says_the_demo_is_synthetic(client) -> None:
+    """The demo's imagery is generated: the review card and the triage grid say so too."""
+    for page in ("/review", "/triage", "/cycles"):
+        html = client.get(page).get_data(as_text=True)
+        assert 'title="synthetic demo data — generated, not real imagery">synthetic demo</span>' in html, page
