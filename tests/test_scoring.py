@@ -287,3 +287,40 @@ def test_a_file_added_to_a_scored_year_gets_exactly_its_blocks_scored_again(tmp_
     whole = all_scores(reference.database_path)
     assert scored == {c for c, (score, *_rest) in whole.items() if score is not None}
     assert cells <= set(whole)  # every cell of both files has its score row
+
+
+def test_inactive_candidates_are_pruned_once_a_newer_cycle_supersedes_them(tmp_path, scene):
+    from labeller import create_app
+    from tests.fixtures_app import csrf_from
+
+    settings = installation(tmp_path, "a", scene)
+    with Store(settings.database_path) as store:
+        score_year(store, settings, tiny_bundle(), 2021)
+        for seed, version in enumerate(("m0002", "m0003"), start=1):  # two cycles kept inactive
+            bundle = tiny_bundle(version, parent="m0001", seed=seed)
+            register_model(store, settings, bundle, activate=False)
+            score_year(store, settings, bundle, 2021)
+            if version == "m0002":  # the last cycle's candidate is kept for a lead to judge
+                assert prune_old_scores(store, keep=2) == []
+        summary = store.scores.year_summary("m0002", 2021)
+
+        assert prune_old_scores(store, keep=2) == ["m0002"]
+        rows = {table: store.db.execute(f"SELECT model_version, count(*) FROM {table}"
+                                        " GROUP BY model_version").fetchall()
+                for table in ("scores", "embeddings")}
+        assert {v for table in rows.values() for v, n in table if n} == {"m0001", "m0003"}
+        assert store.scores.year_summary("m0002", 2021) == summary  # the cycle's figures stay
+        assert store.models.active_model()["version"] == "m0001"
+
+    app = create_app({"DATA_DIR": settings.DATA_DIR, "TESTING": True, "SECRET_KEY": "x",
+                      **SMALL_CELLS})
+    client = app.test_client()
+    token = csrf_from(client.get("/cycles").get_data(as_text=True))
+    refused = client.post("/models/m0002/activate", data={"csrf_token": token})
+    assert refused.status_code == 409
+    assert "run.py score --model m0002" in refused.get_data(as_text=True)
+    assert client.post("/models/m0003/activate", data={"csrf_token": token}).status_code == 302
+    with Store(settings.database_path) as store:
+        assert store.models.active_model()["version"] == "m0003"
+        score_year(store, settings, tiny_bundle("m0002", parent="m0001", seed=1), 2021)
+    assert client.post("/models/m0002/activate", data={"csrf_token": token}).status_code == 302
