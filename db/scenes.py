@@ -43,15 +43,21 @@ class Scenes(Part):
         """Years that have at least one scene."""
         return [row["year"] for row in self._rows("SELECT DISTINCT year FROM scenes ORDER BY year")]
 
-    def replace_year_mosaic(self, record: dict[str, Any], files: Iterable[dict[str, Any]]) -> int:
+    def replace_year_mosaic(self, record: dict[str, Any], files: Iterable[dict[str, Any]],
+                            blocks: Iterable[tuple[int, int]] = ()) -> int:
         """Register (or update) a year's mosaic row and append the source files just ingested.
 
-        Rows of the same year left by installations before the imagery store (one per source
-        file) are folded into the mosaic row: their scores point to it and they are deleted.
-        Returns the mosaic row's id.
+        ``blocks`` are the (row0, col0) of the store blocks the files wrote: every model
+        version's mark that it scored them is cleared, so the next scoring run scores exactly
+        those blocks again. Rows of the same year left by installations before the imagery store
+        (one per source file) are folded into the mosaic row: their scores point to it and they
+        are deleted. Returns the mosaic row's id.
         """
         with self.atomic():
             scene_id = self.add_scene(record)
+            self.db.conn.executemany(
+                "DELETE FROM scored_blocks WHERE year = ? AND row0 = ? AND col0 = ?",
+                [(record["year"], int(row0), int(col0)) for row0, col0 in blocks])
             self.db.execute("UPDATE scores SET scene_id = ? WHERE year = ? AND scene_id != ?",
                             [scene_id, record["year"], scene_id])
             self.db.execute("DELETE FROM scenes WHERE year = ? AND id != ?",

@@ -18,6 +18,11 @@ SEED_BANDS: tuple[str, ...] = (
 L1C_BANDS: tuple[str, ...] = SEED_BANDS[:10] + ("B10",) + SEED_BANDS[10:]
 #: Bands that never enter a MineWatch band set (B10 is a cirrus band with no surface signal).
 DROPPED_BANDS: frozenset[str] = frozenset({"B10"})
+#: The 10 m and 20 m bands of an L2A product, without the 60 m atmospheric bands (B1, B9, B10):
+#: the stack many users export.
+L2A_10_20M_BANDS: tuple[str, ...] = (
+    "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12",
+)
 #: Native ground resolution of each band in metres.
 NATIVE_RESOLUTION_M: dict[str, int] = {
     "B1": 60, "B2": 10, "B3": 10, "B4": 10, "B5": 20, "B6": 20, "B7": 20, "B8": 10,

@@ -30,7 +30,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from imagery.bands import L1C_BANDS, SEED_BANDS
+from imagery.bands import L1C_BANDS, L2A_10_20M_BANDS, SEED_BANDS
 
 #: Coarsest pixel that Sentinel-2 delivers (its 60 m bands), in metres; 2 % slack for rounding.
 MAX_PIXEL_M = 60.0
@@ -68,6 +68,7 @@ BANDS_HINT = "run.py ingest FILE --year YEAR --bands B2,B3,B4"
 KNOWN_BAND_SETS: dict[str, frozenset[str]] = {
     "12 bands B1..B12 without B10": frozenset(SEED_BANDS),
     "13 bands B1..B12 with B10 (L1C)": frozenset(L1C_BANDS),
+    "10 bands B2..B12 without B1,B9,B10 (L2A 10 m + 20 m)": frozenset(L2A_10_20M_BANDS),
     "4 bands B2,B3,B4,B8 (10 m)": frozenset({"B2", "B3", "B4", "B8"}),
     "3 bands B2,B3,B4 (RGB)": frozenset({"B2", "B3", "B4"}),
 }

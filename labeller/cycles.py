@@ -115,10 +115,15 @@ def start():
 
 @bp.post("/models/<version>/activate")
 def activate(version: str):
-    """A lead activates a ready model by hand (e.g. one a cycle kept inactive)."""
+    """A lead activates a ready model by hand (e.g. one a cycle kept inactive); one whose scores
+    were pruned is refused (409) until it is scored again."""
     store = get_store()
     if store.models.ready_model(version) is None:
         abort(404, f"unknown or unfinished model version {version!r}")
+    if store.scores.summarised_years(version) and not store.scores.scored_years(version):
+        abort(409, f"{version}'s scores were pruned (KEEP_SCORED_MODELS) and only its per-year "
+                   f"summaries are left; score it again first (run.py score --model {version}), "
+                   "then activate it")
     store.models.activate_model(version)
     flash(f"{version} is now the active model.")
     return redirect(url_for("cycles.page"))

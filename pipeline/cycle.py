@@ -114,7 +114,7 @@ def run_cycle(
             echo(f"failed: {error}", 1.0)
         return store.cycles.cycle(cycle_id)
     # Only once the cycle is recorded (and its model active, or kept for a lead to judge): the
-    # score rows of versions older than the active model's kept ancestors go.
+    # score rows of every version but the active model's kept ancestors and the newest candidate go.
     pruned = prune_old_scores(store, settings.KEEP_SCORED_MODELS)
     drop_stale_indexes(store, settings.similarity_dir)
     if pruned:

@@ -253,11 +253,13 @@ def _stage_block(staged: Path, root: Path, grid: CellGrid, block: CellRange,
 
 def _commit(store: Store, settings: Settings, year: int, scenes: list[Scene],
             bands: tuple[str, ...], staged: Path, area_km2: float) -> IngestResult:
-    """Move the staged blocks into place and register the year in one transaction."""
+    """Move the staged blocks into place and register the year in one transaction (which also
+    clears every model's scored mark of the blocks written, so scoring redoes exactly those)."""
     grid, data_dir = settings.grid, settings.data_dir
     root = year_dir(data_dir, year)
     written = sorted(p for p in staged.iterdir() if block_of_name(p.name) is not None)
-    new_ids = [block_valid_cells(p, grid, block_of_name(p.name)) for p in written]
+    written_blocks = [block_of_name(p.name) for p in written]
+    new_ids = [block_valid_cells(p, grid, b) for p, b in zip(written, written_blocks, strict=True)]
     ids = np.unique(np.concatenate(new_ids)) if new_ids else np.empty(0, dtype=np.int64)
     previous = open_year(data_dir, grid, year) if stored_bands(data_dir, year) else None
     if ids.size == 0 and previous is None:
@@ -284,7 +286,8 @@ def _commit(store: Store, settings: Settings, year: int, scenes: list[Scene],
     files = [_file_row(data_dir, s, p, bands, grid) for s in scenes for p in s.paths]
     with store.atomic():
         store.cells.add_cells(zip(ids, rows, cols, lons, lats, strict=True))
-        scene_id = store.scenes.replace_year_mosaic(record, files)
+        scene_id = store.scenes.replace_year_mosaic(record, files,
+                                                    [(b.row0, b.col0) for b in written_blocks])
     shutil.rmtree(staged, ignore_errors=True)
     return IngestResult(year=year, scene=store.scenes.scene(scene_id), files=len(scenes),
                         notes=tuple(note for s in scenes for note in s.notes),

@@ -274,30 +274,38 @@ def year_area_km2(store: Store, settings: Settings, years: Sequence[int]) -> flo
 
 
 def scored_versions_to_keep(store: Store, keep: int) -> list[str]:
-    """The active model and its ancestors, ``keep`` versions in all (newest first)."""
-    kept: list[str] = []
-    model = store.models.active_model()
-    while model is not None and len(kept) < keep:
-        kept.append(model["version"])
-        model = store.models.model(model["parent"]) if model["parent"] else None
-    return kept
-
-
-def prune_old_scores(store: Store, keep: int) -> list[str]:
-    """Keep the score rows of the active model and its ``keep - 1`` nearest ancestors; older
-    versions (created before the active one) keep only their per-year summaries.
-
-    Returns the versions pruned. Models newer than the active one (a candidate not activated) are
-    left alone.
-    """
-    if keep < 1:
-        raise ValueError(f"KEEP_SCORED_MODELS must be at least 1, got {keep}")
+    """The active model and its ancestors, ``keep`` versions in all (newest first), then the
+    newest model created after the active one when there is one (the inactive candidate of the
+    last cycle, which a lead may still activate)."""
     active = store.models.active_model()
     if active is None:
         return []
+    kept: list[str] = []
+    model = active
+    while model is not None and len(kept) < keep:
+        kept.append(model["version"])
+        model = store.models.model(model["parent"]) if model["parent"] else None
+    newer = [m for m in store.models.models() if _created(m) > _created(active)]
+    return kept + [newer[-1]["version"]] if newer else kept
+
+
+def _created(model: dict) -> tuple[str, str]:
+    return model["created_at"], model["version"]
+
+
+def prune_old_scores(store: Store, keep: int) -> list[str]:
+    """Keep the score rows of the versions :func:`scored_versions_to_keep` names; every other
+    version with score rows (older models and inactive candidates that a newer cycle superseded)
+    keeps only its per-year summaries. Nothing is pruned without an active model.
+
+    Returns the versions pruned, oldest first.
+    """
+    if keep < 1:
+        raise ValueError(f"KEEP_SCORED_MODELS must be at least 1, got {keep}")
     kept = set(scored_versions_to_keep(store, keep))
-    older = [m["version"] for m in store.models.models()
-             if m["version"] not in kept and (m["created_at"], m["version"])
-             < (active["created_at"], active["version"]) and store.scores.scored_years(m["version"])]
-    store.scores.prune_scores(older)
-    return older
+    if not kept:
+        return []
+    pruned = [m["version"] for m in store.models.models()
+              if m["version"] not in kept and store.scores.scored_years(m["version"])]
+    store.scores.prune_scores(pruned)
+    return pruned

@@ -79,8 +79,9 @@ class Settings:
     BASEMAP_URL: str = _setting("", "Optional XYZ tile URL for the map background; empty means "
                                 "no remote tiles (works offline).")
     KEEP_SCORED_MODELS: int = _setting(2, "Model versions whose score rows are kept: the active "
-                                       "model and its nearest ancestors (2 = active + parent); "
-                                       "older versions keep per-year summaries only.")
+                                       "model and its nearest ancestors (2 = active + parent), "
+                                       "plus the newest inactive candidate; other versions keep "
+                                       "per-year summaries only.")
     SCHEDULER: str = _setting("", "Dask scheduler that scoring sends blocks to: an address "
                               "(tcp://host:8786) or local:N for N local worker processes; empty "
                               "scores in this process.")

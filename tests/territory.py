@@ -4,6 +4,7 @@ squares (the mines) on textured grassland, and the GeoJSON polygons of those min
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,10 @@ class Territory:
 
 
 def write_territory(folder: Path, *, size_km: int = 6, seed: int = 0, n_mines: int = 5,
-                    year_shift: int = 0) -> Territory:
-    """Write ``scene.tif`` and ``mines.geojson`` into ``folder``; ``year_shift`` moves nothing
-    but changes the texture, as another year's composite would."""
+                    year_shift: int = 0, bands: Sequence[str] = SEED_BANDS) -> Territory:
+    """Write ``scene.tif`` (the seed's 12 bands, or ``bands`` of them in that order) and
+    ``mines.geojson`` into ``folder``; ``year_shift`` moves nothing but changes the texture, as
+    another year's composite would."""
     rng = np.random.default_rng(seed + year_shift)
     n = int(size_km * 1000 / PIXEL_M)
     texture = rng.normal(1.0, 0.06, size=(n, n))
@@ -47,11 +49,12 @@ def write_territory(folder: Path, *, size_km: int = 6, seed: int = 0, n_mines: i
         boxes.append((x0, y0, x0 + side * PIXEL_M, y0 + side * PIXEL_M))
     folder.mkdir(parents=True, exist_ok=True)
     scene = folder / "scene.tif"
-    with rasterio.open(scene, "w", driver="GTiff", width=n, height=n, count=12, dtype="uint16",
+    picks = [SEED_BANDS.index(band) for band in bands]
+    with rasterio.open(scene, "w", driver="GTiff", width=n, height=n, count=len(picks), dtype="uint16",
                        crs=CRS, transform=from_origin(*ORIGIN, PIXEL_M, PIXEL_M), nodata=0,
                        tiled=True, blockxsize=256, blockysize=256) as dst:
-        dst.write(np.clip(data, 1, 10_000).astype("uint16"))
-        dst.descriptions = SEED_BANDS
+        dst.write(np.clip(data[picks], 1, 10_000).astype("uint16"))
+        dst.descriptions = tuple(bands)
     mines = folder / "mines.geojson"
     mines.write_text(json.dumps(_feature_collection(boxes)))
     return Territory(scene=scene, mines=mines, mine_boxes=boxes)

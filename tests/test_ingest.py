@@ -11,11 +11,12 @@ from rasterio.transform import from_origin
 
 import imagery.store as store_module
 from db.store import Store
-from imagery.bands import SEED_BANDS
+from imagery.bands import L2A_10_20M_BANDS, SEED_BANDS, band_from_filename, normalise_band_name
 from imagery.scene import SceneError
 from imagery.store import BLOCK_CELLS, MosaicError, open_year, year_dir
 from pipeline.ingest import cells_of_year, ingest_files
 from pipeline.settings import load_settings
+from tests.conftest import SHARED_DATA
 
 #: A fast installation: 50 m grid pixels (20 px cells, 320 px blocks); one ingest thread, so an
 #: interruption falls after a known number of warped blocks (threads are tested on their own).
@@ -250,3 +251,35 @@ def test_one_ingest_per_year_at_a_time(store, settings, tmp_path):
             ingest_files(store, settings, [source], 2021)
         ingest_files(store, settings, [source], 2022)  # another year is free
     assert ingest_files(store, settings, [source], 2021).blocks > 0
+
+
+VIRGINIA = SHARED_DATA / "s2_scene_virginia"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not VIRGINIA.is_dir(), reason="../shared/data/s2_scene_virginia is absent")
+def test_a_real_ten_band_l2a_stack_is_a_known_band_set(store, settings, tmp_path):
+    stack = VIRGINIA / "s2_l1c_13band_20m_stack.tif"
+    ten = tmp_path / "virginia_10band_20m.tif"
+    with rasterio.open(stack) as src:
+        picks = [i + 1 for i, name in enumerate(src.descriptions)
+                 if normalise_band_name(name) in L2A_10_20M_BANDS]
+        profile = {**src.profile, "count": len(picks)}
+        with rasterio.open(ten, "w", **profile) as dst:
+            dst.write(src.read(picks))
+            dst.descriptions = tuple(src.descriptions[i - 1] for i in picks)
+    native = sorted(p for p in (VIRGINIA / "per_band_native").iterdir()
+                    if band_from_filename(p.stem) in L2A_10_20M_BANDS)
+    assert len(picks) == len(native) == 10
+    for year, source in ((2021, ten), (2022, native)):  # a 10-band file; 10 files as one stack
+        record = ingest_files(store, settings, [source], year).scene
+        assert record["bands"] == list(L2A_10_20M_BANDS)
+    grid = settings.grid
+    stacked, files = (open_year(settings.data_dir, grid, y) for y in (2021, 2022))
+    block = stacked.blocks()[len(stacked.blocks()) // 2]
+    r, c = grid.cell_pixel_origin(grid.cell_id(block.row0, block.col0))
+    side = BLOCK_CELLS * grid.cell_px
+    (a, valid_a), (b, valid_b) = stacked.read(r, c, side, side), files.read(r, c, side, side)
+    both = valid_a & valid_b
+    assert both.mean() > 0.5  # the same scene: band medians agree closely
+    np.testing.assert_allclose(np.median(a[both], axis=0), np.median(b[both], axis=0), rtol=0.1)

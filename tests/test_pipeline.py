@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from db.store import Store
-from imagery.bands import BandMismatchError
+from imagery.bands import L2A_10_20M_BANDS, SEED_BANDS, BandMismatchError
 from imagery.scene import SceneError
 from imagery.vectors import VectorError
 from pipeline.cycle import run_cycle
@@ -331,3 +331,27 @@ def test_cycles_validate_on_the_same_fixed_blocks_and_keep_every_lesson(tmp_path
         assert second["status"] == "succeeded", second["message"]
         assert second["metrics"]["n_val"] == n_val + len(more)
         assert second["validation_ap"] is not None
+
+
+def test_a_ten_band_l2a_stack_ingests_trains_scores_and_a_12_band_model_refuses_it(
+        store, settings, territory, tmp_path):
+    ingest_files(store, settings, [territory.scene], 2021)
+    seed_labels_from_polygons(store, settings.grid, territory.mines, 2021)
+    seed_model, _ = train_model(store, settings)
+    ten = write_territory(tmp_path / "l2a", size_km=8, n_mines=8, year_shift=1,
+                          bands=L2A_10_20M_BANDS)
+    assert ingest_files(store, settings, [ten.scene], 2022).scene["bands"] == list(L2A_10_20M_BANDS)
+    with pytest.raises(BandMismatchError) as refused:
+        score_year(store, settings, load_model(store, seed_model["version"]), 2022)
+    assert str(refused.value) == (
+        f"the model {seed_model['version']} needs bands {', '.join(SEED_BANDS)} but the scene has "
+        f"{', '.join(L2A_10_20M_BANDS)} (missing B1, B9)")
+    assert 2022 not in store.scores.scored_years(seed_model["version"])  # nothing written
+
+    seed_labels_from_polygons(store, settings.grid, ten.mines, 2022)
+    ten_band, _ = train_model(store, settings, years=[2022], bands=list(L2A_10_20M_BANDS))
+    assert ten_band["bands"] == list(L2A_10_20M_BANDS)
+    scored = score_year(store, settings, load_model(store, ten_band["version"]), 2022)
+    cells = len(cells_of_year(store, settings.grid, 2022))
+    assert scored.scored + scored.not_scored == cells and scored.scored > cells / 2  # edges: part-covered
+    assert store.scores.year_summary(ten_band["version"], 2022)["scored"] == scored.scored

@@ -18,13 +18,15 @@ import pytest
 from db.store import Store, StoreError
 from imagery.bands import SEED_BANDS
 from imagery.grid import CellRange
+from imagery.store import block_name, block_of_name, year_dir
 from model.bundle import ModelBundle
 from model.fcn import MARGIN_PX, build_fcn
 from model.score import score_tile
-from pipeline.ingest import ingest_files
+from pipeline.ingest import cells_of_year, ingest_files
 from pipeline.jobs import settings_environment
 from pipeline.scoring import (
     ScoringOptions,
+    local_runner,
     prefetched_tiles,
     prune_old_scores,
     score_year,
@@ -33,6 +35,7 @@ from pipeline.scoring import (
 from pipeline.settings import load_settings
 from pipeline.training import register_model
 from tests.territory import GRASS, write_territory
+from tests.test_ingest import write_utm
 
 REPO = Path(__file__).resolve().parents[1]
 #: 400 m cells of 40 px: a 16 x 16-cell block is 6.4 km, so a small scene has many blocks.
@@ -247,3 +250,77 @@ def test_options_are_checked():
         with pytest.raises(ValueError, match=name):
             ScoringOptions(**{name: 0})
     assert ScoringOptions().prefetch == 2
+
+
+def test_a_file_added_to_a_scored_year_gets_exactly_its_blocks_scored_again(tmp_path):
+    first = write_utm(tmp_path / "src" / "a.tif", "EPSG:32735", 25.0, -29.0, 5, 5)
+    # 4 km further east: it shares blocks with ``a`` and reaches blocks ``a`` never touched
+    second = write_utm(tmp_path / "src" / "b.tif", "EPSG:32735", 25.041, -29.0, 5, 5)
+    settings = installation(tmp_path, "a", first)
+    asked: list[set[tuple[int, int]]] = []
+
+    def runner(bundle, recipe, blocks):
+        asked.append({(b.row0, b.col0) for b in blocks})
+        return local_runner()(bundle, recipe, blocks)
+
+    with Store(settings.database_path) as store:
+        bundle = tiny_bundle()
+        score_year(store, settings, bundle, 2021, runner=runner)
+        before = {p.name: p.stat().st_mtime_ns for p in year_dir(settings.data_dir, 2021).iterdir()}
+        ingest_files(store, settings, [second], 2021)
+        after = {p.name: p.stat().st_mtime_ns for p in year_dir(settings.data_dir, 2021).iterdir()}
+        touched = {(b.row0, b.col0) for b in map(block_of_name, after)
+                   if b is not None and before.get(block_name(b)) != after[block_name(b)]}
+        assert touched & asked[0] and touched - asked[0]  # one shared block and one new one
+        assert store.scores.scored_blocks("m0001", 2021) == asked[0] - touched
+        score_year(store, settings, bundle, 2021, runner=runner)
+        assert asked[1] == touched
+        cells = set(cells_of_year(store, settings.grid, 2021).tolist())
+        scored = {c for c, (score, *_rest) in all_scores(settings.database_path).items()
+                  if score is not None}
+
+    reference = installation(tmp_path, "both", first)
+    with Store(reference.database_path) as store:
+        ingest_files(store, reference, [second], 2021)
+        score_year(store, reference, tiny_bundle(), 2021)
+        assert cells == set(cells_of_year(store, reference.grid, 2021).tolist())
+    whole = all_scores(reference.database_path)
+    assert scored == {c for c, (score, *_rest) in whole.items() if score is not None}
+    assert cells <= set(whole)  # every cell of both files has its score row
+
+
+def test_inactive_candidates_are_pruned_once_a_newer_cycle_supersedes_them(tmp_path, scene):
+    from labeller import create_app
+    from tests.fixtures_app import csrf_from
+
+    settings = installation(tmp_path, "a", scene)
+    with Store(settings.database_path) as store:
+        score_year(store, settings, tiny_bundle(), 2021)
+        for seed, version in enumerate(("m0002", "m0003"), start=1):  # two cycles kept inactive
+            bundle = tiny_bundle(version, parent="m0001", seed=seed)
+            register_model(store, settings, bundle, activate=False)
+            score_year(store, settings, bundle, 2021)
+            if version == "m0002":  # the last cycle's candidate is kept for a lead to judge
+                assert prune_old_scores(store, keep=2) == []
+        summary = store.scores.year_summary("m0002", 2021)
+
+        assert prune_old_scores(store, keep=2) == ["m0002"]
+        rows = {table: store.db.execute(f"SELECT model_version, count(*) FROM {table}"
+                                        " GROUP BY model_version").fetchall()
+                for table in ("scores", "embeddings")}
+        assert {v for table in rows.values() for v, n in table if n} == {"m0001", "m0003"}
+        assert store.scores.year_summary("m0002", 2021) == summary  # the cycle's figures stay
+        assert store.models.active_model()["version"] == "m0001"
+
+    app = create_app({"DATA_DIR": settings.DATA_DIR, "TESTING": True, "SECRET_KEY": "x",
+                      **SMALL_CELLS})
+    client = app.test_client()
+    token = csrf_from(client.get("/cycles").get_data(as_text=True))
+    refused = client.post("/models/m0002/activate", data={"csrf_token": token})
+    assert refused.status_code == 409
+    assert "run.py score --model m0002" in refused.get_data(as_text=True)
+    assert client.post("/models/m0003/activate", data={"csrf_token": token}).status_code == 302
+    with Store(settings.database_path) as store:
+        assert store.models.active_model()["version"] == "m0003"
+        score_year(store, settings, tiny_bundle("m0002", parent="m0001", seed=1), 2021)
+    assert client.post("/models/m0002/activate", data={"csrf_token": token}).status_code == 302
