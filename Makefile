@@ -4,17 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+PKG_STAMP := $(VENV)/.installed-package
 
 .PHONY: run test demo lint bench screenshots chromium static clean
 
-run: $(STAMP)
+run: $(PKG_STAMP)
 	$(PY) run.py demo --if-empty
 	$(PY) run.py serve
 
-test: $(DEV_STAMP) chromium
+test: $(DEV_STAMP) $(PKG_STAMP) chromium
 	$(PY) -m pytest -q
 
-demo: $(STAMP)
+demo: $(PKG_STAMP)
 	$(PY) run.py demo
 
 lint: $(DEV_STAMP)
@@ -34,6 +35,13 @@ $(VENV)/bin/python:
 
 $(STAMP): requirements.txt | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# The project itself, editable (its dependencies are the pins above), so that processes started
+# outside the checkout, like Dask's scheduler and workers, import it; the build backend is pinned
+# in pyproject.toml and comes from the package index.
+$(PKG_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(DEV_STAMP): requirements-dev.txt $(STAMP)

@@ -289,16 +289,17 @@ def train(settings: Settings, mines: Path | None, years: tuple[int, ...], bands:
 
 
 @contextmanager
-def scoring_runners(scheduler: str, retries: int) -> Iterator[Callable[[str], Any] | None]:
-    """None (score in this process), or a factory of Dask runners on ``scheduler``: model file
-    path -> runner."""
+def scoring_runners(scheduler: str, retries: int, batch: int
+                    ) -> Iterator[Callable[[str], Any] | None]:
+    """None (score in this process), or a factory of Dask runners on ``scheduler`` whose workers
+    stack ``batch`` FCN passes per call: model file path -> runner."""
     if not scheduler:
         yield None
         return
     from pipeline.distributed import dask_client, dask_runner
 
     with dask_client(scheduler) as client:
-        yield functools.partial(dask_runner, client, retries=retries)
+        yield functools.partial(dask_runner, client, retries=retries, batch=batch)
 
 
 @cli.command()
@@ -312,30 +313,38 @@ def scoring_runners(scheduler: str, retries: int) -> Iterator[Callable[[str], An
               help="With --scheduler: times a failed block task is retried.")
 @click.option("--restart", is_flag=True,
               help="Score every block again instead of resuming after the last finished one.")
+@click.option("--readers", type=click.IntRange(1, 64), default=None,
+              help="Reader threads (default: the SCORE_READERS setting).")
+@click.option("--prefetch", type=click.IntRange(1, 64), default=None,
+              help="Blocks read ahead of the FCN (default: the SCORE_PREFETCH setting).")
+@click.option("--batch", type=click.IntRange(1, 256), default=None,
+              help="FCN passes per FCN call, more for a GPU (default: the SCORE_BATCH setting).")
 @click.pass_obj
 @user_errors
 def score(settings: Settings, years: tuple[int, ...], version: str | None, scheduler: str | None,
-          retries: int, restart: bool) -> None:
+          retries: int, restart: bool, readers: int | None, prefetch: int | None,
+          batch: int | None) -> None:
     """Score every cell of the years' imagery and store one score per (cell, year, model).
 
     The same pass stores each scored cell's embedding (one byte per filter of the last
     convolution, 64 by default) for "more like this" in the review app. Blocks are stored as
     they finish; an interrupted run resumes where it stopped."""
-    from pipeline.scoring import score_year, year_area_km2
+    from pipeline.scoring import score_year, scoring_options, year_area_km2
     from pipeline.training import load_model, model_file
 
+    options = scoring_options(settings, readers=readers, prefetch=prefetch, batch=batch)
     with open_store(settings) as store:
         bundle = load_model(store, version, settings=settings)
         years = years or tuple(store.scenes.years())
         if not years:
             raise click.ClickException("no scenes yet: run `run.py ingest` or `run.py demo` first")
-        with scoring_runners(scheduler or settings.SCHEDULER, retries) as runner_for:
+        with scoring_runners(scheduler or settings.SCHEDULER, retries, options.batch) as runner_for:
             model_path = model_file(store, store.models.model(bundle.version), settings).resolve()
             runner = runner_for(str(model_path)) if runner_for else None
             for year in years:
                 with km2_bar(f"Scoring {year}", year_area_km2(store, settings, [year])) as on_km2:
                     done = score_year(store, settings, bundle, year, progress=on_km2,
-                                      runner=runner, restart=restart)
+                                      runner=runner, options=options, restart=restart)
                 resumed = done.blocks_total - done.blocks_scored
                 click.echo(f"{year}: {done.scored} cells scored by {done.model_version}, "
                            f"{done.not_scored} not scored (less than "
@@ -366,7 +375,7 @@ def cycle(settings: Settings, cycle_id: int | None) -> None:
                 bar.set_description(message[:60])
                 bar.update(round(progress * 100) - bar.n)
 
-            with scoring_runners(settings.SCHEDULER, retries=2) as runner_for:
+            with scoring_runners(settings.SCHEDULER, 2, settings.SCORE_BATCH) as runner_for:
                 row = run_cycle(store, settings, cycle_id=cycle_id, echo=echo,
                                 runner_for=runner_for)
     if row["status"] != "succeeded":

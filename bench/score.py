@@ -10,10 +10,13 @@ grid-aligned store (one warp), registers an untrained seed-size FCN, then measur
 3. the bare FCN forward pass over the same pixels (the same FCN tiles that scoring runs the
    network on, already in memory and NaN-filled), timed tile by tile in the same run, km²/s;
 4. their ratio (scoring speed / forward speed; target >= 0.7) and the peak resident memory added
-   while scoring (VmHWM - VmRSS before; target < 1 GiB, and the same at 4 x the area).
+   while scoring (VmHWM - VmRSS before; target < 1 GiB, and the same at 4 x the area);
+5. with ``--workers N``: the same blocks scored again (``restart``) by N Dask worker processes
+   of one thread each on this machine, and that speed over the one process's.
 
 The last line printed is one JSON object with the keys ``ratio``, ``score_km2_s``,
-``forward_km2_s``, ``ingest_km2_s``, ``peak_rss_added_mib``, ``device`` (and a few more).
+``forward_km2_s``, ``ingest_km2_s``, ``peak_rss_added_mib``, ``device``, ``batch`` (and a few
+more; ``workers_vs_process`` with ``--workers``).
 Run from the repository root: ``.venv/bin/python bench/score.py [--size-km 50]`` (``--quick``:
 2 km).
 """
@@ -133,6 +136,21 @@ def forward_seconds(bundle: ModelBundle, mosaic, blocks: list[CellRange], fcn_ti
     return total
 
 
+def workers_seconds(store: Store, settings, bundle: ModelBundle, model_path: Path,
+                    options: ScoringOptions, workers: int) -> float:
+    """Seconds to score the year's blocks again on ``workers`` local Dask worker processes (one
+    thread each; the cluster's start-up is not timed)."""
+    from pipeline.distributed import dask_client, dask_runner
+
+    with dask_client(f"local:{workers}") as client:
+        client.wait_for_workers(workers)
+        runner = dask_runner(client, model_path, fcn_tile_cells=options.fcn_tile_cells,
+                             batch=options.batch)
+        t0 = time.perf_counter()
+        score_year(store, settings, bundle, YEAR, options=options, runner=runner, restart=True)
+        return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-km", type=float, default=50.0,
@@ -141,10 +159,19 @@ def main(argv: list[str] | None = None) -> dict:
                         help="side of one FCN pass in cells")
     parser.add_argument("--prefetch", type=int, default=ScoringOptions.prefetch,
                         help="blocks read ahead of the FCN")
+    parser.add_argument("--readers", type=int, default=ScoringOptions.readers,
+                        help="reader threads")
+    parser.add_argument("--batch", type=int, default=ScoringOptions.batch,
+                        help="FCN passes stacked into one FCN call (more for a GPU)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also score the same blocks on N local Dask worker processes and "
+                             "report that speed over the one process's")
     parser.add_argument("--scheduler", default="",
                         help="score on Dask: tcp://HOST:PORT or local:N (default: this process)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary installation")
     args = parse_args(parser, argv, size_km=2.0)
+    if args.workers and args.scheduler:
+        parser.error("--workers compares with scoring in this process: give no --scheduler")
 
     size_px = int(round(args.size_km * 1000 / PIXEL_M))
     area_km2 = (size_px * PIXEL_M / 1000.0) ** 2
@@ -171,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
             model_path = model_file(store, store.models.model(bundle.version), settings)
             side = args.fcn_tile_cells * grid.cell_px + 2 * MARGIN_PX
             bundle.mine_probability(np.zeros((side, side, 12), np.float32))  # trace once
-            options = ScoringOptions(prefetch=args.prefetch, fcn_tile_cells=args.fcn_tile_cells)
+            options = ScoringOptions(prefetch=args.prefetch, readers=args.readers,
+                                     fcn_tile_cells=args.fcn_tile_cells, batch=args.batch)
             base_rss = rss_mib("VmRSS")
             can_reset = reset_peak()
             t0 = time.perf_counter()
@@ -182,13 +210,16 @@ def main(argv: list[str] | None = None) -> dict:
                     t0 = time.perf_counter()  # cluster start-up is not scoring
                     done = score_year(store, settings, bundle, YEAR, options=options,
                                       runner=dask_runner(client, model_path,
-                                                         fcn_tile_cells=args.fcn_tile_cells))
+                                                         fcn_tile_cells=args.fcn_tile_cells,
+                                                         batch=args.batch))
                     t_score = time.perf_counter() - t0
             else:
                 done = score_year(store, settings, bundle, YEAR, options=options)
                 t_score = time.perf_counter() - t0
             peak = rss_mib("VmHWM")
             rows = store.db.execute("SELECT count(*) FROM scores").fetchone()[0]
+            t_workers = (workers_seconds(store, settings, bundle, model_path, options, args.workers)
+                         if args.workers else None)
         t_forward = forward_seconds(bundle, mosaic, blocks, args.fcn_tile_cells, grid.cell_px,
                                     settings.MIN_VALID_FRACTION)
 
@@ -203,7 +234,12 @@ def main(argv: list[str] | None = None) -> dict:
             "blocks": len(blocks),
             "score_rows": rows,
             "scheduler": args.scheduler or "in process",
+            "batch": args.batch,
+            "readers": args.readers,
         }
+        if t_workers is not None:
+            result.update(workers=args.workers, workers_km2_s=round(area_km2 / t_workers, 1),
+                          workers_vs_process=round(t_score / t_workers, 3))
         table = [
             ("scene", f"{args.size_km:g} x {args.size_km:g} km ({area_km2:,.0f} km²), "
                       f"{size_px} x {size_px} px x 12 bands, UTM 35S -> EPSG:6933"),
@@ -219,7 +255,11 @@ def main(argv: list[str] | None = None) -> dict:
             ("peak RSS while scoring", f"{peak:.0f} MiB (+{peak - base_rss:.0f} MiB)"
                                        + ("" if can_reset else " [VmHWM not resettable]")),
             ("device", result["device"]),
+            ("FCN batch, readers", f"{args.batch}, {args.readers}"),
         ]
+        if t_workers is not None:
+            table.append((f"{args.workers} Dask workers", f"{result['workers_km2_s']:8.1f} km²/s  "
+                          f"({t_workers:.1f} s): x{result['workers_vs_process']:.2f} the process"))
         width = max(len(k) for k, _ in table)
         for key, value in table:
             print(f"{key:<{width}}  {value}")

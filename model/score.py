@@ -3,7 +3,8 @@
 A year's mosaic is read in tiles (pipeline.scoring reads one grid-aligned store block at a time
 with imagery.store.YearMosaic.read_tile, plain reads, no warp), each with MARGIN_PX pixels of real
 context on every side and only the model's bands, selected by name. The FCN runs once per tile
-(:func:`score_tile`; :func:`score_block` cuts a block into smaller passes); its output map is
+(:func:`score_tile`; :func:`score_block` cuts a block into smaller passes, several of one
+shape per call: :func:`score_tiles`); its output map is
 cropped by MARGIN_PX / STRIDE blocks per side, which leaves exactly (cp / STRIDE) x (cp / STRIDE)
 blocks per cell, and model.reduce.cell_scores turns those into one score per cell for the whole
 tile at once (no per-cell Python loop). The same pass also returns the last hidden layer's
@@ -115,9 +116,21 @@ def score_tile(
     bundle: ModelBundle, tile, grid: CellGrid, *, min_valid_fraction: float = 0.5
 ) -> CellScores:
     """Score every cell of one ``imagery.scene.Tile`` whose pixels are in the bundle's bands."""
-    cp, crop = _cell_geometry(grid, tile.margin_px)
-    cells = tile.cells
-    m = tile.margin_px
+    return score_tiles(bundle, [tile], grid, min_valid_fraction=min_valid_fraction)[0]
+
+
+@dataclass
+class _Frame:
+    """What a tile's cells are before the FCN: ids, valid fractions, which get a score."""
+
+    ids: np.ndarray
+    valid_fraction: np.ndarray
+    scored: np.ndarray
+
+
+def _frame(bundle: ModelBundle, tile: Tile, grid: CellGrid, min_valid_fraction: float) -> _Frame:
+    cp = grid.cell_px
+    cells, m = tile.cells, tile.margin_px
     height, width = cells.n_rows * cp + 2 * m, cells.n_cols * cp + 2 * m
     if tile.pixels.shape != (height, width, len(bundle.bands)):
         raise ValueError(
@@ -128,39 +141,46 @@ def score_tile(
     interior_valid = tile.valid[m:height - m, m:width - m]
     blocks = interior_valid.reshape(cells.n_rows, cp, cells.n_cols, cp)
     valid_fraction = blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32).ravel()
-    scored = valid_fraction >= min_valid_fraction
-    scores = np.full(len(ids), np.nan, dtype=np.float32)
-    uncertainty = np.full(len(ids), np.nan, dtype=np.float32)
+    return _Frame(ids, valid_fraction, valid_fraction >= min_valid_fraction)
+
+
+def score_tiles(
+    bundle: ModelBundle, tiles: list[Tile], grid: CellGrid, *, min_valid_fraction: float = 0.5
+) -> list[CellScores]:
+    """Score tiles of one pixel shape and margin with ONE FCN call: the tiles that hold a cell to
+    score are stacked along the batch axis (a GPU's way of being kept busy). Each tile's scores
+    equal :func:`score_tile` on it alone, within float tolerance."""
+    if len({(t.pixels.shape, t.margin_px) for t in tiles}) > 1:
+        raise ValueError("tiles scored in one batch must have the same pixel shape and margin")
+    if not tiles:
+        return []
+    cp, crop = _cell_geometry(grid, tiles[0].margin_px)
+    frames = [_frame(bundle, t, grid, min_valid_fraction) for t in tiles]
     width = bundle.model.get_layer("classes").input.shape[-1]
-    embeddings = np.zeros((len(ids), width), dtype=np.uint8)
-    scale = np.zeros(len(ids), dtype=np.float32)
-    if scored.any():
-        prob, features = bundle.probability_and_features(tile.pixels)
-        prob = prob[crop:prob.shape[0] - crop, crop:prob.shape[1] - crop]
-        features = features[crop:features.shape[0] - crop, crop:features.shape[1] - crop]
-        s, u = cell_scores(prob, (cells.n_rows, cells.n_cols), cp // STRIDE,
-                           threshold=bundle.threshold)
-        scores[scored] = s.ravel()[scored]
-        uncertainty[scored] = u.ravel()[scored]
-        q, sc = quantise_embeddings(
-            pool_cell_features(features, (cells.n_rows, cells.n_cols), cp // STRIDE))
-        embeddings[scored], scale[scored] = q[scored], sc[scored]
-    return CellScores(ids, scores, uncertainty, valid_fraction, embeddings, scale)
+    results = [CellScores(f.ids, np.full(len(f.ids), np.nan, dtype=np.float32),
+                          np.full(len(f.ids), np.nan, dtype=np.float32), f.valid_fraction,
+                          np.zeros((len(f.ids), width), dtype=np.uint8),
+                          np.zeros(len(f.ids), dtype=np.float32)) for f in frames]
+    todo = [i for i, f in enumerate(frames) if f.scored.any()]
+    if not todo:
+        return results
+    shape, per_cell = (tiles[0].cells.n_rows, tiles[0].cells.n_cols), cp // STRIDE
+    prob, features = bundle.probability_and_features(np.stack([tiles[i].pixels for i in todo]))
+    prob = prob[:, crop:prob.shape[1] - crop, crop:prob.shape[2] - crop]
+    features = features[:, crop:features.shape[1] - crop, crop:features.shape[2] - crop]
+    for k, i in enumerate(todo):
+        scored, out = frames[i].scored, results[i]
+        s, u = cell_scores(prob[k], shape, per_cell, threshold=bundle.threshold)
+        out.scores[scored] = s.ravel()[scored]
+        out.uncertainty[scored] = u.ravel()[scored]
+        q, sc = quantise_embeddings(pool_cell_features(features[k], shape, per_cell))
+        out.embeddings[scored], out.embedding_scale[scored] = q[scored], sc[scored]
+    return results
 
 
-def score_block(
-    bundle: ModelBundle, tile: Tile, grid: CellGrid, *, min_valid_fraction: float = 0.5,
-    fcn_tile_cells: int = 4,
-) -> CellScores:
-    """Score a large ``Tile`` (e.g. one store block) through FCN passes of at most
-    ``fcn_tile_cells`` x ``fcn_tile_cells`` cells.
-
-    Each pass is a view of the tile with its own margin of real pixels, so the scores equal
-    :func:`score_tile` on the whole tile (see the module docstring) while the network's
-    activations stay small (a 16 x 16-cell block in one pass needs about 0.7 GB of them) and in
-    cache: on the 2-core CPU box 4 x 4-cell passes ran 1.2-3.5 x faster per km² than 8 x 8 or
-    16 x 16.
-    """
+def fcn_passes(tile: Tile, grid: CellGrid, fcn_tile_cells: int) -> list[Tile]:
+    """Views of a large tile, at most ``fcn_tile_cells`` x ``fcn_tile_cells`` cells each with its
+    own margin of real pixels, in row-major order."""
     if fcn_tile_cells <= 0:
         raise ValueError(f"fcn_tile_cells must be positive, got {fcn_tile_cells}")
     cells, m, cp = tile.cells, tile.margin_px, grid.cell_px
@@ -172,10 +192,39 @@ def score_block(
             y0, x0 = (r0 - cells.row0) * cp, (c0 - cells.col0) * cp
             window = (slice(y0, y0 + sub.n_rows * cp + 2 * m),
                       slice(x0, x0 + sub.n_cols * cp + 2 * m))
-            part = Tile(cells=sub, margin_px=m, pixels=tile.pixels[window],
-                        valid=tile.valid[window])
-            parts.append(score_tile(bundle, part, grid, min_valid_fraction=min_valid_fraction))
-    return CellScores.concat(parts)
+            parts.append(Tile(cells=sub, margin_px=m, pixels=tile.pixels[window],
+                              valid=tile.valid[window]))
+    return parts
+
+
+def score_block(
+    bundle: ModelBundle, tile: Tile, grid: CellGrid, *, min_valid_fraction: float = 0.5,
+    fcn_tile_cells: int = 4, batch: int = 1,
+) -> CellScores:
+    """Score a large ``Tile`` (e.g. one store block) through FCN passes of at most
+    ``fcn_tile_cells`` x ``fcn_tile_cells`` cells, up to ``batch`` passes of one shape per FCN
+    call (stacked along the batch axis; the block's edge passes may be smaller).
+
+    Each pass is a view of the tile with its own margin of real pixels, so the scores equal
+    :func:`score_tile` on the whole tile (see the module docstring) while the network's
+    activations stay small (a 16 x 16-cell block in one pass needs about 0.7 GB of them) and in
+    cache: on the 2-core CPU box 4 x 4-cell passes ran 1.2-3.5 x faster per km² than 8 x 8 or
+    16 x 16. A batch above 1 is for a GPU, which one 432 x 432 pass leaves mostly idle.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    passes = fcn_passes(tile, grid, fcn_tile_cells)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, part in enumerate(passes):
+        by_shape.setdefault(part.pixels.shape, []).append(i)
+    scored: dict[int, CellScores] = {}
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch):
+            chunk = indices[start:start + batch]
+            results = score_tiles(bundle, [passes[i] for i in chunk], grid,
+                                  min_valid_fraction=min_valid_fraction)
+            scored.update(zip(chunk, results, strict=True))
+    return CellScores.concat([scored[i] for i in range(len(passes))])
 
 
 def patch_scores(bundle: ModelBundle, pixels: np.ndarray, idx: np.ndarray | None = None, *,

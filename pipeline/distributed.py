@@ -8,7 +8,8 @@ redone by the scheduler on the other workers. The model code does not know where
 
 Past one machine the workers read the model file and the year's mosaic (DATA_DIR/imagery) at the
 paths the client sends, so DATA_DIR must be on a filesystem every worker mounts at the same path,
-and every worker must run this code (start ``dask worker`` from the repository root).
+and every worker must run this code, installed as a package (``make`` installs it editable into
+.venv: the scheduler unpickles the task graph too, so it needs the package as well).
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ def worker_bundle(path: str) -> ModelBundle:
 
 
 def score_block_task(model_path: str, recipe: YearRecipe, block: CellRange,
-                     fcn_tile_cells: int) -> CellScores:
+                     fcn_tile_cells: int, batch: int = 1) -> CellScores:
     """What a worker does for one block: read it (with the model's margin) and score it."""
     bundle = worker_bundle(model_path)
     tile = recipe.open().read_tile(block, MARGIN_PX, bundle.bands)
     return score_block(bundle, tile, recipe.grid, min_valid_fraction=recipe.min_valid_fraction,
-                       fcn_tile_cells=fcn_tile_cells)
+                       fcn_tile_cells=fcn_tile_cells, batch=batch)
 
 
 def parse_scheduler(address: str) -> int | str:
@@ -85,9 +86,10 @@ def dask_client(address: str, *, timeout_s: float = 30.0) -> Iterator[object]:
 
 
 def dask_runner(client: object, model_path: str | Path, *, retries: int = 2,
-                fcn_tile_cells: int = 4) -> Runner:
+                fcn_tile_cells: int = 4, batch: int = 1) -> Runner:
     """A scoring runner that sends each block to the cluster of ``client`` and yields results
-    as they complete, with at most TASKS_PER_WORKER tasks per worker in flight."""
+    as they complete, with at most TASKS_PER_WORKER tasks per worker in flight; each worker scores
+    ``batch`` FCN passes per call (:func:`model.score.score_block`)."""
     from distributed import as_completed
 
     path = str(Path(model_path).resolve())
@@ -104,7 +106,7 @@ def dask_runner(client: object, model_path: str | Path, *, retries: int = 2,
             block = next(todo, None)
             if block is None:
                 return None
-            future = client.submit(score_block_task, path, recipe, block, fcn_tile_cells,
+            future = client.submit(score_block_task, path, recipe, block, fcn_tile_cells, batch,
                                    retries=retries, pure=False,
                                    key=f"score-{bundle.version}-{recipe.year}-"
                                        f"{block.row0}-{block.col0}")

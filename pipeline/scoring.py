@@ -65,18 +65,29 @@ class ScoringOptions:
 
     ``prefetch``: blocks read ahead of the FCN (memory holds at most ``prefetch + 1`` blocks);
     ``readers``: reader threads; ``write_every``: blocks per write transaction (a kill loses at most
-    that many blocks of work); ``fcn_tile_cells``: side of one FCN pass in cells (activations).
+    that many blocks of work); ``fcn_tile_cells``: side of one FCN pass in cells (activations);
+    ``batch``: FCN passes of one shape stacked into one call (above 1 for a GPU).
     """
 
     prefetch: int = 2
     readers: int = 1
     write_every: int = 4
     fcn_tile_cells: int = 4
+    batch: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("prefetch", "readers", "write_every", "fcn_tile_cells"):
+        for name in ("prefetch", "readers", "write_every", "fcn_tile_cells", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def scoring_options(settings: Settings, **overrides: int | None) -> ScoringOptions:
+    """The options of the SCORE_PREFETCH, SCORE_READERS and SCORE_BATCH settings; an override
+    that is not None (e.g. a `run.py score` option) wins."""
+    chosen = {"prefetch": settings.SCORE_PREFETCH, "readers": settings.SCORE_READERS,
+              "batch": settings.SCORE_BATCH}
+    chosen.update({k: v for k, v in overrides.items() if v is not None})
+    return ScoringOptions(**chosen)
 
 
 @dataclass(frozen=True)
@@ -173,7 +184,8 @@ def local_runner(options: ScoringOptions | None = None) -> Runner:
                                      readers=options.readers):
             yield tile.cells, score_block(bundle, tile, recipe.grid,
                                           min_valid_fraction=recipe.min_valid_fraction,
-                                          fcn_tile_cells=options.fcn_tile_cells)
+                                          fcn_tile_cells=options.fcn_tile_cells,
+                                          batch=options.batch)
 
     return run
 
@@ -192,7 +204,8 @@ def score_year(
     """Score the blocks of ``year`` that ``bundle``'s version has not finished, and store them.
 
     ``progress(km2)`` receives the area of each block as it is stored (the blocks finished by an
-    earlier run first, at once). ``runner`` scores the blocks (default: :func:`local_runner`;
+    earlier run first, at once). ``options`` default to the settings' (:func:`scoring_options`).
+    ``runner`` scores the blocks (default: :func:`local_runner`;
     :func:`pipeline.distributed.dask_runner` for a cluster). ``restart`` forgets earlier progress
     and scores every block again. A model whose bands the imagery lacks fails before anything is
     written (BandMismatchError naming both lists); bands far from the model's training
@@ -210,7 +223,7 @@ def score_year(
     todo = [b for b in blocks if (b.row0, b.col0) not in finished]
     if progress is not None and finished:
         progress(sum(block_km2(b, recipe.grid) for b in blocks if (b.row0, b.col0) in finished))
-    options = options or ScoringOptions()
+    options = options or scoring_options(settings)
     results = (runner or local_runner(options))(bundle, recipe, todo)
     write_blocks(store, recipe, bundle.version, results, write_every=options.write_every,
                  progress=progress)

@@ -85,6 +85,12 @@ class Settings:
     SCHEDULER: str = _setting("", "Dask scheduler that scoring sends blocks to: an address "
                               "(tcp://host:8786) or local:N for N local worker processes; empty "
                               "scores in this process.")
+    SCORE_PREFETCH: int = _setting(2, "Store blocks that scoring reads ahead of the FCN (memory "
+                                   "holds at most this + 1 blocks).")
+    SCORE_READERS: int = _setting(1, "Reader threads of scoring; raise it when the FCN outruns "
+                                  "one reader (a GPU).")
+    SCORE_BATCH: int = _setting(1, "FCN passes of one shape stacked into one FCN call when "
+                                "scoring (1 on a CPU; 8-32 keeps a GPU busy).")
     INGEST_THREADS: int = _setting(2, "Store blocks that ingest warps at once (threads: GDAL's warp "
                                    "releases Python's lock); each holds about 0.4 GB for 12 bands.")
     BUFFER_M: float = _setting(750.0, "Buffer around each mine point for the mining area, metres.")
@@ -138,6 +144,9 @@ class Settings:
         if not 1.0 <= self.ACTIVATION_MAX_SHARE_RATIO < float("inf"):
             raise ValueError("setting ACTIVATION_MAX_SHARE_RATIO: a finite ratio >= 1, got "
                              f"{self.ACTIVATION_MAX_SHARE_RATIO}")
+        for name in ("SCORE_PREFETCH", "SCORE_READERS", "SCORE_BATCH"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"setting {name}: at least 1, got {getattr(self, name)}")
         if self.TILE_CACHE_MB < 1:
             raise ValueError(f"setting TILE_CACHE_MB: at least 1, got {self.TILE_CACHE_MB}")
         if not 0 <= self.WORKER_NICE <= 19:

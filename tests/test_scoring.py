@@ -21,7 +21,7 @@ from imagery.grid import CellRange
 from imagery.store import block_name, block_of_name, year_dir
 from model.bundle import ModelBundle
 from model.fcn import MARGIN_PX, build_fcn
-from model.score import score_tile
+from model.score import score_block, score_tile
 from pipeline.ingest import cells_of_year, ingest_files
 from pipeline.jobs import settings_environment
 from pipeline.scoring import (
@@ -30,6 +30,7 @@ from pipeline.scoring import (
     prefetched_tiles,
     prune_old_scores,
     score_year,
+    scoring_options,
     year_recipe,
 )
 from pipeline.settings import load_settings
@@ -246,7 +247,7 @@ def test_old_models_keep_summaries_only(tmp_path, scene):
 
 
 def test_options_are_checked():
-    for name in ("prefetch", "readers", "write_every", "fcn_tile_cells"):
+    for name in ("prefetch", "readers", "write_every", "fcn_tile_cells", "batch"):
         with pytest.raises(ValueError, match=name):
             ScoringOptions(**{name: 0})
     assert ScoringOptions().prefetch == 2
@@ -324,3 +325,51 @@ def test_inactive_candidates_are_pruned_once_a_newer_cycle_supersedes_them(tmp_p
         assert store.models.active_model()["version"] == "m0003"
         score_year(store, settings, tiny_bundle("m0002", parent="m0001", seed=1), 2021)
     assert client.post("/models/m0002/activate", data={"csrf_token": token}).status_code == 302
+
+
+def test_batched_passes_score_like_one_pass_per_call(tmp_path, scene):
+    # 5 x 5-cell passes of a 16 x 16-cell block: passes of four shapes (5 x 5, 5 x 1, 1 x 5,
+    # 1 x 1), so batches of 4 both fill and run short; cells off the imagery are in some.
+    settings = installation(tmp_path, "a", scene)
+    bundle = tiny_bundle()
+    forward, batches = bundle.probability_and_features, []
+    bundle.probability_and_features = lambda x: batches.append(len(x)) or forward(x)
+    with Store(settings.database_path) as store:
+        source = year_recipe(store, settings, 2021).open()
+    for block in source.blocks()[:3]:
+        tile = source.read_tile(block, MARGIN_PX, bundle.bands)
+        one = score_block(bundle, tile, settings.grid, fcn_tile_cells=5, batch=1)
+        many = score_block(bundle, tile, settings.grid, fcn_tile_cells=5, batch=4)
+        assert np.array_equal(one.cell_ids, many.cell_ids) and np.isfinite(one.scores).any()
+        np.testing.assert_allclose(many.scores, one.scores, atol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(many.uncertainty, one.uncertainty, atol=1e-5, equal_nan=True)
+        np.testing.assert_array_equal(many.valid_fraction, one.valid_fraction)
+        assert np.abs(many.embeddings.astype(int) - one.embeddings.astype(int)).max() <= 1
+    assert max(batches) == 4 and set(batches) <= {1, 2, 3, 4}
+    with pytest.raises(ValueError, match="batch"):
+        score_block(bundle, tile, settings.grid, batch=0)
+
+
+def test_the_settings_and_the_cli_reach_the_scoring_options(tmp_path, scene):
+    settings = load_settings({"SCORE_BATCH": "8", "SCORE_READERS": "3"}, environ={})
+    assert scoring_options(settings) == ScoringOptions(readers=3, batch=8)
+    assert scoring_options(settings, batch=2, prefetch=None).batch == 2
+    with pytest.raises(ValueError, match="SCORE_BATCH"):
+        load_settings({"SCORE_BATCH": "0"}, environ={})
+    local = installation(tmp_path, "local", scene)
+    with Store(local.database_path) as store:
+        score_year(store, local, tiny_bundle(), 2021)
+    batched = installation(tmp_path, "batched", scene, SCORE_BATCH=4)
+    env = {**os.environ, **settings_environment(batched), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "run.py"), "score", "--readers", "2",
+                           "--prefetch", "3"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    expected, got = all_scores(local.database_path), all_scores(batched.database_path)
+    assert len(expected) > 0 and got.keys() == expected.keys()
+    for cell, row in expected.items():
+        assert got[cell] == pytest.approx(row, nan_ok=True, abs=1e-5)
+    refused = subprocess.run([sys.executable, str(REPO / "run.py"), "score", "--batch", "0"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "--batch" in refused.stderr
