@@ -36,7 +36,7 @@ import shapely
 
 from db.store import Store
 from imagery.grid import CellGrid
-from imagery.vectors import POLYGONAL, VectorLayer, read_features
+from imagery.vectors import POLYGONAL_IDS, VectorLayer, read_features
 from pipeline.ingest import cells_of_year, check_year
 from review.accounts import IMPORT_NAME
 
@@ -135,21 +135,34 @@ def _cell_of_xy(grid: CellGrid, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(grid.cell_id(rows, cols), dtype=np.int64)
 
 
+def _grouped(owner: np.ndarray, values: np.ndarray, n: int) -> list[np.ndarray]:
+    """``values`` split by ``owner`` (0..n-1): the unique values of each owner."""
+    if n == 0:
+        return []
+    order = np.argsort(owner, kind="stable")
+    parts = np.split(values[order], np.searchsorted(owner[order], np.arange(1, n)))
+    return [np.unique(part) for part in parts]
+
+
 def feature_cells(grid: CellGrid, geometries: np.ndarray, candidates: np.ndarray
                   ) -> list[np.ndarray]:
     """Per feature (grid CRS), the ``candidates`` cells it labels (see the module doc)."""
-    cells: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(geometries)
-    polygonal = np.asarray([g.geom_type in POLYGONAL for g in geometries], dtype=bool)
-    centres = shapely.points(*grid.cell_centres(candidates))
+    n = len(geometries)
+    polygonal = np.isin(shapely.get_type_id(geometries), POLYGONAL_IDS)
+    cells = [np.zeros(0, dtype=np.int64)] * n
     if polygonal.any():
+        centres = shapely.points(*grid.cell_centres(candidates))
         hits, found = shapely.STRtree(centres).query(geometries[polygonal], predicate="covers")
-        for j, i in enumerate(np.flatnonzero(polygonal)):
-            cells[i] = candidates[found[hits == j]]
-    for i in np.flatnonzero(~polygonal | np.asarray([c.size == 0 for c in cells])):
-        anchor = (shapely.get_coordinates(geometries[i]) if not polygonal[i] else
-                  shapely.get_coordinates(shapely.point_on_surface(geometries[i])))
-        ids = np.unique(_cell_of_xy(grid, anchor[:, 0], anchor[:, 1]))
-        cells[i] = ids[np.isin(ids, candidates)]
+        covered = _grouped(np.flatnonzero(polygonal)[hits], candidates[found], n)
+        cells = [covered[i] if polygonal[i] else cells[i] for i in range(n)]
+    anchored = np.flatnonzero([not polygonal[i] or cells[i].size == 0 for i in range(n)])
+    anchors = np.asarray([geometries[i] if not polygonal[i] else
+                          shapely.point_on_surface(geometries[i]) for i in anchored], dtype=object)
+    xy, owner = shapely.get_coordinates(anchors, return_index=True)
+    ids = _cell_of_xy(grid, xy[:, 0], xy[:, 1])
+    inside = np.isin(ids, candidates)
+    for i, part in zip(anchored, _grouped(owner[inside], ids[inside], len(anchored)), strict=True):
+        cells[i] = part
     return cells
 
 
