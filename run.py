@@ -498,6 +498,40 @@ def users_reset_password(settings: Settings, name: str, password_stdin: bool) ->
     click.echo(f"New password set for {name}.")
 
 
+@cli.group()
+def labels() -> None:
+    """Labels users bring: import a QGIS layer of mine / background points or polygons."""
+
+
+@labels.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--year", type=int, required=True, help="Year the labels are of.")
+@click.option("--label-field", required=True,
+              help="Attribute whose values say mine or background (e.g. status, label).")
+@click.option("--map", "pairs", multiple=True, metavar="VALUE=mine|background|ignore",
+              help="What a value means (repeatable, case-insensitive), over the defaults: "
+                   "mine/1/true/yes, background/0/false/no/rejected; empty or skip: left out.")
+@layer_option
+@click.pass_obj
+@user_errors
+def labels_import(settings: Settings, file: Path, year: int, label_field: str,
+                  pairs: tuple[str, ...], layer: str | None) -> None:
+    """Import the labels of FILE (GeoPackage, GeoJSON, shapefile, KML, zip, CSV with lon/lat; any
+    CRS): a point labels the cell it falls in, a polygon the cells whose centre it covers. All or
+    nothing: any unknown value, feature outside the ingested cells or conflict stores nothing;
+    importing the same file again stores nothing twice."""
+    from review.imports import import_labels, parse_mapping
+
+    mapping = parse_mapping(pairs)
+    with open_store(settings) as store:
+        done = import_labels(store, settings.grid, file, year=year, label_field=label_field,
+                             mapping=mapping, layer=layer)
+    click.echo(f"{file.name}: {done.features:,} features, {done.ignored:,} left out; "
+               f"{done.year}: {done.mines:,} mine, {done.background:,} background cells; "
+               f"{done.stored:,} labels stored"
+               + ("" if done.stored else " (imported before: nothing new)"))
+
+
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--where", default=None,

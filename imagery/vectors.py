@@ -37,6 +37,10 @@ from imagery.validate import quiet_gdal
 POLYGONAL = ("Polygon", "MultiPolygon")
 #: shapely type ids of Polygon and MultiPolygon.
 POLYGONAL_IDS = (3, 6)
+#: shapely type ids of Point, Polygon, MultiPoint and MultiPolygon (what ``read_features`` takes).
+POINT_OR_POLYGON_IDS = (0, 3, 4, 6)
+#: GDAL's CSV open options for a table of lon/lat columns (e.g. an export's ``lon``, ``lat``).
+CSV_LONLAT = {"X_POSSIBLE_NAMES": "lon,longitude", "Y_POSSIBLE_NAMES": "lat,latitude"}
 #: Feature problems listed in one error before "and N more".
 SHOWN = 3
 
@@ -53,6 +57,8 @@ class VectorLayer:
     crs: str
     geometries: np.ndarray
     attributes: dict[str, np.ndarray]
+    #: Each feature's 0-based position in the layer (features without a geometry are dropped).
+    positions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.geometries)
@@ -131,13 +137,14 @@ def _pick_layer(name: str, source: str, layer: str | None) -> str | None:
     return None
 
 
-def _read(path: Path, layer: str | None, columns: Sequence[str] | None
-          ) -> tuple[dict[str, Any], Any, list[Any]]:
+def _read(path: Path, layer: str | None, columns: Sequence[str] | None,
+          open_options: dict[str, str] | None = None) -> tuple[dict[str, Any], Any, list[Any]]:
     """(meta, wkb, field data) of the layer, read quietly; VectorError when unreadable."""
     with _quiet(), gdal_source(path) as source:
         chosen = _pick_layer(path.name, source, layer)
         try:
-            meta, _, wkb, field_data = pyogrio.raw.read(source, layer=chosen, columns=columns)
+            meta, _, wkb, field_data = pyogrio.raw.read(source, layer=chosen, columns=columns,
+                                                        **(open_options or {}))
         except Exception as error:  # pyogrio raises several GDAL-derived types
             raise VectorError(f"{path.name}: not a readable vector file "
                               f"({_short(error, source, str(path))})") from error
@@ -269,23 +276,44 @@ def read_polygons(
     mended to their polygonal part; see the module doc). Empty geometries are dropped; a file
     with no polygon left is an error.
     """
+    return _read_layer(Path(path), to_crs, columns, layer, repair, POLYGONAL_IDS, "polygons")
+
+
+def read_features(path: str | Path, *, to_crs: str, layer: str | None = None,
+                  repair: bool = False) -> VectorLayer:
+    """Read the points and polygons of a vector file, reprojected to ``to_crs``: every check of
+    ``read_polygons`` (a point is valid when finite). A CSV is read as points from its lon/lat
+    columns (``CSV_LONLAT``, WGS84); lines are refused."""
     path = Path(path)
+    csv = path.suffix.lower() == ".csv"
+    return _read_layer(path, to_crs, None, layer, repair, POINT_OR_POLYGON_IDS,
+                       "points or polygons" + (" (a CSV needs lon and lat columns)" if csv else ""),
+                       CSV_LONLAT if csv else None)
+
+
+def _read_layer(path: Path, to_crs: str, columns: Sequence[str] | None, layer: str | None,
+                repair: bool, kinds_allowed: Sequence[int], expected: str,
+                open_options: dict[str, str] | None = None) -> VectorLayer:
+    """``read_polygons``'s reading and checks, for geometries of the shapely type ids
+    ``kinds_allowed`` (``expected`` names them in the error)."""
     name = path.name
     if not path.exists():
         raise VectorError(f"{name}: no such file")
     if path.is_file() and path.stat().st_size == 0:
         raise VectorError(f"{name}: the file is empty (0 bytes)")
-    meta, wkb, field_data = _read(path, layer, columns)
-    crs = _crs_of(name, meta, path)
+    meta, wkb, field_data = _read(path, layer, columns, open_options)
+    if wkb is None and open_options is not None:
+        wkb = [None] * len(field_data[0]) if field_data else None
+    crs = _crs_of(name, meta, path) if open_options is None else CRS.from_epsg(4326)
     if wkb is None or len(wkb) == 0:
         raise VectorError(f"{name}: the layer has no features")
     with _quiet(), np.errstate(invalid="ignore"):
         geometries = _geometries(name, wkb, repair)
     keep = ~(shapely.is_missing(geometries) | shapely.is_empty(geometries))
     kinds = set(shapely.get_type_id(geometries[keep]).tolist())
-    if not keep.any() or not kinds <= set(POLYGONAL_IDS):
+    if not keep.any() or not kinds <= set(kinds_allowed):
         found = sorted({g.geom_type for g in geometries[keep][:50]})
-        raise VectorError(f"{name}: expected polygons, found {', '.join(found) or 'no geometry'}")
+        raise VectorError(f"{name}: expected {expected}, found {', '.join(found) or 'no geometry'}")
     geometries[~keep] = shapely.Polygon()  # checked as placeholders, so errors give file positions
     _check_finite(name, geometries, "in the file")
     _check_range(name, geometries, crs)
@@ -297,7 +325,8 @@ def read_polygons(
         str(field): np.asarray(values)[keep]
         for field, values in zip(meta["fields"], field_data, strict=True)
     }
-    return VectorLayer(path=path, crs=to_crs, geometries=geometries[keep], attributes=attributes)
+    return VectorLayer(path=path, crs=to_crs, geometries=geometries[keep], attributes=attributes,
+                       positions=np.flatnonzero(keep))
 
 
 def _span(lon: np.ndarray, lat: np.ndarray) -> str:

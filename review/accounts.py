@@ -22,6 +22,9 @@ from db.store import Store, StoreError
 ROLES: tuple[str, ...] = ("reviewer", "lead", "admin")
 #: The identity requests act as on a loopback-only installation without any account (open mode).
 LOCAL_NAME = "local"
+#: The reviewer of labels brought in a file (``run.py labels import``); no account may take it, so
+#: nobody can log in as it.
+IMPORT_NAME = "import"
 #: Shortest accepted password.
 MIN_PASSWORD = 10
 #: Longest accepted password (argon2 hashes anything, but a 1 MB "password" is an attack).
@@ -58,6 +61,8 @@ def check_name(name: str) -> str:
                            f"with a letter or digit; got {name[:50]!r}")
     if name.lower() == LOCAL_NAME:
         raise AccountError(f"{LOCAL_NAME!r} is reserved for open mode on this machine")
+    if name.lower() == IMPORT_NAME:
+        raise AccountError(f"{IMPORT_NAME!r} is reserved for imported labels")
     return name
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import shapely
 
-from imagery.vectors import VectorError, read_polygons
+from imagery.vectors import VectorError, read_features, read_polygons
 from tests.conftest import SHARED_DATA
 
 
@@ -187,3 +187,27 @@ def test_repair_keeps_polygons_and_never_changes_dimension(tmp_path):
                                           "repaired .feature 0"):
         read_polygons(write_geojson(tmp_path / "flat.geojson", [FLAT]), to_crs="EPSG:6933",
                       repair=True)
+
+
+def test_read_features_takes_points_and_polygons_and_keeps_file_positions(tmp_path):
+    point = {"type": "Point", "coordinates": [29.005, -25.995]}
+    line = {"type": "LineString", "coordinates": [[29, -26], [29.01, -25.99]]}
+    path = write_geojson(tmp_path / "f.geojson", [point, None, SQUARE],
+                         [{"v": "a"}, {"v": "b"}, {"v": "c"}])
+    layer = read_features(path, to_crs="EPSG:6933")
+    assert [g.geom_type for g in layer.geometries] == ["Point", "Polygon"]
+    assert layer.positions.tolist() == [0, 2] and layer.column("v") == ["a", "c"]
+    with pytest.raises(VectorError, match="expected points or polygons, found LineString"):
+        read_features(write_geojson(tmp_path / "l.geojson", [point, line]), to_crs="EPSG:6933")
+    bad = write_geojson(tmp_path / "nan.geojson", [{"type": "Point", "coordinates": [200, 10]}])
+    with pytest.raises(VectorError, match="feature 0: spans x 200"):
+        read_features(bad, to_crs="EPSG:6933")
+
+
+def test_read_features_reads_a_csv_from_its_lon_lat_columns(tmp_path):
+    (tmp_path / "p.csv").write_text("label,lon,lat\nmine,29.005,-25.995\n")
+    layer = read_features(tmp_path / "p.csv", to_crs="EPSG:4326")
+    assert shapely.get_coordinates(layer.geometries).tolist() == [[29.005, -25.995]]
+    (tmp_path / "q.csv").write_text("label,x\nmine,1\n")
+    with pytest.raises(VectorError, match=r"a CSV needs lon and lat columns\), found no geometry"):
+        read_features(tmp_path / "q.csv", to_crs="EPSG:4326")
