@@ -221,19 +221,26 @@ def change_decision(
 
     NotFoundError for an unknown decision, ForbiddenError for another reviewer's.
     """
-    if label not in LABELS:
-        raise ReviewError(f"unknown label {label[:40]!r}: choose mine, background or skip")
     key = request_key("change", reviewer, request_id) if request_id else None
     with store.atomic():
-        event = store.labels.label_event(event_id)
-        if event is None or event["kind"] != "label":
-            raise NotFoundError(f"no decision {event_id}")
-        if event["reviewer"] != reviewer:
-            raise ForbiddenError(f"decision {event_id} is {event['reviewer']}'s; you can change "
-                                 "only your own decisions")
+        event = changeable_decision(store, reviewer, event_id, label)
         return store.labels.record_label(
             event["cell_id"], event["year"], label, reviewer, request_id=key,
             score_shown=event["score_shown"], model_version_shown=event["model_version_shown"])
+
+
+def changeable_decision(store: Store, reviewer: str, event_id: int, label: str) -> dict[str, Any]:
+    """The label event ``reviewer`` may change to ``label``: ReviewError for an unknown label,
+    NotFoundError for an unknown decision, ForbiddenError for another reviewer's."""
+    if label not in LABELS:
+        raise ReviewError(f"unknown label {label[:40]!r}: choose mine, background or skip")
+    event = store.labels.label_event(event_id)
+    if event is None or event["kind"] != "label":
+        raise NotFoundError(f"no decision {event_id}")
+    if event["reviewer"] != reviewer:
+        raise ForbiddenError(f"decision {event_id} is {event['reviewer']}'s; you can change "
+                             "only your own decisions")
+    return event
 
 
 def recent_decisions(store: Store, reviewer: str, limit: int = 10) -> list[dict[str, Any]]:

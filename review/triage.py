@@ -25,8 +25,15 @@ from typing import Any
 
 from db.store import LABELS, Store
 from review.cards import QueueChoice, is_blind, next_cards, require_cell_year
-from review.decisions import DecisionForm, change_decision, decide, parse_token, request_key
-from review.errors import ForbiddenError, NotFoundError, ReviewError
+from review.decisions import (
+    DecisionForm,
+    change_decision,
+    changeable_decision,
+    decide,
+    parse_token,
+    request_key,
+)
+from review.errors import ReviewError
 from review.second_review import SecondReviewPolicy
 
 #: What a tile's outcome says to the reviewer, by status.
@@ -232,15 +239,7 @@ def correct_page(
     """
     plans: list[tuple[int, str]] = []
     for event_id, label in changes:
-        if label not in LABELS:
-            raise ReviewError(f"unknown label {label[:40]!r}: choose mine, background "
-                                      "or skip")
-        event = store.labels.label_event(event_id)
-        if event is None or event["kind"] != "label":
-            raise NotFoundError(f"no decision {event_id}")
-        if event["reviewer"] != reviewer:
-            raise ForbiddenError(f"decision {event_id} is {event['reviewer']}'s; you can "
-                                         "change only your own decisions")
+        event = changeable_decision(store, reviewer, event_id, label)
         if _own_label(store, reviewer, int(event["cell_id"]), int(event["year"])) != label:
             plans.append((event_id, label))
     return [change_decision(store, reviewer=reviewer, event_id=event_id, label=label,
