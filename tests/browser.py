@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from flask import Flask
@@ -22,6 +24,16 @@ MARKS = [
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                        "(`apt-get install chromium`, or `make test` installs it)"),
 ]
+
+
+def screenshots_module() -> ModuleType:
+    """docs/screenshots.py, imported from its path (docs/ is not a package): its helpers that
+    start `run.py serve` (free_port, wait_until_up) serve the browser tests too."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("screenshots", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextmanager

@@ -7,16 +7,13 @@ server's log holds no traceback."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, LAUNCH_ARGS, MARKS
+from tests.browser import CHROMIUM, LAUNCH_ARGS, MARKS, screenshots_module
 
 pytestmark = MARKS
 
@@ -37,24 +34,6 @@ def cli_environment() -> dict[str, str]:
     """This environment without any MINEWATCH_* setting (so the data folder is ./instance)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINEWATCH_")}
     return {**env, "MINEWATCH_TRAIN_EPOCHS": str(EPOCHS)}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        assert server.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"the server did not answer within {START_S} s:\n{log.read_text()}")
 
 
 def assert_decoded(page, selector: str) -> None:
@@ -92,13 +71,17 @@ def test_make_run_in_a_fresh_folder_shows_every_picture(tmp_path: Path) -> None:
                           timeout=300)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert (tmp_path / "instance" / "minewatch.db").exists()
-    port, log = free_port(), tmp_path / "serve.log"
+    shots = screenshots_module()
+    port, log = shots.free_port(), tmp_path / "serve.log"
     with open(log, "w") as out:
         server = subprocess.Popen([sys.executable, str(RUN_PY), "serve", "--port", str(port)],
                                   cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(url + "/login", server, log)
+        try:
+            shots.wait_until_up(url + "/login", server, START_S)
+        except (RuntimeError, TimeoutError) as error:
+            raise AssertionError(f"{error}:\n{log.read_text()}") from error
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
             try:

@@ -5,27 +5,14 @@ tests/test_synthetic.py covers.)"""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 from PIL import Image
 
-from tests.browser import MARKS
+from tests.browser import MARKS, screenshots_module
 
 pytest.register_assert_rewrite("tests.fixtures_app")
 pytestmark = MARKS
 pytest_plugins = ["tests.fixtures_app"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def screenshots_module() -> ModuleType:
-    """docs/screenshots.py, imported from its path (docs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("screenshots", ROOT / "docs" / "screenshots.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_screenshots_of_a_served_installation(tmp_path, review_db):
