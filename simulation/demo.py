@@ -83,8 +83,7 @@ def _build(store: Store, settings: Settings, *, size_km: int, years: Sequence[in
     echo(f"Generating a synthetic {size_km} x {size_km} km territory for {', '.join(map(str, years))}")
     progress.stage("Generating", len(years), "scene")
     territory = build_demo(settings.demo_dir, size_km=size_km, years=tuple(years), seed=seed,
-                           progress=echo)
-    progress.advance(len(years))
+                           progress=echo, on_scene=lambda: progress.advance(1))
     progress.stage("Ingesting", len(years), "scene")
     for year, path in sorted(territory.scenes.items()):
         ingest_files(store, settings, [path], year)

@@ -206,8 +206,10 @@ def build_demo(
     years: Sequence[int] = DEFAULT_YEARS,
     seed: int = DEFAULT_SEED,
     progress: Callable[[str], None] | None = None,
+    on_scene: Callable[[], None] | None = None,
 ) -> DemoTerritory:
-    """Generate the synthetic demo territory under ``out_dir`` and describe it.
+    """Generate the synthetic demo territory under ``out_dir`` and describe it (``progress``
+    gets a line per step, ``on_scene`` is called as each year's scene is written).
 
     Writes ``demo_{year}.tif`` for each year (12 bands in SEED_BANDS order, uint16 DN, nodata 0,
     tiled, DEFLATE), ``demo_truth.geojson`` (every mine component per year, with status),
@@ -238,6 +240,8 @@ def build_demo(
                      np.random.default_rng([seed, size_km, 100 + idx]), year)
         scenes[year] = path
         say(f"demo: wrote {path.name} ({idx + 1}/{len(years_t)})")
+        if on_scene is not None:
+            on_scene()
 
     truth_path = out_dir / "demo_truth.geojson"
     mines_path = out_dir / "demo_mines.geojson"
