@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -67,11 +68,15 @@ CASES = [
 ]
 
 
-def run_bench(script: str, args: list[str], tmp_path: Path) -> dict:
-    """Run ``bench/<script> args`` from the repository root; its last line's JSON object."""
-    env = {**os.environ, "TMPDIR": str(tmp_path)}  # temporary folders land in pytest's tmp
-    done = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+def run_bench(script: str, args: list[str]) -> dict:
+    """Run ``bench/<script> args`` from the repository root; its last line's JSON object.
+
+    Its temporary folders land in a short folder of its own, removed afterwards: under pytest's
+    long tmp paths chromium's socket path passes the 107-character limit and chromium aborts."""
+    with tempfile.TemporaryDirectory(prefix="mw-bench-") as scratch:
+        done = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT,
+                              env={**os.environ, "TMPDIR": scratch}, capture_output=True,
+                              text=True, timeout=TIMEOUT_S, check=False)
     assert done.returncode == 0, (
         f"bench/{script} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     lines = [line for line in done.stdout.splitlines() if line.strip()]
@@ -98,17 +103,17 @@ def test_quick_run_prints_its_figures(script, args, keys, tmp_path, request) -> 
     if DEMO in args:
         args = [str(request.getfixturevalue("demo")) if a == DEMO else a for a in args]
     args = [str(tmp_path / "out") if a == SCRATCH else a for a in args]
-    figures = run_bench(script, ["--quick", *args], tmp_path)
+    figures = run_bench(script, ["--quick", *args])
     assert keys <= set(figures), f"bench/{script}: no {sorted(keys - set(figures))} in {figures}"
 
 
-def test_demo_truth_reads_the_demo(demo, tmp_path) -> None:
-    figures = run_bench("demo_truth.py", [str(demo)], tmp_path)
+def test_demo_truth_reads_the_demo(demo) -> None:
+    figures = run_bench("demo_truth.py", [str(demo)])
     assert set(figures) == {str(demo)} and figures[str(demo)]["cells"] > 0
 
 
-def test_http_load_loses_nothing(demo, tmp_path) -> None:
-    figures = run_bench("http_load.py", ["--quick", "--data-dir", str(demo)], tmp_path)
+def test_http_load_loses_nothing(demo) -> None:
+    figures = run_bench("http_load.py", ["--quick", "--data-dir", str(demo)])
     assert figures["acknowledged"] > 0
     assert (figures["lost"], figures["double_served"], figures["errors"]) == (0, 0, 0)
 
